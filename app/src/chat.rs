@@ -1,0 +1,426 @@
+//! The chat's client-side state: messages, connection state and notices, and how
+//! server events change them. Transport-agnostic: whatever carries the events,
+//! [`ChatState::apply`] is the only way they reach the page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use rill_protocol::{ClientFrame, FinishReason, MessageRequest, ServerEvent};
+
+use crate::markdown::IncrementalMarkdown;
+
+/// Frames queued for whatever transport is connected.
+pub type Outbox = futures::channel::mpsc::UnboundedSender<String>;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The person chatting.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// Where an assistant reply is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    /// Sent; no `start` yet.
+    Waiting,
+    /// Tokens are arriving.
+    Streaming,
+    /// Finished normally.
+    Complete,
+    /// Stopped by the user (`finish_reason: cancelled`).
+    Stopped,
+    /// Failed; the message's `error` says why.
+    Failed,
+}
+
+impl ReplyStatus {
+    /// The `data-status` attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyStatus::Waiting => "waiting",
+            ReplyStatus::Streaming => "streaming",
+            ReplyStatus::Complete => "complete",
+            ReplyStatus::Stopped => "stopped",
+            ReplyStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The connection as the badge shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// First attempt in progress (also what the server renders).
+    Connecting,
+    /// The WebSocket is open and the server answered.
+    Live,
+    /// Lost; reconnect attempt number n is pending.
+    Reconnecting(u32),
+    /// Not connected and not trying (e.g. the browser is offline).
+    Offline,
+}
+
+impl ConnectionState {
+    /// The badge's text.
+    pub fn label(self) -> String {
+        match self {
+            ConnectionState::Connecting => "Connecting…".to_owned(),
+            ConnectionState::Live => "Live · WebSocket".to_owned(),
+            ConnectionState::Reconnecting(n) => format!("Reconnecting ({n})…"),
+            ConnectionState::Offline => "Offline".to_owned(),
+        }
+    }
+
+    /// The badge's `data-state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Live => "live",
+            ConnectionState::Reconnecting(_) => "reconnecting",
+            ConnectionState::Offline => "offline",
+        }
+    }
+}
+
+/// One message on the page. Every part is a signal, so a token updates only the
+/// nodes of its own reply.
+#[derive(Clone, Copy)]
+pub struct MessageView {
+    /// Stable key for the list.
+    pub key: u64,
+    /// Who wrote it.
+    pub role: Role,
+    /// A user message's text (assistant text lives in `blocks` and `tail`).
+    pub text: StoredValue<String>,
+    /// Rendered finished markdown blocks; each is added once.
+    pub blocks: RwSignal<Vec<Arc<str>>>,
+    /// Rendered unfinished block.
+    pub tail: RwSignal<String>,
+    /// Lifecycle.
+    pub status: RwSignal<ReplyStatus>,
+    /// The latest progress text (before the first token).
+    pub progress: RwSignal<Option<String>>,
+    /// Why it failed.
+    pub error: RwSignal<Option<String>>,
+    /// The whole reply text, set when it ends (for copy and tests).
+    pub raw: RwSignal<Option<String>>,
+    /// The stream this reply comes from, once started.
+    pub stream_id: StoredValue<Option<String>>,
+    /// The last seq applied: a resumed or duplicated event at or below it is ignored.
+    pub last_seq: StoredValue<u64>,
+    /// The incremental renderer of this reply.
+    renderer: StoredValue<IncrementalMarkdown>,
+}
+
+impl MessageView {
+    fn new(key: u64, role: Role, text: String) -> Self {
+        MessageView {
+            key,
+            role,
+            text: StoredValue::new(text),
+            blocks: RwSignal::new(Vec::new()),
+            tail: RwSignal::new(String::new()),
+            status: RwSignal::new(if role == Role::User {
+                ReplyStatus::Complete
+            } else {
+                ReplyStatus::Waiting
+            }),
+            progress: RwSignal::new(None),
+            error: RwSignal::new(None),
+            raw: RwSignal::new(None),
+            stream_id: StoredValue::new(None),
+            last_seq: StoredValue::new(0),
+            renderer: StoredValue::new(IncrementalMarkdown::new()),
+        }
+    }
+}
+
+/// The whole client state, provided as context.
+#[derive(Clone, Copy)]
+pub struct ChatState {
+    /// The conversation, in order.
+    pub messages: RwSignal<Vec<MessageView>>,
+    /// The badge.
+    pub connection: RwSignal<ConnectionState>,
+    /// Errors shown to the user that belong to no message.
+    pub notices: RwSignal<Vec<(u64, String)>>,
+    /// The conversation id the server assigned (sent with later messages).
+    pub session_id: RwSignal<Option<String>>,
+    /// Where frames go; `None` while no transport is connected.
+    pub outbox: StoredValue<Option<Outbox>>,
+    by_stream: StoredValue<HashMap<String, MessageView>>,
+    by_client_id: StoredValue<HashMap<String, MessageView>>,
+    next_key: StoredValue<u64>,
+}
+
+impl Default for ChatState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChatState {
+    /// An empty chat, connecting.
+    pub fn new() -> Self {
+        ChatState {
+            messages: RwSignal::new(Vec::new()),
+            connection: RwSignal::new(ConnectionState::Connecting),
+            notices: RwSignal::new(Vec::new()),
+            session_id: RwSignal::new(None),
+            outbox: StoredValue::new(None),
+            by_stream: StoredValue::new(HashMap::new()),
+            by_client_id: StoredValue::new(HashMap::new()),
+            next_key: StoredValue::new(1),
+        }
+    }
+
+    fn key(&self) -> u64 {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        key
+    }
+
+    /// Shows an error that belongs to no message.
+    pub fn notify(&self, text: impl Into<String>) {
+        let key = self.key();
+        self.notices.update(|n| {
+            n.push((key, text.into()));
+            // Keep the last few only.
+            if n.len() > 3 {
+                n.remove(0);
+            }
+        });
+    }
+
+    /// Dismisses a notice.
+    pub fn dismiss(&self, key: u64) {
+        self.notices.update(|n| n.retain(|(k, _)| *k != key));
+    }
+
+    /// Queues a frame for the connected transport; false if none is connected.
+    pub fn send_frame(&self, frame: &ClientFrame) -> bool {
+        let Ok(text) = serde_json::to_string(frame) else {
+            return false;
+        };
+        self.outbox.with_value(|outbox| {
+            outbox
+                .as_ref()
+                .is_some_and(|tx| tx.unbounded_send(text).is_ok())
+        })
+    }
+
+    /// Sends a question: adds it and a waiting reply to the page. False (and a
+    /// notice) when no transport is connected, so the composer keeps the draft.
+    pub fn ask(&self, text: String) -> bool {
+        if self.connection.get_untracked() != ConnectionState::Live {
+            self.notify("Not connected: wait for the badge to say Live, then send again.");
+            return false;
+        }
+        let user = MessageView::new(self.key(), Role::User, text.clone());
+        let reply = MessageView::new(self.key(), Role::Assistant, String::new());
+        let client_id = format!("c{}", reply.key);
+        self.by_client_id.update_value(|m| {
+            m.insert(client_id.clone(), reply);
+        });
+        self.messages.update(|m| {
+            m.push(user);
+            m.push(reply);
+        });
+        let frame = ClientFrame::Message(MessageRequest {
+            message: Some(text),
+            session_id: self.session_id.get_untracked(),
+            client_message_id: Some(client_id),
+            ..Default::default()
+        });
+        if !self.send_frame(&frame) {
+            reply.status.set(ReplyStatus::Failed);
+            reply.error.set(Some("Not connected".into()));
+        }
+        true
+    }
+
+    /// Asks the server to stop a streaming reply.
+    pub fn stop(&self, message: MessageView) {
+        if let Some(stream_id) = message.stream_id.get_value() {
+            self.send_frame(&ClientFrame::Cancel { stream_id });
+        }
+    }
+
+    /// Frames to send after (re)connecting: resume every reply still streaming.
+    pub fn resume_frames(&self) -> Vec<ClientFrame> {
+        self.by_stream.with_value(|streams| {
+            streams
+                .iter()
+                .filter(|(_, m)| {
+                    matches!(
+                        m.status.get_untracked(),
+                        ReplyStatus::Streaming | ReplyStatus::Waiting
+                    )
+                })
+                .map(|(id, m)| ClientFrame::Resume {
+                    stream_id: id.clone(),
+                    after_seq: m.last_seq.get_value(),
+                })
+                .collect()
+        })
+    }
+
+    /// Applies one server event to the page.
+    pub fn apply(&self, event: ServerEvent) {
+        if let Some((stream_id, seq)) = event.stream_position() {
+            let message = self.by_stream.with_value(|m| m.get(stream_id).copied());
+            if let Some(message) = message
+                && seq <= message.last_seq.get_value()
+            {
+                // Already applied (a resume overlapped what we had).
+                return;
+            }
+        }
+        match event {
+            ServerEvent::Start {
+                stream_id,
+                seq,
+                session_id,
+                client_message_id,
+                ..
+            } => {
+                self.session_id.set(Some(session_id));
+                let waiting = client_message_id.and_then(|id| {
+                    self.by_client_id
+                        .try_update_value(|m| m.remove(&id))
+                        .flatten()
+                });
+                let message = waiting.unwrap_or_else(|| {
+                    let message = MessageView::new(self.key(), Role::Assistant, String::new());
+                    self.messages.update(|m| m.push(message));
+                    message
+                });
+                message.stream_id.set_value(Some(stream_id.clone()));
+                message.last_seq.set_value(seq);
+                message.status.set(ReplyStatus::Streaming);
+                self.by_stream.update_value(|m| {
+                    m.insert(stream_id, message);
+                });
+            }
+            ServerEvent::Progress {
+                stream_id,
+                seq,
+                message: text,
+                ..
+            } => {
+                if let Some(message) = self.stream_message(&stream_id, seq) {
+                    message.progress.set(Some(text));
+                }
+            }
+            ServerEvent::Token {
+                stream_id,
+                seq,
+                token,
+                ..
+            } => {
+                if let Some(message) = self.stream_message(&stream_id, seq) {
+                    let update = message
+                        .renderer
+                        .try_update_value(|r| r.push(&token))
+                        .unwrap_or_default();
+                    if !update.finished.is_empty() {
+                        message
+                            .blocks
+                            .update(|b| b.extend(update.finished.into_iter().map(Arc::from)));
+                    }
+                    message.tail.set(update.tail);
+                    if message.progress.get_untracked().is_some() {
+                        message.progress.set(None);
+                    }
+                }
+            }
+            ServerEvent::Complete {
+                stream_id,
+                seq,
+                metadata,
+                ..
+            } => {
+                if let Some(message) = self.stream_message(&stream_id, seq) {
+                    self.finish(message);
+                    message.status.set(match metadata.finish_reason {
+                        FinishReason::Cancelled => ReplyStatus::Stopped,
+                        FinishReason::Error => {
+                            message
+                                .error
+                                .set(Some("The reply ended early because of an error.".into()));
+                            ReplyStatus::Failed
+                        }
+                        FinishReason::Stop | FinishReason::Length => ReplyStatus::Complete,
+                    });
+                }
+            }
+            ServerEvent::Error {
+                error,
+                code,
+                stream_id,
+                seq,
+            } => {
+                let text = format!("{error} ({code})");
+                let message = match (&stream_id, seq) {
+                    (Some(id), Some(seq)) => self.stream_message(id, seq),
+                    (Some(id), None) => self.by_stream.with_value(|m| m.get(id).copied()),
+                    // A rejected `message`: the oldest reply still waiting for its start.
+                    _ => self.oldest_waiting(),
+                };
+                match message {
+                    Some(message) => {
+                        self.finish(message);
+                        message.status.set(ReplyStatus::Failed);
+                        message.error.set(Some(text));
+                    }
+                    None => self.notify(text),
+                }
+            }
+            ServerEvent::Hello { .. } | ServerEvent::Pong { .. } => {}
+            ServerEvent::AuthSuccess { .. } => {}
+            ServerEvent::AuthError { message, code } => self.notify(format!("{message} ({code})")),
+        }
+    }
+
+    /// The message of a stream, recording `seq` as applied.
+    fn stream_message(&self, stream_id: &str, seq: u64) -> Option<MessageView> {
+        let message = self.by_stream.with_value(|m| m.get(stream_id).copied())?;
+        message.last_seq.set_value(seq);
+        Some(message)
+    }
+
+    fn oldest_waiting(&self) -> Option<MessageView> {
+        let found = self.messages.with_untracked(|m| {
+            m.iter()
+                .find(|m| {
+                    m.role == Role::Assistant && m.status.get_untracked() == ReplyStatus::Waiting
+                })
+                .copied()
+        })?;
+        self.by_client_id
+            .update_value(|m| m.retain(|_, v| v.key != found.key));
+        Some(found)
+    }
+
+    /// Renders the whole reply once, exactly, and records its text.
+    fn finish(&self, message: MessageView) {
+        let (text, full) = message
+            .renderer
+            .with_value(|r| (r.text().to_owned(), r.render_all()));
+        let incremental = {
+            let mut html = message.blocks.with_untracked(|b| b.concat());
+            html.push_str(&message.tail.get_untracked());
+            html
+        };
+        // Only touch the DOM when the block-by-block rendering differs.
+        if incremental != full {
+            message.blocks.set(vec![Arc::from(full)]);
+            message.tail.set(String::new());
+        }
+        message.progress.set(None);
+        message.raw.set(Some(text));
+    }
+}

@@ -1,0 +1,41 @@
+//! The chat page: header with the connection badge, the conversation, the composer.
+
+use leptos::prelude::*;
+
+use crate::chat::ChatState;
+use crate::components::composer::Composer;
+use crate::components::message::MessageItem;
+use crate::components::notices::Notices;
+use crate::components::status_badge::StatusBadge;
+
+/// The chat page at `/`.
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let state = ChatState::new();
+    provide_context(state);
+    // Effects run only in the browser: the transport starts after hydration.
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        crate::transport::start(state);
+    });
+    view! {
+        <div class="app">
+            <header class="topbar">
+                <h1 class="brand">"rill"</h1>
+                <StatusBadge state=state.connection/>
+            </header>
+            <main class="chat">
+                <section class="log" role="log" aria-live="polite" aria-label="Conversation">
+                    <Show when=move || state.messages.with(Vec::is_empty)>
+                        <p class="empty">"Ask anything. Replies stream in as they are written."</p>
+                    </Show>
+                    <For each=move || state.messages.get() key=|message| message.key let:message>
+                        <MessageItem message/>
+                    </For>
+                </section>
+                <Notices/>
+                <Composer/>
+            </main>
+        </div>
+    }
+}

@@ -1,0 +1,67 @@
+//! One message. A reply renders as finished markdown blocks (each inserted once)
+//! plus the block being written, so a token touches only the last block.
+
+use leptos::prelude::*;
+use std::sync::Arc;
+
+use crate::chat::{ChatState, MessageView, ReplyStatus, Role};
+
+/// A message of the conversation.
+#[component]
+pub fn MessageItem(
+    /// The message shown.
+    message: MessageView,
+) -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    if message.role == Role::User {
+        return view! {
+            <article class="msg user" data-role="user">
+                <div class="bubble"><p class="user-text">{message.text.get_value()}</p></div>
+            </article>
+        }
+        .into_any();
+    }
+    let status = message.status;
+    view! {
+        <article
+            class="msg assistant"
+            data-role="assistant"
+            data-status=move || status.get().as_str()
+            data-raw=move || message.raw.get()
+        >
+            <div class="bubble">
+                <Show when=move || message.progress.with(Option::is_some)>
+                    <p class="progress">{move || message.progress.get()}</p>
+                </Show>
+                <Show when=move || status.get() == ReplyStatus::Waiting && message.progress.with(Option::is_none)>
+                    <p class="progress">"Waiting for the server…"</p>
+                </Show>
+                <div class="markdown">
+                    // Keyed by the block's allocation: a block is inserted once and never re-rendered.
+                    <For
+                        each=move || message.blocks.get()
+                        key=|block| Arc::as_ptr(block) as *const u8 as usize
+                        let:block
+                    >
+                        <div class="md-block" inner_html=block.to_string()></div>
+                    </For>
+                    <div class="md-tail" inner_html=move || message.tail.get()></div>
+                </div>
+                <Show when=move || status.get() == ReplyStatus::Stopped>
+                    <p class="note stopped">"Stopped"</p>
+                </Show>
+                <Show when=move || message.error.with(Option::is_some)>
+                    <p class="note error" role="alert">{move || message.error.get()}</p>
+                </Show>
+                <Show when=move || matches!(status.get(), ReplyStatus::Streaming | ReplyStatus::Waiting)>
+                    <div class="actions">
+                        <button type="button" class="stop" on:click=move |_| state.stop(message)>
+                            "Stop"
+                        </button>
+                    </div>
+                </Show>
+            </div>
+        </article>
+    }
+    .into_any()
+}

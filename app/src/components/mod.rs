@@ -1,0 +1,7 @@
+//! The UI's components, one per file.
+
+pub mod chat_page;
+pub mod composer;
+pub mod message;
+pub mod notices;
+pub mod status_badge;

@@ -1,0 +1,60 @@
+//! # rill-app
+//!
+//! rill's chat UI in Leptos, shared by server-side rendering (`ssr`) and the
+//! browser (`hydrate`).
+//!
+//! ## Layout
+//! - [`shell`] is the HTML document; [`App`] the router inside it.
+//! - [`components`]: one component per file (chat page, message, composer, badge, notices).
+//! - [`chat`]: client state and how server events change it (transport-agnostic).
+//! - [`markdown`]: sanitizing and incremental markdown rendering.
+//! - `transport` (hydrate only): the WebSocket client with reconnect and resume.
+
+pub mod chat;
+pub mod components;
+pub mod markdown;
+#[cfg(feature = "hydrate")]
+pub mod transport;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::StaticSegment;
+use leptos_router::components::{Route, Router, Routes};
+
+use crate::components::chat_page::ChatPage;
+
+/// The HTML document around the app, rendered by the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light dark"/>
+                <link rel="icon" href="data:,"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The application: routes and document metadata.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/rill.css"/>
+        <Title text="rill"/>
+        <Router>
+            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                <Route path=StaticSegment("") view=ChatPage/>
+            </Routes>
+        </Router>
+    }
+}

@@ -1,0 +1,297 @@
+//! Markdown for replies: a sanitizing renderer, and an incremental renderer that
+//! keeps streaming cost proportional to the block being written, not the reply.
+//!
+//! Sanitizing by construction: raw HTML in the markdown is rendered as escaped
+//! text, and link/image URLs with a scheme other than http, https or mailto are
+//! replaced. No HTML from a reply ever reaches the DOM as markup.
+
+use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, html};
+
+fn options() -> Options {
+    Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
+}
+
+/// Renders markdown to safe HTML.
+pub fn render(markdown: &str) -> String {
+    let events = Parser::new_ext(markdown, options()).map(|event| match event {
+        // Raw HTML is shown, never interpreted.
+        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => Event::Start(Tag::Link {
+            link_type,
+            dest_url: safe_url(dest_url),
+            title,
+            id,
+        }),
+        Event::Start(Tag::Image {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => Event::Start(Tag::Image {
+            link_type,
+            dest_url: safe_url(dest_url),
+            title,
+            id,
+        }),
+        other => other,
+    });
+    let mut out = String::with_capacity(markdown.len() * 3 / 2);
+    html::push_html(&mut out, events);
+    out
+}
+
+/// Keeps relative URLs and http, https and mailto ones; anything else becomes `#`.
+fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
+    // Browsers ignore ASCII whitespace and control characters inside a scheme
+    // ("java\tscript:"), so look at the URL the way they do.
+    let cleaned: String = url
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && !c.is_ascii_control())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let scheme_end = cleaned.find(':');
+    let path_start = cleaned.find(['/', '?', '#']);
+    let has_scheme = match (scheme_end, path_start) {
+        (Some(colon), Some(path)) => colon < path,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if !has_scheme {
+        return url;
+    }
+    if ["http:", "https:", "mailto:"]
+        .iter()
+        .any(|allowed| cleaned.starts_with(allowed))
+    {
+        url
+    } else {
+        CowStr::Borrowed("#")
+    }
+}
+
+/// Renders a reply while it streams. Finished blocks (separated by a blank line
+/// outside a code fence) are rendered once and handed out as they complete; only
+/// the block being written is rendered again on each token.
+#[derive(Debug, Default, Clone)]
+pub struct IncrementalMarkdown {
+    /// The whole text so far.
+    text: String,
+    /// Byte offset where the unfinished block starts.
+    block_start: usize,
+    /// Byte offset up to which complete lines have been examined.
+    scanned: usize,
+    /// The open code fence, if inside one: its character and length.
+    fence: Option<(char, usize)>,
+    /// Rendered HTML of every finished block, in order.
+    blocks: Vec<String>,
+}
+
+/// What changed after [`IncrementalMarkdown::push`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Blocks that were finished by this push, rendered, in order.
+    pub finished: Vec<String>,
+    /// The unfinished block, rendered (empty if there is none).
+    pub tail: String,
+}
+
+impl IncrementalMarkdown {
+    /// An empty renderer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The whole text so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The rendered finished blocks so far.
+    pub fn blocks(&self) -> &[String] {
+        &self.blocks
+    }
+
+    /// Appends a token and returns what to add to the page.
+    pub fn push(&mut self, token: &str) -> Update {
+        self.text.push_str(token);
+        let mut finished = Vec::new();
+        // Examine only complete lines not yet examined.
+        while let Some(newline) = self.text[self.scanned..].find('\n') {
+            let line_start = self.scanned;
+            let line_end = line_start + newline + 1;
+            let line = &self.text[line_start..line_end];
+            self.scanned = line_end;
+            if let Some(marker) = fence_marker(line) {
+                self.fence = match self.fence {
+                    None => Some(marker),
+                    Some((ch, len)) if marker.0 == ch && marker.1 >= len && is_bare_fence(line) => {
+                        None
+                    }
+                    open => open,
+                };
+                continue;
+            }
+            if self.fence.is_none() && line.trim().is_empty() {
+                let block = &self.text[self.block_start..line_start];
+                if !block.trim().is_empty() {
+                    let html = render(block);
+                    self.blocks.push(html.clone());
+                    finished.push(html);
+                }
+                self.block_start = line_end;
+            }
+        }
+        let tail = &self.text[self.block_start..];
+        Update {
+            finished,
+            tail: if tail.trim().is_empty() {
+                String::new()
+            } else {
+                render(tail)
+            },
+        }
+    }
+
+    /// The rendering of the whole text at once: what the incremental blocks plus
+    /// tail approximate. Used once when a reply completes (references and loose
+    /// lists that span blocks render exactly).
+    pub fn render_all(&self) -> String {
+        render(&self.text)
+    }
+}
+
+/// A code fence line's marker (```` ``` ```` or `~~~`, three or more), if it is one.
+fn fence_marker(line: &str) -> Option<(char, usize)> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    if indent > 3 {
+        return None;
+    }
+    let rest = &line[indent..];
+    let ch = rest.chars().next()?;
+    if ch != '`' && ch != '~' {
+        return None;
+    }
+    let len = rest.chars().take_while(|&c| c == ch).count();
+    (len >= 3).then_some((ch, len))
+}
+
+/// A closing fence has nothing after its marker.
+fn is_bare_fence(line: &str) -> bool {
+    line.trim().chars().all(|c| c == '`' || c == '~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_html_is_escaped_not_interpreted() {
+        let html = render("Hi <img src=x onerror=alert(1)> there\n\n<script>alert(2)</script>\n");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn dangerous_urls_are_neutralized() {
+        for md in [
+            "[x](javascript:alert(1))",
+            "[x](JaVaScRiPt:alert(1))",
+            "[x](java\tscript:alert(1))",
+            "![x](data:text/html;base64,PHNjcmlwdD4=)",
+            "[x](vbscript:msgbox)",
+        ] {
+            let html = render(md);
+            // Either neutralized to "#", or not a link at all (plain text).
+            for attribute in ["href=\"", "src=\""] {
+                if let Some(at) = html.find(attribute) {
+                    assert!(
+                        html[at + attribute.len()..].starts_with('#'),
+                        "{md} → {html}"
+                    );
+                }
+            }
+        }
+        for md in [
+            "[x](https://e.com/a?b=1#c)",
+            "[x](/relative/path)",
+            "[x](mailto:a@b.c)",
+            "[x](#frag)",
+        ] {
+            assert!(!render(md).contains("\"#\""), "{md}");
+        }
+    }
+
+    #[test]
+    fn attribute_injection_through_urls_is_escaped() {
+        let html = render("![a](x\"onerror=\"alert(1))");
+        assert!(!html.contains("\"onerror"), "{html}");
+    }
+
+    #[test]
+    fn code_blocks_render_as_code() {
+        let html = render("```rust\nfn main() {}\n```\n");
+        assert!(
+            html.contains("<pre><code class=\"language-rust\">"),
+            "{html}"
+        );
+    }
+
+    fn stream_in(text: &str, chunk: usize) -> IncrementalMarkdown {
+        let mut renderer = IncrementalMarkdown::new();
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(chunk) {
+            renderer.push(&piece.iter().collect::<String>());
+        }
+        renderer
+    }
+
+    #[test]
+    fn finished_blocks_plus_tail_match_a_full_render_for_typical_replies() {
+        let text = "Intro paragraph with **bold**.\n\nThree things:\n\n- one\n- two\n- three\n\n```rust\nfn main() {\n\n    println!(\"blank line above\");\n}\n```\n\nClosing words.";
+        for chunk in [1, 3, 7, 1000] {
+            let mut renderer = stream_in(text, chunk);
+            let tail = renderer.push("").tail;
+            let incremental = format!("{}{}", renderer.blocks().concat(), tail);
+            assert_eq!(incremental, render(text), "chunk {chunk}");
+            assert_eq!(renderer.text(), text);
+        }
+    }
+
+    #[test]
+    fn a_blank_line_inside_a_fence_does_not_split_the_block() {
+        let mut renderer = IncrementalMarkdown::new();
+        renderer.push("```\na\n\nb\n");
+        assert!(renderer.blocks().is_empty(), "still inside the fence");
+        renderer.push("```\n\n");
+        assert_eq!(renderer.blocks().len(), 1);
+        assert!(renderer.blocks()[0].contains("a\n\nb"));
+    }
+
+    #[test]
+    fn work_per_token_is_bounded_by_the_current_block() {
+        // A long reply of many paragraphs: the tail never holds more than one.
+        let mut renderer = IncrementalMarkdown::new();
+        let mut longest_tail = 0;
+        for i in 0..2000 {
+            let update = renderer.push(&format!("word{i} "));
+            if i % 10 == 9 {
+                renderer.push("\n\n");
+            }
+            longest_tail = longest_tail.max(update.tail.len());
+        }
+        assert!(renderer.blocks().len() >= 199);
+        assert!(
+            longest_tail < 200,
+            "tail stayed one paragraph: {longest_tail}"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+import { defineConfig } from '@playwright/test';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+
+// The release binary, started from a directory with no site files in it: the
+// UI must come from the binary itself.
+export const RILL_BIN = process.env.RILL_BIN ?? path.resolve(__dirname, '../target/release/rill');
+export const PORT = Number(process.env.RILL_E2E_PORT ?? 3107);
+export const JWT_SECRET = 'e2e-secret';
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-e2e-'));
+
+export default defineConfig({
+  testDir: './tests',
+  timeout: 60_000,
+  expect: { timeout: 20_000 },
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  reporter: [['list']],
+  use: {
+    baseURL: `http://127.0.0.1:${PORT}`,
+    browserName: 'chromium',
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+        '--disable-quic',
+      ],
+    },
+    trace: 'off',
+  },
+  webServer: {
+    command: `"${RILL_BIN}" --addr 127.0.0.1:${PORT} --data-dir "${dataDir}" --jwt-secret ${JWT_SECRET} --demo-delay-ms 20 --demo-tokens 160`,
+    cwd: os.tmpdir(),
+    url: `http://127.0.0.1:${PORT}/health`,
+    reuseExistingServer: false,
+    timeout: 30_000,
+    stdout: 'ignore',
+    stderr: 'pipe',
+  },
+});

@@ -1,0 +1,387 @@
+//! Client → server frames, and the parser that classifies bad ones.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ErrorCode;
+
+/// One frame a client sends, tagged by `"type"`. Unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticate this connection with a JWT.
+    Auth {
+        /// The JWT (HS256).
+        token: String,
+    },
+    /// Ask a question: starts one stream per persona.
+    Message(MessageRequest),
+    /// Stop a stream; it ends with `finish_reason: "cancelled"`.
+    Cancel {
+        /// The stream to stop.
+        stream_id: String,
+    },
+    /// Attach to a stream after a known position.
+    Resume {
+        /// The stream to attach to.
+        stream_id: String,
+        /// The last seq the client has; it receives seq > after_seq.
+        #[serde(default)]
+        after_seq: u64,
+    },
+    /// Liveness check; answered by `pong`.
+    Ping {
+        /// The client's clock, echoed back verbatim.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<serde_json::Number>,
+    },
+    /// Ask for the server's capabilities; answered by `hello`.
+    Hello {
+        /// The protocol version the client speaks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocol: Option<u32>,
+    },
+    /// Reserved for rooms.
+    Join {
+        /// The room.
+        room: String,
+    },
+    /// Reserved for rooms.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Reserved for rooms.
+    Broadcast {
+        /// The room.
+        room: String,
+        /// The text to broadcast.
+        #[serde(default)]
+        message: String,
+    },
+}
+
+impl ClientFrame {
+    /// Every `type` a client may send, in documentation order.
+    pub const TYPES: [&'static str; 9] = [
+        "auth",
+        "message",
+        "cancel",
+        "resume",
+        "ping",
+        "hello",
+        "join",
+        "leave",
+        "broadcast",
+    ];
+}
+
+/// The body of a `message` frame, and of the HTTP chat routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageRequest {
+    /// The question. Missing, empty or blank is `EMPTY_MESSAGE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The conversation (seed 003's name for it). Absent: the server makes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Seed 004's name for the conversation; used when `session_id` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    /// Opaque customer reference, stored with the conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// The persona that answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona_id: Option<String>,
+    /// Several personas answer, one stream each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona_ids: Option<Vec<String>>,
+    /// The model; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Upper bound on the reply's length in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Send the conversation's history to the model (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_history: Option<bool>,
+    /// The client's own id for this message, echoed in `start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+}
+
+/// The persona a reply is attributed to when the client names none.
+pub const DEFAULT_PERSONA: &str = "assistant";
+
+impl MessageRequest {
+    /// The question if it has any non-blank text.
+    pub fn text(&self) -> Option<&str> {
+        self.message.as_deref().filter(|m| !m.trim().is_empty())
+    }
+
+    /// The conversation id the client named, under any of its names.
+    pub fn conversation_id(&self) -> Option<&str> {
+        self.session_id
+            .as_deref()
+            .or(self.chat_id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+
+    /// The personas that answer: `persona_ids`, else `persona_id`, else the default.
+    pub fn personas(&self) -> Vec<String> {
+        match (&self.persona_ids, &self.persona_id) {
+            (Some(ids), _) if !ids.is_empty() => ids.clone(),
+            (_, Some(id)) if !id.is_empty() => vec![id.clone()],
+            _ => vec![DEFAULT_PERSONA.to_owned()],
+        }
+    }
+}
+
+/// Why a client frame was rejected. Every variant is answered with `INVALID_MESSAGE`
+/// and a human message naming the problem; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not JSON at all.
+    Malformed(String),
+    /// JSON, but not an object.
+    NotAnObject,
+    /// An object without a string `type`.
+    MissingType,
+    /// A `type` this protocol does not have.
+    UnknownType(String),
+    /// A known `type` whose fields have the wrong shape.
+    InvalidFields {
+        /// The frame's type.
+        kind: String,
+        /// What serde found wrong.
+        detail: String,
+    },
+}
+
+impl FrameError {
+    /// The protocol error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidMessage
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Malformed(detail) => write!(f, "malformed JSON: {detail}"),
+            FrameError::NotAnObject => f.write_str("a frame must be a JSON object"),
+            FrameError::MissingType => f.write_str("a frame needs a string \"type\" field"),
+            FrameError::UnknownType(kind) => write!(
+                f,
+                "unknown type \"{kind}\"; expected one of: {}",
+                ClientFrame::TYPES.join(", ")
+            ),
+            FrameError::InvalidFields { kind, detail } => {
+                write!(f, "invalid \"{kind}\" frame: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Parses one client frame, classifying what is wrong with a bad one.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    parse_client_value(value)
+}
+
+/// Like [`parse_client_frame`], for JSON that is already parsed.
+pub fn parse_client_value(value: Value) -> Result<ClientFrame, FrameError> {
+    let Value::Object(ref object) = value else {
+        return Err(FrameError::NotAnObject);
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        _ => return Err(FrameError::MissingType),
+    };
+    if !ClientFrame::TYPES.contains(&kind.as_str()) {
+        return Err(FrameError::UnknownType(truncate(&kind, 64)));
+    }
+    serde_json::from_value(value).map_err(|e| FrameError::InvalidFields {
+        kind,
+        detail: e.to_string(),
+    })
+}
+
+/// Parses the body of the HTTP chat routes (the fields of a `message` frame).
+pub fn parse_message_request(body: &[u8]) -> Result<MessageRequest, FrameError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !value.is_object() {
+        return Err(FrameError::NotAnObject);
+    }
+    serde_json::from_value(value).map_err(|e| FrameError::InvalidFields {
+        kind: "message".to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Keeps error messages bounded when they quote client input.
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seed_003_auth_frame() {
+        let frame = parse_client_frame(r#"{"type": "auth", "token": "jwt_token_here"}"#).unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Auth {
+                token: "jwt_token_here".into()
+            }
+        );
+    }
+
+    #[test]
+    fn parses_seed_003_message_frame() {
+        let frame = parse_client_frame(
+            r#"{
+              "type": "message",
+              "message": "What is the engine power?",
+              "session_id": "optional-session-id",
+              "customer_id": "optional-customer-id"
+            }"#,
+        )
+        .unwrap();
+        let ClientFrame::Message(request) = frame else {
+            panic!("not a message: {frame:?}");
+        };
+        assert_eq!(request.text(), Some("What is the engine power?"));
+        assert_eq!(request.conversation_id(), Some("optional-session-id"));
+        assert_eq!(request.customer_id.as_deref(), Some("optional-customer-id"));
+        assert_eq!(request.personas(), vec!["assistant".to_owned()]);
+    }
+
+    #[test]
+    fn seed_003_js_client_null_session_id_is_accepted() {
+        // The seed's JS `sendMessage(message)` sends `session_id: null`.
+        let frame =
+            parse_client_frame(r#"{"type":"message","message":"hi","session_id":null}"#).unwrap();
+        let ClientFrame::Message(request) = frame else {
+            panic!("not a message");
+        };
+        assert_eq!(request.conversation_id(), None);
+    }
+
+    #[test]
+    fn chat_id_is_the_conversation_when_session_id_is_absent() {
+        let request: MessageRequest =
+            serde_json::from_str(r#"{"message":"x","chat_id":"c-1"}"#).unwrap();
+        assert_eq!(request.conversation_id(), Some("c-1"));
+    }
+
+    #[test]
+    fn blank_message_has_no_text() {
+        for body in [
+            r#"{"type":"message"}"#,
+            r#"{"type":"message","message":""}"#,
+            r#"{"type":"message","message":" \n\t "}"#,
+            r#"{"type":"message","message":null}"#,
+        ] {
+            let ClientFrame::Message(request) = parse_client_frame(body).unwrap() else {
+                panic!("not a message");
+            };
+            assert_eq!(request.text(), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn classifies_bad_frames() {
+        assert!(matches!(
+            parse_client_frame("{not json"),
+            Err(FrameError::Malformed(_))
+        ));
+        assert_eq!(parse_client_frame("[1,2]"), Err(FrameError::NotAnObject));
+        assert_eq!(parse_client_frame("42"), Err(FrameError::NotAnObject));
+        assert_eq!(
+            parse_client_frame(r#"{"message":"hi"}"#),
+            Err(FrameError::MissingType)
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":7}"#),
+            Err(FrameError::MissingType)
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"shout"}"#),
+            Err(FrameError::UnknownType("shout".into()))
+        );
+        let err = parse_client_frame(r#"{"type":"message","message":42}"#).unwrap_err();
+        assert!(
+            matches!(&err, FrameError::InvalidFields { kind, .. } if kind == "message"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let err = parse_client_frame(r#"{"type":"auth"}"#).unwrap_err();
+        assert!(err.to_string().contains("token"), "{err}");
+    }
+
+    #[test]
+    fn unknown_type_in_error_text_is_bounded() {
+        let long = "x".repeat(10_000);
+        let err = parse_client_frame(&format!(r#"{{"type":"{long}"}}"#)).unwrap_err();
+        assert!(err.to_string().len() < 300);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let frame =
+            parse_client_frame(r#"{"type":"ping","extra":{"a":1},"timestamp":17}"#).unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Ping {
+                timestamp: Some(17.into())
+            }
+        );
+    }
+
+    #[test]
+    fn resume_defaults_after_seq_to_zero() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"resume","stream_id":"s"}"#).unwrap(),
+            ClientFrame::Resume {
+                stream_id: "s".into(),
+                after_seq: 0
+            }
+        );
+    }
+
+    #[test]
+    fn persona_ids_win_over_persona_id() {
+        let request: MessageRequest =
+            serde_json::from_str(r#"{"persona_id":"a","persona_ids":["b","c"]}"#).unwrap();
+        assert_eq!(request.personas(), vec!["b".to_owned(), "c".to_owned()]);
+    }
+
+    #[test]
+    fn http_body_parser_rejects_non_objects() {
+        assert_eq!(
+            parse_message_request(b"\"hi\""),
+            Err(FrameError::NotAnObject)
+        );
+        assert!(parse_message_request(br#"{"message":"hi","temperature":"hot"}"#).is_err());
+        assert_eq!(
+            parse_message_request(br#"{"message":"hi"}"#)
+                .unwrap()
+                .text(),
+            Some("hi")
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! # rill-protocol
+//!
+//! The wire contract of rill's native dialect (`docs/protocol.md`), as Rust types
+//! shared by the server, the browser UI (wasm) and test clients. It knows nothing
+//! about I/O: only serde.
+//!
+//! ## Layout
+//! - [`client`]: the frames a client sends ([`ClientFrame`]) and the classified
+//!   parser every transport uses ([`parse_client_frame`]).
+//! - [`server`]: the events the server sends ([`ServerEvent`]) and their parts.
+//! - [`error`]: the stable [`ErrorCode`]s and WebSocket [`close`] codes.
+
+pub mod client;
+pub mod error;
+pub mod server;
+
+pub use client::{ClientFrame, FrameError, MessageRequest, parse_client_frame};
+pub use error::{ErrorCode, close};
+pub use server::{
+    AuthUser, Context, FinishReason, Limits, Metadata, ProgressStep, ServerEvent, Usage,
+};
+
+/// The protocol version a server of this crate speaks (`hello.protocol`).
+pub const PROTOCOL_VERSION: u32 = 1;

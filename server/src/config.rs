@@ -1,0 +1,238 @@
+//! Configuration: the command line, its `RILL_*` environment variables, and the
+//! typed [`Config`] the rest of the server reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rill: a real-time LLM chat server in one binary.
+///
+/// Every flag can also be set by the environment variable shown next to it.
+/// Precedence: flag, then environment, then default.
+#[derive(Debug, Parser)]
+#[command(name = "rill", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; without a subcommand, rill serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Subcommands besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default when no subcommand is given).
+    Serve,
+    /// Mint a JWT signed with the configured secret, for trying authenticated clients.
+    Token(TokenArgs),
+}
+
+/// `rill token` flags.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (JWT `sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// The user's email (JWT `email`).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// The user's display name (JWT `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub ttl: u64,
+}
+
+/// Flags of the server (shared by `rill` and `rill token`, which needs the secret).
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to listen on. When unset and PORT is set, rill listens on 0.0.0.0:$PORT
+    /// (the convention of container platforms).
+    #[arg(long, env = "RILL_ADDR")]
+    pub addr: Option<SocketAddr>,
+
+    /// Directory for rill's files (the generated JWT secret; later the SQLite database).
+    #[arg(long, env = "RILL_DATA_DIR", default_value = "rill-data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret for JWTs. When unset, rill generates one and keeps it in
+    /// <data-dir>/jwt-secret, so `rill token` and the server agree.
+    #[arg(long, env = "RILL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Refuse `message` from connections that have not authenticated (AUTH_REQUIRED).
+    #[arg(long, env = "RILL_AUTH_REQUIRED")]
+    pub auth_required: bool,
+
+    /// Delay between demo tokens, in milliseconds (0 streams as fast as possible).
+    #[arg(long, env = "RILL_DEMO_DELAY_MS", default_value_t = 25)]
+    pub demo_delay_ms: u64,
+
+    /// Length of a demo reply, in words (it ends at the end of a sentence, so it may
+    /// run a few words longer).
+    #[arg(long, env = "RILL_DEMO_TOKENS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub demo_tokens: u32,
+
+    /// Largest client WebSocket text frame or HTTP request body, in bytes. Larger ones
+    /// get MESSAGE_TOO_LARGE; past max(4 × this, 1 MiB) the WebSocket is closed (1009).
+    #[arg(long, env = "RILL_MAX_FRAME_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
+    pub max_frame_bytes: u32,
+
+    /// Most personas one message may ask for (one stream each).
+    #[arg(long, env = "RILL_MAX_PERSONAS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_personas: u32,
+
+    /// How long a finished stream stays replayable, in seconds.
+    #[arg(long, env = "RILL_STREAM_RETENTION_SECS", default_value_t = 300)]
+    pub stream_retention_secs: u64,
+
+    /// Directory of the compiled site (wasm, js, css) when the binary does not embed it.
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+}
+
+/// The typed configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Where rill keeps its files.
+    pub data_dir: PathBuf,
+    /// The JWT secret, if given; otherwise it is read from or created in `data_dir`.
+    pub jwt_secret: Option<String>,
+    /// Whether `message` needs authentication.
+    pub auth_required: bool,
+    /// Demo provider: delay between tokens.
+    pub demo_delay: Duration,
+    /// Demo provider: reply length in tokens.
+    pub demo_tokens: usize,
+    /// Application-level size limit for client frames and bodies.
+    pub max_frame_bytes: usize,
+    /// Most personas per message.
+    pub max_personas: usize,
+    /// Replay window after a stream ends.
+    pub stream_retention: Duration,
+    /// The site directory when not embedded.
+    pub site_root: PathBuf,
+    /// The server's WebSocket ping interval announced to clients.
+    pub heartbeat: Duration,
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags and the standard `PORT` variable.
+    pub fn from_args(args: &ServerArgs) -> Self {
+        Self::from_args_and_port(args, std::env::var("PORT").ok())
+    }
+
+    fn from_args_and_port(args: &ServerArgs, port: Option<String>) -> Self {
+        let addr =
+            args.addr
+                .unwrap_or_else(|| match port.and_then(|p| p.trim().parse::<u16>().ok()) {
+                    Some(port) => SocketAddr::from(([0, 0, 0, 0], port)),
+                    None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+                });
+        Config {
+            addr,
+            data_dir: args.data_dir.clone(),
+            jwt_secret: args.jwt_secret.clone().filter(|s| !s.is_empty()),
+            auth_required: args.auth_required,
+            demo_delay: Duration::from_millis(args.demo_delay_ms),
+            demo_tokens: args.demo_tokens as usize,
+            max_frame_bytes: args.max_frame_bytes as usize,
+            max_personas: args.max_personas as usize,
+            stream_retention: Duration::from_secs(args.stream_retention_secs),
+            site_root: args.site_root.clone(),
+            heartbeat: Duration::from_secs(25),
+        }
+    }
+
+    /// A configuration for tests: ephemeral port, fast demo, a temporary data dir.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let args = ServerArgs::parse_from(["rill"]);
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            jwt_secret: Some("test-secret".into()),
+            demo_delay: Duration::from_millis(2),
+            demo_tokens: 40,
+            ..Config::from_args_and_port(&args, None)
+        }
+    }
+
+    /// The hard transport cap on a WebSocket message: past it the connection closes (1009).
+    pub fn ws_hard_limit(&self) -> usize {
+        (self.max_frame_bytes * 4).max(1 << 20)
+    }
+}
+
+impl ServerArgs {
+    /// Parses only the server flags (used by tests and `Config::for_tests`).
+    pub fn parse_from<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::parse_from(args).server
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_address_is_loopback_3000() {
+        let args = ServerArgs::parse_from(["rill"]);
+        let config = Config::from_args_and_port(&args, None);
+        assert_eq!(config.addr, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(config.max_frame_bytes, 65_536);
+    }
+
+    #[test]
+    fn port_variable_binds_all_interfaces_unless_addr_is_given() {
+        let args = ServerArgs::parse_from(["rill"]);
+        let config = Config::from_args_and_port(&args, Some("8080".into()));
+        assert_eq!(config.addr, "0.0.0.0:8080".parse().unwrap());
+        let args = ServerArgs::parse_from(["rill", "--addr", "127.0.0.1:9000"]);
+        let config = Config::from_args_and_port(&args, Some("8080".into()));
+        assert_eq!(config.addr, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn help_names_every_flag_and_its_variable() {
+        let help = Cli::command().render_long_help().to_string();
+        for (flag, env) in [
+            ("--addr", "RILL_ADDR"),
+            ("--data-dir", "RILL_DATA_DIR"),
+            ("--jwt-secret", "RILL_JWT_SECRET"),
+            ("--auth-required", "RILL_AUTH_REQUIRED"),
+            ("--demo-delay-ms", "RILL_DEMO_DELAY_MS"),
+            ("--demo-tokens", "RILL_DEMO_TOKENS"),
+            ("--max-frame-bytes", "RILL_MAX_FRAME_BYTES"),
+            ("--max-personas", "RILL_MAX_PERSONAS"),
+            ("--stream-retention-secs", "RILL_STREAM_RETENTION_SECS"),
+            ("--site-root", "LEPTOS_SITE_ROOT"),
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}");
+            assert!(help.contains(env), "help lacks {env}");
+        }
+    }
+
+    #[test]
+    fn frame_limit_is_bounded() {
+        assert!(Cli::try_parse_from(["rill", "--max-frame-bytes", "10"]).is_err());
+        assert!(Cli::try_parse_from(["rill", "--demo-tokens", "0"]).is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! The server's one error type, and the only place that decides what a client sees
+//! of an error: its protocol code, its HTTP status and its human message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rill_protocol::{ErrorCode, FrameError, ServerEvent};
+
+use crate::auth::TokenError;
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `message` without authentication on a server that requires it. 401.
+    #[error(
+        "Authentication required: send an auth frame, ?token= or an Authorization: Bearer header"
+    )]
+    AuthRequired,
+    /// A presented token was rejected. 401.
+    #[error("{0}")]
+    AuthFailed(#[from] TokenError),
+    /// A message with no text. 400.
+    #[error("Message is empty")]
+    EmptyMessage,
+    /// A frame or body the protocol cannot accept. 400.
+    #[error("{0}")]
+    InvalidMessage(String),
+    /// A frame or body over the size limit. 413.
+    #[error("Message is too large: the limit is {limit} bytes")]
+    MessageTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An unknown or expired stream. 404.
+    #[error("Stream not found or expired")]
+    StreamNotFound,
+    /// Someone else's resource. 403.
+    #[error("Forbidden: this belongs to another user")]
+    Forbidden,
+    /// A valid request for something this server does not do. 400.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The model provider failed. 502.
+    #[error("The model provider failed: {0}")]
+    Provider(String),
+    /// A failure of ours; the detail is logged, the client sees a generic text. 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<FrameError> for Error {
+    fn from(error: FrameError) -> Self {
+        Error::InvalidMessage(error.to_string())
+    }
+}
+
+impl Error {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::AuthRequired => ErrorCode::AuthRequired,
+            Error::AuthFailed(_) => ErrorCode::AuthFailed,
+            Error::EmptyMessage => ErrorCode::EmptyMessage,
+            Error::InvalidMessage(_) => ErrorCode::InvalidMessage,
+            Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Error::StreamNotFound => ErrorCode::StreamNotFound,
+            Error::Forbidden => ErrorCode::Forbidden,
+            Error::Unsupported(_) => ErrorCode::Unsupported,
+            Error::Provider(_) => ErrorCode::ProviderError,
+            Error::Internal(_) => ErrorCode::ProcessingError,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::AuthRequired | Error::AuthFailed(_) => StatusCode::UNAUTHORIZED,
+            Error::EmptyMessage | Error::InvalidMessage(_) | Error::Unsupported(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::StreamNotFound => StatusCode::NOT_FOUND,
+            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Provider(_) => StatusCode::BAD_GATEWAY,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The human text a client sees. Internal details never leave the server.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "Internal error while processing the request".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The `error` event for this failure (not tied to a stream).
+    pub fn to_event(&self) -> ServerEvent {
+        ServerEvent::error(self.code(), self.client_message())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": self.client_message(),
+            "code": self.code(),
+        });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// Result with the server's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_do_not_reach_clients() {
+        let error = Error::Internal("db password=hunter2".into());
+        assert!(!error.client_message().contains("hunter2"));
+        assert_eq!(error.code(), ErrorCode::ProcessingError);
+    }
+
+    #[test]
+    fn every_variant_has_a_distinct_documented_code() {
+        let all = [
+            Error::AuthRequired,
+            Error::AuthFailed(TokenError::Invalid),
+            Error::EmptyMessage,
+            Error::InvalidMessage(String::new()),
+            Error::MessageTooLarge { limit: 1 },
+            Error::StreamNotFound,
+            Error::Forbidden,
+            Error::Unsupported(""),
+            Error::Provider(String::new()),
+            Error::Internal(String::new()),
+        ];
+        let mut codes: Vec<_> = all.iter().map(Error::code).collect();
+        codes.sort_by_key(|c| c.as_str());
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}

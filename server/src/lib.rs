@@ -1,0 +1,128 @@
+//! # rill
+//!
+//! A real-time LLM chat server: an axum router that streams model output token by
+//! token over WebSocket and HTTP, and serves the Leptos chat UI.
+//!
+//! ## Layout
+//! - [`config`]: flags, `RILL_*` variables, the typed [`Config`].
+//! - [`routes`]: transports — decode frames into commands, encode events into frames.
+//! - [`session`]: one WebSocket connection (auth state, limits, dispatch).
+//! - [`engine`]: validates a request, builds the prompt, drives a provider.
+//! - [`hub`]: streams and their replay logs; connections attach after a seq.
+//! - [`provider`]: where replies come from (`demo`; OpenAI-compatible next).
+//! - [`auth`]: JWTs and identities.
+//! - [`error`]: the one error type and its mapping to codes and statuses.
+//!
+//! [`serve`] runs the server on a listener until a shutdown future resolves; `main`
+//! is thin, and tests start the same server on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod hub;
+pub mod provider;
+pub mod routes;
+pub mod session;
+
+#[cfg(feature = "embed")]
+mod assets;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::auth::JwtKeys;
+use crate::engine::Engine;
+use crate::hub::Hub;
+use crate::provider::demo::DemoProvider;
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Starts and drives generations (owns the hub).
+    pub engine: Engine,
+    /// Verifies (and, for `rill token`, signs) JWTs.
+    pub keys: JwtKeys,
+    /// Where the compiled site is and what it is called, for server rendering.
+    pub leptos: LeptosOptions,
+    /// When the server started (`/health` uptime).
+    pub started: Instant,
+    /// Open WebSocket connections (`/health`).
+    pub connections: Arc<AtomicUsize>,
+    /// Cancelled when the server shuts down; parent of every connection's token.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+impl AppState {
+    /// Builds the state: keys (reading or creating the secret), hub, demo provider.
+    pub fn new(config: Config) -> std::io::Result<Self> {
+        let keys = JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
+        let hub = Hub::new(config.stream_retention);
+        let provider = Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens));
+        let engine = Engine::new(hub, provider, config.max_personas);
+        let leptos = LeptosOptions::builder()
+            .output_name("rill")
+            .site_root(config.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(config.addr)
+            .build();
+        Ok(AppState {
+            config: Arc::new(config),
+            engine,
+            keys,
+            leptos,
+            started: Instant::now(),
+            connections: Arc::new(AtomicUsize::new(0)),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+/// `rill/<version>`, as announced in `hello`.
+pub fn server_name() -> String {
+    format!("rill/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Serves on `listener` until `shutdown` resolves (or the state's shutdown token is
+/// cancelled), then closes WebSockets with 1012 and waits briefly for them.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = routes::app(state.clone());
+    let token = state.shutdown.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            token.cancel();
+        })
+        .await?;
+    // Give sessions a moment to send their close frames.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while state.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    state.engine.tasks().close();
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The `rill` binary: parses the command line and runs the server or a subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rill::auth::JwtKeys;
+use rill::config::{Cli, Command, Config, ServerArgs, TokenArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(ref args)) => mint_token(&cli.server, args),
+        Some(Command::Serve) | None => serve(&cli.server),
+    }
+}
+
+fn mint_token(server: &ServerArgs, args: &TokenArgs) -> ExitCode {
+    let config = Config::from_args(server);
+    match JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir) {
+        Ok(keys) => {
+            println!(
+                "{}",
+                keys.mint(
+                    &args.sub,
+                    args.email.as_deref(),
+                    args.name.as_deref(),
+                    args.ttl
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "rill: cannot read or create the JWT secret in {}: {error}",
+                config.data_dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(server: &ServerArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .init();
+    let config = Config::from_args(server);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rill: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let addr = config.addr;
+        let state = match rill::AppState::new(config) {
+            Ok(state) => state,
+            Err(error) => {
+                eprintln!("rill: cannot prepare the data directory: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = shutdown_signal();
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("rill: cannot listen on {addr}: {error} (use --addr or RILL_ADDR)");
+                return ExitCode::FAILURE;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(
+            "rill {} listening on http://{local} (provider: demo, auth required: {})",
+            env!("CARGO_PKG_VERSION"),
+            state.config.auth_required
+        );
+        match rill::serve(listener, state, shutdown).await {
+            Ok(()) => {
+                tracing::info!("rill stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("rill: server error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed before
+/// this returns, so a signal that arrives while the server starts is not lost
+/// (the default action would kill the process without closing connections).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+                },
+                _ => {
+                    tracing::warn!("cannot install signal handlers; stop rill by killing it");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C: shutting down");
+    }
+}

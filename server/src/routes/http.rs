@@ -1,0 +1,154 @@
+//! Plain HTTP: `POST /api/v1/chat` (waits for the whole reply) and `GET /health`.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rill_protocol::client::parse_message_request;
+use rill_protocol::{ErrorCode, MessageRequest, Metadata, ServerEvent};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::auth::{Identity, bearer_token};
+use crate::error::Error;
+use crate::hub::Stream;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/chat", post(chat))
+        .route("/health", get(health))
+}
+
+/// The caller's identity from `Authorization: Bearer`; a bad token is 401 AUTH_FAILED.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match header.and_then(bearer_token) {
+            Some(token) => Ok(Caller(Identity::User(state.keys.verify(token)?))),
+            None => Ok(Caller(Identity::Anonymous)),
+        }
+    }
+}
+
+/// Reads a JSON body of the `message` fields, enforcing the frame size limit.
+async fn read_message_request(state: &AppState, body: Body) -> Result<MessageRequest, Error> {
+    let limit = state.config.max_frame_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::MessageTooLarge { limit })?;
+    Ok(parse_message_request(&bytes)?)
+}
+
+/// One persona's finished reply.
+#[derive(Debug, Serialize)]
+struct Reply {
+    persona_id: String,
+    stream_id: String,
+    response: String,
+    metadata: Metadata,
+}
+
+/// The answer of `POST /api/v1/chat` (seed 003's REST shape, plus ids).
+#[derive(Debug, Serialize)]
+struct ChatResponse {
+    response: String,
+    session_id: String,
+    stream_id: String,
+    metadata: Metadata,
+    /// Every persona's reply when several were asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replies: Vec<Reply>,
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    body: Body,
+) -> Result<Json<ChatResponse>, Error> {
+    if state.config.auth_required && !identity.is_authenticated() {
+        return Err(Error::AuthRequired);
+    }
+    let request = read_message_request(&state, body).await?;
+    let started = state.engine.start(&identity, request)?;
+    let mut replies = Vec::with_capacity(started.streams.len());
+    for stream in &started.streams {
+        replies.push(wait_for_reply(stream).await?);
+    }
+    let first = replies.remove(0);
+    let others = if replies.is_empty() {
+        Vec::new()
+    } else {
+        let mut all = vec![Reply {
+            persona_id: first.persona_id.clone(),
+            stream_id: first.stream_id.clone(),
+            response: first.response.clone(),
+            metadata: first.metadata.clone(),
+        }];
+        all.extend(replies);
+        all
+    };
+    Ok(Json(ChatResponse {
+        response: first.response,
+        session_id: started.session_id,
+        stream_id: first.stream_id,
+        metadata: first.metadata,
+        replies: others,
+    }))
+}
+
+/// Waits for a stream's terminal event and turns it into a reply or an error.
+async fn wait_for_reply(stream: &std::sync::Arc<Stream>) -> Result<Reply, Error> {
+    let mut subscription = stream
+        .attach(0)
+        .map_err(|_| Error::Internal("a fresh stream refused attach(0)".into()))?;
+    let mut last = None;
+    while let Some(batch) = subscription.next_batch().await {
+        last = batch.into_iter().last();
+    }
+    let last = last.ok_or_else(|| Error::Internal("stream ended without events".into()))?;
+    match serde_json::from_str::<ServerEvent>(last.text.as_str()) {
+        Ok(ServerEvent::Complete {
+            response, metadata, ..
+        }) => Ok(Reply {
+            persona_id: metadata.agent.clone(),
+            stream_id: stream.id().to_owned(),
+            response,
+            metadata,
+        }),
+        Ok(ServerEvent::Error { code, error, .. }) => Err(match code {
+            ErrorCode::ProviderError => Error::Provider(error),
+            _ => Error::Internal(error),
+        }),
+        other => Err(Error::Internal(format!(
+            "unexpected terminal event: {other:?}"
+        ))),
+    }
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_s: u64,
+    connections: usize,
+    streams: usize,
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state.started.elapsed().as_secs(),
+        connections: state.connections.load(std::sync::atomic::Ordering::Relaxed),
+        streams: state.engine.hub().running(),
+    })
+}

@@ -1,0 +1,161 @@
+//! The real `rill` binary: --help, `rill token`, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const RILL: &str = env!("CARGO_BIN_EXE_rill");
+
+#[test]
+fn help_documents_every_flag_and_variable() {
+    let output = Command::new(RILL).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "--addr",
+        "RILL_ADDR",
+        "--data-dir",
+        "--jwt-secret",
+        "RILL_JWT_SECRET",
+        "--auth-required",
+        "--demo-delay-ms",
+        "--demo-tokens",
+        "--max-frame-bytes",
+        "token",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+/// A running `rill` process, killed (and reaped) when dropped.
+struct Rill(Option<Child>);
+
+impl Rill {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Rill {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the binary on a free port and waits for /health.
+async fn spawn_rill(data_dir: &std::path::Path, extra: &[&str]) -> (Rill, String) {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let child = Rill(Some(
+        Command::new(RILL)
+            .args(["--addr", &addr, "--data-dir"])
+            .arg(data_dir)
+            .args(["--demo-delay-ms", "5"])
+            .args(extra)
+            .env_remove("RILL_JWT_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{addr}/health")).await.is_ok() {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rill did not start on {addr}");
+}
+
+#[tokio::test]
+async fn a_minted_token_is_accepted_by_the_server_sharing_its_data_dir() {
+    let data_dir = temp_dir();
+    let (rill, addr) = spawn_rill(&data_dir, &["--auth-required"]).await;
+    let output = Command::new(RILL)
+        .args(["--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "token",
+            "--sub",
+            "erin",
+            "--email",
+            "erin@example.com",
+            "--name",
+            "Erin",
+        ])
+        .env_remove("RILL_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat"))
+        .await
+        .unwrap();
+    send(&mut ws, json!({"type": "auth", "token": token})).await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["type"], "auth_success", "{answer}");
+    assert_eq!(answer["user"]["name"], "Erin");
+    drop(rill);
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1012_and_exits_cleanly() {
+    let data_dir = temp_dir();
+    let (rill, addr) = spawn_rill(&data_dir, &[]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat"))
+        .await
+        .unwrap();
+    assert_usable(&mut ws).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &rill.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut close_code = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(FRAME_TIMEOUT, ws.next()).await {
+        if let Message::Close(frame) = message {
+            close_code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close_code, Some(1012), "clients are told to reconnect");
+    let exit = tokio::task::spawn_blocking(move || rill.wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_port_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let data_dir = temp_dir();
+    let output = Command::new(RILL)
+        .args(["--addr", &addr, "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    std::fs::remove_dir_all(data_dir).unwrap();
+}

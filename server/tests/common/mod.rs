@@ -1,0 +1,170 @@
+//! Shared helpers: start the real router on an ephemeral port, and a WebSocket
+//! client that reads JSON frames with a hang guard.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rill::{AppState, Config};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// Longest wait for one frame: a guard against hangs, not a performance check.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub async fn ws(&self) -> Ws {
+        self.ws_at("/ws/chat").await
+    }
+
+    pub async fn ws_at(&self, path: &str) -> Ws {
+        let (ws, _) = connect_async(self.ws_url(path))
+            .await
+            .expect("websocket connects");
+        ws
+    }
+
+    pub fn token(&self, sub: &str) -> String {
+        self.state
+            .keys
+            .mint(sub, Some(&format!("{sub}@example.com")), Some(sub), 600)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rill-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts the real server with the test configuration, changed by `adjust`.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let data_dir = temp_dir();
+    let mut config = Config::for_tests(data_dir.clone());
+    adjust(&mut config);
+    let state = AppState::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rill::serve(listener, state.clone(), std::future::pending()));
+    TestServer {
+        addr,
+        state,
+        data_dir,
+    }
+}
+
+pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+pub async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.unwrap();
+}
+
+/// The next text frame as JSON (pings and pongs skipped).
+pub async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+            .await
+            .expect("a frame arrives")
+            .expect("the socket is open")
+            .expect("the frame is valid");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).expect("frames are JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame: {other:?}"),
+        }
+    }
+}
+
+/// Frames until (and including) the terminal event of every stream in `streams`.
+pub async fn recv_until_done(ws: &mut Ws, streams: usize) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let mut done = 0;
+    while done < streams {
+        let frame = recv(ws).await;
+        if frame["type"] == "complete"
+            || (frame["type"] == "error" && frame["stream_id"].is_string())
+        {
+            done += 1;
+        }
+        frames.push(frame);
+    }
+    frames
+}
+
+/// Asserts the connection still answers: ping → pong.
+pub async fn assert_usable(ws: &mut Ws) {
+    send(ws, serde_json::json!({"type": "ping", "timestamp": 7})).await;
+    let pong = recv(ws).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["timestamp"], 7);
+}
+
+/// The frames of one stream, checked: start, progress…, tokens, complete; seq 1..n.
+/// Returns (concatenated tokens, complete frame).
+pub fn check_stream(frames: &[Value], stream_id: &str) -> (String, Value) {
+    let mine: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["stream_id"] == stream_id)
+        .collect();
+    assert!(!mine.is_empty());
+    for (i, frame) in mine.iter().enumerate() {
+        assert_eq!(
+            frame["seq"],
+            (i + 1) as u64,
+            "seq is contiguous from 1: {frame}"
+        );
+    }
+    assert_eq!(mine[0]["type"], "start");
+    let last = mine.last().unwrap();
+    assert_eq!(last["type"], "complete", "{last}");
+    let mut seen_token = false;
+    let mut text = String::new();
+    for frame in &mine[1..mine.len() - 1] {
+        match frame["type"].as_str().unwrap() {
+            "progress" => assert!(!seen_token, "progress comes before tokens"),
+            "token" => {
+                seen_token = true;
+                text.push_str(frame["token"].as_str().unwrap());
+            }
+            other => panic!("unexpected {other} inside a stream"),
+        }
+    }
+    (text, (*last).clone())
+}

@@ -1,0 +1,144 @@
+//! Plain HTTP: the chat endpoint, its errors, health, pages.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn post_chat(server: &TestServer, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(server.http("/api/v1/chat"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn chat_returns_the_whole_reply() {
+    let server = start().await;
+    let (status, body) = post_chat(
+        &server,
+        json!({"message": "What is the engine power?", "session_id": "s-1"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["response"]
+            .as_str()
+            .unwrap()
+            .contains("What is the engine power?")
+    );
+    assert_eq!(body["session_id"], "s-1");
+    assert!(body["stream_id"].is_string());
+    assert_eq!(body["metadata"]["agent"], "assistant");
+    assert_eq!(body["metadata"]["finish_reason"], "stop");
+    // The same reply the WebSocket gives for the same question (demo is deterministic).
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "What is the engine power?"}),
+    )
+    .await;
+    let frames = recv_until_done(&mut ws, 1).await;
+    assert_eq!(frames.last().unwrap()["response"], body["response"]);
+}
+
+#[tokio::test]
+async fn chat_errors_have_codes_and_statuses() {
+    let server = start_with(|c| c.max_frame_bytes = 512).await;
+    for (body, status, code) in [
+        (json!({"message": ""}).to_string(), 400, "EMPTY_MESSAGE"),
+        (json!({}).to_string(), 400, "EMPTY_MESSAGE"),
+        ("{oops".to_owned(), 400, "INVALID_MESSAGE"),
+        ("[]".to_owned(), 400, "INVALID_MESSAGE"),
+        (json!({"message": 5}).to_string(), 400, "INVALID_MESSAGE"),
+        (
+            json!({"message": "x".repeat(600)}).to_string(),
+            413,
+            "MESSAGE_TOO_LARGE",
+        ),
+    ] {
+        let (got_status, got) = post_chat(&server, body.clone()).await;
+        assert_eq!(
+            (got_status, got["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
+        assert!(got["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn chat_honours_auth() {
+    let server = start_with(|c| c.auth_required = true).await;
+    let (status, body) = post_chat(&server, json!({"message": "hi"}).to_string()).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (401, "AUTH_REQUIRED")
+    );
+    let client = reqwest::Client::new();
+    let response = client
+        .post(server.http("/api/v1/chat"))
+        .bearer_auth("garbage")
+        .body(json!({"message": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "AUTH_FAILED"
+    );
+    let response = client
+        .post(server.http("/api/v1/chat"))
+        .bearer_auth(server.token("dora"))
+        .body(json!({"message": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn health_reports_status_connections_and_streams() {
+    let server = start().await;
+    let _ws = server.ws().await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let health: Value = reqwest::get(server.http("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["connections"], 1);
+    assert!(health["uptime_s"].is_u64());
+    assert!(health["streams"].is_u64());
+}
+
+#[tokio::test]
+async fn the_test_page_and_the_chat_page_are_served() {
+    let server = start().await;
+    let test_page = reqwest::get(server.http("/ws/test")).await.unwrap();
+    assert_eq!(test_page.status(), 200);
+    let html = test_page.text().await.unwrap();
+    assert!(html.contains("/ws/chat") && html.contains("auth"));
+
+    let index = reqwest::get(server.http("/")).await.unwrap();
+    assert_eq!(index.status(), 200);
+    let html = index.text().await.unwrap();
+    assert!(
+        html.contains("<textarea"),
+        "the composer is server-rendered"
+    );
+    assert!(html.contains("/pkg/rill.js"), "hydration script is linked");
+    assert!(html.contains("data-state=\"connecting\""));
+
+    let missing = reqwest::get(server.http("/no/such/page")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+}

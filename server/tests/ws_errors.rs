@@ -1,0 +1,178 @@
+//! Every bad input gets its documented error code, and the connection stays usable.
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn expect_error(ws: &mut Ws, code: &str) -> serde_json::Value {
+    let frame = recv(ws).await;
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["code"], code, "{frame}");
+    assert!(
+        frame["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{frame}"
+    );
+    frame
+}
+
+#[tokio::test]
+async fn empty_messages_are_refused() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    for frame in [
+        json!({"type": "message", "message": ""}),
+        json!({"type": "message", "message": "   \n\t"}),
+        json!({"type": "message"}),
+        json!({"type": "message", "message": null}),
+    ] {
+        send(&mut ws, frame).await;
+        expect_error(&mut ws, "EMPTY_MESSAGE").await;
+    }
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn malformed_frames_are_invalid_messages() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    for text in [
+        "{not json",
+        "[1, 2, 3]",
+        "42",
+        r#"{"message": "no type"}"#,
+        r#"{"type": "shout"}"#,
+        r#"{"type": "message", "message": 42}"#,
+        r#"{"type": "message", "message": "hi", "temperature": "hot"}"#,
+        r#"{"type": "message", "message": "hi", "persona_ids": "not-a-list"}"#,
+        r#"{"type": "auth"}"#,
+        r#"{"type": "resume", "stream_id": "s", "after_seq": -1}"#,
+        r#"{"type": "message", "message": "hi", "session_id": "\u0007bell"}"#,
+    ] {
+        send_text(&mut ws, text).await;
+        expect_error(&mut ws, "INVALID_MESSAGE").await;
+    }
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn unknown_type_error_names_the_type() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    send_text(&mut ws, r#"{"type": "shout"}"#).await;
+    let frame = expect_error(&mut ws, "INVALID_MESSAGE").await;
+    assert!(frame["error"].as_str().unwrap().contains("shout"));
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_refused_and_the_connection_stays() {
+    let server = start_with(|c| c.max_frame_bytes = 1024).await;
+    let mut ws = server.ws().await;
+    let big = json!({"type": "message", "message": "x".repeat(2000)});
+    send(&mut ws, big).await;
+    expect_error(&mut ws, "MESSAGE_TOO_LARGE").await;
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_hard_cap_closes_with_1009() {
+    let server = start_with(|c| c.max_frame_bytes = 1024).await;
+    let mut ws = server.ws().await;
+    let huge = "x".repeat(server.state.config.ws_hard_limit() + 10);
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let mut close_code = None;
+    while let Ok(Some(message)) = tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+        .await
+        .map(|m| m.and_then(Result::ok))
+    {
+        if let Message::Close(frame) = message {
+            close_code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close_code, Some(1009));
+}
+
+#[tokio::test]
+async fn binary_frames_are_unsupported() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    ws.send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
+    expect_error(&mut ws, "UNSUPPORTED").await;
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn too_many_personas_and_long_ids_are_refused() {
+    let server = start_with(|c| c.max_personas = 2).await;
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "x", "persona_ids": ["a", "b", "c"]}),
+    )
+    .await;
+    expect_error(&mut ws, "INVALID_MESSAGE").await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "x", "session_id": "s".repeat(1000)}),
+    )
+    .await;
+    expect_error(&mut ws, "INVALID_MESSAGE").await;
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn unknown_streams_cannot_be_resumed_or_cancelled() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "resume", "stream_id": "nope", "after_seq": 3}),
+    )
+    .await;
+    let frame = expect_error(&mut ws, "STREAM_NOT_FOUND").await;
+    assert_eq!(frame["stream_id"], "nope");
+    send(&mut ws, json!({"type": "cancel", "stream_id": "nope"})).await;
+    expect_error(&mut ws, "STREAM_NOT_FOUND").await;
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn rooms_are_reported_unsupported() {
+    let server = start().await;
+    let mut ws = server.ws().await;
+    send(&mut ws, json!({"type": "join", "room": "lobby"})).await;
+    expect_error(&mut ws, "UNSUPPORTED").await;
+    assert_usable(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_storm_of_garbage_does_not_hurt_other_clients() {
+    let server = start().await;
+    let mut bad = server.ws().await;
+    let mut good = server.ws().await;
+    for i in 0..200 {
+        send_text(&mut bad, &format!("{{garbage {i}")).await;
+    }
+    for _ in 0..200 {
+        expect_error(&mut bad, "INVALID_MESSAGE").await;
+    }
+    send(
+        &mut good,
+        json!({"type": "message", "message": "still fine?"}),
+    )
+    .await;
+    let frames = recv_until_done(&mut good, 1).await;
+    assert_eq!(frames.last().unwrap()["type"], "complete");
+    let health: serde_json::Value = reqwest::get(server.http("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
