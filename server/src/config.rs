@@ -88,6 +88,14 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_MAX_PERSONAS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_personas: u32,
 
+    /// Most replies one connection may have generating at once (RATE_LIMITED past it).
+    #[arg(long, env = "RILL_MAX_STREAMS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_streams_per_connection: u32,
+
+    /// Most replies the server generates at once (OVERLOADED past it).
+    #[arg(long, env = "RILL_MAX_STREAMS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
     /// How long a finished stream stays replayable, in seconds.
     #[arg(long, env = "RILL_STREAM_RETENTION_SECS", default_value_t = 300)]
     pub stream_retention_secs: u64,
@@ -116,6 +124,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Most personas per message.
     pub max_personas: usize,
+    /// Most replies generating at once on one connection.
+    pub max_streams_per_connection: usize,
+    /// Most replies generating at once on the server.
+    pub max_streams: usize,
     /// Replay window after a stream ends.
     pub stream_retention: Duration,
     /// The site directory when not embedded.
@@ -146,6 +158,8 @@ impl Config {
             demo_tokens: args.demo_tokens as usize,
             max_frame_bytes: args.max_frame_bytes as usize,
             max_personas: args.max_personas as usize,
+            max_streams_per_connection: args.max_streams_per_connection as usize,
+            max_streams: args.max_streams as usize,
             stream_retention: Duration::from_secs(args.stream_retention_secs),
             site_root: args.site_root.clone(),
             heartbeat: Duration::from_secs(25),
@@ -223,6 +237,11 @@ mod tests {
             ("--max-frame-bytes", "RILL_MAX_FRAME_BYTES"),
             ("--max-personas", "RILL_MAX_PERSONAS"),
             ("--stream-retention-secs", "RILL_STREAM_RETENTION_SECS"),
+            (
+                "--max-streams-per-connection",
+                "RILL_MAX_STREAMS_PER_CONNECTION",
+            ),
+            ("--max-streams", "RILL_MAX_STREAMS"),
             ("--site-root", "LEPTOS_SITE_ROOT"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}");

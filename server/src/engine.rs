@@ -28,6 +28,8 @@ pub struct Engine {
     provider: Arc<dyn Provider>,
     /// Most personas per message (one stream each).
     max_personas: usize,
+    /// Most streams generating at once on the whole server.
+    max_streams: usize,
     /// Every generation task, so shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -54,11 +56,17 @@ struct Generation {
 
 impl Engine {
     /// An engine writing to `hub` with replies from `provider`.
-    pub fn new(hub: Hub, provider: Arc<dyn Provider>, max_personas: usize) -> Self {
+    pub fn new(
+        hub: Hub,
+        provider: Arc<dyn Provider>,
+        max_personas: usize,
+        max_streams: usize,
+    ) -> Self {
         Engine {
             hub,
             provider,
             max_personas,
+            max_streams,
             tasks: TaskTracker::new(),
         }
     }
@@ -95,6 +103,9 @@ impl Engine {
             if let Some(value) = value {
                 check_id(field, value)?;
             }
+        }
+        if self.hub.running() + personas.len() > self.max_streams {
+            return Err(Error::Overloaded);
         }
         if let Some(t) = request.temperature
             && !(0.0..=2.0).contains(&t)
@@ -276,7 +287,7 @@ mod tests {
     use std::time::Duration;
 
     fn engine(provider: Arc<dyn Provider>) -> Engine {
-        Engine::new(Hub::new(Duration::from_secs(60)), provider, 2)
+        Engine::new(Hub::new(Duration::from_secs(60)), provider, 2, 3)
     }
 
     fn ask(text: &str) -> MessageRequest {
@@ -362,6 +373,24 @@ mod tests {
             engine.start(&anon, hot),
             Err(Error::InvalidMessage(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_full_server_is_overloaded_until_streams_finish() {
+        let engine = engine(Arc::new(DemoProvider::new(Duration::from_millis(5), 20)));
+        let anon = Identity::Anonymous;
+        let mut running = Vec::new();
+        for _ in 0..3 {
+            running.push(engine.start(&anon, ask("q")).unwrap());
+        }
+        assert!(matches!(
+            engine.start(&anon, ask("q")),
+            Err(Error::Overloaded)
+        ));
+        for started in &running {
+            events(&started.streams[0]).await;
+        }
+        assert!(engine.start(&anon, ask("q")).is_ok(), "capacity is back");
     }
 
     struct Failing {

@@ -31,6 +31,12 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// Too many requests from this client right now. 429.
+    #[error("{0}")]
+    RateLimited(String),
+    /// The server is at capacity. 503.
+    #[error("The server is at capacity: try again shortly")]
+    Overloaded,
     /// An unknown or expired stream. 404.
     #[error("Stream not found or expired")]
     StreamNotFound,
@@ -63,6 +69,8 @@ impl Error {
             Error::EmptyMessage => ErrorCode::EmptyMessage,
             Error::InvalidMessage(_) => ErrorCode::InvalidMessage,
             Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Error::RateLimited(_) => ErrorCode::RateLimited,
+            Error::Overloaded => ErrorCode::Overloaded,
             Error::StreamNotFound => ErrorCode::StreamNotFound,
             Error::Forbidden => ErrorCode::Forbidden,
             Error::Unsupported(_) => ErrorCode::Unsupported,
@@ -78,6 +86,8 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::StreamNotFound => StatusCode::NOT_FOUND,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::Provider(_) => StatusCode::BAD_GATEWAY,
@@ -134,6 +144,8 @@ mod tests {
             Error::EmptyMessage,
             Error::InvalidMessage(String::new()),
             Error::MessageTooLarge { limit: 1 },
+            Error::RateLimited(String::new()),
+            Error::Overloaded,
             Error::StreamNotFound,
             Error::Forbidden,
             Error::Unsupported(""),

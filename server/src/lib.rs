@@ -76,7 +76,7 @@ impl AppState {
         let keys = JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
         let hub = Hub::new(config.stream_retention);
         let provider = Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens));
-        let engine = Engine::new(hub, provider, config.max_personas);
+        let engine = Engine::new(hub, provider, config.max_personas, config.max_streams);
         let leptos = LeptosOptions::builder()
             .output_name("rill")
             .site_root(config.site_root.to_string_lossy().into_owned())

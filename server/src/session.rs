@@ -30,7 +30,7 @@ use crate::hub::{AttachError, Subscription};
 /// it never slows the stream or other connections.
 const OUTBOUND_QUEUE: usize = 64;
 
-/// Most streams one connection may follow at once.
+/// Most streams one connection may follow at once (its own and resumed ones).
 const MAX_FOLLOWED: usize = 64;
 
 /// How a connection was opened.
@@ -204,6 +204,15 @@ impl Session {
                 if self.state.config.auth_required && !self.identity.is_authenticated() {
                     return self.send_error(&Error::AuthRequired).await;
                 }
+                // Checked before anything starts, so a refused message costs nothing.
+                let cap = self.state.config.max_streams_per_connection;
+                if self.active_streams() + request.personas().len() > cap {
+                    return self
+                        .send_error(&Error::RateLimited(format!(
+                            "Too many replies in progress on this connection (at most {cap}): wait for one to finish"
+                        )))
+                        .await;
+                }
                 match self.state.engine.start(&self.identity, request) {
                     Ok(started) => {
                         for stream in started.streams {
@@ -295,6 +304,12 @@ impl Session {
         }
     }
 
+    /// Followed streams still generating (forwarders of finished ones end by themselves).
+    fn active_streams(&mut self) -> usize {
+        self.followed.retain(|_, f| !f.task.is_finished());
+        self.followed.len()
+    }
+
     fn find_stream(&self, stream_id: &str) -> Result<Arc<crate::hub::Stream>, Error> {
         let stream = self
             .state
@@ -323,7 +338,7 @@ impl Session {
     /// Starts forwarding a stream to this connection, replacing an earlier
     /// forwarder of the same stream (a resume must not duplicate events).
     async fn follow(&mut self, subscription: Subscription) -> Result<(), Closed> {
-        self.followed.retain(|_, f| !f.task.is_finished());
+        self.active_streams();
         let stream_id = subscription.stream().id().to_owned();
         if let Some(previous) = self.followed.remove(&stream_id) {
             previous.stop.cancel();

@@ -5,24 +5,13 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-async fn post_chat(server: &TestServer, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(server.http("/api/v1/chat"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn chat_returns_the_whole_reply() {
     let server = start().await;
     let (status, body) = post_chat(
         &server,
         json!({"message": "What is the engine power?", "session_id": "s-1"}).to_string(),
+        None,
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -62,7 +51,7 @@ async fn chat_errors_have_codes_and_statuses() {
             "MESSAGE_TOO_LARGE",
         ),
     ] {
-        let (got_status, got) = post_chat(&server, body.clone()).await;
+        let (got_status, got) = post_chat(&server, body.clone(), None).await;
         assert_eq!(
             (got_status, got["code"].as_str().unwrap()),
             (status, code),
@@ -75,32 +64,25 @@ async fn chat_errors_have_codes_and_statuses() {
 #[tokio::test]
 async fn chat_honours_auth() {
     let server = start_with(|c| c.auth_required = true).await;
-    let (status, body) = post_chat(&server, json!({"message": "hi"}).to_string()).await;
+    let (status, body) = post_chat(&server, json!({"message": "hi"}).to_string(), None).await;
     assert_eq!(
         (status, body["code"].as_str().unwrap()),
         (401, "AUTH_REQUIRED")
     );
-    let client = reqwest::Client::new();
-    let response = client
-        .post(server.http("/api/v1/chat"))
-        .bearer_auth("garbage")
-        .body(json!({"message": "hi"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    let (status, body) = post_chat(
+        &server,
+        json!({"message": "hi"}).to_string(),
+        Some("garbage"),
+    )
+    .await;
     assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "AUTH_FAILED"
+        (status, body["code"].as_str().unwrap()),
+        (401, "AUTH_FAILED")
     );
-    let response = client
-        .post(server.http("/api/v1/chat"))
-        .bearer_auth(server.token("dora"))
-        .body(json!({"message": "hi"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let token = server.token("dora");
+    let (status, body) =
+        post_chat(&server, json!({"message": "hi"}).to_string(), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

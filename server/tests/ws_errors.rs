@@ -176,3 +176,60 @@ async fn a_storm_of_garbage_does_not_hurt_other_clients() {
         .unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+#[tokio::test]
+async fn too_many_replies_at_once_on_one_connection_are_rate_limited() {
+    let server = start_with(|c| {
+        c.max_streams_per_connection = 2;
+        c.demo_delay = std::time::Duration::from_millis(20);
+        c.demo_tokens = 2000;
+    })
+    .await;
+    let mut ws = server.ws().await;
+    for question in ["one", "two"] {
+        send(&mut ws, json!({"type": "message", "message": question})).await;
+    }
+    send(&mut ws, json!({"type": "message", "message": "three"})).await;
+    // The refusal arrives among the two streams' frames.
+    let mut starts = 0;
+    loop {
+        let frame = recv(&mut ws).await;
+        match frame["type"].as_str().unwrap() {
+            "start" => starts += 1,
+            "error" => {
+                assert_eq!(frame["code"], "RATE_LIMITED", "{frame}");
+                assert!(frame.get("stream_id").is_none());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(starts <= 2);
+    assert_eq!(
+        server.state.engine.hub().running(),
+        2,
+        "the refused message started nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_server_at_capacity_answers_overloaded() {
+    let server = start_with(|c| {
+        c.max_streams = 1;
+        c.demo_delay = std::time::Duration::from_millis(20);
+        c.demo_tokens = 2000;
+    })
+    .await;
+    let mut first = server.ws().await;
+    send(&mut first, json!({"type": "message", "message": "busy"})).await;
+    assert_eq!(recv(&mut first).await["type"], "start");
+    let mut second = server.ws().await;
+    send(&mut second, json!({"type": "message", "message": "me too"})).await;
+    expect_error(&mut second, "OVERLOADED").await;
+    let (status, body) = post_chat(&server, json!({"message": "and me"}).to_string(), None).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (503, "OVERLOADED")
+    );
+    assert_usable(&mut second).await;
+}

@@ -6,6 +6,7 @@
 pub mod stream;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ struct HubInner {
     streams: Mutex<HashMap<Arc<str>, Arc<Stream>>>,
     /// How long a finished stream stays replayable before it is dropped.
     retention: Duration,
+    /// Streams still generating: incremented at create, decremented by the
+    /// terminal event (which every stream gets, even if its writer panics).
+    running: AtomicUsize,
 }
 
 impl Hub {
@@ -32,6 +36,7 @@ impl Hub {
             inner: Arc::new(HubInner {
                 streams: Mutex::new(HashMap::new()),
                 retention,
+                running: AtomicUsize::new(0),
             }),
         }
     }
@@ -41,10 +46,14 @@ impl Hub {
         let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let stream = Arc::new(Stream::new(id.clone(), owner));
         self.lock().insert(id, stream.clone());
+        self.inner.running.fetch_add(1, Ordering::Relaxed);
         let hub = self.clone();
         let writer = StreamWriter::new(
             stream.clone(),
-            Box::new(move |id: Arc<str>| hub.expire_later(id)),
+            Box::new(move |id: Arc<str>| {
+                hub.inner.running.fetch_sub(1, Ordering::Relaxed);
+                hub.expire_later(id);
+            }),
         );
         (stream, writer)
     }
@@ -66,7 +75,7 @@ impl Hub {
 
     /// How many streams are still generating.
     pub fn running(&self) -> usize {
-        self.lock().values().filter(|s| !s.is_finished()).count()
+        self.inner.running.load(Ordering::Relaxed)
     }
 
     /// Drops a finished stream once its retention window has passed.
@@ -105,6 +114,7 @@ mod tests {
     async fn finished_streams_expire_after_retention() {
         let hub = Hub::new(Duration::from_secs(300));
         let (stream, mut writer) = hub.create(None);
+        assert_eq!(hub.running(), 1);
         let id = stream.id().to_owned();
         writer.finish(|seq| ServerEvent::Error {
             error: "x".into(),
@@ -113,6 +123,7 @@ mod tests {
             seq: Some(seq),
         });
         assert!(hub.get(&id).is_some());
+        assert_eq!(hub.running(), 0, "finished streams are not running");
         tokio::time::sleep(Duration::from_secs(299)).await;
         assert!(hub.get(&id).is_some(), "still inside retention");
         tokio::time::sleep(Duration::from_secs(2)).await;

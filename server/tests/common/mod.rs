@@ -86,6 +86,24 @@ pub async fn start() -> TestServer {
     start_with(|_| {}).await
 }
 
+/// `POST /api/v1/chat` with a raw body and an optional bearer token: (status, JSON body).
+pub async fn post_chat(
+    server: &TestServer,
+    body: impl Into<reqwest::Body>,
+    bearer: Option<&str>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(server.http("/api/v1/chat"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 pub async fn send(ws: &mut Ws, frame: Value) {
     ws.send(Message::Text(frame.to_string().into()))
         .await
