@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use leptos::prelude::*;
-use rill_protocol::{ClientFrame, FinishReason, MessageRequest, ServerEvent};
+use rill_protocol::{ClientFrame, ErrorCode, FinishReason, MessageRequest, ServerEvent};
 
 use crate::markdown::IncrementalMarkdown;
 
@@ -33,6 +33,8 @@ pub enum ReplyStatus {
     Complete,
     /// Stopped by the user (`finish_reason: cancelled`).
     Stopped,
+    /// Cut off: the server restarted, or the stream was gone when we came back.
+    Interrupted,
     /// Failed; the message's `error` says why.
     Failed,
 }
@@ -45,6 +47,7 @@ impl ReplyStatus {
             ReplyStatus::Streaming => "streaming",
             ReplyStatus::Complete => "complete",
             ReplyStatus::Stopped => "stopped",
+            ReplyStatus::Interrupted => "interrupted",
             ReplyStatus::Failed => "failed",
         }
     }
@@ -353,6 +356,7 @@ impl ChatState {
                                 .set(Some("The reply ended early because of an error.".into()));
                             ReplyStatus::Failed
                         }
+                        FinishReason::Interrupted => ReplyStatus::Interrupted,
                         FinishReason::Stop | FinishReason::Length => ReplyStatus::Complete,
                     });
                 }
@@ -371,6 +375,16 @@ impl ChatState {
                     _ => self.oldest_waiting(),
                 };
                 match message {
+                    // Coming back to a stream that no longer exists (the server
+                    // restarted, or it expired): keep what arrived and say so.
+                    Some(message)
+                        if code == ErrorCode::StreamNotFound
+                            && seq.is_none()
+                            && message.status.get_untracked() == ReplyStatus::Streaming =>
+                    {
+                        self.finish(message);
+                        message.status.set(ReplyStatus::Interrupted);
+                    }
                     Some(message) => {
                         self.finish(message);
                         message.status.set(ReplyStatus::Failed);

@@ -79,6 +79,8 @@ impl std::fmt::Display for ErrorCode {
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
+    /// The peer is going away; rill uses it for a client silent past the heartbeat timeout.
+    pub const GOING_AWAY: u16 = 1001;
     /// Policy violation (authentication, origin).
     pub const POLICY: u16 = 1008;
     /// A frame over the transport's hard size limit.

@@ -268,8 +268,10 @@ pub enum FinishReason {
     Stop,
     /// The length limit was reached.
     Length,
-    /// A client cancelled it.
+    /// A client cancelled it, or nobody was attached for the detach grace.
     Cancelled,
+    /// The server shut down before it finished; `response` holds the text so far.
+    Interrupted,
     /// It failed after some text; `response` holds the text so far.
     Error,
 }

@@ -100,6 +100,33 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_STREAM_RETENTION_SECS", default_value_t = 300)]
     pub stream_retention_secs: u64,
 
+    /// Seconds a stream with no attached client keeps generating before it is cancelled.
+    #[arg(long, env = "RILL_DETACH_GRACE", default_value_t = 60)]
+    pub detach_grace: u64,
+
+    /// Most events a stream keeps for replay (older ones are dropped; resuming before
+    /// them gets STREAM_NOT_FOUND).
+    #[arg(long, env = "RILL_REPLAY_MAX_EVENTS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(16..))]
+    pub replay_max_events: u32,
+
+    /// Most bytes of events a stream keeps for replay.
+    #[arg(long, env = "RILL_REPLAY_MAX_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub replay_max_bytes: u32,
+
+    /// Seconds between the server's WebSocket pings.
+    #[arg(long, env = "RILL_HEARTBEAT_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+
+    /// Seconds without any traffic from a client, after a ping was due, before its
+    /// WebSocket is closed.
+    #[arg(long, env = "RILL_HEARTBEAT_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_timeout_secs: u64,
+
+    /// On SIGTERM/SIGINT, seconds to let running replies finish before they are cut
+    /// (and marked interrupted).
+    #[arg(long, env = "RILL_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+
     /// Directory of the compiled site (wasm, js, css) when the binary does not embed it.
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
@@ -132,8 +159,16 @@ pub struct Config {
     pub stream_retention: Duration,
     /// The site directory when not embedded.
     pub site_root: PathBuf,
-    /// The server's WebSocket ping interval announced to clients.
+    /// How long a stream nobody watches keeps generating.
+    pub detach_grace: Duration,
+    /// How much history each stream keeps for replay.
+    pub replay: crate::hub::ReplayLimits,
+    /// The server's WebSocket ping interval (announced to clients).
     pub heartbeat: Duration,
+    /// Silence past a due ping before a WebSocket is closed.
+    pub heartbeat_timeout: Duration,
+    /// How long running replies may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -162,7 +197,14 @@ impl Config {
             max_streams: args.max_streams as usize,
             stream_retention: Duration::from_secs(args.stream_retention_secs),
             site_root: args.site_root.clone(),
-            heartbeat: Duration::from_secs(25),
+            detach_grace: Duration::from_secs(args.detach_grace),
+            replay: crate::hub::ReplayLimits {
+                max_events: args.replay_max_events as usize,
+                max_bytes: args.replay_max_bytes as usize,
+            },
+            heartbeat: Duration::from_secs(args.heartbeat_secs),
+            heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_secs),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
         }
     }
 
@@ -243,6 +285,12 @@ mod tests {
             ),
             ("--max-streams", "RILL_MAX_STREAMS"),
             ("--site-root", "LEPTOS_SITE_ROOT"),
+            ("--detach-grace", "RILL_DETACH_GRACE"),
+            ("--replay-max-events", "RILL_REPLAY_MAX_EVENTS"),
+            ("--replay-max-bytes", "RILL_REPLAY_MAX_BYTES"),
+            ("--heartbeat-secs", "RILL_HEARTBEAT_SECS"),
+            ("--heartbeat-timeout-secs", "RILL_HEARTBEAT_TIMEOUT_SECS"),
+            ("--shutdown-grace", "RILL_SHUTDOWN_GRACE"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
             assert!(help.contains(env), "help lacks {env}");

@@ -3,6 +3,7 @@
 //! each reply into a hub stream. It never knows which transport asked.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use rill_protocol::server::Context;
@@ -26,12 +27,21 @@ pub struct Engine {
     hub: Hub,
     /// Where replies come from.
     provider: Arc<dyn Provider>,
-    /// Most personas per message (one stream each).
-    max_personas: usize,
-    /// Most streams generating at once on the whole server.
-    max_streams: usize,
+    /// Limits and timings.
+    limits: EngineLimits,
     /// Every generation task, so shutdown can wait for them.
     tasks: TaskTracker,
+}
+
+/// The engine's limits and timings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLimits {
+    /// Most personas per message (one stream each).
+    pub max_personas: usize,
+    /// Most streams generating at once on the whole server.
+    pub max_streams: usize,
+    /// How long a stream nobody is attached to keeps generating.
+    pub detach_grace: std::time::Duration,
 }
 
 /// What [`Engine::start`] started.
@@ -56,17 +66,11 @@ struct Generation {
 
 impl Engine {
     /// An engine writing to `hub` with replies from `provider`.
-    pub fn new(
-        hub: Hub,
-        provider: Arc<dyn Provider>,
-        max_personas: usize,
-        max_streams: usize,
-    ) -> Self {
+    pub fn new(hub: Hub, provider: Arc<dyn Provider>, limits: EngineLimits) -> Self {
         Engine {
             hub,
             provider,
-            max_personas,
-            max_streams,
+            limits,
             tasks: TaskTracker::new(),
         }
     }
@@ -86,10 +90,10 @@ impl Engine {
     pub fn start(&self, identity: &Identity, request: MessageRequest) -> Result<Started> {
         let question = request.text().ok_or(Error::EmptyMessage)?.to_owned();
         let personas = request.personas();
-        if personas.len() > self.max_personas {
+        if personas.len() > self.limits.max_personas {
             return Err(Error::InvalidMessage(format!(
                 "too many personas: at most {} per message",
-                self.max_personas
+                self.limits.max_personas
             )));
         }
         for (field, value) in [
@@ -104,7 +108,7 @@ impl Engine {
                 check_id(field, value)?;
             }
         }
-        if self.hub.running() + personas.len() > self.max_streams {
+        if self.hub.running() + personas.len() > self.limits.max_streams {
             return Err(Error::Overloaded);
         }
         if let Some(t) = request.temperature
@@ -138,13 +142,29 @@ impl Engine {
                 model: model.clone(),
                 client_message_id: request.client_message_id.clone(),
             };
-            self.tasks.spawn(drive(self.provider.clone(), generation));
+            self.tasks.spawn(drive(
+                self.provider.clone(),
+                generation,
+                self.limits.detach_grace,
+            ));
             streams.push(stream);
         }
         Ok(Started {
             session_id,
             streams,
         })
+    }
+}
+
+impl Engine {
+    /// The stream `stream_id` if `identity` may attach to or cancel it:
+    /// `STREAM_NOT_FOUND` if unknown or expired, `FORBIDDEN` if someone else's.
+    pub fn stream_for(&self, identity: &Identity, stream_id: &str) -> Result<Arc<Stream>> {
+        let stream = self.hub.get(stream_id).ok_or(Error::StreamNotFound)?;
+        if !stream.is_accessible_by(identity.owner()) {
+            return Err(Error::Forbidden);
+        }
+        Ok(stream)
     }
 }
 
@@ -174,8 +194,8 @@ fn prompt(persona: &str, question: &str) -> Vec<ChatMessage> {
 }
 
 /// Runs one generation to its terminal event. Dropping the provider stream (on
-/// cancel) is what stops the provider.
-async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
+/// cancel, detach grace or shutdown) is what stops the provider.
+async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace: Duration) {
     let Generation {
         mut writer,
         session_id,
@@ -186,7 +206,10 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         request,
     } = generation;
     let id = writer.id().to_owned();
-    let cancel = writer.stream().cancellation().clone();
+    let stream = writer.stream().clone();
+    let cancel = stream.cancellation().clone();
+    let detached = stream.detached_for(detach_grace);
+    tokio::pin!(detached);
     writer.publish(|seq| ServerEvent::Start {
         stream_id: id.clone(),
         seq,
@@ -214,7 +237,18 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     let (finish_reason, usage) = loop {
         let item = tokio::select! {
             biased;
-            () = cancel.cancelled() => break (FinishReason::Cancelled, None),
+            () = cancel.cancelled() => {
+                let reason = if stream.is_interrupted() {
+                    FinishReason::Interrupted
+                } else {
+                    FinishReason::Cancelled
+                };
+                break (reason, None);
+            }
+            () = &mut detached => {
+                tracing::info!(stream_id = %id, "nobody attached for the detach grace: cancelling");
+                break (FinishReason::Cancelled, None);
+            }
             item = tokens.next() => item,
         };
         match item {
@@ -287,7 +321,15 @@ mod tests {
     use std::time::Duration;
 
     fn engine(provider: Arc<dyn Provider>) -> Engine {
-        Engine::new(Hub::new(Duration::from_secs(60)), provider, 2, 3)
+        Engine::new(
+            Hub::new(Duration::from_secs(60), crate::hub::ReplayLimits::default()),
+            provider,
+            EngineLimits {
+                max_personas: 2,
+                max_streams: 3,
+                detach_grace: Duration::from_secs(60),
+            },
+        )
     }
 
     fn ask(text: &str) -> MessageRequest {
@@ -300,7 +342,7 @@ mod tests {
     async fn events(stream: &Arc<Stream>) -> Vec<ServerEvent> {
         let mut sub = stream.attach(0).unwrap();
         let mut out = Vec::new();
-        while let Some(batch) = sub.next_batch().await {
+        while let Some(batch) = sub.next_batch().await.unwrap() {
             out.extend(
                 batch
                     .iter()
@@ -393,6 +435,57 @@ mod tests {
         assert!(engine.start(&anon, ask("q")).is_ok(), "capacity is back");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_nobody_watches_is_cancelled_after_the_grace() {
+        let engine = engine(Arc::new(DemoProvider::new(Duration::from_secs(1), 100_000)));
+        let started = engine.start(&Identity::Anonymous, ask("q")).unwrap();
+        let stream = started.streams[0].clone();
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(
+            !stream.is_finished(),
+            "inside the grace it keeps generating"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(stream.is_finished());
+        let events = events(&stream).await;
+        let Some(ServerEvent::Complete {
+            response, metadata, ..
+        }) = events.last()
+        else {
+            panic!()
+        };
+        assert_eq!(metadata.finish_reason, FinishReason::Cancelled);
+        assert!(
+            !response.is_empty(),
+            "what was produced is kept for attachers"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_streams_keeping_their_text() {
+        let engine = engine(Arc::new(DemoProvider::new(
+            Duration::from_millis(10),
+            100_000,
+        )));
+        let started = engine.start(&Identity::Anonymous, ask("q")).unwrap();
+        let stream = started.streams[0].clone();
+        let mut sub = stream.attach(0).unwrap();
+        while !sub
+            .next_batch()
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .any(|p| p.kind == "token")
+        {}
+        assert_eq!(engine.hub().interrupt_all(), 1);
+        let events = events(&stream).await;
+        let Some(ServerEvent::Complete { metadata, .. }) = events.last() else {
+            panic!()
+        };
+        assert_eq!(metadata.finish_reason, FinishReason::Interrupted);
+    }
+
     struct Failing {
         after: usize,
     }
@@ -455,7 +548,7 @@ mod tests {
         let mut sub = stream.attach(0).unwrap();
         // Wait for a token, then cancel.
         loop {
-            let batch = sub.next_batch().await.unwrap();
+            let batch = sub.next_batch().await.unwrap().unwrap();
             if batch.iter().any(|p| p.kind == "token") {
                 break;
             }

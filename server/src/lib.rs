@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::auth::JwtKeys;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineLimits};
 use crate::hub::Hub;
 use crate::provider::demo::DemoProvider;
 
@@ -74,9 +74,17 @@ impl AppState {
     /// Builds the state: keys (reading or creating the secret), hub, demo provider.
     pub fn new(config: Config) -> std::io::Result<Self> {
         let keys = JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
-        let hub = Hub::new(config.stream_retention);
+        let hub = Hub::new(config.stream_retention, config.replay);
         let provider = Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens));
-        let engine = Engine::new(hub, provider, config.max_personas, config.max_streams);
+        let engine = Engine::new(
+            hub,
+            provider,
+            EngineLimits {
+                max_personas: config.max_personas,
+                max_streams: config.max_streams,
+                detach_grace: config.detach_grace,
+            },
+        );
         let leptos = LeptosOptions::builder()
             .output_name("rill")
             .site_root(config.site_root.to_string_lossy().into_owned())
@@ -101,7 +109,10 @@ pub fn server_name() -> String {
 }
 
 /// Serves on `listener` until `shutdown` resolves (or the state's shutdown token is
-/// cancelled), then closes WebSockets with 1012 and waits briefly for them.
+/// cancelled). Then: stop accepting; close WebSockets with 1012 and end SSE
+/// responses (clients reconnect and resume); let running replies finish for
+/// `--shutdown-grace`, and cut the rest, which end as `interrupted`, keeping
+/// their text.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -109,6 +120,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = routes::app(state.clone());
     let token = state.shutdown.clone();
+    let hub = state.engine.hub().clone();
+    let grace = state.config.shutdown_grace;
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             tokio::select! {
@@ -116,13 +129,30 @@ pub async fn serve(
                 () = token.cancelled() => {}
             }
             token.cancel();
+            // The drain deadline also bounds HTTP requests waiting for a reply.
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                cut_remaining(&hub);
+            });
         })
         .await?;
+    let tasks = state.engine.tasks();
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        cut_remaining(state.engine.hub());
+        let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    }
     // Give sessions a moment to send their close frames.
     let deadline = Instant::now() + Duration::from_secs(2);
     while state.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    state.engine.tasks().close();
     Ok(())
+}
+
+fn cut_remaining(hub: &Hub) {
+    let cut = hub.interrupt_all();
+    if cut > 0 {
+        tracing::warn!("shutdown deadline: interrupted {cut} running replies");
+    }
 }

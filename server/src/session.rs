@@ -116,9 +116,25 @@ pub async fn run(socket: WebSocket, state: AppState, params: SessionParams) {
     tracing::debug!(connection_id = %session.connection_id, "websocket connected");
 
     let mut writer_done = false;
+    // Any inbound frame (a pong included) proves the client alive; silence past a
+    // due ping plus the timeout means it is gone (a dead Wi-Fi sends no FIN).
+    let interval = state.config.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = tokio::time::Instant::now();
     loop {
         let frame = tokio::select! {
             frame = source.next() => frame,
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() >= interval + state.config.heartbeat_timeout {
+                    tracing::debug!(connection_id = %session.connection_id, "heartbeat timeout");
+                    let _ = outbound.try_send(close_message(close::GOING_AWAY, "heartbeat timeout"));
+                    break;
+                }
+                // A full queue means the client is not reading: no point adding to it.
+                let _ = outbound.try_send(Message::Ping(bytes::Bytes::new()));
+                continue;
+            }
             () = state.shutdown.cancelled() => {
                 let _ = outbound.try_send(close_message(close::RESTARTING, "server restarting"));
                 break;
@@ -128,6 +144,9 @@ pub async fn run(socket: WebSocket, state: AppState, params: SessionParams) {
                 break;
             }
         };
+        if let Some(Ok(_)) = frame {
+            last_seen = tokio::time::Instant::now();
+        }
         match frame {
             Some(Ok(Message::Text(text))) => {
                 if session.on_text(text).await.is_err() {
@@ -226,22 +245,28 @@ impl Session {
                     Err(error) => self.send_error(&error).await,
                 }
             }
-            ClientFrame::Cancel { stream_id } => match self.find_stream(&stream_id) {
-                Ok(stream) => {
-                    stream.cancel();
-                    Ok(())
+            ClientFrame::Cancel { stream_id } => {
+                match self.state.engine.stream_for(&self.identity, &stream_id) {
+                    Ok(stream) => {
+                        stream.cancel();
+                        Ok(())
+                    }
+                    Err(error) => self.send_stream_error(&stream_id, &error).await,
                 }
-                Err(error) => self.send_stream_error(&stream_id, &error).await,
-            },
+            }
             ClientFrame::Resume {
                 stream_id,
                 after_seq,
             } => {
-                let attached = self.find_stream(&stream_id).and_then(|stream| {
-                    stream
-                        .attach(after_seq)
-                        .map_err(|AttachError::Expired(_)| Error::StreamNotFound)
-                });
+                let attached = self
+                    .state
+                    .engine
+                    .stream_for(&self.identity, &stream_id)
+                    .and_then(|stream| {
+                        stream
+                            .attach(after_seq)
+                            .map_err(|AttachError::Expired(_)| Error::StreamNotFound)
+                    });
                 match attached {
                     Ok(subscription) => self.follow(subscription).await,
                     Err(error) => self.send_stream_error(&stream_id, &error).await,
@@ -310,19 +335,6 @@ impl Session {
         self.followed.len()
     }
 
-    fn find_stream(&self, stream_id: &str) -> Result<Arc<crate::hub::Stream>, Error> {
-        let stream = self
-            .state
-            .engine
-            .hub()
-            .get(stream_id)
-            .ok_or(Error::StreamNotFound)?;
-        if !stream.is_accessible_by(self.identity.owner()) {
-            return Err(Error::Forbidden);
-        }
-        Ok(stream)
-    }
-
     /// An error about a stream this client named (no `seq`: it is not one of the
     /// stream's events).
     async fn send_stream_error(&self, stream_id: &str, error: &Error) -> Result<(), Closed> {
@@ -373,10 +385,16 @@ async fn forward(
     // before the cursor too (a resume starts in the middle).
     let mut so_far = String::new();
     if partial {
-        let (before, _) = subscription.stream().events_after(
-            0,
-            usize::try_from(subscription.cursor()).unwrap_or(usize::MAX),
-        );
+        // If the start of the reply is no longer kept, the partial text cannot be
+        // rebuilt; the events still are exact (partial_response is best effort).
+        let before = subscription
+            .stream()
+            .events_after(
+                0,
+                usize::try_from(subscription.cursor()).unwrap_or(usize::MAX),
+            )
+            .map(|(events, _)| events)
+            .unwrap_or_default();
         for published in before {
             if let Ok(ServerEvent::Token { token, .. }) =
                 serde_json::from_str::<ServerEvent>(published.text.as_str())
@@ -390,7 +408,24 @@ async fn forward(
             batch = subscription.next_batch() => batch,
             () = stop.cancelled() => return,
         };
-        let Some(batch) = batch else { return };
+        let batch = match batch {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return,
+            Err(expired) => {
+                // This reader fell behind the replay window: say so rather than
+                // continue with a gap. The client can fetch the final text later.
+                let stream_id = subscription.stream().id().to_owned();
+                tracing::debug!(%stream_id, %expired, "reader fell behind the replay log");
+                let event = ServerEvent::Error {
+                    error: "This connection fell too far behind the stream; its events are no longer available".into(),
+                    code: ErrorCode::StreamNotFound,
+                    stream_id: Some(stream_id),
+                    seq: None,
+                };
+                let _ = outbound.send(Message::Text(event.to_json().into())).await;
+                return;
+            }
+        };
         for published in batch {
             let text = if partial && published.kind == "token" {
                 with_partial(&published.text, &mut so_far)

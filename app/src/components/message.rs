@@ -50,6 +50,11 @@ pub fn MessageItem(
                 <Show when=move || status.get() == ReplyStatus::Stopped>
                     <p class="note stopped">"Stopped"</p>
                 </Show>
+                <Show when=move || status.get() == ReplyStatus::Interrupted>
+                    <p class="note interrupted" role="status">
+                        "Interrupted: the server restarted before this reply finished. The text above is what arrived."
+                    </p>
+                </Show>
                 <Show when=move || message.error.with(Option::is_some)>
                     <p class="note error" role="alert">{move || message.error.get()}</p>
                 </Show>

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use stream::{AttachError, Published, Stream, StreamWriter, Subscription};
+pub use stream::{AttachError, Published, ReplayLimits, Stream, StreamWriter, Subscription};
 
 /// The registry of live and recently finished streams. Cheap to clone.
 #[derive(Clone)]
@@ -24,18 +24,22 @@ struct HubInner {
     streams: Mutex<HashMap<Arc<str>, Arc<Stream>>>,
     /// How long a finished stream stays replayable before it is dropped.
     retention: Duration,
+    /// How much history each stream keeps for replay.
+    limits: ReplayLimits,
     /// Streams still generating: incremented at create, decremented by the
     /// terminal event (which every stream gets, even if its writer panics).
     running: AtomicUsize,
 }
 
 impl Hub {
-    /// An empty hub whose finished streams stay replayable for `retention`.
-    pub fn new(retention: Duration) -> Self {
+    /// An empty hub whose finished streams stay replayable for `retention`, each
+    /// keeping at most `limits` of history.
+    pub fn new(retention: Duration, limits: ReplayLimits) -> Self {
         Hub {
             inner: Arc::new(HubInner {
                 streams: Mutex::new(HashMap::new()),
                 retention,
+                limits,
                 running: AtomicUsize::new(0),
             }),
         }
@@ -44,7 +48,7 @@ impl Hub {
     /// Registers a new stream owned by `owner` and returns it with its only writer.
     pub fn create(&self, owner: Option<String>) -> (Arc<Stream>, StreamWriter) {
         let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-        let stream = Arc::new(Stream::new(id.clone(), owner));
+        let stream = Arc::new(Stream::new(id.clone(), owner, self.inner.limits));
         self.lock().insert(id, stream.clone());
         self.inner.running.fetch_add(1, Ordering::Relaxed);
         let hub = self.clone();
@@ -76,6 +80,21 @@ impl Hub {
     /// How many streams are still generating.
     pub fn running(&self) -> usize {
         self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// Stops every running stream because the server is shutting down; each
+    /// ends with `finish_reason: interrupted`, keeping its text.
+    pub fn interrupt_all(&self) -> usize {
+        let running: Vec<Arc<Stream>> = self
+            .lock()
+            .values()
+            .filter(|s| !s.is_finished())
+            .cloned()
+            .collect();
+        for stream in &running {
+            stream.interrupt();
+        }
+        running.len()
     }
 
     /// Drops a finished stream once its retention window has passed.
@@ -112,7 +131,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn finished_streams_expire_after_retention() {
-        let hub = Hub::new(Duration::from_secs(300));
+        let hub = Hub::new(Duration::from_secs(300), ReplayLimits::default());
         let (stream, mut writer) = hub.create(None);
         assert_eq!(hub.running(), 1);
         let id = stream.id().to_owned();

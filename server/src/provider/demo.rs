@@ -198,11 +198,15 @@ pub fn reply_text(question: &str, min_tokens: usize) -> String {
     text.push_str(&format!(
         "\nA tiny example that counts the words of your question:\n\n```rust\nfn main() {{\n    let question = {code_topic};\n    let words = question.split_whitespace().count();\n    println!(\"{{words}} words\"); // {words}\n}}\n```\n"
     ));
+    // Count as we go: re-splitting the whole text per sentence would be quadratic.
     let mut filler = pick(3, FILLER.len());
-    while split_tokens(&text).len() < min_tokens {
+    let mut count = split_tokens(&text).len();
+    while count < min_tokens {
+        let sentence = FILLER[filler % FILLER.len()];
         text.push('\n');
-        text.push_str(FILLER[filler % FILLER.len()]);
+        text.push_str(sentence);
         text.push('\n');
+        count += sentence.split_whitespace().count();
         filler += 1;
     }
     text

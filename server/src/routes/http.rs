@@ -1,7 +1,9 @@
-//! Plain HTTP: `POST /api/v1/chat` (waits for the whole reply) and `GET /health`.
+//! Plain HTTP: `POST /api/v1/chat` (waits for the whole reply), starting and
+//! cancelling streams that run in the server, and `GET /health`.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,10 +19,19 @@ use crate::hub::Stream;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/chat", post(chat))
+        .route("/api/v1/streams", post(start_streams))
+        .route("/api/v1/streams/{id}/cancel", post(cancel))
         .route("/health", get(health))
 }
 
-/// The caller's identity from `Authorization: Bearer`; a bad token is 401 AUTH_FAILED.
+/// `?token=`: browsers' `EventSource` cannot send headers.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The caller's identity from `Authorization: Bearer` or `?token=`; a bad token
+/// is 401 AUTH_FAILED.
 pub struct Caller(pub Identity);
 
 impl FromRequestParts<AppState> for Caller {
@@ -31,15 +42,36 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match header.and_then(bearer_token) {
-            Some(token) => Ok(Caller(Identity::User(state.keys.verify(token)?))),
+        let query_token = Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(q)| q.token)
+            .filter(|t| !t.is_empty());
+        match header
+            .and_then(bearer_token)
+            .map(str::to_owned)
+            .or(query_token)
+        {
+            Some(token) => Ok(Caller(Identity::User(state.keys.verify(&token)?))),
             None => Ok(Caller(Identity::Anonymous)),
         }
     }
 }
 
+impl Caller {
+    /// The identity, if it may start replies on this server.
+    pub(crate) fn may_start(self, state: &AppState) -> Result<Identity, Error> {
+        if state.config.auth_required && !self.0.is_authenticated() {
+            return Err(Error::AuthRequired);
+        }
+        Ok(self.0)
+    }
+}
+
 /// Reads a JSON body of the `message` fields, enforcing the frame size limit.
-async fn read_message_request(state: &AppState, body: Body) -> Result<MessageRequest, Error> {
+pub(crate) async fn read_message_request(
+    state: &AppState,
+    body: Body,
+) -> Result<MessageRequest, Error> {
     let limit = state.config.max_frame_bytes;
     let bytes = axum::body::to_bytes(body, limit)
         .await
@@ -70,12 +102,10 @@ struct ChatResponse {
 
 async fn chat(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    caller: Caller,
     body: Body,
 ) -> Result<Json<ChatResponse>, Error> {
-    if state.config.auth_required && !identity.is_authenticated() {
-        return Err(Error::AuthRequired);
-    }
+    let identity = caller.may_start(&state)?;
     let request = read_message_request(&state, body).await?;
     let started = state.engine.start(&identity, request)?;
     let mut replies = Vec::with_capacity(started.streams.len());
@@ -110,7 +140,11 @@ async fn wait_for_reply(stream: &std::sync::Arc<Stream>) -> Result<Reply, Error>
         .attach(0)
         .map_err(|_| Error::Internal("a fresh stream refused attach(0)".into()))?;
     let mut last = None;
-    while let Some(batch) = subscription.next_batch().await {
+    while let Some(batch) = subscription
+        .next_batch()
+        .await
+        .map_err(|_| Error::StreamNotFound)?
+    {
         last = batch.into_iter().last();
     }
     let last = last.ok_or_else(|| Error::Internal("stream ended without events".into()))?;
@@ -131,6 +165,46 @@ async fn wait_for_reply(stream: &std::sync::Arc<Stream>) -> Result<Reply, Error>
             "unexpected terminal event: {other:?}"
         ))),
     }
+}
+
+/// The answer of `POST /api/v1/streams`.
+#[derive(Debug, Serialize)]
+struct StartedStreams {
+    stream_ids: Vec<String>,
+    session_id: String,
+}
+
+/// `POST /api/v1/streams`: starts the reply in the server and returns at once; any
+/// transport then attaches (SSE `…/events`, long-poll `…/poll`, WebSocket `resume`).
+async fn start_streams(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<StartedStreams>), Error> {
+    let identity = caller.may_start(&state)?;
+    let request = read_message_request(&state, body).await?;
+    let started = state.engine.start(&identity, request)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StartedStreams {
+            stream_ids: started.streams.iter().map(|s| s.id().to_owned()).collect(),
+            session_id: started.session_id,
+        }),
+    ))
+}
+
+/// `POST /api/v1/streams/{id}/cancel`.
+async fn cancel(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(stream_id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let stream = state.engine.stream_for(&identity, &stream_id)?;
+    stream.cancel();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "stream_id": stream_id, "status": "cancelling" })),
+    ))
 }
 
 /// `GET /health`.

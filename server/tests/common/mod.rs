@@ -86,6 +86,81 @@ pub async fn start() -> TestServer {
     start_with(|_| {}).await
 }
 
+/// One parsed server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// Parses a whole SSE body (comments skipped).
+pub fn parse_sse(body: &str) -> Vec<SseEvent> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let (mut id, mut event, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            (!data.is_empty()).then(|| SseEvent {
+                id,
+                event,
+                data: serde_json::from_str(&data).expect("SSE data is JSON"),
+            })
+        })
+        .collect()
+}
+
+/// `POST /api/v1/streams`: (stream ids, session id).
+pub async fn start_stream(server: &TestServer, body: Value) -> (Vec<String>, String) {
+    let response = reqwest::Client::new()
+        .post(server.http("/api/v1/streams"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let ids = body["stream_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    (ids, body["session_id"].as_str().unwrap().to_owned())
+}
+
+/// Waits (bounded) until the hub says the stream finished.
+pub async fn wait_finished(server: &TestServer, stream_id: &str) {
+    for _ in 0..400 {
+        if server
+            .state
+            .engine
+            .hub()
+            .get(stream_id)
+            .is_some_and(|s| s.is_finished())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("stream {stream_id} did not finish");
+}
+
+/// The terminal event of a finished stream, from the hub.
+pub fn terminal_event(server: &TestServer, stream_id: &str) -> Value {
+    let stream = server.state.engine.hub().get(stream_id).unwrap();
+    let (events, finished) = stream.events_after(stream.last_seq() - 1, 1).unwrap();
+    assert!(finished);
+    serde_json::from_str(events[0].text.as_str()).unwrap()
+}
+
 /// `POST /api/v1/chat` with a raw body and an optional bearer token: (status, JSON body).
 pub async fn post_chat(
     server: &TestServer,
