@@ -10,8 +10,9 @@ use rill_protocol::{ClientFrame, ErrorCode, FinishReason, MessageRequest, Server
 
 use crate::markdown::IncrementalMarkdown;
 
-/// Frames queued for whatever transport is connected.
-pub type Outbox = futures::channel::mpsc::UnboundedSender<String>;
+/// Commands queued for whatever transport carries the chat (WebSocket frames,
+/// or their HTTP equivalents on the fallbacks).
+pub type Outbox = futures::channel::mpsc::UnboundedSender<ClientFrame>;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,11 @@ pub enum ConnectionState {
     Live,
     /// Lost; reconnect attempt number n is pending.
     Reconnecting(u32),
-    /// Not connected and not trying (e.g. the browser is offline).
+    /// WebSocket unavailable; server-sent events carry the chat.
+    FallbackSse,
+    /// WebSocket and SSE unavailable; HTTP long-polling carries the chat.
+    FallbackPolling,
+    /// The server cannot be reached; retrying in the background.
     Offline,
 }
 
@@ -73,8 +78,18 @@ impl ConnectionState {
             ConnectionState::Connecting => "Connecting…".to_owned(),
             ConnectionState::Live => "Live · WebSocket".to_owned(),
             ConnectionState::Reconnecting(n) => format!("Reconnecting ({n})…"),
+            ConnectionState::FallbackSse => "Fallback · SSE".to_owned(),
+            ConnectionState::FallbackPolling => "Fallback · HTTP polling".to_owned(),
             ConnectionState::Offline => "Offline".to_owned(),
         }
+    }
+
+    /// Whether a question can be sent now.
+    pub fn can_send(self) -> bool {
+        matches!(
+            self,
+            ConnectionState::Live | ConnectionState::FallbackSse | ConnectionState::FallbackPolling
+        )
     }
 
     /// The badge's `data-state`.
@@ -83,6 +98,8 @@ impl ConnectionState {
             ConnectionState::Connecting => "connecting",
             ConnectionState::Live => "live",
             ConnectionState::Reconnecting(_) => "reconnecting",
+            ConnectionState::FallbackSse => "sse",
+            ConnectionState::FallbackPolling => "polling",
             ConnectionState::Offline => "offline",
         }
     }
@@ -155,6 +172,9 @@ pub struct ChatState {
     /// Where frames go; `None` while no transport is connected.
     pub outbox: StoredValue<Option<Outbox>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
+    /// Streams started over HTTP whose `start` has not arrived yet: followed from
+    /// seq 0 by whichever transport comes next.
+    pending_streams: StoredValue<Vec<String>>,
     by_client_id: StoredValue<HashMap<String, MessageView>>,
     next_key: StoredValue<u64>,
 }
@@ -175,6 +195,7 @@ impl ChatState {
             session_id: RwSignal::new(None),
             outbox: StoredValue::new(None),
             by_stream: StoredValue::new(HashMap::new()),
+            pending_streams: StoredValue::new(Vec::new()),
             by_client_id: StoredValue::new(HashMap::new()),
             next_key: StoredValue::new(1),
         }
@@ -203,23 +224,29 @@ impl ChatState {
         self.notices.update(|n| n.retain(|(k, _)| *k != key));
     }
 
-    /// Queues a frame for the connected transport; false if none is connected.
+    /// Queues a command for the transport; false if there is none.
     pub fn send_frame(&self, frame: &ClientFrame) -> bool {
-        let Ok(text) = serde_json::to_string(frame) else {
-            return false;
-        };
         self.outbox.with_value(|outbox| {
             outbox
                 .as_ref()
-                .is_some_and(|tx| tx.unbounded_send(text).is_ok())
+                .is_some_and(|tx| tx.unbounded_send(frame.clone()).is_ok())
         })
+    }
+
+    /// The last seq applied for a stream (0 if unknown).
+    pub fn last_seq(&self, stream_id: &str) -> u64 {
+        self.by_stream
+            .with_value(|m| m.get(stream_id).map(|m| m.last_seq.get_value()))
+            .unwrap_or(0)
     }
 
     /// Sends a question: adds it and a waiting reply to the page. False (and a
     /// notice) when no transport is connected, so the composer keeps the draft.
     pub fn ask(&self, text: String) -> bool {
-        if self.connection.get_untracked() != ConnectionState::Live {
-            self.notify("Not connected: wait for the badge to say Live, then send again.");
+        if !self.connection.get_untracked().can_send() {
+            self.notify(
+                "Not connected: your message is kept; send it again once the badge says Live.",
+            );
             return false;
         }
         let user = MessageView::new(self.key(), Role::User, text.clone());
@@ -252,23 +279,45 @@ impl ChatState {
         }
     }
 
+    /// Records a stream started over HTTP, so it is followed even before its
+    /// `start` arrives.
+    pub fn track_stream(&self, stream_id: &str) {
+        self.pending_streams.update_value(|pending| {
+            if !pending.iter().any(|id| id == stream_id) {
+                pending.push(stream_id.to_owned());
+            }
+        });
+    }
+
     /// Frames to send after (re)connecting: resume every reply still streaming.
     pub fn resume_frames(&self) -> Vec<ClientFrame> {
-        self.by_stream.with_value(|streams| {
-            streams
+        let pending = self.pending_streams.with_value(|pending| {
+            pending
                 .iter()
-                .filter(|(_, m)| {
-                    matches!(
-                        m.status.get_untracked(),
-                        ReplyStatus::Streaming | ReplyStatus::Waiting
-                    )
-                })
-                .map(|(id, m)| ClientFrame::Resume {
+                .map(|id| ClientFrame::Resume {
                     stream_id: id.clone(),
-                    after_seq: m.last_seq.get_value(),
+                    after_seq: 0,
                 })
-                .collect()
-        })
+                .collect::<Vec<_>>()
+        });
+        pending
+            .into_iter()
+            .chain(self.by_stream.with_value(|streams| {
+                streams
+                    .iter()
+                    .filter(|(_, m)| {
+                        matches!(
+                            m.status.get_untracked(),
+                            ReplyStatus::Streaming | ReplyStatus::Waiting
+                        )
+                    })
+                    .map(|(id, m)| ClientFrame::Resume {
+                        stream_id: id.clone(),
+                        after_seq: m.last_seq.get_value(),
+                    })
+                    .collect::<Vec<_>>()
+            }))
+            .collect()
     }
 
     /// Applies one server event to the page.
@@ -291,6 +340,8 @@ impl ChatState {
                 ..
             } => {
                 self.session_id.set(Some(session_id));
+                self.pending_streams
+                    .update_value(|pending| pending.retain(|id| *id != stream_id));
                 let waiting = client_message_id.and_then(|id| {
                     self.by_client_id
                         .try_update_value(|m| m.remove(&id))

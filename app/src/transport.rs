@@ -1,17 +1,36 @@
-//! The browser's transport (hydrate only): a WebSocket to `/ws/chat` that
-//! reconnects with exponential backoff and full jitter, and resumes every reply
-//! that was streaming when the connection dropped.
+//! The browser's transport (hydrate only): one state machine that carries the
+//! chat over whatever works, shown by the badge.
 //!
-//! The connection counts as live only once the server has answered our `hello`:
-//! gloo-net does not report a failed open as an error on `send`.
+//! ```text
+//! connecting → WebSocket (live) → reconnecting(n) ─(3 failed attempts)→ SSE
+//!      ↑                                                                   │ (SSE refused)
+//!      └──────────── probe succeeds (every ~10 s) ←── HTTP polling ←───────┘
+//!                        any mode, server unreachable → offline (retrying)
+//! ```
+//!
+//! Whatever carries them, events reach the page only through [`ChatState::apply`],
+//! which ignores a seq it already has; on every switch the controller resumes each
+//! streaming reply after its last applied seq, so a reply continues word-perfect.
+//!
+//! Liveness is measured, not assumed: gloo-net does not fail `send` on a dead
+//! socket and reports every close as an error, so the WebSocket counts as live
+//! only once the server answered `hello`, and as dead after 45 s without any
+//! inbound frame (the client sends `ping` every 15 s; the server pings too).
+
+use std::cell::Cell;
 
 use futures::channel::mpsc;
+use futures::future::{AbortHandle, Abortable, Either};
 use futures::{FutureExt, SinkExt, StreamExt};
+use gloo_net::http::Request;
 use gloo_net::websocket::Message;
 use gloo_net::websocket::futures::WebSocket;
+use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use rill_protocol::{ClientFrame, PROTOCOL_VERSION, ServerEvent};
+use rill_protocol::{ClientFrame, ErrorCode, MessageRequest, PROTOCOL_VERSION, ServerEvent};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
 
 use crate::chat::{ChatState, ConnectionState};
 
@@ -19,111 +38,558 @@ use crate::chat::{ChatState, ConnectionState};
 const BASE_BACKOFF_MS: f64 = 500.0;
 /// Longest delay between reconnect attempts.
 const MAX_BACKOFF_MS: f64 = 10_000.0;
+/// Failed WebSocket attempts in a row before falling back to SSE.
+const FALLBACK_AFTER: u32 = 3;
+/// How long the server has to answer `hello` on a new WebSocket.
+const HELLO_TIMEOUT_MS: f64 = 5_000.0;
+/// The client's own `ping` interval on a live WebSocket.
+const PING_EVERY_MS: f64 = 15_000.0;
+/// Silence after which a WebSocket counts as dead.
+const DEAD_AFTER_MS: f64 = 45_000.0;
+/// How often a fallback transport checks whether the WebSocket works again.
+const PROBE_EVERY_MS: f64 = 10_000.0;
+/// How long a long-poll is held by the server.
+const POLL_WAIT_MS: u32 = 25_000;
 
-/// The WebSocket URL of the page's own server.
-fn chat_url() -> Option<String> {
-    let location = web_sys::window()?.location();
-    let scheme = if location.protocol().ok()? == "https:" {
-        "wss"
-    } else {
-        "ws"
+/// The transport in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    WebSocket,
+    Sse,
+    Polling,
+}
+
+fn now() -> f64 {
+    js_sys::Date::now()
+}
+
+/// A delay with full jitter below the exponential ceiling for `attempt`.
+fn backoff_ms(attempt: u32) -> u32 {
+    let ceiling =
+        (BASE_BACKOFF_MS * 2f64.powi(attempt.saturating_sub(1).min(16) as i32)).min(MAX_BACKOFF_MS);
+    // Full jitter spreads clients out after a server restart.
+    (js_sys::Math::random() * ceiling).max(100.0) as u32
+}
+
+/// Where the API is: the page's `<meta name="rill-api-base" content="…">` when
+/// the UI is hosted elsewhere (static files), else the page's own origin.
+fn api_base() -> String {
+    let window = leptos::prelude::window();
+    let configured = window
+        .document()
+        .and_then(|d| d.query_selector("meta[name=rill-api-base]").ok().flatten())
+        .and_then(|meta| meta.get_attribute("content"))
+        .map(|base| base.trim().trim_end_matches('/').to_owned())
+        .filter(|base| !base.is_empty());
+    configured.unwrap_or_else(|| window.location().origin().unwrap_or_default())
+}
+
+fn ws_url() -> String {
+    let base = api_base();
+    let base = match base.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", base.trim_start_matches("http://")),
     };
-    Some(format!("{scheme}://{}/ws/chat", location.host().ok()?))
+    format!("{base}/ws/chat")
 }
 
 /// Starts the transport; it runs for the page's lifetime.
 pub fn start(state: ChatState) {
-    spawn_local(async move {
-        let Some(url) = chat_url() else {
-            state.connection.set(ConnectionState::Offline);
-            return;
-        };
-        let mut attempt: u32 = 0;
-        loop {
-            if attempt > 0 {
-                state.connection.set(ConnectionState::Reconnecting(attempt));
-                let ceiling = (BASE_BACKOFF_MS * 2f64.powi(attempt as i32 - 1)).min(MAX_BACKOFF_MS);
-                // Full jitter: spread reconnecting clients out after a server restart.
-                let delay = (js_sys::Math::random() * ceiling).max(100.0);
-                gloo_timers::future::TimeoutFuture::new(delay as u32).await;
-            }
-            let went_live = run_connection(&url, state).await;
-            state.outbox.set_value(None);
-            attempt = if went_live {
-                1
-            } else {
-                attempt.saturating_add(1)
-            };
-        }
-    });
+    let (outbox, commands) = mpsc::unbounded::<ClientFrame>();
+    state.outbox.set_value(Some(outbox));
+    spawn_local(controller(state, commands));
 }
 
-/// One connection's life. Returns whether it ever went live.
-async fn run_connection(url: &str, state: ChatState) -> bool {
-    let Ok(socket) = WebSocket::open(url) else {
+async fn controller(state: ChatState, mut commands: mpsc::UnboundedReceiver<ClientFrame>) {
+    let mut mode = Mode::WebSocket;
+    let mut failures: u32 = 0;
+    loop {
+        match mode {
+            Mode::WebSocket => {
+                state.connection.set(if failures == 0 {
+                    ConnectionState::Connecting
+                } else {
+                    ConnectionState::Reconnecting(failures)
+                });
+                if run_websocket(state, &mut commands).await {
+                    // It was live and dropped: try again soon, counting from 1.
+                    failures = 1;
+                } else {
+                    failures += 1;
+                    if failures >= FALLBACK_AFTER {
+                        mode = Mode::Sse;
+                        continue;
+                    }
+                }
+                state
+                    .connection
+                    .set(ConnectionState::Reconnecting(failures));
+                TimeoutFuture::new(backoff_ms(failures)).await;
+            }
+            Mode::Sse | Mode::Polling => match run_http(state, &mut commands, mode).await {
+                HttpEnd::WebSocketBack => {
+                    mode = Mode::WebSocket;
+                    failures = 0;
+                }
+                HttpEnd::SseRefused => mode = Mode::Polling,
+                HttpEnd::Unreachable => {
+                    state.connection.set(ConnectionState::Offline);
+                    failures = failures.saturating_add(1);
+                    TimeoutFuture::new(backoff_ms(failures)).await;
+                    // One WebSocket try, then back to the HTTP check.
+                    mode = Mode::WebSocket;
+                    failures = failures.max(FALLBACK_AFTER - 1);
+                }
+            },
+        }
+    }
+}
+
+fn to_text(frame: &ClientFrame) -> String {
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+/// One WebSocket's life. Returns whether it went live.
+async fn run_websocket(
+    state: ChatState,
+    commands: &mut mpsc::UnboundedReceiver<ClientFrame>,
+) -> bool {
+    let Ok(socket) = WebSocket::open(&ws_url()) else {
         return false;
     };
     let (mut sink, mut source) = socket.split();
-    let (outbox, mut queue) = mpsc::unbounded::<String>();
-    let hello = ClientFrame::Hello {
+    let opened = now();
+    let hello = to_text(&ClientFrame::Hello {
         protocol: Some(PROTOCOL_VERSION),
+    });
+    // `send` waits for the socket to open; bound that wait too.
+    let sent = futures::select! {
+        result = sink.send(Message::Text(hello)).fuse() => result.is_ok(),
+        () = TimeoutFuture::new(HELLO_TIMEOUT_MS as u32).fuse() => false,
     };
-    let _ = outbox.unbounded_send(serde_json::to_string(&hello).unwrap_or_default());
-
-    let writer = async move {
-        while let Some(text) = queue.next().await {
-            if sink.send(Message::Text(text)).await.is_err() {
-                break;
-            }
-        }
+    if !sent {
+        return false;
     }
-    .fuse();
-    let live = std::cell::Cell::new(false);
-    let reader = async {
-        while let Some(message) = source.next().await {
-            let Ok(Message::Text(text)) = message else {
-                if message.is_err() {
+    let mut live = false;
+    let mut last_seen = now();
+    let mut last_ping = now();
+    loop {
+        let wait = if live {
+            (PING_EVERY_MS - (now() - last_ping)).min(DEAD_AFTER_MS - (now() - last_seen))
+        } else {
+            HELLO_TIMEOUT_MS - (now() - opened)
+        };
+        let timer = TimeoutFuture::new(wait.max(0.0) as u32).fuse();
+        // Commands wait until the server has answered `hello`.
+        let command = if live {
+            Either::Left(commands.next())
+        } else {
+            Either::Right(futures::future::pending())
+        }
+        .fuse();
+        futures::pin_mut!(timer, command);
+        futures::select! {
+            message = source.next().fuse() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    last_seen = now();
+                    let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else {
+                        continue;
+                    };
+                    if !live && matches!(event, ServerEvent::Hello { .. }) {
+                        live = true;
+                        state.connection.set(ConnectionState::Live);
+                        for frame in state.resume_frames() {
+                            if sink.send(Message::Text(to_text(&frame))).await.is_err() {
+                                return true;
+                            }
+                        }
+                    }
+                    state.apply(event);
+                    follow_bottom_if_reading();
+                }
+                Some(Ok(Message::Bytes(_))) => last_seen = now(),
+                // Closed or failed (gloo-net reports both as errors).
+                _ => break,
+            },
+            command = command => match command {
+                Some(frame) => {
+                    if sink.send(Message::Text(to_text(&frame))).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            () = timer => {
+                if !live || now() - last_seen >= DEAD_AFTER_MS {
                     break;
                 }
-                continue;
-            };
-            let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else {
-                continue;
-            };
-            if !live.get() && matches!(event, ServerEvent::Hello { .. }) {
-                live.set(true);
-                state.outbox.set_value(Some(outbox.clone()));
-                state.connection.set(ConnectionState::Live);
-                for frame in state.resume_frames() {
-                    state.send_frame(&frame);
+                if now() - last_ping >= PING_EVERY_MS {
+                    last_ping = now();
+                    let ping = ClientFrame::Ping { timestamp: Some(serde_json::Number::from(now() as u64)) };
+                    if sink.send(Message::Text(to_text(&ping))).await.is_err() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let _ = sink.close().await;
+    live
+}
+
+/// Why an HTTP fallback mode ended.
+enum HttpEnd {
+    /// The WebSocket works again.
+    WebSocketBack,
+    /// SSE is refused on the way (proxy): use long-polling.
+    SseRefused,
+    /// The server cannot be reached.
+    Unreachable,
+}
+
+async fn health_ok() -> bool {
+    matches!(Request::get(&format!("{}/health", api_base())).send().await, Ok(r) if r.ok())
+}
+
+/// Opens a WebSocket, checks that the server answers `hello`, closes it.
+async fn probe_websocket() -> bool {
+    let Ok(socket) = WebSocket::open(&ws_url()) else {
+        return false;
+    };
+    let (mut sink, mut source) = socket.split();
+    let hello = to_text(&ClientFrame::Hello {
+        protocol: Some(PROTOCOL_VERSION),
+    });
+    let answered = async {
+        sink.send(Message::Text(hello)).await.ok()?;
+        while let Some(Ok(message)) = source.next().await {
+            if let Message::Text(text) = message
+                && matches!(
+                    serde_json::from_str::<ServerEvent>(&text),
+                    Ok(ServerEvent::Hello { .. })
+                )
+            {
+                return Some(());
+            }
+        }
+        None
+    };
+    let ok = futures::select! {
+        answer = answered.fuse() => answer.is_some(),
+        () = TimeoutFuture::new(HELLO_TIMEOUT_MS as u32).fuse() => false,
+    };
+    let _ = sink.close().await;
+    ok
+}
+
+/// The streams followed in an HTTP mode; aborted when the mode ends.
+#[derive(Default)]
+struct Followers(Vec<AbortHandle>);
+
+impl Drop for Followers {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+async fn run_http(
+    state: ChatState,
+    commands: &mut mpsc::UnboundedReceiver<ClientFrame>,
+    mode: Mode,
+) -> HttpEnd {
+    if !health_ok().await {
+        return HttpEnd::Unreachable;
+    }
+    state.connection.set(if mode == Mode::Sse {
+        ConnectionState::FallbackSse
+    } else {
+        ConnectionState::FallbackPolling
+    });
+    let (refused_tx, mut refused) = mpsc::unbounded::<()>();
+    let mut followers = Followers::default();
+    let follow = |followers: &mut Followers, stream_id: String| {
+        let (handle, registration) = AbortHandle::new_pair();
+        let task = match mode {
+            Mode::Sse => Either::Left(follow_sse(state, stream_id, refused_tx.clone())),
+            _ => Either::Right(follow_polling(state, stream_id)),
+        };
+        spawn_local(Abortable::new(task, registration).map(|_| ()));
+        followers.0.push(handle);
+    };
+    for frame in state.resume_frames() {
+        if let ClientFrame::Resume { stream_id, .. } = frame {
+            follow(&mut followers, stream_id);
+        }
+    }
+    let mut next_probe = now() + PROBE_EVERY_MS * (0.5 + js_sys::Math::random());
+    loop {
+        let timer = TimeoutFuture::new((next_probe - now()).max(0.0) as u32).fuse();
+        futures::pin_mut!(timer);
+        futures::select! {
+            command = commands.next().fuse() => match command {
+                Some(ClientFrame::Message(request)) => match post_streams(&request).await {
+                    Ok(stream_ids) => {
+                        for stream_id in stream_ids {
+                            state.track_stream(&stream_id);
+                            follow(&mut followers, stream_id);
+                        }
+                    }
+                    Err(Some(event)) => state.apply(*event),
+                    Err(None) => {
+                        state.apply(ServerEvent::error(
+                            ErrorCode::ProcessingError,
+                            "Could not reach the server",
+                        ));
+                        return HttpEnd::Unreachable;
+                    }
+                },
+                Some(ClientFrame::Cancel { stream_id }) => {
+                    let url = format!("{}/api/v1/streams/{stream_id}/cancel", api_base());
+                    let _ = Request::post(&url).send().await;
+                }
+                Some(ClientFrame::Resume { stream_id, .. }) => follow(&mut followers, stream_id),
+                Some(_) => {}
+                None => return HttpEnd::Unreachable,
+            },
+            _ = refused.next().fuse() => {
+                if mode == Mode::Sse {
+                    return HttpEnd::SseRefused;
+                }
+            },
+            () = timer => {
+                if probe_websocket().await {
+                    return HttpEnd::WebSocketBack;
+                }
+                if !health_ok().await {
+                    return HttpEnd::Unreachable;
+                }
+                next_probe = now() + PROBE_EVERY_MS * (0.5 + js_sys::Math::random());
+            },
+        }
+    }
+}
+
+/// An error body `{error, code}` as an event (not tied to a stream unless given).
+fn error_event(body: &str, stream_id: Option<&str>) -> ServerEvent {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: String,
+        code: ErrorCode,
+    }
+    let (error, code) = match serde_json::from_str::<Body>(body) {
+        Ok(body) => (body.error, body.code),
+        Err(_) => (
+            "The server refused the request".to_owned(),
+            ErrorCode::ProcessingError,
+        ),
+    };
+    ServerEvent::Error {
+        error,
+        code,
+        stream_id: stream_id.map(str::to_owned),
+        seq: None,
+    }
+}
+
+/// `POST /api/v1/streams`: the stream ids, or the refusal as an event
+/// (`Err(None)`: the server could not be reached).
+async fn post_streams(request: &MessageRequest) -> Result<Vec<String>, Option<Box<ServerEvent>>> {
+    #[derive(serde::Deserialize)]
+    struct Started {
+        stream_ids: Vec<String>,
+    }
+    let url = format!("{}/api/v1/streams", api_base());
+    let request = Request::post(&url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(request).unwrap_or_default())
+        .map_err(|_| None)?;
+    let response = request.send().await.map_err(|_| None)?;
+    let body = response.text().await.map_err(|_| None)?;
+    if !response.ok() {
+        return Err(Some(Box::new(error_event(&body, None))));
+    }
+    serde_json::from_str::<Started>(&body)
+        .map(|started| started.stream_ids)
+        .map_err(|_| None)
+}
+
+/// What a stream's EventSource reports.
+enum SseSignal {
+    /// A protocol event's JSON.
+    Data(String),
+    /// The EventSource gave up (HTTP error, refused): it will not reconnect.
+    Closed,
+    /// A network error; the EventSource is reconnecting by itself.
+    Retrying,
+}
+
+/// Network errors before any event after which SSE counts as refused (a proxy
+/// that drops the connection makes an EventSource retry forever).
+const SSE_ATTEMPTS: u32 = 3;
+
+/// Closes the EventSource when the follower ends or is aborted.
+struct EventSourceGuard {
+    source: web_sys::EventSource,
+    _listeners: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+}
+
+impl Drop for EventSourceGuard {
+    fn drop(&mut self) {
+        self.source.close();
+    }
+}
+
+/// Follows one stream over SSE until its terminal event. A browser EventSource
+/// reconnects by itself with Last-Event-ID; we start after our last applied seq.
+async fn follow_sse(state: ChatState, stream_id: String, refused: mpsc::UnboundedSender<()>) {
+    let url = format!(
+        "{}/api/v1/streams/{stream_id}/events?after={}",
+        api_base(),
+        state.last_seq(&stream_id)
+    );
+    let Ok(source) = web_sys::EventSource::new(&url) else {
+        let _ = refused.unbounded_send(());
+        return;
+    };
+    let (tx, mut signals) = mpsc::unbounded::<SseSignal>();
+    let mut listeners = Vec::new();
+    for kind in ["start", "progress", "token", "complete", "error"] {
+        let tx = tx.clone();
+        let watched = source.clone();
+        let listener = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            // Our `error` events are MessageEvents with data; the EventSource's own
+            // connection errors on the same name are plain Events.
+            match event
+                .dyn_ref::<web_sys::MessageEvent>()
+                .and_then(|m| m.data().as_string())
+            {
+                Some(data) => {
+                    let _ = tx.unbounded_send(SseSignal::Data(data));
+                }
+                None if watched.ready_state() == web_sys::EventSource::CLOSED => {
+                    let _ = tx.unbounded_send(SseSignal::Closed);
+                }
+                None => {
+                    let _ = tx.unbounded_send(SseSignal::Retrying);
                 }
             }
-            let follow = matches!(event, ServerEvent::Token { .. } | ServerEvent::Start { .. })
-                && reader_is_at_bottom();
-            state.apply(event);
-            if follow {
-                scroll_to_bottom();
+        });
+        let _ = source.add_event_listener_with_callback(kind, listener.as_ref().unchecked_ref());
+        listeners.push(listener);
+    }
+    let _guard = EventSourceGuard {
+        source,
+        _listeners: listeners,
+    };
+    let mut received = false;
+    let mut retries = 0;
+    while let Some(signal) = signals.next().await {
+        let signal = match signal {
+            SseSignal::Retrying if !received => {
+                retries += 1;
+                if retries < SSE_ATTEMPTS {
+                    continue;
+                }
+                SseSignal::Closed
+            }
+            SseSignal::Retrying => continue,
+            other => other,
+        };
+        match signal {
+            SseSignal::Data(text) => {
+                received = true;
+                let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else {
+                    continue;
+                };
+                let terminal = event.is_terminal();
+                state.apply(event);
+                follow_bottom_if_reading();
+                if terminal {
+                    return;
+                }
+            }
+            SseSignal::Closed => {
+                // Is the stream gone (a restart), or is SSE refused on the way?
+                match poll_once(&stream_id, state.last_seq(&stream_id), 0).await {
+                    Some(Err(gone)) => state.apply(*gone),
+                    _ if !received => {
+                        let _ = refused.unbounded_send(());
+                    }
+                    _ => {}
+                }
+                return;
+            }
+            SseSignal::Retrying => {}
+        }
+    }
+}
+
+/// One long-poll: `Some(Ok(events))`, `Some(Err(error event))` when the server
+/// refused (the stream is gone), `None` when it could not be reached.
+async fn poll_once(
+    stream_id: &str,
+    after: u64,
+    wait_ms: u32,
+) -> Option<Result<Vec<ServerEvent>, Box<ServerEvent>>> {
+    let url = format!(
+        "{}/api/v1/streams/{stream_id}/poll?after={after}&wait_ms={wait_ms}",
+        api_base()
+    );
+    let response = Request::get(&url).send().await.ok()?;
+    let body = response.text().await.ok()?;
+    if !response.ok() {
+        return Some(Err(Box::new(error_event(&body, Some(stream_id)))));
+    }
+    serde_json::from_str::<Vec<ServerEvent>>(&body).ok().map(Ok)
+}
+
+/// Follows one stream by long-polling until its terminal event.
+async fn follow_polling(state: ChatState, stream_id: String) {
+    let mut attempt = 0;
+    loop {
+        match poll_once(&stream_id, state.last_seq(&stream_id), POLL_WAIT_MS).await {
+            Some(Ok(events)) => {
+                attempt = 0;
+                for event in events {
+                    let terminal = event.is_terminal();
+                    state.apply(event);
+                    if terminal {
+                        follow_bottom_if_reading();
+                        return;
+                    }
+                }
+                follow_bottom_if_reading();
+            }
+            Some(Err(gone)) => {
+                state.apply(*gone);
+                return;
+            }
+            None => {
+                attempt += 1;
+                TimeoutFuture::new(backoff_ms(attempt)).await;
             }
         }
     }
-    .fuse();
-    futures::pin_mut!(writer, reader);
-    futures::select! {
-        () = writer => {},
-        () = reader => {},
-    }
-    live.get()
 }
 
 /// How close to the end counts as "reading the end" (pixels).
-const FOLLOW_SLACK_PX: f64 = 120.0;
+const FOLLOW_SLACK_PX: f64 = 160.0;
 
-/// Whether the reader is at the end of the page: then a growing reply is followed;
-/// someone who scrolled up to read is left where they are.
-fn reader_is_at_bottom() -> bool {
+thread_local! {
+    /// A scroll to the end is already scheduled for the next frame.
+    static SCROLL_PENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps a growing reply in view when the reader is at the end of the page;
+/// someone who scrolled up to read is left where they are. Called right after an
+/// event is applied: the DOM update lands later, so this measures the page as the
+/// reader sees it, and scrolls once the new text is laid out.
+fn follow_bottom_if_reading() {
     let window = leptos::prelude::window();
     let Some(root) = window.document().and_then(|d| d.document_element()) else {
-        return false;
+        return;
     };
     let seen = window.scroll_y().unwrap_or(0.0)
         + window
@@ -131,19 +597,12 @@ fn reader_is_at_bottom() -> bool {
             .ok()
             .and_then(|h| h.as_f64())
             .unwrap_or(0.0);
-    f64::from(root.scroll_height()) - seen <= FOLLOW_SLACK_PX
-}
-
-/// Scrolls to the end after the next layout (at most once per frame).
-fn scroll_to_bottom() {
-    thread_local! {
-        static PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    if PENDING.with(|p| p.replace(true)) {
+    let at_bottom = f64::from(root.scroll_height()) - seen <= FOLLOW_SLACK_PX;
+    if !at_bottom || SCROLL_PENDING.with(|p| p.replace(true)) {
         return;
     }
     leptos::prelude::request_animation_frame(|| {
-        PENDING.with(|p| p.set(false));
+        SCROLL_PENDING.with(|p| p.set(false));
         let window = leptos::prelude::window();
         if let Some(root) = window.document().and_then(|d| d.document_element()) {
             window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
