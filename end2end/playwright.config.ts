@@ -8,6 +8,8 @@ import * as fs from 'node:fs';
 export const RILL_BIN = process.env.RILL_BIN ?? path.resolve(__dirname, '../target/release/rill');
 export const PORT = Number(process.env.RILL_E2E_PORT ?? 3107);
 export const JWT_SECRET = 'e2e-secret';
+// Where the static (trunk) UI is served in its test: another origin, as in production.
+export const STATIC_PORT = Number(process.env.RILL_E2E_STATIC_PORT ?? 3109);
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-e2e-'));
 
 export default defineConfig({
@@ -36,7 +38,7 @@ export default defineConfig({
     trace: 'off',
   },
   webServer: {
-    command: `"${RILL_BIN}" --addr 127.0.0.1:${PORT} --data-dir "${dataDir}" --jwt-secret ${JWT_SECRET} --demo-delay-ms 20 --demo-tokens 160`,
+    command: `"${RILL_BIN}" --addr 127.0.0.1:${PORT} --data-dir "${dataDir}" --jwt-secret ${JWT_SECRET} --demo-delay-ms 20 --demo-tokens 160 --allow-origin http://127.0.0.1:${STATIC_PORT}`,
     cwd: os.tmpdir(),
     url: `http://127.0.0.1:${PORT}/health`,
     reuseExistingServer: false,

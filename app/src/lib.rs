@@ -8,12 +8,17 @@
 //! - [`components`]: one component per file (chat page, message, composer, badge, notices).
 //! - [`chat`]: client state and how server events change it (transport-agnostic).
 //! - [`markdown`]: sanitizing and incremental markdown rendering.
-//! - `transport` (hydrate only): the WebSocket client with reconnect and resume.
+//! - `transport` (browser builds only): WebSocket with reconnect and resume, SSE and
+//!   long-poll fallbacks.
+//!
+//! Features: `ssr` (the server renders), `hydrate` (the browser takes over the
+//! server-rendered page), `csr` (the browser renders everything: the static build
+//! for trunk).
 
 pub mod chat;
 pub mod components;
 pub mod markdown;
-#[cfg(feature = "hydrate")]
+#[cfg(feature = "browser")]
 pub mod transport;
 
 use leptos::prelude::*;
@@ -48,8 +53,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // The static (csr) build links its stylesheet from index.html.
+    let stylesheet =
+        (!cfg!(feature = "csr")).then(|| view! { <Stylesheet id="leptos" href="/pkg/rill.css"/> });
     view! {
-        <Stylesheet id="leptos" href="/pkg/rill.css"/>
+        {stylesheet}
         <Title text="rill"/>
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>

@@ -14,8 +14,9 @@
 //!
 //! Liveness is measured, not assumed: gloo-net does not fail `send` on a dead
 //! socket and reports every close as an error, so the WebSocket counts as live
-//! only once the server answered `hello`, and as dead after 45 s without any
-//! inbound frame (the client sends `ping` every 15 s; the server pings too).
+//! only once the server answered `hello`, and as dead after 25 s without any
+//! inbound frame (the client sends `ping` every 10 s; the server pings too) or
+//! as soon as the browser says the network is gone (`offline` event).
 
 use std::cell::Cell;
 
@@ -43,9 +44,9 @@ const FALLBACK_AFTER: u32 = 3;
 /// How long the server has to answer `hello` on a new WebSocket.
 const HELLO_TIMEOUT_MS: f64 = 5_000.0;
 /// The client's own `ping` interval on a live WebSocket.
-const PING_EVERY_MS: f64 = 15_000.0;
+const PING_EVERY_MS: f64 = 10_000.0;
 /// Silence after which a WebSocket counts as dead.
-const DEAD_AFTER_MS: f64 = 45_000.0;
+const DEAD_AFTER_MS: f64 = 25_000.0;
 /// How often a fallback transport checks whether the WebSocket works again.
 const PROBE_EVERY_MS: f64 = 10_000.0;
 /// How long a long-poll is held by the server.
@@ -93,14 +94,50 @@ fn ws_url() -> String {
     format!("{base}/ws/chat")
 }
 
+/// The browser's `online`/`offline` events: `false` when the network is gone
+/// (a pulled cable: the socket would otherwise look alive until the silence
+/// timeout), `true` when it is back (reconnect now, not after the backoff).
+type NetworkEvents = mpsc::UnboundedReceiver<bool>;
+
+fn network_events() -> NetworkEvents {
+    let (tx, rx) = mpsc::unbounded::<bool>();
+    let window = leptos::prelude::window();
+    for (name, online) in [("online", true), ("offline", false)] {
+        let tx = tx.clone();
+        let listener = Closure::<dyn FnMut(web_sys::Event)>::new(move |_: web_sys::Event| {
+            let _ = tx.unbounded_send(online);
+        });
+        let _ = window.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+        // Lives as long as the page, like the transport.
+        listener.forget();
+    }
+    rx
+}
+
+/// Waits `ms`, or less if the network comes back.
+async fn pause(ms: u32, network: &mut NetworkEvents) {
+    let timer = TimeoutFuture::new(ms).fuse();
+    futures::pin_mut!(timer);
+    loop {
+        futures::select! {
+            () = timer => return,
+            online = network.next() => if online != Some(false) { return },
+        }
+    }
+}
+
 /// Starts the transport; it runs for the page's lifetime.
 pub fn start(state: ChatState) {
     let (outbox, commands) = mpsc::unbounded::<ClientFrame>();
     state.outbox.set_value(Some(outbox));
-    spawn_local(controller(state, commands));
+    spawn_local(controller(state, commands, network_events()));
 }
 
-async fn controller(state: ChatState, mut commands: mpsc::UnboundedReceiver<ClientFrame>) {
+async fn controller(
+    state: ChatState,
+    mut commands: mpsc::UnboundedReceiver<ClientFrame>,
+    mut network: NetworkEvents,
+) {
     let mut mode = Mode::WebSocket;
     let mut failures: u32 = 0;
     loop {
@@ -111,7 +148,7 @@ async fn controller(state: ChatState, mut commands: mpsc::UnboundedReceiver<Clie
                 } else {
                     ConnectionState::Reconnecting(failures)
                 });
-                if run_websocket(state, &mut commands).await {
+                if run_websocket(state, &mut commands, &mut network).await {
                     // It was live and dropped: try again soon, counting from 1.
                     failures = 1;
                 } else {
@@ -126,21 +163,23 @@ async fn controller(state: ChatState, mut commands: mpsc::UnboundedReceiver<Clie
                     .set(ConnectionState::Reconnecting(failures));
                 TimeoutFuture::new(backoff_ms(failures)).await;
             }
-            Mode::Sse | Mode::Polling => match run_http(state, &mut commands, mode).await {
-                HttpEnd::WebSocketBack => {
-                    mode = Mode::WebSocket;
-                    failures = 0;
+            Mode::Sse | Mode::Polling => {
+                match run_http(state, &mut commands, &mut network, mode).await {
+                    HttpEnd::WebSocketBack => {
+                        mode = Mode::WebSocket;
+                        failures = 0;
+                    }
+                    HttpEnd::SseRefused => mode = Mode::Polling,
+                    HttpEnd::Unreachable => {
+                        state.connection.set(ConnectionState::Offline);
+                        failures = failures.saturating_add(1);
+                        pause(backoff_ms(failures), &mut network).await;
+                        // One WebSocket try, then back to the HTTP check.
+                        mode = Mode::WebSocket;
+                        failures = failures.max(FALLBACK_AFTER - 1);
+                    }
                 }
-                HttpEnd::SseRefused => mode = Mode::Polling,
-                HttpEnd::Unreachable => {
-                    state.connection.set(ConnectionState::Offline);
-                    failures = failures.saturating_add(1);
-                    TimeoutFuture::new(backoff_ms(failures)).await;
-                    // One WebSocket try, then back to the HTTP check.
-                    mode = Mode::WebSocket;
-                    failures = failures.max(FALLBACK_AFTER - 1);
-                }
-            },
+            }
         }
     }
 }
@@ -153,6 +192,7 @@ fn to_text(frame: &ClientFrame) -> String {
 async fn run_websocket(
     state: ChatState,
     commands: &mut mpsc::UnboundedReceiver<ClientFrame>,
+    network: &mut NetworkEvents,
 ) -> bool {
     let Ok(socket) = WebSocket::open(&ws_url()) else {
         return false;
@@ -162,12 +202,7 @@ async fn run_websocket(
     let hello = to_text(&ClientFrame::Hello {
         protocol: Some(PROTOCOL_VERSION),
     });
-    // `send` waits for the socket to open; bound that wait too.
-    let sent = futures::select! {
-        result = sink.send(Message::Text(hello)).fuse() => result.is_ok(),
-        () = TimeoutFuture::new(HELLO_TIMEOUT_MS as u32).fuse() => false,
-    };
-    if !sent {
+    if !send_first(&mut sink, &mut source, hello).await {
         return false;
     }
     let mut live = false;
@@ -219,6 +254,7 @@ async fn run_websocket(
                 }
                 None => break,
             },
+            online = network.next() => if online == Some(false) { break },
             () = timer => {
                 if !live || now() - last_seen >= DEAD_AFTER_MS {
                     break;
@@ -235,6 +271,22 @@ async fn run_websocket(
     }
     let _ = sink.close().await;
     live
+}
+
+/// Sends the first frame of a new socket. `send` waits while the socket is
+/// connecting, and gloo-net does not wake it if the connection is refused: race
+/// it against the socket's own close (the server sends nothing first, so anything
+/// from `source` now is a failure) and a timeout.
+async fn send_first(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    source: &mut futures::stream::SplitStream<WebSocket>,
+    text: String,
+) -> bool {
+    futures::select! {
+        result = sink.send(Message::Text(text)).fuse() => result.is_ok(),
+        _ = source.next().fuse() => false,
+        () = TimeoutFuture::new(HELLO_TIMEOUT_MS as u32).fuse() => false,
+    }
 }
 
 /// Why an HTTP fallback mode ended.
@@ -260,8 +312,10 @@ async fn probe_websocket() -> bool {
     let hello = to_text(&ClientFrame::Hello {
         protocol: Some(PROTOCOL_VERSION),
     });
+    if !send_first(&mut sink, &mut source, hello).await {
+        return false;
+    }
     let answered = async {
-        sink.send(Message::Text(hello)).await.ok()?;
         while let Some(Ok(message)) = source.next().await {
             if let Message::Text(text) = message
                 && matches!(
@@ -297,6 +351,7 @@ impl Drop for Followers {
 async fn run_http(
     state: ChatState,
     commands: &mut mpsc::UnboundedReceiver<ClientFrame>,
+    network: &mut NetworkEvents,
     mode: Mode,
 ) -> HttpEnd {
     if !health_ok().await {
@@ -358,6 +413,7 @@ async fn run_http(
                     return HttpEnd::SseRefused;
                 }
             },
+            online = network.next() => if online == Some(false) { return HttpEnd::Unreachable },
             () = timer => {
                 if probe_websocket().await {
                     return HttpEnd::WebSocketBack;

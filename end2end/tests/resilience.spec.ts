@@ -92,6 +92,24 @@ test('with WebSocket and SSE refused the UI completes over HTTP long-polling', a
   await expect(second).toHaveAttribute('data-status', 'stopped', { timeout: 30_000 });
 });
 
+test('pulling the network cable mid-reply: the reply completes word-perfect once it is back', async ({ page, context }) => {
+  await page.goto('/');
+  await waitLive(page);
+  const question = 'Keep going while I am offline';
+  const expected = await referenceReply(page, question);
+  await ask(page, question);
+  const reply = page.locator('article.msg.assistant').last();
+  await expect(reply).toHaveAttribute('data-status', 'streaming');
+  await expect(reply.locator('.markdown')).toContainText('You asked');
+  await context.setOffline(true);
+  // The browser's offline event drops the connection at once.
+  await expect(page.locator('.badge')).not.toHaveText('Live · WebSocket', { timeout: 5_000 });
+  await page.waitForTimeout(1500);
+  await context.setOffline(false);
+  await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 60_000 });
+  await expect(reply).toHaveAttribute('data-raw', expected);
+});
+
 /** A rill of our own, so the test can restart it. */
 function startRill(port: number, dataDir: string): ChildProcess {
   return spawn(

@@ -127,6 +127,16 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
 
+    /// An origin allowed to call the HTTP API from a browser (CORS), e.g. where the
+    /// static UI is hosted: https://chat.example.com. Repeat the flag, or separate
+    /// origins with commas in the variable; `*` allows any origin.
+    #[arg(
+        long = "allow-origin",
+        env = "RILL_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allow_origins: Vec<String>,
+
     /// Directory of the compiled site (wasm, js, css) when the binary does not embed it.
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
@@ -169,6 +179,8 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// How long running replies may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Origins allowed to call the HTTP API from browsers (`*`: any).
+    pub allow_origins: Vec<String>,
 }
 
 impl Config {
@@ -205,6 +217,12 @@ impl Config {
             heartbeat: Duration::from_secs(args.heartbeat_secs),
             heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            allow_origins: args
+                .allow_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
         }
     }
 
@@ -291,6 +309,7 @@ mod tests {
             ("--heartbeat-secs", "RILL_HEARTBEAT_SECS"),
             ("--heartbeat-timeout-secs", "RILL_HEARTBEAT_TIMEOUT_SECS"),
             ("--shutdown-grace", "RILL_SHUTDOWN_GRACE"),
+            ("--allow-origin", "RILL_ALLOW_ORIGINS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
             assert!(help.contains(env), "help lacks {env}");

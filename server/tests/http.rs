@@ -124,3 +124,43 @@ async fn the_test_page_and_the_chat_page_are_served() {
     let missing = reqwest::get(server.http("/no/such/page")).await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let server = start_with(|c| c.allow_origins = vec!["http://ui.example".into()]).await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, server.http("/api/v1/streams"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("http://ui.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://ui.example"
+    );
+    let refused = preflight("http://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    // Without --allow-origin nothing is allowed cross-origin.
+    let closed = start().await;
+    let response = client
+        .get(closed.http("/health"))
+        .header("origin", "http://ui.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

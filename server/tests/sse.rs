@@ -174,3 +174,28 @@ async fn shutdown_ends_sse_and_interrupts_replies_after_the_grace() {
         "the text so far is kept"
     );
 }
+
+#[tokio::test]
+async fn an_idle_event_stream_gets_keepalive_comments() {
+    let server = start_with(|c| {
+        // After start, progress and the first token, nothing for a minute.
+        c.demo_delay = std::time::Duration::from_secs(60);
+        c.demo_tokens = 10;
+    })
+    .await;
+    let (ids, _) = start_stream(&server, json!({"message": "quiet"})).await;
+    let mut response = reqwest::get(server.http(&format!("/api/v1/streams/{}/events", ids[0])))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !seen.contains(": keepalive") {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("a keepalive within 15 s of silence")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: token"), "events came first: {seen}");
+}

@@ -15,7 +15,7 @@ pub fn ChatPage() -> impl IntoView {
     provide_context(state);
     // Effects run only in the browser: the transport starts after hydration.
     Effect::new(move |_| {
-        #[cfg(feature = "hydrate")]
+        #[cfg(feature = "browser")]
         crate::transport::start(state);
     });
     view! {
