@@ -352,6 +352,16 @@ mod tests {
         out
     }
 
+    /// The response and metadata of a stream's final `complete`.
+    fn completed(events: &[ServerEvent]) -> (&str, &Metadata) {
+        match events.last() {
+            Some(ServerEvent::Complete {
+                response, metadata, ..
+            }) => (response, metadata),
+            other => panic!("the stream did not complete: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_stream_is_start_progress_tokens_complete_with_contiguous_seq() {
         let engine = engine(Arc::new(DemoProvider::new(Duration::ZERO, 30)));
@@ -448,12 +458,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(stream.is_finished());
         let events = events(&stream).await;
-        let Some(ServerEvent::Complete {
-            response, metadata, ..
-        }) = events.last()
-        else {
-            panic!()
-        };
+        let (response, metadata) = completed(&events);
         assert_eq!(metadata.finish_reason, FinishReason::Cancelled);
         assert!(
             !response.is_empty(),
@@ -480,9 +485,7 @@ mod tests {
         {}
         assert_eq!(engine.hub().interrupt_all(), 1);
         let events = events(&stream).await;
-        let Some(ServerEvent::Complete { metadata, .. }) = events.last() else {
-            panic!()
-        };
+        let (_, metadata) = completed(&events);
         assert_eq!(metadata.finish_reason, FinishReason::Interrupted);
     }
 
@@ -530,12 +533,7 @@ mod tests {
         let engine = engine(Arc::new(Failing { after: 2 }));
         let started = engine.start(&Identity::Anonymous, ask("q")).unwrap();
         let events = events(&started.streams[0]).await;
-        let Some(ServerEvent::Complete {
-            response, metadata, ..
-        }) = events.last()
-        else {
-            panic!("{events:?}")
-        };
+        let (response, metadata) = completed(&events);
         assert_eq!(response, "t0 t1 ");
         assert_eq!(metadata.finish_reason, FinishReason::Error);
     }
@@ -555,12 +553,7 @@ mod tests {
         }
         stream.cancel();
         let events = events(&stream).await;
-        let Some(ServerEvent::Complete {
-            response, metadata, ..
-        }) = events.last()
-        else {
-            panic!()
-        };
+        let (response, metadata) = completed(&events);
         assert_eq!(metadata.finish_reason, FinishReason::Cancelled);
         assert!(!response.is_empty());
         assert!(events.len() < 100, "stopped long before 1000 tokens");
