@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::provider::openai::OpenAiSettings;
 
 /// rill: a real-time LLM chat server in one binary.
 ///
@@ -69,6 +71,53 @@ pub struct ServerArgs {
     /// Refuse `message` from connections that have not authenticated (AUTH_REQUIRED).
     #[arg(long, env = "RILL_AUTH_REQUIRED")]
     pub auth_required: bool,
+
+    /// Where replies come from: the offline demo, or an OpenAI-compatible endpoint.
+    #[arg(long, env = "RILL_PROVIDER", value_enum, default_value_t = ProviderKind::Demo)]
+    pub provider: ProviderKind,
+
+    /// The OpenAI-compatible API base (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+
+    /// The API key for --provider openai (read from OPENAI_API_KEY; never logged).
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub openai_api_key: Option<String>,
+
+    /// The model used when a request names none (openai provider).
+    #[arg(long, env = "RILL_MODEL", default_value = "gpt-4o-mini")]
+    pub model: String,
+
+    /// An extra header sent upstream, K=V (repeatable; comma-separated in the variable),
+    /// for gateways that need one.
+    #[arg(
+        long = "openai-header",
+        env = "RILL_OPENAI_HEADERS",
+        value_delimiter = ','
+    )]
+    pub openai_headers: Vec<String>,
+
+    /// Seconds to wait for an upstream model's first token.
+    #[arg(long, env = "RILL_FIRST_TOKEN_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub first_token_timeout_secs: u64,
+
+    /// Seconds of upstream silence between chunks before the reply is ended as an error.
+    #[arg(long, env = "RILL_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+
+    /// Retries (with exponential backoff from 1 s) after an upstream 429, before the
+    /// first token; then RATE_LIMITED.
+    #[arg(long, env = "RILL_UPSTREAM_RETRIES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub upstream_retries: u32,
 
     /// Delay between demo tokens, in milliseconds (0 streams as fast as possible).
     #[arg(long, env = "RILL_DEMO_DELAY_MS", default_value_t = 25)]
@@ -142,6 +191,24 @@ pub struct ServerArgs {
     pub site_root: PathBuf,
 }
 
+/// The `--provider` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderKind {
+    /// Offline, deterministic demo replies (the default).
+    Demo,
+    /// An OpenAI-compatible chat completions endpoint.
+    Openai,
+}
+
+/// The provider to build, with its settings.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    /// The offline demo.
+    Demo,
+    /// An OpenAI-compatible endpoint.
+    OpenAi(OpenAiSettings),
+}
+
 /// The typed configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -181,6 +248,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Origins allowed to call the HTTP API from browsers (`*`: any).
     pub allow_origins: Vec<String>,
+    /// Where replies come from.
+    pub provider: ProviderConfig,
 }
 
 impl Config {
@@ -217,6 +286,24 @@ impl Config {
             heartbeat: Duration::from_secs(args.heartbeat_secs),
             heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            provider: match args.provider {
+                ProviderKind::Demo => ProviderConfig::Demo,
+                ProviderKind::Openai => ProviderConfig::OpenAi(OpenAiSettings {
+                    base_url: args.openai_base_url.clone(),
+                    api_key: args.openai_api_key.clone().unwrap_or_default(),
+                    default_model: args.model.clone(),
+                    headers: args
+                        .openai_headers
+                        .iter()
+                        .filter_map(|h| h.split_once('='))
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .collect(),
+                    first_token_timeout: Duration::from_secs(args.first_token_timeout_secs),
+                    idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+                    retries: args.upstream_retries,
+                    retry_backoff: Duration::from_secs(1),
+                }),
+            },
             allow_origins: args
                 .allow_origins
                 .iter()
@@ -310,10 +397,34 @@ mod tests {
             ("--heartbeat-timeout-secs", "RILL_HEARTBEAT_TIMEOUT_SECS"),
             ("--shutdown-grace", "RILL_SHUTDOWN_GRACE"),
             ("--allow-origin", "RILL_ALLOW_ORIGINS"),
+            ("--provider", "RILL_PROVIDER"),
+            ("--openai-base-url", "OPENAI_BASE_URL"),
+            ("--openai-api-key", "OPENAI_API_KEY"),
+            ("--model", "RILL_MODEL"),
+            ("--openai-header", "RILL_OPENAI_HEADERS"),
+            (
+                "--first-token-timeout-secs",
+                "RILL_FIRST_TOKEN_TIMEOUT_SECS",
+            ),
+            ("--idle-timeout-secs", "RILL_IDLE_TIMEOUT_SECS"),
+            ("--upstream-retries", "RILL_UPSTREAM_RETRIES"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
             assert!(help.contains(env), "help lacks {env}");
         }
+    }
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let args = ServerArgs::parse_from([
+            "rill",
+            "--provider",
+            "openai",
+            "--openai-api-key",
+            "sk-very-secret-key",
+        ]);
+        let config = Config::from_args_and_port(&args, None);
+        assert!(!format!("{config:?}").contains("sk-very-secret-key"));
     }
 
     #[test]

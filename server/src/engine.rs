@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, Stream, StreamWriter};
-use crate::provider::{ChatMessage, Provider, ProviderEvent, ProviderRequest, Role};
+use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
 
 /// Longest accepted id (session, persona, model, client message) in characters.
 const MAX_ID_CHARS: usize = 128;
@@ -73,6 +73,11 @@ impl Engine {
             limits,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The provider's name (`demo`, `openai`).
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.name()
     }
 
     /// The hub streams are written to.
@@ -272,9 +277,13 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
             Some(Err(error)) => {
                 tracing::warn!(stream_id = %id, %error, "provider failed");
                 if reply.is_empty() {
+                    let (error, code) = match error {
+                        ProviderError::RateLimited(message) => (message, ErrorCode::RateLimited),
+                        ProviderError::Upstream(message) => (message, ErrorCode::ProviderError),
+                    };
                     writer.finish(|seq| ServerEvent::Error {
-                        error: Error::Provider(error.to_string()).client_message(),
-                        code: ErrorCode::ProviderError,
+                        error,
+                        code,
                         stream_id: Some(id.clone()),
                         seq: Some(seq),
                     });
@@ -315,7 +324,6 @@ fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::ProviderError;
     use crate::provider::demo::DemoProvider;
     use futures::stream::BoxStream;
     use std::time::Duration;

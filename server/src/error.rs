@@ -46,8 +46,8 @@ pub enum Error {
     /// A valid request for something this server does not do. 400.
     #[error("{0}")]
     Unsupported(&'static str),
-    /// The model provider failed. 502.
-    #[error("The model provider failed: {0}")]
+    /// The model provider failed (the text says how). 502.
+    #[error("{0}")]
     Provider(String),
     /// A failure of ours; the detail is logged, the client sees a generic text. 500.
     #[error("internal error: {0}")]

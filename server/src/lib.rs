@@ -41,9 +41,12 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::auth::JwtKeys;
+use crate::config::ProviderConfig;
 use crate::engine::{Engine, EngineLimits};
 use crate::hub::Hub;
+use crate::provider::Provider;
 use crate::provider::demo::DemoProvider;
+use crate::provider::openai::OpenAiProvider;
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -71,11 +74,18 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    /// Builds the state: keys (reading or creating the secret), hub, demo provider.
+    /// Builds the state: keys (reading or creating the secret), hub, provider.
     pub fn new(config: Config) -> std::io::Result<Self> {
         let keys = JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
         let hub = Hub::new(config.stream_retention, config.replay);
-        let provider = Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens));
+        let provider: Arc<dyn Provider> = match &config.provider {
+            ProviderConfig::Demo => {
+                Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens))
+            }
+            ProviderConfig::OpenAi(settings) => {
+                Arc::new(OpenAiProvider::new(settings.clone()).map_err(std::io::Error::other)?)
+            }
+        };
         let engine = Engine::new(
             hub,
             provider,

@@ -62,7 +62,7 @@ fn serve(server: &ServerArgs) -> ExitCode {
         let state = match rill::AppState::new(config) {
             Ok(state) => state,
             Err(error) => {
-                eprintln!("rill: cannot prepare the data directory: {error}");
+                eprintln!("rill: cannot start: {error}");
                 return ExitCode::FAILURE;
             }
         };
@@ -76,8 +76,9 @@ fn serve(server: &ServerArgs) -> ExitCode {
         };
         let local = listener.local_addr().unwrap_or(addr);
         tracing::info!(
-            "rill {} listening on http://{local} (provider: demo, auth required: {})",
+            "rill {} listening on http://{local} (provider: {}, auth required: {})",
             env!("CARGO_PKG_VERSION"),
+            state.engine.provider_name(),
             state.config.auth_required
         );
         match rill::serve(listener, state, shutdown).await {

@@ -1,8 +1,10 @@
 //! Model providers: the [`Provider`] trait the engine drives, and its implementations.
 //!
 //! - [`demo`]: the embedded default — offline, deterministic, streamed word by word.
+//! - [`openai`]: any OpenAI-compatible endpoint, through async-openai.
 
 pub mod demo;
+pub mod openai;
 
 use futures::stream::BoxStream;
 use rill_protocol::{FinishReason, Usage};
@@ -74,6 +76,9 @@ pub enum ProviderError {
     /// The upstream refused or failed.
     #[error("{0}")]
     Upstream(String),
+    /// The upstream rate limited us (after our bounded retries).
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 /// A source of replies. Dropping the returned stream stops generation (and, for

@@ -159,6 +159,7 @@ async fn wait_for_reply(stream: &std::sync::Arc<Stream>) -> Result<Reply, Error>
         }),
         Ok(ServerEvent::Error { code, error, .. }) => Err(match code {
             ErrorCode::ProviderError => Error::Provider(error),
+            ErrorCode::RateLimited => Error::RateLimited(error),
             _ => Error::Internal(error),
         }),
         other => Err(Error::Internal(format!(

@@ -2,6 +2,8 @@
 //! client that reads JSON frames with a hang guard.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,386 @@
+//! The `openai` provider: any OpenAI-compatible chat completions endpoint (OpenAI,
+//! Ollama, vLLM, llama.cpp's server, LiteLLM) through async-openai.
+//!
+//! Real servers deviate from the spec in small ways that strict types reject:
+//! `finish_reason: ""`, missing `usage`, extra fields, keepalive comments, error
+//! objects in the middle of a stream. So chunks are read with async-openai's
+//! bring-your-own-types API as plain JSON and interpreted leniently here.
+//!
+//! Dropping the stream this provider returns drops the HTTP response, which
+//! closes the upstream connection: that is how cancel, the detach grace and
+//! shutdown stop generation upstream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use rill_protocol::{FinishReason, Usage};
+use serde_json::{Value, json};
+
+use super::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
+
+/// How to reach the upstream and how patient to be with it.
+#[derive(Clone)]
+pub struct OpenAiSettings {
+    /// The API base, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    /// The API key (may be empty for local servers). Never logged, never sent to clients.
+    pub api_key: String,
+    /// The model used when a request names none.
+    pub default_model: String,
+    /// Extra headers for gateways (`K=V`).
+    pub headers: Vec<(String, String)>,
+    /// Longest wait for the first token (including connecting and queueing upstream).
+    pub first_token_timeout: Duration,
+    /// Longest silence between chunks once tokens flow.
+    pub idle_timeout: Duration,
+    /// Retries after an upstream 429 before the first token.
+    pub retries: u32,
+    /// First retry delay, doubled each time.
+    pub retry_backoff: Duration,
+}
+
+impl std::fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiSettings")
+            .field("base_url", &self.base_url)
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    "(none)"
+                } else {
+                    "(set)"
+                },
+            )
+            .field("default_model", &self.default_model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The OpenAI-compatible provider.
+pub struct OpenAiProvider {
+    /// The async-openai client (cheap to clone: it shares its HTTP client).
+    client: Client<OpenAIConfig>,
+    /// Settings, for timeouts, retries and error texts.
+    settings: Arc<OpenAiSettings>,
+    /// Set once the upstream refused `stream_options` (older servers): later
+    /// requests leave it out.
+    no_stream_options: Arc<AtomicBool>,
+}
+
+impl OpenAiProvider {
+    /// A provider for `settings`; fails on an invalid header or base URL.
+    pub fn new(settings: OpenAiSettings) -> Result<Self, String> {
+        let mut config = OpenAIConfig::new()
+            .with_api_base(settings.base_url.trim_end_matches('/'))
+            .with_api_key(settings.api_key.clone());
+        for (key, value) in &settings.headers {
+            let name = reqwest::header::HeaderName::from_bytes(key.as_bytes())
+                .map_err(|e| format!("invalid --openai-header name {key}: {e}"))?;
+            config = config
+                .with_header(name, value.as_str())
+                .map_err(|e| format!("invalid --openai-header {key}: {e}"))?;
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // The plain transport, without async-openai's default retry layer (which
+        // retries 429, 5xx and connect errors on its own schedule): retries are
+        // decided here, bounded, and only before the first token.
+        let client = Client::with_config(config)
+            .with_http_service(async_openai::middleware::ReqwestService::new(http));
+        Ok(OpenAiProvider {
+            client,
+            settings: Arc::new(settings),
+            no_stream_options: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn default_model(&self) -> &str {
+        &self.settings.default_model
+    }
+
+    fn stream(
+        &self,
+        request: ProviderRequest,
+    ) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
+        let opening = open(
+            self.client.clone(),
+            self.settings.clone(),
+            self.no_stream_options.clone(),
+            request,
+        );
+        let settings = self.settings.clone();
+        futures::stream::once(opening)
+            .flat_map(move |opened| match opened {
+                Ok(chunks) => read_chunks(chunks, settings.clone()).boxed(),
+                Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+            })
+            .boxed()
+    }
+}
+
+type Chunks = std::pin::Pin<Box<dyn Stream<Item = Result<Value, OpenAIError>> + Send>>;
+
+fn role(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+fn body(request: &ProviderRequest, include_usage: bool) -> Value {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|ChatMessage { role: r, content }| json!({"role": role(*r), "content": content}))
+        .collect();
+    let mut body = json!({
+        "model": request.model,
+        "messages": messages,
+        "stream": true,
+    });
+    if include_usage {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if let Some(max_tokens) = request.max_tokens {
+        body["max_tokens"] = json!(max_tokens);
+    }
+    body
+}
+
+/// Opens the stream: retries 429 with backoff, and drops `stream_options` once
+/// if the server rejects it.
+async fn open(
+    client: Client<OpenAIConfig>,
+    settings: Arc<OpenAiSettings>,
+    no_stream_options: Arc<AtomicBool>,
+    request: ProviderRequest,
+) -> Result<Chunks, ProviderError> {
+    let deadline = tokio::time::Instant::now() + settings.first_token_timeout;
+    let mut attempt = 0;
+    loop {
+        let include_usage = !no_stream_options.load(Ordering::Relaxed);
+        let opened = tokio::time::timeout_at(
+            deadline,
+            client
+                .chat()
+                .create_stream_byot::<Value, Value>(body(&request, include_usage)),
+        )
+        .await;
+        let error = match opened {
+            Err(_) => return Err(first_token_timeout(&settings)),
+            Ok(Ok(chunks)) => return Ok(chunks),
+            Ok(Err(error)) => error,
+        };
+        match status(&error) {
+            Some(429) if attempt < settings.retries => {
+                let delay = settings.retry_backoff * 2u32.saturating_pow(attempt);
+                tracing::info!(attempt, ?delay, "upstream rate limited: retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Some(400) if include_usage && mentions_stream_options(&error) => {
+                tracing::info!("upstream rejects stream_options: leaving it out from now on");
+                no_stream_options.store(true, Ordering::Relaxed);
+            }
+            _ => return Err(map_error(&error, &settings)),
+        }
+    }
+}
+
+/// Reads chunks into provider events, with the first-token and idle timeouts.
+fn read_chunks(
+    chunks: Chunks,
+    settings: Arc<OpenAiSettings>,
+) -> impl Stream<Item = Result<ProviderEvent, ProviderError>> {
+    struct Reading {
+        chunks: Chunks,
+        settings: Arc<OpenAiSettings>,
+        got_token: bool,
+        finish_reason: Option<FinishReason>,
+        usage: Option<Usage>,
+        done: bool,
+    }
+    let state = Reading {
+        chunks,
+        settings,
+        got_token: false,
+        finish_reason: None,
+        usage: None,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        loop {
+            let limit = if state.got_token {
+                state.settings.idle_timeout
+            } else {
+                state.settings.first_token_timeout
+            };
+            let next = match tokio::time::timeout(limit, state.chunks.next()).await {
+                Err(_) => {
+                    state.done = true;
+                    let error = if state.got_token {
+                        ProviderError::Upstream(format!(
+                            "The model provider stopped sending for {} s",
+                            limit.as_secs()
+                        ))
+                    } else {
+                        first_token_timeout(&state.settings)
+                    };
+                    return Some((Err(error), state));
+                }
+                Ok(next) => next,
+            };
+            match next {
+                None => {
+                    state.done = true;
+                    let finished = ProviderEvent::Finished {
+                        finish_reason: state.finish_reason.unwrap_or(FinishReason::Stop),
+                        usage: state.usage,
+                    };
+                    return Some((Ok(finished), state));
+                }
+                Some(Err(error)) => {
+                    state.done = true;
+                    return Some((Err(map_error(&error, &state.settings)), state));
+                }
+                Some(Ok(chunk)) => {
+                    if let Some(error) = chunk.get("error") {
+                        state.done = true;
+                        let message = error
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown error");
+                        return Some((
+                            Err(ProviderError::Upstream(format!(
+                                "The model provider failed mid-stream: {}",
+                                redact(message, &state.settings)
+                            ))),
+                            state,
+                        ));
+                    }
+                    if let Some(usage) = parse_usage(&chunk) {
+                        state.usage = Some(usage);
+                    }
+                    let choice = chunk.get("choices").and_then(|c| c.get(0));
+                    if let Some(reason) = choice
+                        .and_then(|c| c.get("finish_reason"))
+                        .and_then(Value::as_str)
+                        .filter(|r| !r.is_empty())
+                    {
+                        state.finish_reason = Some(match reason {
+                            "length" => FinishReason::Length,
+                            _ => FinishReason::Stop,
+                        });
+                    }
+                    let content = choice
+                        .and_then(|c| c.get("delta"))
+                        .and_then(|d| d.get("content"))
+                        .and_then(Value::as_str)
+                        .filter(|t| !t.is_empty());
+                    if let Some(content) = content {
+                        state.got_token = true;
+                        return Some((Ok(ProviderEvent::Token(content.to_owned())), state));
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn parse_usage(chunk: &Value) -> Option<Usage> {
+    let usage = chunk.get("usage")?;
+    let count = |key: &str| {
+        usage
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Some(Usage {
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+    })
+}
+
+fn status(error: &OpenAIError) -> Option<u16> {
+    match error {
+        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
+        OpenAIError::Reqwest(e) => e.status().map(|s| s.as_u16()),
+        _ => None,
+    }
+}
+
+fn mentions_stream_options(error: &OpenAIError) -> bool {
+    matches!(error, OpenAIError::ApiError(api) if api.api_error.message.contains("stream_options"))
+}
+
+fn first_token_timeout(settings: &OpenAiSettings) -> ProviderError {
+    ProviderError::Upstream(format!(
+        "The model provider did not start answering within {} s",
+        settings.first_token_timeout.as_secs()
+    ))
+}
+
+/// Never let the key reach a client or a log, even if an upstream echoes it.
+fn redact(text: &str, settings: &OpenAiSettings) -> String {
+    if settings.api_key.len() >= 8 {
+        text.replace(&settings.api_key, "[redacted]")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A clear, safe message for an upstream failure.
+fn map_error(error: &OpenAIError, settings: &OpenAiSettings) -> ProviderError {
+    let detail = match error {
+        OpenAIError::ApiError(api) => redact(&api.api_error.message, settings),
+        _ => String::new(),
+    };
+    let message = match (status(error), error) {
+        (Some(401 | 403), _) => {
+            "The model provider rejected the API key (check OPENAI_API_KEY)".to_owned()
+        }
+        (Some(404), _) => {
+            format!("The model provider does not know this model or endpoint: {detail}")
+        }
+        (Some(429), _) => {
+            return ProviderError::RateLimited(
+                "The model provider is rate limiting requests; try again shortly".to_owned(),
+            );
+        }
+        (Some(code), _) if code >= 500 => format!("The model provider failed (HTTP {code})"),
+        (Some(code), _) => {
+            format!("The model provider refused the request (HTTP {code}): {detail}")
+        }
+        (None, OpenAIError::Reqwest(e)) if e.is_connect() || e.is_timeout() => format!(
+            "Could not reach the model provider at {}",
+            settings.base_url
+        ),
+        (None, OpenAIError::JSONDeserialize(..) | OpenAIError::StreamError(_)) => {
+            "The model provider sent a malformed stream".to_owned()
+        }
+        (None, _) => "The model provider failed".to_owned(),
+    };
+    tracing::warn!(error = %redact(&error.to_string(), settings), "upstream error");
+    ProviderError::Upstream(message)
+}

@@ -1,0 +1,315 @@
+//! A local OpenAI-compatible server for tests: `POST /v1/chat/completions`
+//! streams `chat.completion.chunk` server-sent events the way the OpenAI API
+//! does, and the requested model picks a behaviour, including every failure mode
+//! rill must survive.
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `gpt-ok` | role chunk, "Hello", " world", "!", `finish_reason: stop`, usage chunk (when asked), `[DONE]` |
+//! | `length` | as `gpt-ok` but `finish_reason: length` |
+//! | `quirky` | `finish_reason: ""` on every chunk, extra fields, `: keepalive` comments, no usage, UTF-8 split mid-character across writes |
+//! | `unknown-model` | 404 with an OpenAI error object |
+//! | `boom` | 500 with a plain-text body |
+//! | `rate-limited-once` | 429 the first time, then as `gpt-ok` |
+//! | `rate-limited` | 429 always |
+//! | `error-mid-stream` | two tokens, then an error object in the stream |
+//! | `malformed` | a data line that is not JSON |
+//! | `slow-first` | headers only after 5 s |
+//! | `stall` | one token, then silence |
+//! | `no-stream-options` | 400 naming `stream_options` when the request has it |
+//! | `endless` | a token every 20 ms until the client goes away |
+//!
+//! Any request without `Authorization: Bearer test-key` gets 401, and without the
+//! gateway header `x-gateway: rill-test` 400.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// The key the upstream accepts.
+pub const API_KEY: &str = "test-key";
+
+/// What the upstream saw.
+#[derive(Default)]
+pub struct Upstream {
+    /// Every request body, in order.
+    pub requests: Mutex<Vec<Value>>,
+    /// Streamed responses whose client went away before the end.
+    pub disconnects: AtomicUsize,
+    /// 429s already answered to `rate-limited-once`.
+    rate_limited: AtomicUsize,
+}
+
+/// A running upstream.
+pub struct UpstreamServer {
+    pub addr: SocketAddr,
+    pub state: Arc<Upstream>,
+}
+
+impl UpstreamServer {
+    /// The API base to give rill.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+pub async fn start_upstream() -> UpstreamServer {
+    let state = Arc::new(Upstream::default());
+    let app = Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    UpstreamServer { addr, state }
+}
+
+fn chunk(model: &str, delta: Value, finish_reason: Value) -> String {
+    let chunk = json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": "fp_test",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+    });
+    format!("data: {chunk}\n\n")
+}
+
+fn error_body(message: &str, kind: &str) -> String {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string()
+}
+
+/// One write of the response body, after a pause.
+struct Step {
+    pause: Duration,
+    bytes: Vec<u8>,
+}
+
+fn step(text: impl Into<Vec<u8>>) -> Step {
+    Step {
+        pause: Duration::from_millis(5),
+        bytes: text.into(),
+    }
+}
+
+/// Counts a disconnect if the body is dropped before its last write.
+struct DisconnectGuard {
+    state: Arc<Upstream>,
+    finished: bool,
+}
+
+impl DisconnectGuard {
+    /// The body was written to its end: not a disconnect.
+    fn complete(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.disconnects.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn sse(state: Arc<Upstream>, steps: Vec<Step>, endless: Option<String>) -> Response {
+    let guard = DisconnectGuard {
+        state,
+        finished: false,
+    };
+    let body = futures::stream::unfold(
+        (steps.into_iter(), guard, endless, 0u64),
+        |(mut steps, guard, endless, n)| async move {
+            if let Some(step) = steps.next() {
+                tokio::time::sleep(step.pause).await;
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(step.bytes)),
+                    (steps, guard, endless, n),
+                ));
+            }
+            match endless {
+                Some(model) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let text = chunk(&model, json!({"content": format!(" w{n}")}), Value::Null);
+                    Some((Ok(Bytes::from(text)), (steps, guard, Some(model), n + 1)))
+                }
+                None => {
+                    guard.complete();
+                    None
+                }
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+fn ok_steps(model: &str, finish: &str, include_usage: bool) -> Vec<Step> {
+    let mut steps = vec![step(chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ))];
+    for token in ["Hello", " world", "!"] {
+        steps.push(step(chunk(model, json!({"content": token}), Value::Null)));
+    }
+    steps.push(step(chunk(model, json!({}), json!(finish))));
+    if include_usage {
+        let usage = json!({
+            "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+        });
+        steps.push(step(format!("data: {usage}\n\n")));
+    }
+    steps.push(step("data: [DONE]\n\n"));
+    steps
+}
+
+async fn completions(
+    State(state): State<Arc<Upstream>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    state.requests.lock().unwrap().push(request.clone());
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {API_KEY}"));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            error_body(
+                "Incorrect API key provided: wr***ey.",
+                "invalid_request_error",
+            ),
+        )
+            .into_response();
+    }
+    if headers.get("x-gateway").and_then(|v| v.to_str().ok()) != Some("rill-test") {
+        return (
+            StatusCode::BAD_REQUEST,
+            error_body("missing the x-gateway header", "invalid_request_error"),
+        )
+            .into_response();
+    }
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    let include_usage = request["stream_options"]["include_usage"] == json!(true);
+    match model.as_str() {
+        "gpt-ok" => sse(state, ok_steps(&model, "stop", include_usage), None),
+        "length" => sse(state, ok_steps(&model, "length", include_usage), None),
+        "quirky" => {
+            let text = "héllo 🌍";
+            let first = chunk(
+                &model,
+                json!({"content": text, "extra": {"x": 1}}),
+                json!(""),
+            );
+            // Split the write inside the 4-byte emoji.
+            let cut = first.find('🌍').unwrap() + 2;
+            let bytes = first.into_bytes();
+            let steps = vec![
+                step(": keepalive\n\n"),
+                step(bytes[..cut].to_vec()),
+                step(bytes[cut..].to_vec()),
+                step(": keepalive\n\n"),
+                step(chunk(&model, json!({"content": " done"}), json!(""))),
+                step(chunk(&model, json!({}), json!("stop"))),
+                step("data: [DONE]\n\n"),
+            ];
+            sse(state, steps, None)
+        }
+        "unknown-model" => (
+            StatusCode::NOT_FOUND,
+            error_body(
+                "The model `unknown-model` does not exist",
+                "invalid_request_error",
+            ),
+        )
+            .into_response(),
+        "boom" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "rate-limited-once" if state.rate_limited.fetch_add(1, Ordering::SeqCst) == 0 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            error_body("Rate limit reached", "rate_limit_error"),
+        )
+            .into_response(),
+        "rate-limited-once" => sse(state, ok_steps(&model, "stop", include_usage), None),
+        "rate-limited" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            error_body("Rate limit reached", "rate_limit_error"),
+        )
+            .into_response(),
+        "error-mid-stream" => {
+            let steps = vec![
+                step(chunk(&model, json!({"content": "Partial"}), Value::Null)),
+                step(chunk(&model, json!({"content": " text"}), Value::Null)),
+                step(format!(
+                    "data: {}\n\n",
+                    error_body("The server is overloaded", "server_error")
+                )),
+            ];
+            sse(state, steps, None)
+        }
+        "malformed" => sse(state, vec![step("data: {not json\n\n")], None),
+        "slow-first" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            sse(state, ok_steps(&model, "stop", include_usage), None)
+        }
+        "stall" => {
+            let steps = vec![
+                step(chunk(&model, json!({"content": "Only"}), Value::Null)),
+                Step {
+                    pause: Duration::from_secs(3600),
+                    bytes: Vec::new(),
+                },
+            ];
+            sse(state, steps, None)
+        }
+        "no-stream-options" if request.get("stream_options").is_some() => (
+            StatusCode::BAD_REQUEST,
+            error_body(
+                "Unrecognized request argument supplied: stream_options",
+                "invalid_request_error",
+            ),
+        )
+            .into_response(),
+        "no-stream-options" => sse(state, ok_steps(&model, "stop", false), None),
+        "endless" => sse(
+            state,
+            vec![step(chunk(
+                &model,
+                json!({"content": "Start"}),
+                Value::Null,
+            ))],
+            Some(model),
+        ),
+        other => (
+            StatusCode::NOT_FOUND,
+            error_body(
+                &format!("The model `{other}` does not exist"),
+                "invalid_request_error",
+            ),
+        )
+            .into_response(),
+    }
+}

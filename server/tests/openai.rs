@@ -1,0 +1,333 @@
+//! The openai provider against a local OpenAI-compatible server: streaming,
+//! leniency, every failure mode as a clear error, and cancellation that closes
+//! the upstream request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::upstream::{API_KEY, UpstreamServer, start_upstream};
+use common::*;
+use rill::config::ProviderConfig;
+use rill::provider::openai::OpenAiSettings;
+use serde_json::{Value, json};
+
+fn settings(upstream: &UpstreamServer, key: &str) -> OpenAiSettings {
+    OpenAiSettings {
+        base_url: upstream.base_url(),
+        api_key: key.to_owned(),
+        default_model: "gpt-ok".to_owned(),
+        headers: vec![("x-gateway".to_owned(), "rill-test".to_owned())],
+        first_token_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        retries: 2,
+        retry_backoff: Duration::from_millis(10),
+    }
+}
+
+async fn rill_for(upstream: &UpstreamServer) -> TestServer {
+    let settings = settings(upstream, API_KEY);
+    start_with(move |c| c.provider = ProviderConfig::OpenAi(settings)).await
+}
+
+/// Asks with `model` over WebSocket; returns every frame of the stream.
+async fn ask_model(server: &TestServer, model: &str) -> Vec<Value> {
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "Say hello", "model": model, "temperature": 0.5, "max_tokens": 50}),
+    )
+    .await;
+    recv_until_done(&mut ws, 1).await
+}
+
+fn tokens(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "token")
+        .map(|f| f["token"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn tokens_stream_as_they_arrive_and_complete_carries_usage() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let frames = ask_model(&server, "gpt-ok").await;
+    let stream_id = frames[0]["stream_id"].as_str().unwrap();
+    let (text, complete) = check_stream(&frames, stream_id);
+    assert_eq!(text, "Hello world!");
+    let token_frames: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "token")
+        .map(|f| f["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        token_frames,
+        ["Hello", " world", "!"],
+        "one token event per upstream delta"
+    );
+    assert_eq!(complete["response"], "Hello world!");
+    assert_eq!(complete["metadata"]["model"], "gpt-ok");
+    assert_eq!(complete["metadata"]["finish_reason"], "stop");
+    assert_eq!(
+        complete["metadata"]["usage"],
+        json!({"prompt_tokens": 12, "completion_tokens": 3})
+    );
+    // What went upstream: the persona's instructions, the question, the options.
+    let request = &upstream.requests()[0];
+    assert_eq!(request["model"], "gpt-ok");
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["stream_options"]["include_usage"], true);
+    assert_eq!(request["temperature"], 0.5);
+    assert_eq!(request["max_tokens"], 50);
+    assert_eq!(request["messages"][0]["role"], "system");
+    assert_eq!(
+        request["messages"][1],
+        json!({"role": "user", "content": "Say hello"})
+    );
+}
+
+#[tokio::test]
+async fn the_default_model_and_length_finish_are_reported() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "no model named"}),
+    )
+    .await;
+    let frames = recv_until_done(&mut ws, 1).await;
+    assert_eq!(frames[0]["model"], "gpt-ok", "--model is the default");
+    let frames = ask_model(&server, "length").await;
+    assert_eq!(
+        frames.last().unwrap()["metadata"]["finish_reason"],
+        "length"
+    );
+}
+
+#[tokio::test]
+async fn lenient_with_real_server_quirks() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let frames = ask_model(&server, "quirky").await;
+    let complete = frames.last().unwrap();
+    assert_eq!(complete["type"], "complete", "{complete}");
+    assert_eq!(
+        complete["response"], "héllo 🌍 done",
+        "UTF-8 split across writes survives"
+    );
+    assert_eq!(tokens(&frames), "héllo 🌍 done");
+    assert_eq!(complete["metadata"]["finish_reason"], "stop");
+    assert!(
+        complete["metadata"].get("usage").is_none(),
+        "no usage reported, none invented"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_rejects_stream_options_is_retried_without_it() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let frames = ask_model(&server, "no-stream-options").await;
+    assert_eq!(frames.last().unwrap()["response"], "Hello world!");
+    let requests = upstream.requests();
+    assert!(requests[0].get("stream_options").is_some());
+    assert!(requests[1].get("stream_options").is_none());
+    // Remembered: the next request leaves it out at once.
+    ask_model(&server, "no-stream-options").await;
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+/// The terminal error of a stream that failed before any token.
+async fn failure(server: &TestServer, model: &str) -> Value {
+    let frames = ask_model(server, model).await;
+    let last = frames.last().unwrap().clone();
+    assert_eq!(last["type"], "error", "{last}");
+    assert!(last["stream_id"].is_string());
+    assert_eq!(tokens(&frames), "");
+    last
+}
+
+#[tokio::test]
+async fn upstream_failures_are_clear_errors_and_the_server_stays_up() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    for (model, code, needle) in [
+        ("unknown-model", "PROVIDER_ERROR", "does not exist"),
+        ("boom", "PROVIDER_ERROR", "HTTP 500"),
+        ("malformed", "PROVIDER_ERROR", "malformed"),
+        (
+            "slow-first",
+            "PROVIDER_ERROR",
+            "did not start answering within 1 s",
+        ),
+        ("rate-limited", "RATE_LIMITED", "rate limiting"),
+    ] {
+        let error = failure(&server, model).await;
+        assert_eq!(error["code"], code, "{model}: {error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(needle),
+            "{model}: {error}"
+        );
+    }
+    // 429 was retried (2 retries) before giving up; other failures were not.
+    let attempts = |model: &str| {
+        upstream
+            .requests()
+            .iter()
+            .filter(|r| r["model"] == model)
+            .count()
+    };
+    assert_eq!(attempts("rate-limited"), 3);
+    assert_eq!(attempts("boom"), 1);
+    assert_eq!(attempts("unknown-model"), 1);
+    let health: Value = reqwest::get(server.http("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_single_429_is_retried_transparently() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let frames = ask_model(&server, "rate-limited-once").await;
+    assert_eq!(frames.last().unwrap()["response"], "Hello world!");
+}
+
+#[tokio::test]
+async fn a_bad_key_is_reported_without_leaking_any_key() {
+    let upstream = start_upstream().await;
+    let settings = settings(&upstream, "sk-wrong-but-secret-key");
+    let server = start_with(move |c| c.provider = ProviderConfig::OpenAi(settings)).await;
+    let error = failure(&server, "gpt-ok").await;
+    assert_eq!(error["code"], "PROVIDER_ERROR");
+    let text = error["error"].as_str().unwrap();
+    assert!(text.contains("API key"), "{text}");
+    assert!(
+        !text.contains("sk-wrong") && !text.contains("wr***ey"),
+        "{text}"
+    );
+    // Over HTTP the same failure is a 502 with the same code.
+    let (status, body) = post_chat(&server, json!({"message": "hi"}).to_string(), None).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (502, "PROVIDER_ERROR")
+    );
+}
+
+#[tokio::test]
+async fn failures_after_some_text_keep_the_text() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    for (model, expected) in [("error-mid-stream", "Partial text"), ("stall", "Only")] {
+        let frames = ask_model(&server, model).await;
+        let complete = frames.last().unwrap();
+        assert_eq!(complete["type"], "complete", "{model}: {complete}");
+        assert_eq!(complete["metadata"]["finish_reason"], "error", "{model}");
+        assert_eq!(complete["response"], expected, "{model}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_closes_the_upstream_request() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "go on forever", "model": "endless"}),
+    )
+    .await;
+    let mut frames = vec![recv(&mut ws).await];
+    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
+    while frames.iter().filter(|f| f["type"] == "token").count() < 5 {
+        frames.push(recv(&mut ws).await);
+    }
+    assert_eq!(
+        upstream
+            .state
+            .disconnects
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    send(&mut ws, json!({"type": "cancel", "stream_id": stream_id})).await;
+    frames.extend(recv_until_done(&mut ws, 1).await);
+    let (text, complete) = check_stream(&frames, &stream_id);
+    assert_eq!(complete["metadata"]["finish_reason"], "cancelled");
+    assert_eq!(complete["response"], text);
+    for _ in 0..200 {
+        if upstream
+            .state
+            .disconnects
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the upstream request was not closed");
+}
+
+#[tokio::test]
+async fn the_binary_streams_from_an_openai_compatible_server() {
+    let upstream = start_upstream().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data_dir = temp_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--provider",
+            "openai",
+            "--openai-base-url",
+            &upstream.base_url(),
+        ])
+        .args(["--openai-header", "x-gateway=rill-test"])
+        .env("OPENAI_API_KEY", API_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result = async {
+        assert!(up, "rill started");
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/chat"))
+                .await
+                .unwrap();
+        send(
+            &mut ws,
+            json!({"type": "message", "message": "hi", "model": "gpt-ok"}),
+        )
+        .await;
+        let frames = recv_until_done(&mut ws, 1).await;
+        assert_eq!(frames.last().unwrap()["response"], "Hello world!");
+        assert_eq!(upstream.requests()[0]["messages"][1]["content"], "hi");
+    };
+    let outcome = tokio::time::timeout(FRAME_TIMEOUT, result).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(data_dir);
+    outcome.expect("the chat completed");
+}
