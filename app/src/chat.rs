@@ -171,6 +171,10 @@ pub struct ChatState {
     pub session_id: RwSignal<Option<String>>,
     /// Where frames go; `None` while no transport is connected.
     pub outbox: StoredValue<Option<Outbox>>,
+    /// The models the server offers (`GET /api/v1/models`); empty until known.
+    pub models: RwSignal<Vec<String>>,
+    /// The model chosen for new questions (`None`: the server's default).
+    pub model: RwSignal<Option<String>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -194,6 +198,8 @@ impl ChatState {
             notices: RwSignal::new(Vec::new()),
             session_id: RwSignal::new(None),
             outbox: StoredValue::new(None),
+            models: RwSignal::new(Vec::new()),
+            model: RwSignal::new(None),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
             by_client_id: StoredValue::new(HashMap::new()),
@@ -261,6 +267,7 @@ impl ChatState {
         });
         let frame = ClientFrame::Message(MessageRequest {
             message: Some(text),
+            model: self.model.get_untracked(),
             session_id: self.session_id.get_untracked(),
             client_message_id: Some(client_id),
             ..Default::default()

@@ -131,6 +131,34 @@ pub fn start(state: ChatState) {
     let (outbox, commands) = mpsc::unbounded::<ClientFrame>();
     state.outbox.set_value(Some(outbox));
     spawn_local(controller(state, commands, network_events()));
+    spawn_local(load_models(state));
+}
+
+/// Fills the model picker from `GET /api/v1/models`; without it the server's
+/// default model answers.
+async fn load_models(state: ChatState) {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Models {
+        default: String,
+        models: Vec<Entry>,
+    }
+    let url = format!("{}/api/v1/models", api_base());
+    let Ok(response) = Request::get(&url).send().await else {
+        return;
+    };
+    if !response.ok() {
+        return;
+    }
+    if let Ok(listed) = response.json::<Models>().await {
+        state.model.set(Some(listed.default));
+        state
+            .models
+            .set(listed.models.into_iter().map(|m| m.id).collect());
+    }
 }
 
 async fn controller(

@@ -31,7 +31,16 @@ pub struct Engine {
     limits: EngineLimits,
     /// Every generation task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// The provider's model list and when it was fetched (upstream lists change
+    /// rarely; asking on every page load would be slow and rate-limited).
+    models: Arc<tokio::sync::Mutex<Option<CachedModels>>>,
 }
+
+/// A model list and when it was fetched.
+type CachedModels = (tokio::time::Instant, Vec<String>);
+
+/// How long a fetched model list is served from memory.
+const MODELS_TTL: Duration = Duration::from_secs(300);
 
 /// The engine's limits and timings.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +81,41 @@ impl Engine {
             provider,
             limits,
             tasks: TaskTracker::new(),
+            models: Arc::new(tokio::sync::Mutex::new(None)),
         }
+    }
+
+    /// The models on offer, cached for five minutes. If the provider fails, a
+    /// stale list is better than none; with no list at all the error stands.
+    pub async fn models(&self) -> Result<Vec<String>> {
+        // Held across the fetch on purpose: concurrent page loads share one request.
+        let mut cache = self.models.lock().await;
+        if let Some((fetched, models)) = cache.as_ref()
+            && fetched.elapsed() < MODELS_TTL
+        {
+            return Ok(models.clone());
+        }
+        match self.provider.models().await {
+            Ok(models) => {
+                *cache = Some((tokio::time::Instant::now(), models.clone()));
+                Ok(models)
+            }
+            Err(error) => match cache.as_ref() {
+                Some((_, stale)) => {
+                    tracing::warn!(%error, "model list: serving the cached list");
+                    Ok(stale.clone())
+                }
+                None => Err(match error {
+                    ProviderError::RateLimited(message) => Error::RateLimited(message),
+                    ProviderError::Upstream(message) => Error::Provider(message),
+                }),
+            },
+        }
+    }
+
+    /// The model used when a request names none.
+    pub fn default_model(&self) -> String {
+        self.provider.model_for(None)
     }
 
     /// The provider's name (`demo`, `openai`).

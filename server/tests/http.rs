@@ -164,3 +164,18 @@ async fn cors_allows_only_the_configured_origins() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn the_demo_lists_its_one_model() {
+    let server = start().await;
+    let models: serde_json::Value = reqwest::get(server.http("/api/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        models,
+        json!({"provider": "demo", "default": "demo", "models": [{"id": "demo"}]})
+    );
+}

@@ -331,3 +331,46 @@ async fn the_binary_streams_from_an_openai_compatible_server() {
     let _ = std::fs::remove_dir_all(data_dir);
     outcome.expect("the chat completed");
 }
+
+#[tokio::test]
+async fn models_come_from_the_upstream_and_are_cached() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    for _ in 0..3 {
+        let models: Value = reqwest::get(server.http("/api/v1/models"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(models["provider"], "openai");
+        assert_eq!(models["default"], "gpt-ok");
+        let ids: Vec<&str> = models["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["gpt-ok", "length", "quirky"]);
+    }
+    assert_eq!(
+        upstream
+            .state
+            .model_lists
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_model_list_is_a_clear_provider_error() {
+    let upstream = start_upstream().await;
+    let settings = settings(&upstream, "sk-wrong-key-for-models");
+    let server = start_with(move |c| c.provider = ProviderConfig::OpenAi(settings)).await;
+    let response = reqwest::get(server.http("/api/v1/models")).await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "PROVIDER_ERROR");
+    assert!(body["error"].as_str().unwrap().contains("API key"));
+}

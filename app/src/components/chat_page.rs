@@ -5,6 +5,7 @@ use leptos::prelude::*;
 use crate::chat::ChatState;
 use crate::components::composer::Composer;
 use crate::components::message::MessageItem;
+use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
 use crate::components::status_badge::StatusBadge;
 
@@ -22,7 +23,10 @@ pub fn ChatPage() -> impl IntoView {
         <div class="app">
             <header class="topbar">
                 <h1 class="brand">"rill"</h1>
-                <StatusBadge state=state.connection/>
+                <div class="topbar-end">
+                    <ModelPicker/>
+                    <StatusBadge state=state.connection/>
+                </div>
             </header>
             <main class="chat">
                 <section class="log" role="log" aria-live="polite" aria-label="Conversation">

@@ -43,4 +43,5 @@ pub fn Composer() -> impl IntoView {
             </button>
         </form>
     }
+    .into_any()
 }

@@ -3,5 +3,6 @@
 pub mod chat_page;
 pub mod composer;
 pub mod message;
+pub mod model_picker;
 pub mod notices;
 pub mod status_badge;

@@ -19,4 +19,5 @@ pub fn Notices() -> impl IntoView {
             </For>
         </div>
     }
+    .into_any()
 }

@@ -15,4 +15,5 @@ pub fn StatusBadge(
             {move || state.get().label()}
         </span>
     }
+    .into_any()
 }

@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod openai;
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use rill_protocol::{FinishReason, Usage};
 
@@ -95,6 +96,11 @@ pub trait Provider: Send + Sync + 'static {
             .filter(|m| !m.is_empty())
             .unwrap_or(self.default_model())
             .to_owned()
+    }
+    /// The models this provider offers (default: only the default model).
+    fn models(&self) -> BoxFuture<'static, Result<Vec<String>, ProviderError>> {
+        let models = vec![self.default_model().to_owned()];
+        Box::pin(async move { Ok(models) })
     }
     /// Streams the reply to `request`.
     fn stream(

@@ -112,6 +112,39 @@ impl Provider for OpenAiProvider {
         &self.settings.default_model
     }
 
+    /// `GET {base}/models`, read leniently (`data[].id`).
+    fn models(&self) -> futures::future::BoxFuture<'static, Result<Vec<String>, ProviderError>> {
+        let client = self.client.clone();
+        let settings = self.settings.clone();
+        Box::pin(async move {
+            let listed = tokio::time::timeout(
+                settings.first_token_timeout,
+                client.models().list_byot::<Value>(),
+            )
+            .await
+            .map_err(|_| {
+                ProviderError::Upstream(
+                    "The model provider did not answer the model list in time".into(),
+                )
+            })?
+            .map_err(|e| map_error(&e, &settings))?;
+            let mut ids: Vec<String> = listed
+                .get("data")
+                .and_then(Value::as_array)
+                .map(|models| {
+                    models
+                        .iter()
+                        .filter_map(|m| m.get("id").and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            ids.sort();
+            ids.dedup();
+            Ok(ids)
+        })
+    }
+
     fn stream(
         &self,
         request: ProviderRequest,

@@ -21,6 +21,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/chat", post(chat))
         .route("/api/v1/streams", post(start_streams))
         .route("/api/v1/streams/{id}/cancel", post(cancel))
+        .route("/api/v1/models", get(models))
         .route("/health", get(health))
 }
 
@@ -206,6 +207,33 @@ async fn cancel(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "stream_id": stream_id, "status": "cancelling" })),
     ))
+}
+
+/// `GET /api/v1/models`.
+#[derive(Debug, Serialize)]
+struct Models {
+    provider: &'static str,
+    default: String,
+    models: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModelEntry {
+    id: String,
+}
+
+async fn models(State(state): State<AppState>) -> Result<Json<Models>, Error> {
+    let default = state.engine.default_model();
+    let mut ids = state.engine.models().await?;
+    // The default is always offered, even if the upstream list omits it.
+    if !ids.contains(&default) {
+        ids.insert(0, default.clone());
+    }
+    Ok(Json(Models {
+        provider: state.engine.provider_name(),
+        default,
+        models: ids.into_iter().map(|id| ModelEntry { id }).collect(),
+    }))
 }
 
 /// `GET /health`.

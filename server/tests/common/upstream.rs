@@ -49,6 +49,8 @@ pub struct Upstream {
     pub disconnects: AtomicUsize,
     /// 429s already answered to `rate-limited-once`.
     rate_limited: AtomicUsize,
+    /// `GET /v1/models` requests.
+    pub model_lists: AtomicUsize,
 }
 
 /// A running upstream.
@@ -72,11 +74,34 @@ pub async fn start_upstream() -> UpstreamServer {
     let state = Arc::new(Upstream::default());
     let app = Router::new()
         .route("/v1/chat/completions", post(completions))
+        .route("/v1/models", axum::routing::get(models))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     UpstreamServer { addr, state }
+}
+
+/// `GET /v1/models`, as the API lists them (extra fields and all).
+async fn models(State(state): State<Arc<Upstream>>, headers: HeaderMap) -> Response {
+    state.model_lists.fetch_add(1, Ordering::SeqCst);
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            error_body(
+                "Incorrect API key provided: wr***ey.",
+                "invalid_request_error",
+            ),
+        )
+            .into_response();
+    }
+    let data: Vec<Value> = ["quirky", "gpt-ok", "length"]
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 1, "owned_by": "test"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 fn chunk(model: &str, delta: Value, finish_reason: Value) -> String {

@@ -1,0 +1,90 @@
+// The UI against rill --provider openai, itself against a local server that
+// speaks the OpenAI chat completions streaming format: the model picker lists
+// the upstream's models, and the chosen one answers, token by token.
+import { test, expect } from '@playwright/test';
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { RILL_BIN } from '../playwright.config';
+import { ask, waitLive } from './helpers';
+
+const UPSTREAM_PORT = 3110;
+const RILL_PORT = 3111;
+const seenModels: string[] = [];
+let upstream: http.Server;
+let rill: ChildProcess;
+
+function chunk(model: string, delta: object, finish: string | null): string {
+  const body = {
+    id: 'chatcmpl-e2e',
+    object: 'chat.completion.chunk',
+    created: 1,
+    model,
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  };
+  return `data: ${JSON.stringify(body)}\n\n`;
+}
+
+test.beforeAll(async () => {
+  upstream = http.createServer((request, response) => {
+    if (request.method === 'GET' && request.url === '/v1/models') {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ object: 'list', data: [{ id: 'alpha' }, { id: 'beta' }] }));
+      return;
+    }
+    let body = '';
+    request.on('data', (part) => (body += part));
+    request.on('end', async () => {
+      const model = JSON.parse(body).model as string;
+      seenModels.push(model);
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const token of ['Model ', model, ' says', ' **hi**']) {
+        response.write(chunk(model, { content: token }, null));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      response.write(chunk(model, {}, 'stop'));
+      response.end('data: [DONE]\n\n');
+    });
+  });
+  await new Promise<void>((resolve) => upstream.listen(UPSTREAM_PORT, '127.0.0.1', resolve));
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-openai-'));
+  rill = spawn(
+    RILL_BIN,
+    ['--addr', `127.0.0.1:${RILL_PORT}`, '--data-dir', dataDir, '--provider', 'openai',
+     '--openai-base-url', `http://127.0.0.1:${UPSTREAM_PORT}/v1`, '--model', 'alpha'],
+    { cwd: os.tmpdir(), stdio: 'ignore', env: { ...process.env, OPENAI_API_KEY: 'e2e-key' } },
+  );
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${RILL_PORT}/health`)).ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('rill did not start');
+});
+
+test.afterAll(async () => {
+  rill.kill('SIGKILL');
+  await new Promise((resolve) => upstream.close(resolve));
+});
+
+test('the model picker lists the upstream models and the chosen one answers', async ({ page }) => {
+  await page.goto(`http://127.0.0.1:${RILL_PORT}/`);
+  await waitLive(page);
+  const picker = page.locator('.model-picker select');
+  await expect(picker).toBeVisible();
+  await expect(picker.locator('option')).toHaveText(['alpha', 'beta']);
+  await expect(picker).toHaveValue('alpha');
+  await picker.selectOption('beta');
+  await ask(page, 'Who are you?');
+  const reply = page.locator('article.msg.assistant').last();
+  await expect(reply).toHaveAttribute('data-status', 'streaming');
+  await expect(reply).toHaveAttribute('data-status', 'complete');
+  await expect(reply).toHaveAttribute('data-raw', 'Model beta says **hi**');
+  await expect(reply.locator('strong')).toHaveText('hi');
+  expect(seenModels).toEqual(['beta']);
+});
