@@ -374,3 +374,67 @@ async fn a_failing_model_list_is_a_clear_provider_error() {
     assert_eq!(body["code"], "PROVIDER_ERROR");
     assert!(body["error"].as_str().unwrap().contains("API key"));
 }
+
+/// Waits (bounded) for the upstream to see `n` closed requests.
+async fn wait_disconnects(upstream: &UpstreamServer, n: usize) {
+    for _ in 0..200 {
+        if upstream
+            .state
+            .disconnects
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the upstream request was not closed");
+}
+
+#[tokio::test]
+async fn the_detach_grace_closes_the_upstream_request() {
+    let upstream = start_upstream().await;
+    let settings = settings(&upstream, API_KEY);
+    let server = start_with(move |c| {
+        c.provider = ProviderConfig::OpenAi(settings);
+        c.detach_grace = Duration::from_millis(300);
+    })
+    .await;
+    let (ids, _) = start_stream(
+        &server,
+        json!({"message": "nobody listens", "model": "endless"}),
+    )
+    .await;
+    wait_finished(&server, &ids[0]).await;
+    assert_eq!(
+        terminal_event(&server, &ids[0])["metadata"]["finish_reason"],
+        "cancelled"
+    );
+    wait_disconnects(&upstream, 1).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_upstream_request() {
+    let upstream = start_upstream().await;
+    let settings = settings(&upstream, API_KEY);
+    let server = start_with(move |c| {
+        c.provider = ProviderConfig::OpenAi(settings);
+        c.shutdown_grace = Duration::from_millis(200);
+    })
+    .await;
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "long", "model": "endless"}),
+    )
+    .await;
+    let start = recv(&mut ws).await;
+    let stream_id = start["stream_id"].as_str().unwrap().to_owned();
+    server.state.shutdown.cancel();
+    wait_finished(&server, &stream_id).await;
+    assert_eq!(
+        terminal_event(&server, &stream_id)["metadata"]["finish_reason"],
+        "interrupted"
+    );
+    wait_disconnects(&upstream, 1).await;
+}
