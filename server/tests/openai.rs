@@ -261,18 +261,7 @@ async fn cancel_closes_the_upstream_request() {
     let (text, complete) = check_stream(&frames, &stream_id);
     assert_eq!(complete["metadata"]["finish_reason"], "cancelled");
     assert_eq!(complete["response"], text);
-    for _ in 0..200 {
-        if upstream
-            .state
-            .disconnects
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the upstream request was not closed");
+    wait_disconnects(&upstream, 1).await;
 }
 
 #[tokio::test]
