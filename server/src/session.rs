@@ -357,8 +357,8 @@ impl Session {
         }
         if self.followed.len() >= MAX_FOLLOWED {
             return self
-                .send_error(&Error::InvalidMessage(format!(
-                    "this connection already follows {MAX_FOLLOWED} streams"
+                .send_error(&Error::RateLimited(format!(
+                    "This connection already follows {MAX_FOLLOWED} streams: wait for one to finish"
                 )))
                 .await;
         }

@@ -209,3 +209,37 @@ async fn the_server_pings_and_closes_a_silent_client() {
     assert!(pings >= 1, "it was pinged before being closed");
     assert_eq!(close, Some(1001));
 }
+
+#[tokio::test]
+async fn following_too_many_streams_on_one_connection_is_rate_limited() {
+    let server = start_with(|c| {
+        c.demo_delay = Duration::from_millis(50);
+        c.demo_tokens = 10_000;
+        c.max_streams = 100;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..65 {
+        let (started, _) = start_stream(&server, json!({"message": format!("stream {i}")})).await;
+        ids.extend(started);
+    }
+    let mut ws = server.ws().await;
+    for id in &ids {
+        send(
+            &mut ws,
+            json!({"type": "resume", "stream_id": id, "after_seq": 0}),
+        )
+        .await;
+    }
+    // 64 are followed; the 65th is refused among their frames.
+    loop {
+        let frame = recv(&mut ws).await;
+        if frame["type"] == "error" {
+            assert_eq!(frame["code"], "RATE_LIMITED", "{frame}");
+            break;
+        }
+    }
+    for id in &ids {
+        server.state.engine.hub().get(id).unwrap().cancel();
+    }
+}
