@@ -10,6 +10,7 @@
 //! - [`engine`]: validates a request, builds the prompt, drives a provider.
 //! - [`hub`]: streams and their replay logs; connections attach after a seq.
 //! - [`provider`]: where replies come from (`demo`; OpenAI-compatible next).
+//! - [`store`]: conversations and messages in SQLite or PostgreSQL.
 //! - [`auth`]: JWTs and identities.
 //! - [`error`]: the one error type and its mapping to codes and statuses.
 //!
@@ -24,6 +25,7 @@ pub mod hub;
 pub mod provider;
 pub mod routes;
 pub mod session;
+pub mod store;
 
 #[cfg(feature = "embed")]
 mod assets;

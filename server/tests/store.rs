@@ -1,0 +1,263 @@
+//! The store against both real databases: SQLite (a file) and PostgreSQL (the
+//! server on 127.0.0.1:5432, a fresh schema per test; RILL_TEST_DATABASE_URL
+//! overrides the URL).
+
+mod common;
+
+use rill::store::{MessageStatus, NewMessage, Store, StoreError};
+
+/// Where the PostgreSQL tests connect.
+fn postgres_url() -> String {
+    std::env::var("RILL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// Drops the test's PostgreSQL schema and SQLite directory.
+struct Cleanup {
+    admin: sqlx::AnyPool,
+    schema: String,
+    dir: std::path::PathBuf,
+}
+
+impl Cleanup {
+    async fn run(self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+/// A store on a fresh SQLite file and one on a fresh PostgreSQL schema.
+async fn stores() -> (Vec<(&'static str, Store)>, Cleanup) {
+    let dir = common::temp_dir();
+    let sqlite = Store::open(None, &dir).await.expect("SQLite store opens");
+    sqlx::any::install_default_drivers();
+    let schema = format!("rill_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::AnyPool::connect(&postgres_url())
+        .await
+        .expect("PostgreSQL is reachable (start it: see the env notes)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if postgres_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!(
+        "{}{separator}options=-c%20search_path%3D{schema}",
+        postgres_url()
+    );
+    let postgres = Store::open(Some(&url), &dir)
+        .await
+        .expect("PostgreSQL store opens");
+    let cleanup = Cleanup { admin, schema, dir };
+    (vec![("sqlite", sqlite), ("postgres", postgres)], cleanup)
+}
+
+fn user_message<'a>(id: &'a str, conversation: &'a str, text: &'a str) -> NewMessage<'a> {
+    NewMessage {
+        id,
+        conversation_id: conversation,
+        role: "user",
+        persona: None,
+        model: None,
+        content: text,
+        status: MessageStatus::Complete,
+        stream_id: None,
+    }
+}
+
+#[tokio::test]
+async fn conversations_belong_to_their_owner() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        let created = store
+            .ensure_conversation(
+                "python-session-1",
+                "user:alice",
+                Some("cust-1"),
+                "Engine power",
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.owner, "user:alice", "{backend}");
+        assert_eq!(created.customer_id.as_deref(), Some("cust-1"));
+        let again = store
+            .ensure_conversation("python-session-1", "user:alice", None, "ignored")
+            .await
+            .unwrap();
+        assert_eq!(
+            again.title, "Engine power",
+            "{backend}: an existing conversation is reused"
+        );
+        for stranger in ["user:bob", "anon:x"] {
+            assert!(
+                matches!(
+                    store
+                        .ensure_conversation("python-session-1", stranger, None, "")
+                        .await,
+                    Err(StoreError::Forbidden)
+                ),
+                "{backend}: never silently shared"
+            );
+            assert!(matches!(
+                store.messages(stranger, "python-session-1").await,
+                Err(StoreError::Forbidden)
+            ));
+            assert!(matches!(
+                store
+                    .delete_conversation(stranger, "python-session-1")
+                    .await,
+                Err(StoreError::Forbidden)
+            ));
+        }
+        assert!(matches!(
+            store.messages("user:alice", "nope").await,
+            Err(StoreError::NotFound)
+        ));
+    }
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn a_reply_is_created_checkpointed_and_finalized() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        store
+            .ensure_conversation("c1", "user:a", None, "t")
+            .await
+            .unwrap();
+        store
+            .add_message(user_message("m1", "c1", "What is the engine power?"))
+            .await
+            .unwrap();
+        store
+            .add_message(NewMessage {
+                id: "m2",
+                conversation_id: "c1",
+                role: "assistant",
+                persona: Some("assistant"),
+                model: Some("demo"),
+                content: "",
+                status: MessageStatus::Streaming,
+                stream_id: Some("s1"),
+            })
+            .await
+            .unwrap();
+        store.checkpoint("m2", "The engine").await.unwrap();
+        let during = store.messages("user:a", "c1").await.unwrap();
+        assert_eq!(during[1].content, "The engine", "{backend}");
+        assert_eq!(during[1].status, MessageStatus::Streaming);
+        store
+            .finish_message(
+                "m2",
+                "The engine makes 300 kW.",
+                MessageStatus::Complete,
+                Some((5, 6)),
+            )
+            .await
+            .unwrap();
+        // A late checkpoint never overwrites a finished reply.
+        store.checkpoint("m2", "The eng").await.unwrap();
+        let messages = store.messages("user:a", "c1").await.unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].role, "user");
+        assert_eq!(messages[0].content, "What is the engine power?");
+        assert_eq!(messages[1].content, "The engine makes 300 kW.", "{backend}");
+        assert_eq!(messages[1].status, MessageStatus::Complete);
+        assert_eq!(messages[1].usage, Some((5, 6)));
+        assert_eq!(messages[1].stream_id.as_deref(), Some("s1"));
+        assert_eq!(messages[1].model.as_deref(), Some("demo"));
+    }
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn replies_left_streaming_are_marked_interrupted_with_their_checkpoint() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        store
+            .ensure_conversation("c", "anon:1", None, "")
+            .await
+            .unwrap();
+        store
+            .add_message(NewMessage {
+                status: MessageStatus::Streaming,
+                role: "assistant",
+                ..user_message("r", "c", "")
+            })
+            .await
+            .unwrap();
+        store.checkpoint("r", "half a reply").await.unwrap();
+        assert_eq!(store.mark_interrupted().await.unwrap(), 1, "{backend}");
+        let messages = store.messages("anon:1", "c").await.unwrap();
+        assert_eq!(messages[0].status, MessageStatus::Interrupted);
+        assert_eq!(messages[0].content, "half a reply");
+        assert_eq!(store.mark_interrupted().await.unwrap(), 0);
+    }
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn lists_are_per_owner_newest_first_and_delete_removes_messages() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        for id in ["old", "mid", "new"] {
+            store
+                .ensure_conversation(id, "user:a", None, id)
+                .await
+                .unwrap();
+            store
+                .add_message(user_message(&format!("{id}-m"), id, "hi"))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        store
+            .ensure_conversation("other", "user:b", None, "")
+            .await
+            .unwrap();
+        let ids: Vec<String> = store
+            .conversations("user:a", 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["new", "mid", "old"], "{backend}");
+        assert_eq!(store.conversations("user:a", 2).await.unwrap().len(), 2);
+        store.delete_conversation("user:a", "mid").await.unwrap();
+        assert!(matches!(
+            store.messages("user:a", "mid").await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.conversations("user:a", 50).await.unwrap().len(), 2);
+        assert_eq!(store.conversations("user:b", 50).await.unwrap().len(), 1);
+    }
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_reopening_and_migrations_run_once() {
+    let dir = common::temp_dir();
+    {
+        let store = Store::open(None, &dir).await.unwrap();
+        store
+            .ensure_conversation("kept", "user:a", None, "Kept")
+            .await
+            .unwrap();
+        store
+            .add_message(user_message("k1", "kept", "remember me"))
+            .await
+            .unwrap();
+    }
+    let reopened = Store::open(None, &dir).await.unwrap();
+    let messages = reopened.messages("user:a", "kept").await.unwrap();
+    assert_eq!(messages[0].content, "remember me");
+    assert!(dir.join("rill.db").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
