@@ -137,6 +137,18 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Reads a `conversations` row.
+fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<Conversation, sqlx::Error> {
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        title: row.try_get("title")?,
+        customer_id: row.try_get("customer_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 /// The conversation store.
 #[derive(Clone)]
 pub struct Store {
@@ -256,18 +268,10 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| -> Result<Conversation, sqlx::Error> {
-            Ok(Conversation {
-                id: row.try_get("id")?,
-                owner: row.try_get("owner")?,
-                title: row.try_get("title")?,
-                customer_id: row.try_get("customer_id")?,
-                created_at: row.try_get("created_at")?,
-                updated_at: row.try_get("updated_at")?,
-            })
-        })
-        .transpose()
-        .map_err(StoreError::from)
+        row.as_ref()
+            .map(conversation_from_row)
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     /// The conversation `id` if `owner` owns it.
@@ -405,17 +409,8 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| -> Result<Conversation, sqlx::Error> {
-                Ok(Conversation {
-                    id: row.try_get("id")?,
-                    owner: row.try_get("owner")?,
-                    title: row.try_get("title")?,
-                    customer_id: row.try_get("customer_id")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
+        rows.iter()
+            .map(conversation_from_row)
             .collect::<Result<_, _>>()
             .map_err(StoreError::from)
     }
