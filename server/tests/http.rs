@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn chat_returns_the_whole_reply() {
@@ -90,12 +90,7 @@ async fn health_reports_status_connections_and_streams() {
     let server = start().await;
     let _ws = server.ws().await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let health: Value = reqwest::get(server.http("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&server, "/health").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(health["connections"], 1);
@@ -168,12 +163,7 @@ async fn cors_allows_only_the_configured_origins() {
 #[tokio::test]
 async fn the_demo_lists_its_one_model() {
     let server = start().await;
-    let models: serde_json::Value = reqwest::get(server.http("/api/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&server, "/api/v1/models").await;
     assert_eq!(
         models,
         json!({"provider": "demo", "default": "demo", "models": [{"id": "demo"}]})

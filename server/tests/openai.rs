@@ -183,12 +183,7 @@ async fn upstream_failures_are_clear_errors_and_the_server_stays_up() {
     assert_eq!(attempts("rate-limited"), 3);
     assert_eq!(attempts("boom"), 1);
     assert_eq!(attempts("unknown-model"), 1);
-    let health: Value = reqwest::get(server.http("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&server, "/health").await;
     assert_eq!(health["status"], "ok");
 }
 
@@ -326,12 +321,7 @@ async fn models_come_from_the_upstream_and_are_cached() {
     let upstream = start_upstream().await;
     let server = rill_for(&upstream).await;
     for _ in 0..3 {
-        let models: Value = reqwest::get(server.http("/api/v1/models"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let models = get_json(&server, "/api/v1/models").await;
         assert_eq!(models["provider"], "openai");
         assert_eq!(models["default"], "gpt-ok");
         let ids: Vec<&str> = models["models"]

@@ -168,12 +168,7 @@ async fn a_storm_of_garbage_does_not_hurt_other_clients() {
     .await;
     let frames = recv_until_done(&mut good, 1).await;
     assert_eq!(frames.last().unwrap()["type"], "complete");
-    let health: serde_json::Value = reqwest::get(server.http("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&server, "/health").await;
     assert_eq!(health["status"], "ok");
 }
 

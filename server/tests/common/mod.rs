@@ -163,6 +163,16 @@ pub fn terminal_event(server: &TestServer, stream_id: &str) -> Value {
     serde_json::from_str(events[0].text.as_str()).unwrap()
 }
 
+/// `GET path` as JSON (any status).
+pub async fn get_json(server: &TestServer, path: &str) -> Value {
+    reqwest::get(server.http(path))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `POST /api/v1/chat` with a raw body and an optional bearer token: (status, JSON body).
 pub async fn post_chat(
     server: &TestServer,

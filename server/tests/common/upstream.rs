@@ -82,20 +82,29 @@ pub async fn start_upstream() -> UpstreamServer {
     UpstreamServer { addr, state }
 }
 
-/// `GET /v1/models`, as the API lists them (extra fields and all).
-async fn models(State(state): State<Arc<Upstream>>, headers: HeaderMap) -> Response {
-    state.model_lists.fetch_add(1, Ordering::SeqCst);
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("Bearer {API_KEY}"))
-    {
-        return (
+/// 401 with an OpenAI error object unless the request carries the test key.
+fn refuse_unauthorized(headers: &HeaderMap) -> Option<Response> {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {API_KEY}"));
+    (!authorized).then(|| {
+        (
             StatusCode::UNAUTHORIZED,
             error_body(
                 "Incorrect API key provided: wr***ey.",
                 "invalid_request_error",
             ),
         )
-            .into_response();
+            .into_response()
+    })
+}
+
+/// `GET /v1/models`, as the API lists them (extra fields and all).
+async fn models(State(state): State<Arc<Upstream>>, headers: HeaderMap) -> Response {
+    state.model_lists.fetch_add(1, Ordering::SeqCst);
+    if let Some(refusal) = refuse_unauthorized(&headers) {
+        return refusal;
     }
     let data: Vec<Value> = ["quirky", "gpt-ok", "length"]
         .iter()
@@ -217,19 +226,8 @@ async fn completions(
 ) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     state.requests.lock().unwrap().push(request.clone());
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {API_KEY}"));
-    if !authorized {
-        return (
-            StatusCode::UNAUTHORIZED,
-            error_body(
-                "Incorrect API key provided: wr***ey.",
-                "invalid_request_error",
-            ),
-        )
-            .into_response();
+    if let Some(refusal) = refuse_unauthorized(&headers) {
+        return refusal;
     }
     if headers.get("x-gateway").and_then(|v| v.to_str().ok()) != Some("rill-test") {
         return (
