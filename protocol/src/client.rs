@@ -6,6 +6,9 @@ use serde_json::Value;
 use crate::ErrorCode;
 
 /// One frame a client sends, tagged by `"type"`. Unknown fields are ignored.
+// A frame lives for one dispatch and is never stored in bulk: boxing `message`
+// would cost an allocation per frame to save stack bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
@@ -86,8 +89,18 @@ pub struct MessageRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
     /// Seed 004's name for the conversation; used when `session_id` is absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seed 004 sends numbers (`"chat_id": 1`): a number is read as its decimal text.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_number"
+    )]
     pub chat_id: Option<String>,
+    /// Seed 002's continuation: the `message_id` of an earlier reply (its
+    /// conversation is continued), or a conversation id. Used when neither
+    /// `session_id` nor `chat_id` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
     /// Opaque customer reference, stored with the conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
@@ -112,6 +125,31 @@ pub struct MessageRequest {
     /// The client's own id for this message, echoed in `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_message_id: Option<String>,
+    /// Regenerate / edit-and-resend: the id of a stored message of this
+    /// conversation (usually a user message) that this message replaces. That
+    /// message and every later one are deleted before this one is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_from: Option<String>,
+}
+
+/// Reads an optional id sent as a string or as an integer.
+fn string_or_number<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Int(i64),
+        Unsigned(u64),
+    }
+    Ok(match Option::<Id>::deserialize(deserializer)? {
+        None => None,
+        Some(Id::Text(text)) => Some(text),
+        Some(Id::Int(n)) => Some(n.to_string()),
+        Some(Id::Unsigned(n)) => Some(n.to_string()),
+    })
 }
 
 /// The persona a reply is attributed to when the client names none.
@@ -123,7 +161,8 @@ impl MessageRequest {
         self.message.as_deref().filter(|m| !m.trim().is_empty())
     }
 
-    /// The conversation id the client named, under any of its names.
+    /// The conversation id the client named as `session_id` or `chat_id`
+    /// (`previous_response_id` needs the store to resolve; see the server).
     pub fn conversation_id(&self) -> Option<&str> {
         self.session_id
             .as_deref()

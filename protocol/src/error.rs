@@ -23,6 +23,8 @@ pub enum ErrorCode {
     StreamNotFound,
     /// The resource belongs to someone else.
     Forbidden,
+    /// No such conversation (or message in it) for this caller.
+    NotFound,
     /// The model provider failed.
     ProviderError,
     /// An internal failure while processing; details are in the server log.
@@ -35,7 +37,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::AuthRequired,
         ErrorCode::AuthFailed,
         ErrorCode::EmptyMessage,
@@ -44,6 +46,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::StreamNotFound,
         ErrorCode::Forbidden,
+        ErrorCode::NotFound,
         ErrorCode::ProviderError,
         ErrorCode::ProcessingError,
         ErrorCode::Overloaded,
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::StreamNotFound => "STREAM_NOT_FOUND",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::ProviderError => "PROVIDER_ERROR",
             ErrorCode::ProcessingError => "PROCESSING_ERROR",
             ErrorCode::Overloaded => "OVERLOADED",

@@ -11,6 +11,7 @@
 //! - [`error`]: the stable [`ErrorCode`]s and WebSocket [`close`] codes.
 
 pub mod client;
+pub mod conversations;
 pub mod error;
 pub mod server;
 

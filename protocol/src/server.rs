@@ -65,6 +65,9 @@ pub enum ServerEvent {
         session_id: String,
         /// The id of the assistant message this stream produces.
         message_id: String,
+        /// The id the question was stored under (for `replace_from`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_message_id: Option<String>,
         /// The persona answering.
         persona_id: String,
         /// The model answering.

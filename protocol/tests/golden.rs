@@ -73,11 +73,12 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
                 seq: 1,
                 session_id: "sess".into(),
                 message_id: "m1".into(),
+                user_message_id: Some("u1".into()),
                 persona_id: "assistant".into(),
                 model: "demo".into(),
                 client_message_id: None,
             },
-            r#"{"type":"start","stream_id":"s1","seq":1,"session_id":"sess","message_id":"m1","persona_id":"assistant","model":"demo"}"#,
+            r#"{"type":"start","stream_id":"s1","seq":1,"session_id":"sess","message_id":"m1","user_message_id":"u1","persona_id":"assistant","model":"demo"}"#,
         ),
         (
             ServerEvent::Progress {
@@ -329,4 +330,31 @@ fn unknown_error_codes_are_rejected_by_rill_clients() {
     assert!(serde_json::from_str::<ServerEvent>(SEED_003_SERVER_FRAMES[5]).is_err());
     let ok = r#"{"type":"error","error":"Error message","code":"PROCESSING_ERROR"}"#;
     assert!(serde_json::from_str::<ServerEvent>(ok).is_ok());
+}
+
+#[test]
+fn every_seed_name_for_the_conversation_parses() {
+    // Seed 004 sends a numeric chat_id; seed 002 a previous_response_id.
+    let frame = rill_protocol::parse_client_frame(
+        r#"{"type":"message","message":"hi","chat_id":1,"include_history":true}"#,
+    )
+    .unwrap();
+    let rill_protocol::ClientFrame::Message(request) = frame else {
+        panic!("a message")
+    };
+    assert_eq!(request.conversation_id(), Some("1"));
+    assert_eq!(request.include_history, Some(true));
+    let frame = rill_protocol::parse_client_frame(
+        r#"{"type":"message","message":"hi","previous_response_id":"r-1","replace_from":"m-1"}"#,
+    )
+    .unwrap();
+    let rill_protocol::ClientFrame::Message(request) = frame else {
+        panic!("a message")
+    };
+    assert_eq!(request.previous_response_id.as_deref(), Some("r-1"));
+    assert_eq!(request.replace_from.as_deref(), Some("m-1"));
+    assert!(
+        rill_protocol::parse_client_frame(r#"{"type":"message","message":"hi","chat_id":{"a":1}}"#)
+            .is_err()
+    );
 }

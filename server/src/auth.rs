@@ -25,26 +25,45 @@ pub struct Claims {
     /// Issued at, seconds since the Unix epoch.
     #[serde(default)]
     pub iat: u64,
+    /// Set on guest tokens (`POST /api/v1/auth/guest`): an anonymous identity
+    /// that owns conversations but is not an authenticated user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rill_guest: bool,
 }
 
-/// Who is asking: an authenticated user, or anonymous.
+/// Who is asking: an authenticated user, a guest (an anonymous identity kept by
+/// a browser), or nobody in particular.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Identity {
     /// No (valid) token was presented.
     #[default]
     Anonymous,
-    /// A verified token.
+    /// A guest token: owns its conversations, but is not authenticated.
+    Guest(String),
+    /// A verified user token.
     User(AuthUser),
 }
 
+/// The owner key of conversations started without any token. They are shared by
+/// every caller without a token (documented): use a guest or user token for
+/// private conversations.
+pub const PUBLIC_OWNER: &str = "public";
+
 impl Identity {
-    /// The owner key for streams this identity starts (`None` for anonymous:
-    /// their streams are reachable by whoever holds the unguessable stream id).
-    pub fn owner(&self) -> Option<&str> {
+    /// The owner key of what this identity starts: `user:<sub>`, `guest:<id>`,
+    /// or `None` without a token (such streams are reachable by whoever holds
+    /// the unguessable stream id).
+    pub fn owner(&self) -> Option<String> {
         match self {
             Identity::Anonymous => None,
-            Identity::User(user) => Some(&user.id),
+            Identity::Guest(id) => Some(format!("guest:{id}")),
+            Identity::User(user) => Some(format!("user:{}", user.id)),
         }
+    }
+
+    /// The owner key of conversations: [`Identity::owner`], or [`PUBLIC_OWNER`].
+    pub fn conversation_owner(&self) -> String {
+        self.owner().unwrap_or_else(|| PUBLIC_OWNER.to_owned())
     }
 
     /// Whether a token was verified.
@@ -103,8 +122,30 @@ impl JwtKeys {
         }
     }
 
-    /// Verifies a token and returns the user it names.
+    /// Verifies a token and returns who it names: a user or a guest.
+    pub fn identity(&self, token: &str) -> Result<Identity, TokenError> {
+        let claims = self.claims(token)?;
+        if claims.rill_guest {
+            return Ok(Identity::Guest(claims.sub));
+        }
+        Ok(Identity::User(AuthUser {
+            id: claims.sub,
+            email: claims.email,
+            name: claims.name,
+        }))
+    }
+
+    /// Verifies a user token and returns the user it names (guest tokens are
+    /// not users: `Invalid`).
     pub fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
+        match self.identity(token)? {
+            Identity::User(user) => Ok(user),
+            _ => Err(TokenError::Invalid),
+        }
+    }
+
+    /// A token's verified claims.
+    fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -114,11 +155,22 @@ impl JwtKeys {
         if claims.sub.is_empty() {
             return Err(TokenError::Invalid);
         }
-        Ok(AuthUser {
-            id: claims.sub,
-            email: claims.email,
-            name: claims.name,
-        })
+        Ok(claims)
+    }
+
+    /// Mints a guest token for a new random identity, valid for `ttl_secs`.
+    pub fn mint_guest(&self, ttl_secs: u64) -> (String, String) {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = unix_now_secs();
+        let claims = Claims {
+            sub: id.clone(),
+            email: None,
+            name: None,
+            exp: now + ttl_secs,
+            iat: now,
+            rill_guest: true,
+        };
+        (id, self.sign(&claims))
     }
 
     /// Mints a token for `sub` valid for `ttl_secs`.
@@ -136,9 +188,14 @@ impl JwtKeys {
             name: name.map(str::to_owned),
             exp: now + ttl_secs,
             iat: now,
+            rill_guest: false,
         };
-        // HS256 signing of a serializable struct cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.sign(&claims)
+    }
+
+    /// Signs claims (HS256 signing of a serializable struct cannot fail).
+    fn sign(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .unwrap_or_default()
     }
 }
@@ -221,6 +278,7 @@ mod tests {
                 name: None,
                 exp: 1,
                 iat: 0,
+                rill_guest: false,
             };
             jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k"))
                 .unwrap()
@@ -228,6 +286,21 @@ mod tests {
         assert!(matches!(keys.verify(&expired), Err(TokenError::Expired)));
         assert!(matches!(keys.verify("not.a.jwt"), Err(TokenError::Invalid)));
         assert!(matches!(keys.verify(""), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn guest_tokens_are_guests_not_users() {
+        let keys = JwtKeys::from_secret(b"k");
+        let (id, token) = keys.mint_guest(60);
+        let identity = keys.identity(&token).unwrap();
+        assert_eq!(identity, Identity::Guest(id.clone()));
+        assert_eq!(identity.owner(), Some(format!("guest:{id}")));
+        assert!(!identity.is_authenticated());
+        assert!(matches!(keys.verify(&token), Err(TokenError::Invalid)));
+        // A user whose sub looks like a guest's still has a distinct owner key.
+        let user = keys.identity(&keys.mint(&id, None, None, 60)).unwrap();
+        assert_ne!(user.owner(), identity.owner());
+        assert_eq!(Identity::Anonymous.conversation_owner(), PUBLIC_OWNER);
     }
 
     #[test]

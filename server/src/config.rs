@@ -59,9 +59,29 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_ADDR")]
     pub addr: Option<SocketAddr>,
 
-    /// Directory for rill's files (the generated JWT secret; later the SQLite database).
+    /// Directory for rill's files: the generated JWT secret and, unless
+    /// --database-url says otherwise, the SQLite database rill.db.
     #[arg(long, env = "RILL_DATA_DIR", default_value = "rill-data")]
     pub data_dir: PathBuf,
+
+    /// Where conversations are kept: postgres://user:pass@host/db, or
+    /// sqlite://path/to/file.db. Unset: SQLite in <data-dir>/rill.db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Most earlier messages of a conversation sent to the model with a question.
+    #[arg(long, env = "RILL_HISTORY_MAX_MESSAGES", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub history_max_messages: u32,
+
+    /// Most characters of earlier messages sent to the model (the oldest are
+    /// dropped first, whole messages only).
+    #[arg(long, env = "RILL_HISTORY_MAX_CHARS", default_value_t = 32_000)]
+    pub history_max_chars: u32,
+
+    /// Least milliseconds between two saves of a reply being generated (a crash
+    /// loses at most this much of it).
+    #[arg(long, env = "RILL_CHECKPOINT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub checkpoint_ms: u64,
 
     /// HS256 secret for JWTs. When unset, rill generates one and keeps it in
     /// <data-dir>/jwt-secret, so `rill token` and the server agree.
@@ -250,6 +270,41 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Where replies come from.
     pub provider: ProviderConfig,
+    /// The database, when not the SQLite file in `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
+    /// History budget: messages.
+    pub history_max_messages: usize,
+    /// History budget: characters.
+    pub history_max_chars: usize,
+    /// Least time between checkpoints of a reply.
+    pub checkpoint_interval: Duration,
+}
+
+/// A database URL; its password never shows in logs or debug output.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.clone();
+        };
+        match rest.split_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.clone(),
+            },
+            None => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 impl Config {
@@ -304,6 +359,14 @@ impl Config {
                     retry_backoff: Duration::from_secs(1),
                 }),
             },
+            database_url: args
+                .database_url
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .map(DatabaseUrl),
+            history_max_messages: args.history_max_messages as usize,
+            history_max_chars: args.history_max_chars as usize,
+            checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
             allow_origins: args
                 .allow_origins
                 .iter()
@@ -408,6 +471,10 @@ mod tests {
             ),
             ("--idle-timeout-secs", "RILL_IDLE_TIMEOUT_SECS"),
             ("--upstream-retries", "RILL_UPSTREAM_RETRIES"),
+            ("--database-url", "DATABASE_URL"),
+            ("--history-max-messages", "RILL_HISTORY_MAX_MESSAGES"),
+            ("--history-max-chars", "RILL_HISTORY_MAX_CHARS"),
+            ("--checkpoint-ms", "RILL_CHECKPOINT_MS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
             assert!(help.contains(env), "help lacks {env}");
@@ -425,6 +492,15 @@ mod tests {
         ]);
         let config = Config::from_args_and_port(&args, None);
         assert!(!format!("{config:?}").contains("sk-very-secret-key"));
+    }
+
+    #[test]
+    fn database_passwords_never_show() {
+        let url = DatabaseUrl("postgres://rill:hunter2@db:5432/rill".into());
+        assert_eq!(url.redacted(), "postgres://rill:***@db:5432/rill");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let plain = DatabaseUrl("sqlite:///var/lib/rill.db".into());
+        assert_eq!(plain.redacted(), "sqlite:///var/lib/rill.db");
     }
 
     #[test]

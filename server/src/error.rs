@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use rill_protocol::{ErrorCode, FrameError, ServerEvent};
 
 use crate::auth::TokenError;
+use crate::store::StoreError;
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum Error {
     /// An unknown or expired stream. 404.
     #[error("Stream not found or expired")]
     StreamNotFound,
+    /// No such conversation or message (for this caller). 404.
+    #[error("{0}")]
+    NotFound(&'static str),
     /// Someone else's resource. 403.
     #[error("Forbidden: this belongs to another user")]
     Forbidden,
@@ -60,6 +64,16 @@ impl From<FrameError> for Error {
     }
 }
 
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Forbidden => Error::Forbidden,
+            StoreError::NotFound => Error::NotFound("Conversation not found"),
+            StoreError::Database(error) => Error::Internal(format!("store: {error}")),
+        }
+    }
+}
+
 impl Error {
     /// The protocol error code.
     pub fn code(&self) -> ErrorCode {
@@ -73,6 +87,7 @@ impl Error {
             Error::Overloaded => ErrorCode::Overloaded,
             Error::StreamNotFound => ErrorCode::StreamNotFound,
             Error::Forbidden => ErrorCode::Forbidden,
+            Error::NotFound(_) => ErrorCode::NotFound,
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Provider(_) => ErrorCode::ProviderError,
             Error::Internal(_) => ErrorCode::ProcessingError,
@@ -88,7 +103,7 @@ impl Error {
             Error::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Error::StreamNotFound => StatusCode::NOT_FOUND,
+            Error::StreamNotFound | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::Provider(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -148,6 +163,7 @@ mod tests {
             Error::Overloaded,
             Error::StreamNotFound,
             Error::Forbidden,
+            Error::NotFound(""),
             Error::Unsupported(""),
             Error::Provider(String::new()),
             Error::Internal(String::new()),

@@ -43,12 +43,13 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::auth::JwtKeys;
-use crate::config::ProviderConfig;
+use crate::config::{DatabaseUrl, ProviderConfig};
 use crate::engine::{Engine, EngineLimits};
 use crate::hub::Hub;
 use crate::provider::Provider;
 use crate::provider::demo::DemoProvider;
 use crate::provider::openai::OpenAiProvider;
+use crate::store::{SqlStore, Store};
 
 /// Everything a request handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -76,9 +77,30 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    /// Builds the state: keys (reading or creating the secret), hub, provider.
-    pub fn new(config: Config) -> std::io::Result<Self> {
+    /// Builds the state: keys (reading or creating the secret), the store (opened
+    /// and migrated; replies a crash left `streaming` become `interrupted`), hub,
+    /// provider.
+    pub async fn new(config: Config) -> std::io::Result<Self> {
         let keys = JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir)?;
+        let database = config.database_url.as_ref().map(|u| u.0.as_str());
+        let where_ = config.database_url.as_ref().map_or_else(
+            || format!("SQLite {}", config.data_dir.join("rill.db").display()),
+            DatabaseUrl::redacted,
+        );
+        let store = SqlStore::open(database, &config.data_dir)
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot open the store ({where_}): {e}")))?;
+        let interrupted = store
+            .mark_interrupted()
+            .await
+            .map_err(|e| std::io::Error::other(format!("store ({where_}): {e}")))?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "replies cut by the last stop are marked interrupted"
+            );
+        }
+        tracing::info!(store = %where_, "conversations store ready");
         let hub = Hub::new(config.stream_retention, config.replay);
         let provider: Arc<dyn Provider> = match &config.provider {
             ProviderConfig::Demo => {
@@ -91,10 +113,14 @@ impl AppState {
         let engine = Engine::new(
             hub,
             provider,
+            Arc::new(store),
             EngineLimits {
                 max_personas: config.max_personas,
                 max_streams: config.max_streams,
                 detach_grace: config.detach_grace,
+                history_max_messages: config.history_max_messages,
+                history_max_chars: config.history_max_chars,
+                checkpoint_interval: config.checkpoint_interval,
             },
         );
         let leptos = LeptosOptions::builder()

@@ -59,7 +59,7 @@ fn serve(server: &ServerArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let addr = config.addr;
-        let state = match rill::AppState::new(config) {
+        let state = match rill::AppState::new(config).await {
             Ok(state) => state,
             Err(error) => {
                 eprintln!("rill: cannot start: {error}");

@@ -24,6 +24,7 @@ use crate::AppState;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::hub::{AttachError, Subscription};
+use rill_protocol::AuthUser;
 
 /// Frames waiting to be written to one socket. Bounded: a slow reader makes its
 /// forwarders wait (they read a larger batch from the stream's log afterwards);
@@ -232,7 +233,7 @@ impl Session {
                         )))
                         .await;
                 }
-                match self.state.engine.start(&self.identity, request) {
+                match self.state.engine.start(&self.identity, request).await {
                     Ok(started) => {
                         for stream in started.streams {
                             // A fresh stream always attaches from the start.
@@ -306,9 +307,18 @@ impl Session {
     }
 
     async fn on_auth(&mut self, token: &str) -> Result<(), Closed> {
-        match self.state.keys.verify(token) {
-            Ok(user) => {
-                self.identity = Identity::User(user.clone());
+        match self.state.keys.identity(token) {
+            Ok(identity) => {
+                let user = match &identity {
+                    Identity::User(user) => user.clone(),
+                    // A guest token names an anonymous identity, not a person.
+                    _ => AuthUser {
+                        id: identity.conversation_owner(),
+                        email: None,
+                        name: Some("Guest".into()),
+                    },
+                };
+                self.identity = identity;
                 self.send(&ServerEvent::AuthSuccess {
                     message: "Authentication successful".into(),
                     user,

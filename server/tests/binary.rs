@@ -159,3 +159,70 @@ async fn a_busy_port_is_a_clear_error() {
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     std::fs::remove_dir_all(data_dir).unwrap();
 }
+
+/// The text of the token frames among `frames`.
+fn token_text(frames: &[serde_json::Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "token")
+        .filter_map(|f| f["token"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reply_cut_by_a_killed_server_survives_as_interrupted() {
+    let data_dir = temp_dir();
+    let (rill, addr) = spawn_rill(
+        &data_dir,
+        &["--demo-tokens", "1000000", "--checkpoint-ms", "200"],
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat"))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "Tell me everything", "session_id": "crash-1"}),
+    )
+    .await;
+    // Read for a while (several checkpoints), then kill -9 mid-reply.
+    let mut frames = Vec::new();
+    let began = std::time::Instant::now();
+    while began.elapsed() < Duration::from_millis(1500) {
+        frames.push(recv(&mut ws).await);
+    }
+    drop(rill);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(FRAME_TIMEOUT, ws.next()).await {
+        if let Message::Text(text) = message {
+            frames.push(serde_json::from_str(&text).unwrap());
+        }
+    }
+    let seen = token_text(&frames);
+    assert!(
+        !frames.iter().any(|f| f["type"] == "complete"),
+        "the reply was still running"
+    );
+
+    let (rill, addr) = spawn_rill(&data_dir, &[]).await;
+    let conversation: serde_json::Value =
+        reqwest::get(format!("http://{addr}/api/v1/conversations/crash-1"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let messages = conversation["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{conversation}");
+    assert_eq!(messages[0]["content"], "Tell me everything");
+    assert_eq!(messages[0]["status"], "complete");
+    let reply = &messages[1];
+    assert_eq!(reply["status"], "interrupted", "{reply}");
+    let saved = reply["content"].as_str().unwrap();
+    assert!(!saved.is_empty(), "checkpoints were written");
+    assert!(
+        seen.starts_with(saved),
+        "the saved text is what clients saw, up to the last checkpoint"
+    );
+    drop(rill);
+    std::fs::remove_dir_all(data_dir).unwrap();
+}

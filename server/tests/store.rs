@@ -4,7 +4,7 @@
 
 mod common;
 
-use rill::store::{MessageStatus, NewMessage, Store, StoreError};
+use rill::store::{MessageStatus, NewMessage, SqlStore, Store, StoreError};
 
 /// Where the PostgreSQL tests connect.
 fn postgres_url() -> String {
@@ -30,9 +30,11 @@ impl Cleanup {
 }
 
 /// A store on a fresh SQLite file and one on a fresh PostgreSQL schema.
-async fn stores() -> (Vec<(&'static str, Store)>, Cleanup) {
+async fn stores() -> (Vec<(&'static str, SqlStore)>, Cleanup) {
     let dir = common::temp_dir();
-    let sqlite = Store::open(None, &dir).await.expect("SQLite store opens");
+    let sqlite = SqlStore::open(None, &dir)
+        .await
+        .expect("SQLite store opens");
     sqlx::any::install_default_drivers();
     let schema = format!("rill_test_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::AnyPool::connect(&postgres_url())
@@ -51,7 +53,7 @@ async fn stores() -> (Vec<(&'static str, Store)>, Cleanup) {
         "{}{separator}options=-c%20search_path%3D{schema}",
         postgres_url()
     );
-    let postgres = Store::open(Some(&url), &dir)
+    let postgres = SqlStore::open(Some(&url), &dir)
         .await
         .expect("PostgreSQL store opens");
     let cleanup = Cleanup { admin, schema, dir };
@@ -221,22 +223,49 @@ async fn lists_are_per_owner_newest_first_and_delete_removes_messages() {
             .ensure_conversation("other", "user:b", None, "")
             .await
             .unwrap();
-        let ids: Vec<String> = store
-            .conversations("user:a", 50)
+        let ids = |page: &rill::store::ConversationPage| -> Vec<String> {
+            page.conversations.iter().map(|c| c.id.clone()).collect()
+        };
+        let all = store.conversations("user:a", 50, None).await.unwrap();
+        assert_eq!(ids(&all), ["new", "mid", "old"], "{backend}");
+        assert_eq!(all.next, None);
+        // Pages follow each other without gaps or repeats.
+        let first = store.conversations("user:a", 2, None).await.unwrap();
+        assert_eq!(ids(&first), ["new", "mid"], "{backend}");
+        let second = store
+            .conversations("user:a", 2, first.next.as_deref())
             .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        assert_eq!(ids, ["new", "mid", "old"], "{backend}");
-        assert_eq!(store.conversations("user:a", 2).await.unwrap().len(), 2);
+            .unwrap();
+        assert_eq!(ids(&second), ["old"], "{backend}");
+        assert_eq!(second.next, None);
+        // A garbage cursor starts from the top rather than failing.
+        let garbage = store
+            .conversations("user:a", 50, Some("not-a-cursor"))
+            .await
+            .unwrap();
+        assert_eq!(garbage.conversations.len(), 3);
+        assert!(matches!(
+            store.delete_conversation("user:b", "mid").await,
+            Err(StoreError::Forbidden)
+        ));
         store.delete_conversation("user:a", "mid").await.unwrap();
         assert!(matches!(
             store.messages("user:a", "mid").await,
             Err(StoreError::NotFound)
         ));
-        assert_eq!(store.conversations("user:a", 50).await.unwrap().len(), 2);
-        assert_eq!(store.conversations("user:b", 50).await.unwrap().len(), 1);
+        let count = |owner| {
+            let store = store.clone();
+            async move {
+                store
+                    .conversations(owner, 50, None)
+                    .await
+                    .unwrap()
+                    .conversations
+                    .len()
+            }
+        };
+        assert_eq!(count("user:a").await, 2);
+        assert_eq!(count("user:b").await, 1);
     }
     cleanup.run().await;
 }
@@ -245,7 +274,7 @@ async fn lists_are_per_owner_newest_first_and_delete_removes_messages() {
 async fn sqlite_data_survives_reopening_and_migrations_run_once() {
     let dir = common::temp_dir();
     {
-        let store = Store::open(None, &dir).await.unwrap();
+        let store = SqlStore::open(None, &dir).await.unwrap();
         store
             .ensure_conversation("kept", "user:a", None, "Kept")
             .await
@@ -255,9 +284,66 @@ async fn sqlite_data_survives_reopening_and_migrations_run_once() {
             .await
             .unwrap();
     }
-    let reopened = Store::open(None, &dir).await.unwrap();
+    let reopened = SqlStore::open(None, &dir).await.unwrap();
     let messages = reopened.messages("user:a", "kept").await.unwrap();
     assert_eq!(messages[0].content, "remember me");
     assert!(dir.join("rill.db").exists());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn rename_truncate_and_find_by_message_respect_the_owner() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        store
+            .ensure_conversation("c", "guest:g", None, "First question")
+            .await
+            .unwrap();
+        for (id, text) in [("m1", "one"), ("m2", "two"), ("m3", "three")] {
+            store
+                .add_message(user_message(id, "c", text))
+                .await
+                .unwrap();
+        }
+        let renamed = store.rename("guest:g", "c", "Renamed").await.unwrap();
+        assert_eq!(renamed.title, "Renamed", "{backend}");
+        assert!(matches!(
+            store.rename("guest:h", "c", "Stolen").await,
+            Err(StoreError::Forbidden)
+        ));
+        assert_eq!(
+            store
+                .conversation_of_message("guest:g", "m2")
+                .await
+                .unwrap()
+                .id,
+            "c"
+        );
+        assert!(matches!(
+            store.conversation_of_message("guest:h", "m2").await,
+            Err(StoreError::Forbidden)
+        ));
+        assert!(matches!(
+            store.conversation_of_message("guest:g", "nope").await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.truncate_from("guest:h", "c", "m2").await,
+            Err(StoreError::Forbidden)
+        ));
+        assert!(matches!(
+            store.truncate_from("guest:g", "c", "nope").await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.truncate_from("guest:g", "c", "m2").await.unwrap(), 2);
+        let left: Vec<String> = store
+            .messages("guest:g", "c")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.content)
+            .collect();
+        assert_eq!(left, ["one"], "{backend}");
+    }
+    cleanup.run().await;
 }

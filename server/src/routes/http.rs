@@ -12,7 +12,7 @@ use rill_protocol::{ErrorCode, MessageRequest, Metadata, ServerEvent};
 use serde::Serialize;
 
 use crate::AppState;
-use crate::auth::{Identity, bearer_token};
+use crate::auth::Identity;
 use crate::error::Error;
 use crate::hub::Stream;
 
@@ -31,30 +31,18 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The caller's identity from `Authorization: Bearer` or `?token=`; a bad token
-/// is 401 AUTH_FAILED.
+/// The caller's identity from `?token=`, `Authorization: Bearer` or the
+/// `rill_token` cookie; a bad explicit token is 401 AUTH_FAILED.
 pub struct Caller(pub Identity);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
         let query_token = Query::<TokenQuery>::try_from_uri(&parts.uri)
             .ok()
-            .and_then(|Query(q)| q.token)
-            .filter(|t| !t.is_empty());
-        match header
-            .and_then(bearer_token)
-            .map(str::to_owned)
-            .or(query_token)
-        {
-            Some(token) => Ok(Caller(Identity::User(state.keys.verify(&token)?))),
-            None => Ok(Caller(Identity::Anonymous)),
-        }
+            .and_then(|Query(q)| q.token);
+        super::caller_identity(state, &parts.headers, query_token.as_deref()).map(Caller)
     }
 }
 
@@ -108,7 +96,7 @@ async fn chat(
 ) -> Result<Json<ChatResponse>, Error> {
     let identity = caller.may_start(&state)?;
     let request = read_message_request(&state, body).await?;
-    let started = state.engine.start(&identity, request)?;
+    let started = state.engine.start(&identity, request).await?;
     let mut replies = Vec::with_capacity(started.streams.len());
     for stream in &started.streams {
         replies.push(wait_for_reply(stream).await?);
@@ -185,7 +173,7 @@ async fn start_streams(
 ) -> Result<(StatusCode, Json<StartedStreams>), Error> {
     let identity = caller.may_start(&state)?;
     let request = read_message_request(&state, body).await?;
-    let started = state.engine.start(&identity, request)?;
+    let started = state.engine.start(&identity, request).await?;
     Ok((
         StatusCode::CREATED,
         Json(StartedStreams {

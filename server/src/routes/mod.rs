@@ -1,11 +1,13 @@
 //! HTTP routes. Each module exposes `router()`; they are merged in [`app`].
 //!
 //! - [`ws`]: `GET /ws/chat`, the native WebSocket dialect.
+//! - [`conversations`]: `/api/v1/conversations…` and guest identities.
 //! - [`http`]: `POST /api/v1/chat`, `POST /api/v1/streams`, cancel, `GET /health`.
 //! - [`sse`]: server-sent events (`/api/v1/chat/stream`, `/api/v1/streams/{id}/events`).
 //! - [`poll`]: long-poll (`/api/v1/streams/{id}/poll`).
 //! - [`pages`]: the Leptos UI, `GET /ws/test`, and the compiled site's files.
 
+pub mod conversations;
 pub mod http;
 pub mod pages;
 pub mod poll;
@@ -13,16 +15,81 @@ pub mod sse;
 pub mod ws;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
+use crate::auth::{Identity, bearer_token};
+use crate::error::Error;
+
+/// The cookie holding the browser's token (a guest token the pages set, or a
+/// user token the embedding site sets).
+pub const TOKEN_COOKIE: &str = "rill_token";
+
+/// Who is calling: the token of `query_token`, else `Authorization: Bearer`, else
+/// the `rill_token` cookie. A bad explicit token is an error (AUTH_FAILED); a bad
+/// or expired cookie is ignored (the page sets a fresh one). The cookie counts
+/// only for requests from this server's own pages or an allowed origin, so
+/// another site cannot ride on it (cross-site WebSocket hijacking).
+pub(crate) fn caller_identity(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Identity, Error> {
+    let explicit = query_token.filter(|t| !t.is_empty()).or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+    });
+    if let Some(token) = explicit {
+        return Ok(state.keys.identity(token)?);
+    }
+    if !origin_may_use_cookie(state, headers) {
+        return Ok(Identity::Anonymous);
+    }
+    Ok(cookie_token(headers)
+        .and_then(|token| state.keys.identity(token).ok())
+        .unwrap_or_default())
+}
+
+/// The `rill_token` cookie's value, if sent.
+pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether the request's `Origin` (if any) is this server itself or allowed.
+fn origin_may_use_cookie(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    host == Some(origin_host)
+        || state
+            .config
+            .allow_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+}
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .merge(ws::router())
         .merge(http::router())
+        .merge(conversations::router())
         .merge(sse::router())
         .merge(poll::router())
         .merge(pages::router(&state));

@@ -45,7 +45,7 @@ async fn chat_stream(
 ) -> Result<Response, Error> {
     let identity = caller.may_start(&state)?;
     let request = read_message_request(&state, body).await?;
-    let started = state.engine.start(&identity, request)?;
+    let started = state.engine.start(&identity, request).await?;
     let subscriptions = started
         .streams
         .iter()

@@ -8,7 +8,6 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::{Identity, bearer_token};
 use crate::error::Error;
 use crate::session::{self, SessionParams};
 
@@ -40,19 +39,9 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
-    let token = query.token.filter(|t| !t.is_empty()).or_else(|| {
-        headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .map(str::to_owned)
-    });
     // A bad token is refused before the upgrade (401 AUTH_FAILED), so a client
     // never believes it is authenticated when it is not.
-    let identity = match token {
-        Some(token) => Identity::User(state.keys.verify(&token)?),
-        None => Identity::Anonymous,
-    };
+    let identity = super::caller_identity(&state, &headers, query.token.as_deref())?;
     let partial = matches!(query.partial.as_deref(), Some("1" | "true" | "yes"));
     let hard_limit = state.config.ws_hard_limit();
     Ok(upgrade

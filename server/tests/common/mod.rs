@@ -73,7 +73,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let data_dir = temp_dir();
     let mut config = Config::for_tests(data_dir.clone());
     adjust(&mut config);
-    let state = AppState::new(config).unwrap();
+    let state = AppState::new(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(rill::serve(listener, state.clone(), std::future::pending()));

@@ -1,0 +1,85 @@
+//! The bodies of the conversation routes (`/api/v1/conversations…`), shared by
+//! the server (which writes them) and the UI (which reads them).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Usage;
+
+/// A conversation in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// Its id (the wire's `session_id`).
+    pub id: String,
+    /// Its title (the first question, until renamed).
+    pub title: String,
+    /// The client's customer reference, if one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Milliseconds since the Unix epoch (last message); lists are newest first.
+    pub updated_at: i64,
+}
+
+/// `GET /api/v1/conversations`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationList {
+    /// The conversations of this page.
+    pub conversations: Vec<ConversationSummary>,
+    /// Pass as `?after=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationMessage {
+    /// Its id (`replace_from` takes it; a reply's is `start.message_id`).
+    pub id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// The persona that answered (replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona_id: Option<String>,
+    /// The model that answered (replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The text (while `streaming`, the last checkpoint).
+    pub content: String,
+    /// `complete`, `streaming`, `cancelled`, `interrupted` or `error`.
+    pub status: String,
+    /// Token counts, when the provider reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The stream that produced it (replies); attach to it while `streaming`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// `GET /api/v1/conversations/{id}`: the conversation and its messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationDetail {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: ConversationSummary,
+    /// Its messages, oldest first.
+    pub messages: Vec<ConversationMessage>,
+}
+
+/// `PATCH /api/v1/conversations/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameConversation {
+    /// The new title: 1 to 200 characters, no control characters.
+    pub title: String,
+}
+
+/// `POST /api/v1/auth/guest`: an anonymous identity's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestToken {
+    /// A JWT to send like any token (auth frame, Bearer, `?token=`).
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}

@@ -1,0 +1,699 @@
+//! Conversations through the server: the question and the reply are stored,
+//! history reaches the model within its budget, every conversation id form
+//! resolves, ownership holds on every route, and the HTTP conversation routes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::upstream::{API_KEY, start_upstream};
+use common::*;
+use rill::config::ProviderConfig;
+use rill::provider::openai::OpenAiSettings;
+use serde_json::{Value, json};
+
+/// A request to `path` with an optional bearer token: (status, JSON body or Null).
+async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, server.http(path));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Sends `frame` on a fresh WebSocket authenticated with `token` (if any) and
+/// returns every frame up to the terminal one.
+async fn ask(server: &TestServer, token: Option<&str>, frame: Value) -> Vec<Value> {
+    let mut ws = server.ws().await;
+    if let Some(token) = token {
+        send(&mut ws, json!({"type": "auth", "token": token})).await;
+        assert_eq!(recv(&mut ws).await["type"], "auth_success");
+    }
+    send(&mut ws, frame).await;
+    let first = recv(&mut ws).await;
+    if first["type"] == "error" {
+        return vec![first];
+    }
+    let mut frames = vec![first];
+    frames.extend(recv_until_done(&mut ws, 1).await);
+    frames
+}
+
+#[tokio::test]
+async fn question_and_reply_are_stored_in_the_named_conversation() {
+    let server = start().await;
+    let alice = server.token("alice");
+    let frames = ask(
+        &server,
+        Some(&alice),
+        json!({"type": "message", "message": "Hello there\nsecond line", "session_id": "python-session-1", "customer_id": "cust-9"}),
+    )
+    .await;
+    let start = &frames[0];
+    assert_eq!(start["type"], "start");
+    assert_eq!(start["session_id"], "python-session-1");
+    let (text, complete) = check_stream(&frames, start["stream_id"].as_str().unwrap());
+    assert_eq!(complete["session_id"], "python-session-1");
+
+    let (status, conversation) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/python-session-1",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{conversation}");
+    assert_eq!(conversation["title"], "Hello there");
+    assert_eq!(conversation["customer_id"], "cust-9");
+    let messages = conversation["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(messages[0]["content"], "Hello there\nsecond line");
+    assert_eq!(messages[0]["id"], start["user_message_id"]);
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[1]["id"], start["message_id"]);
+    assert_eq!(messages[1]["content"], text.as_str());
+    assert_eq!(messages[1]["status"], "complete");
+    assert_eq!(messages[1]["stream_id"], start["stream_id"]);
+    assert_eq!(messages[1]["persona_id"], "assistant");
+
+    // Without a session id the server makes one, and it is listed.
+    let frames = ask(
+        &server,
+        Some(&alice),
+        json!({"type": "message", "message": "Another"}),
+    )
+    .await;
+    let new_id = frames[0]["session_id"].as_str().unwrap().to_owned();
+    let (_, list) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations",
+        Some(&alice),
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [new_id.as_str(), "python-session-1"], "newest first");
+}
+
+#[tokio::test]
+async fn cancelled_replies_are_stored_as_cancelled_with_their_text() {
+    let server = start_with(|c| {
+        c.demo_delay = Duration::from_millis(20);
+        c.demo_tokens = 5000;
+    })
+    .await;
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "long", "session_id": "s-cancel"}),
+    )
+    .await;
+    let start = recv(&mut ws).await;
+    let stream_id = start["stream_id"].as_str().unwrap().to_owned();
+    loop {
+        if recv(&mut ws).await["type"] == "token" {
+            break;
+        }
+    }
+    send(&mut ws, json!({"type": "cancel", "stream_id": stream_id})).await;
+    let frames = recv_until_done(&mut ws, 1).await;
+    let complete = frames.last().unwrap();
+    assert_eq!(complete["metadata"]["finish_reason"], "cancelled");
+    // No token: the conversation is public (reachable by id without a token).
+    let conversation = get_json(&server, "/api/v1/conversations/s-cancel").await;
+    let reply = &conversation["messages"][1];
+    assert_eq!(reply["status"], "cancelled");
+    assert_eq!(reply["content"], complete["response"]);
+    assert!(!reply["content"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ownership_holds_on_every_route() {
+    let server = start().await;
+    let alice = server.token("alice");
+    let bob = server.token("bob");
+    let guest = call(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/auth/guest",
+        None,
+        None,
+    )
+    .await
+    .1["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let frames = ask(
+        &server,
+        Some(&alice),
+        json!({"type": "message", "message": "secret", "session_id": "alice-1"}),
+    )
+    .await;
+    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
+    let reply_id = frames[0]["message_id"].as_str().unwrap().to_owned();
+
+    // Continuing someone else's conversation, under each of its names.
+    for (who, token) in [
+        ("bob", Some(bob.as_str())),
+        ("guest", Some(guest.as_str())),
+        ("nobody", None),
+    ] {
+        for frame in [
+            json!({"type": "message", "message": "hi", "session_id": "alice-1"}),
+            json!({"type": "message", "message": "hi", "chat_id": "alice-1"}),
+            json!({"type": "message", "message": "hi", "previous_response_id": reply_id}),
+        ] {
+            let answer = ask(&server, token, frame.clone()).await;
+            assert_eq!(answer[0]["type"], "error", "{who}: {frame}");
+            assert_eq!(answer[0]["code"], "FORBIDDEN", "{who}: {frame}");
+        }
+        let (status, body) = post_chat(
+            &server,
+            json!({"message": "hi", "session_id": "alice-1"}).to_string(),
+            token,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "{who}"
+        );
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let (status, body) = call(
+                &server,
+                method.clone(),
+                "/api/v1/conversations/alice-1",
+                token,
+                None,
+            )
+            .await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (403, Some("FORBIDDEN")),
+                "{who} {method}"
+            );
+        }
+        let (status, _) = call(
+            &server,
+            reqwest::Method::PATCH,
+            "/api/v1/conversations/alice-1",
+            token,
+            Some(json!({"title": "mine now"})),
+        )
+        .await;
+        assert_eq!(status, 403, "{who}");
+        // Someone else's stream cannot be resumed either.
+        let mut ws = server.ws().await;
+        if let Some(token) = token {
+            send(&mut ws, json!({"type": "auth", "token": token})).await;
+            recv(&mut ws).await;
+        }
+        send(
+            &mut ws,
+            json!({"type": "resume", "stream_id": stream_id, "after_seq": 0}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await["code"], "FORBIDDEN", "{who}");
+    }
+    // Nobody else lists it; without any token there is no list at all.
+    for token in [&bob, &guest] {
+        let (_, list) = call(
+            &server,
+            reqwest::Method::GET,
+            "/api/v1/conversations",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(list["conversations"], json!([]));
+    }
+    let (status, body) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("AUTH_REQUIRED"))
+    );
+    // Alice's conversation is intact, and hers to delete.
+    let (_, mine) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/alice-1",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(mine["messages"].as_array().unwrap().len(), 2, "{mine}");
+    let (status, _) = call(
+        &server,
+        reqwest::Method::DELETE,
+        "/api/v1/conversations/alice-1",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, body) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/alice-1",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
+}
+
+#[tokio::test]
+async fn guests_own_their_conversations_by_token_or_cookie() {
+    let server = start().await;
+    let response = reqwest::Client::new()
+        .post(server.http("/api/v1/auth/guest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with("rill_token=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let body: Value = response.json().await.unwrap();
+    let token = body["token"].as_str().unwrap();
+    // A guest token is not a user: auth_success names the guest.
+    let frames = ask(
+        &server,
+        Some(token),
+        json!({"type": "message", "message": "guest question"}),
+    )
+    .await;
+    let session = frames[0]["session_id"].as_str().unwrap();
+    // The cookie alone identifies the guest (same-origin or no Origin).
+    let cookie_pair = cookie.split(';').next().unwrap();
+    let list: Value = reqwest::Client::new()
+        .get(server.http("/api/v1/conversations"))
+        .header("cookie", cookie_pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["conversations"][0]["id"], session);
+    // …but not from another site's page.
+    let foreign = reqwest::Client::new()
+        .get(server.http("/api/v1/conversations"))
+        .header("cookie", cookie_pair)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status().as_u16(), 401);
+    // A stale or forged cookie is ignored, not an error.
+    let stale: Value = reqwest::Client::new()
+        .get(server.http(&format!("/api/v1/conversations/{session}")))
+        .header("cookie", "rill_token=garbage")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stale["code"], "FORBIDDEN");
+
+    let strict = start_with(|c| c.auth_required = true).await;
+    let (status, body) = call(
+        &strict,
+        reqwest::Method::POST,
+        "/api/v1/auth/guest",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("AUTH_REQUIRED"))
+    );
+}
+
+#[tokio::test]
+async fn conversation_ids_resolve_under_every_name() {
+    let server = start().await;
+    let token = server.token("carol");
+    let first = ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "one", "chat_id": 7}),
+    )
+    .await;
+    assert_eq!(
+        first[0]["session_id"], "7",
+        "seed 004 sends numeric chat ids"
+    );
+    let reply_id = first[0]["message_id"].as_str().unwrap();
+    let second = ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "two", "previous_response_id": reply_id}),
+    )
+    .await;
+    assert_eq!(
+        second[0]["session_id"], "7",
+        "a reply id continues its conversation"
+    );
+    let third = ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "three", "previous_response_id": "fresh-conv"}),
+    )
+    .await;
+    assert_eq!(
+        third[0]["session_id"], "fresh-conv",
+        "an unknown id names a new conversation"
+    );
+    let (_, seven) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/7",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(seven["messages"].as_array().unwrap().len(), 4);
+    // Bad ids are refused with their codes and nothing is stored.
+    for (frame, code) in [
+        (
+            json!({"type": "message", "message": "x", "session_id": "a\u{0}b"}),
+            "INVALID_MESSAGE",
+        ),
+        (
+            json!({"type": "message", "message": "x", "session_id": "s".repeat(500)}),
+            "INVALID_MESSAGE",
+        ),
+        (
+            json!({"type": "message", "message": "x", "chat_id": [1]}),
+            "INVALID_MESSAGE",
+        ),
+        (
+            json!({"type": "message", "message": "x", "session_id": "7", "replace_from": "no-such-message"}),
+            "NOT_FOUND",
+        ),
+    ] {
+        let answer = ask(&server, Some(&token), frame.clone()).await;
+        assert_eq!(answer[0]["code"], code, "{frame}");
+    }
+    let (_, seven) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/7",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        seven["messages"].as_array().unwrap().len(),
+        4,
+        "a refused replace_from deletes nothing"
+    );
+}
+
+#[tokio::test]
+async fn replace_from_regenerates_and_edits_replacing_what_followed() {
+    let server = start().await;
+    let token = server.token("dave");
+    let first = ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "first", "session_id": "d"}),
+    )
+    .await;
+    let second = ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "second", "session_id": "d"}),
+    )
+    .await;
+    let first_question = first[0]["user_message_id"].as_str().unwrap();
+    let second_question = second[0]["user_message_id"].as_str().unwrap();
+    // Regenerate the last reply: the same question replaces itself and its reply.
+    ask(&server, Some(&token), json!({"type": "message", "message": "second", "session_id": "d", "replace_from": second_question})).await;
+    let (_, d) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/d",
+        Some(&token),
+        None,
+    )
+    .await;
+    let contents: Vec<&str> = d["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(d["messages"][2]["content"], "second");
+    assert_ne!(d["messages"][2]["id"], second_question);
+    // Edit the first question: everything after it is replaced.
+    ask(&server, Some(&token), json!({"type": "message", "message": "first, edited", "session_id": "d", "replace_from": first_question})).await;
+    let (_, d) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations/d",
+        Some(&token),
+        None,
+    )
+    .await;
+    let messages = d["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["content"], "first, edited");
+    assert_eq!(messages[1]["status"], "complete");
+}
+
+#[tokio::test]
+async fn history_reaches_the_model_within_its_budget() {
+    let upstream = start_upstream().await;
+    let settings = OpenAiSettings {
+        base_url: upstream.base_url(),
+        api_key: API_KEY.to_owned(),
+        default_model: "gpt-ok".to_owned(),
+        // The local upstream insists on the header a gateway would.
+        headers: vec![("x-gateway".to_owned(), "rill-test".to_owned())],
+        first_token_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+        retries: 0,
+        retry_backoff: Duration::from_millis(10),
+    };
+    let server = start_with(move |c| {
+        c.provider = ProviderConfig::OpenAi(settings);
+        c.history_max_messages = 3;
+    })
+    .await;
+    let token = server.token("erin");
+    for question in ["q1", "q2", "q3"] {
+        ask(
+            &server,
+            Some(&token),
+            json!({"type": "message", "message": question, "session_id": "h"}),
+        )
+        .await;
+    }
+    let contents = |request: &Value| -> Vec<(String, String)> {
+        request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let requests = upstream.requests();
+    let second = contents(&requests[1]);
+    assert_eq!(second[0].0, "system");
+    assert_eq!(
+        second[1..],
+        [
+            ("user".to_owned(), "q1".to_owned()),
+            ("assistant".to_owned(), "Hello world!".to_owned()),
+            ("user".to_owned(), "q2".to_owned()),
+        ]
+    );
+    // The third question: only the newest 3 earlier messages fit the budget.
+    let third = contents(&requests[2]);
+    assert_eq!(
+        third[1..]
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect::<Vec<_>>(),
+        ["Hello world!", "q2", "Hello world!", "q3"]
+    );
+    // include_history: false sends the question alone.
+    ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "q4", "session_id": "h", "include_history": false}),
+    )
+    .await;
+    let fourth = contents(&upstream.requests()[3]);
+    assert_eq!(fourth.len(), 2);
+    assert_eq!(fourth[1].1, "q4");
+}
+
+#[tokio::test]
+async fn bad_requests_to_the_conversation_routes_get_their_codes() {
+    let server = start().await;
+    let token = server.token("fay");
+    ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "x", "session_id": "f"}),
+    )
+    .await;
+    for (body, code) in [
+        (json!({"title": ""}), "INVALID_MESSAGE"),
+        (json!({"title": "x".repeat(201)}), "INVALID_MESSAGE"),
+        (json!({"title": "a\nb"}), "INVALID_MESSAGE"),
+        (json!({"name": "no title"}), "INVALID_MESSAGE"),
+        (json!(["not", "an", "object"]), "INVALID_MESSAGE"),
+    ] {
+        let (status, answer) = call(
+            &server,
+            reqwest::Method::PATCH,
+            "/api/v1/conversations/f",
+            Some(&token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, renamed) = call(
+        &server,
+        reqwest::Method::PATCH,
+        "/api/v1/conversations/f",
+        Some(&token),
+        Some(json!({"title": "  Trip plans  "})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(renamed["title"], "Trip plans");
+    let (status, _) = call(
+        &server,
+        reqwest::Method::PATCH,
+        "/api/v1/conversations/nope",
+        Some(&token),
+        Some(json!({"title": "x"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    for path in [
+        "/api/v1/conversations?limit=0",
+        "/api/v1/conversations?limit=abc",
+        "/api/v1/conversations?limit=100000",
+    ] {
+        let (status, _) = call(&server, reqwest::Method::GET, path, Some(&token), None).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    let (status, answer) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/conversations",
+        Some("not-a-token"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("AUTH_FAILED"))
+    );
+}
+
+#[tokio::test]
+async fn conversations_live_in_postgresql_when_database_url_points_there() {
+    sqlx::any::install_default_drivers();
+    let base = std::env::var("RILL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("PostgreSQL is reachable (start it: see the env notes)");
+    let schema = format!("rill_it_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let database = rill::config::DatabaseUrl(url);
+    let first = {
+        let database = database.clone();
+        start_with(move |c| c.database_url = Some(database)).await
+    };
+    let token = first.token("gus");
+    let frames = ask(
+        &first,
+        Some(&token),
+        json!({"type": "message", "message": "kept in postgres", "session_id": "pg-1"}),
+    )
+    .await;
+    let (text, _) = check_stream(&frames, frames[0]["stream_id"].as_str().unwrap());
+    drop(first);
+    // Another server on the same database (the SQLite file is elsewhere).
+    let second = start_with(move |c| c.database_url = Some(database)).await;
+    let token = second.token("gus");
+    let (status, conversation) = call(
+        &second,
+        reqwest::Method::GET,
+        "/api/v1/conversations/pg-1",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{conversation}");
+    assert_eq!(conversation["messages"][0]["content"], "kept in postgres");
+    assert_eq!(conversation["messages"][1]["content"], text.as_str());
+    assert!(
+        !second.data_dir.join("rill.db").exists(),
+        "SQLite was not used"
+    );
+    drop(second);
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
