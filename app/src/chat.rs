@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use leptos::prelude::*;
+use rill_protocol::conversations::{ConversationMessage, ConversationSummary, title_from};
 use rill_protocol::{ClientFrame, ErrorCode, FinishReason, MessageRequest, ServerEvent};
 
+use crate::history::InitialChat;
 use crate::markdown::IncrementalMarkdown;
 
 /// Commands queued for whatever transport carries the chat (WebSocket frames,
@@ -131,6 +133,11 @@ pub struct MessageView {
     pub stream_id: StoredValue<Option<String>>,
     /// The last seq applied: a resumed or duplicated event at or below it is ignored.
     pub last_seq: StoredValue<u64>,
+    /// The stored message's id, once known (`replace_from` takes a question's).
+    pub id: StoredValue<Option<String>>,
+    /// A reply loaded from history while still streaming: it shows the saved
+    /// text until the stream's replay from the start replaces it.
+    replaying: StoredValue<bool>,
     /// The incremental renderer of this reply.
     renderer: StoredValue<IncrementalMarkdown>,
 }
@@ -153,8 +160,35 @@ impl MessageView {
             raw: RwSignal::new(None),
             stream_id: StoredValue::new(None),
             last_seq: StoredValue::new(0),
+            id: StoredValue::new(None),
+            replaying: StoredValue::new(false),
             renderer: StoredValue::new(IncrementalMarkdown::new()),
         }
+    }
+
+    /// The text of the message (a reply's so far).
+    pub fn text_now(&self) -> String {
+        match self.role {
+            Role::User => self.text.get_value(),
+            Role::Assistant => self.renderer.with_value(|r| r.text().to_owned()),
+        }
+    }
+
+    /// Empties a reply's rendering (before a replay from its start).
+    fn clear(&self) {
+        self.renderer.set_value(IncrementalMarkdown::new());
+        self.blocks.set(Vec::new());
+        self.tail.set(String::new());
+    }
+}
+
+/// Shows `/c/{id}` in the address bar once a new chat has its id, so a reload
+/// opens it again.
+#[cfg(feature = "hydrate")]
+fn show_conversation_url(id: &str) {
+    let path = format!("/c/{}", js_sys::encode_uri_component(id));
+    if let Ok(history) = leptos::prelude::window().history() {
+        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
     }
 }
 
@@ -175,11 +209,18 @@ pub struct ChatState {
     pub models: RwSignal<Vec<String>>,
     /// The model chosen for new questions (`None`: the server's default).
     pub model: RwSignal<Option<String>>,
+    /// The caller's conversations for the sidebar, newest first.
+    pub conversations: RwSignal<Vec<ConversationSummary>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
     pending_streams: StoredValue<Vec<String>>,
-    by_client_id: StoredValue<HashMap<String, MessageView>>,
+    /// The page's reactive owner: messages are created under it, not under the
+    /// component whose button was clicked (removing that component must not
+    /// dispose the messages it created).
+    owner: StoredValue<Option<Owner>>,
+    /// Replies waiting for their `start`, by client message id, with their question.
+    by_client_id: StoredValue<HashMap<String, (MessageView, MessageView)>>,
     next_key: StoredValue<u64>,
 }
 
@@ -200,10 +241,21 @@ impl ChatState {
             outbox: StoredValue::new(None),
             models: RwSignal::new(Vec::new()),
             model: RwSignal::new(None),
+            conversations: RwSignal::new(Vec::new()),
+            owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
             by_client_id: StoredValue::new(HashMap::new()),
             next_key: StoredValue::new(1),
+        }
+    }
+
+    /// A new message, owned by the page.
+    fn new_view(&self, role: Role, text: String) -> MessageView {
+        let key = self.key();
+        match self.owner.get_value() {
+            Some(owner) => owner.with(|| MessageView::new(key, role, text)),
+            None => MessageView::new(key, role, text),
         }
     }
 
@@ -246,21 +298,136 @@ impl ChatState {
             .unwrap_or(0)
     }
 
+    /// Starts from what the server rendered: the sidebar and the open conversation.
+    pub fn load(&self, initial: InitialChat) {
+        self.conversations.set(initial.conversations);
+        if let Some(problem) = initial.problem {
+            self.notify(problem);
+        }
+        let Some(current) = initial.current else {
+            return;
+        };
+        self.session_id.set(Some(current.conversation.id.clone()));
+        let views: Vec<MessageView> = current
+            .messages
+            .into_iter()
+            .map(|stored| self.stored_view(stored))
+            .collect();
+        self.messages.set(views);
+    }
+
+    /// A message of the history as the page shows it.
+    fn stored_view(&self, stored: ConversationMessage) -> MessageView {
+        let role = if stored.role == "user" {
+            Role::User
+        } else {
+            Role::Assistant
+        };
+        let view = self.new_view(role, stored.content.clone());
+        view.id.set_value(Some(stored.id));
+        if role == Role::User {
+            return view;
+        }
+        view.renderer.update_value(|r| {
+            r.push(&stored.content);
+        });
+        self.finish(view);
+        view.status.set(match stored.status.as_str() {
+            "streaming" => ReplyStatus::Streaming,
+            "cancelled" => ReplyStatus::Stopped,
+            "interrupted" => ReplyStatus::Interrupted,
+            "error" => {
+                view.error.set(Some(if stored.content.is_empty() {
+                    "This reply failed.".into()
+                } else {
+                    "The reply ended early because of an error.".into()
+                }));
+                ReplyStatus::Failed
+            }
+            _ => ReplyStatus::Complete,
+        });
+        if let Some(stream_id) = stored.stream_id {
+            if stored.status == "streaming" {
+                // Still generating: follow it (resume replays it from the start).
+                view.raw.set(None);
+                view.replaying.set_value(true);
+                self.by_stream.update_value(|m| {
+                    m.insert(stream_id.clone(), view);
+                });
+            }
+            view.stream_id.set_value(Some(stream_id));
+        }
+        view
+    }
+
     /// Sends a question: adds it and a waiting reply to the page. False (and a
     /// notice) when no transport is connected, so the composer keeps the draft.
     pub fn ask(&self, text: String) -> bool {
+        self.send_question(text, None)
+    }
+
+    /// Asks `question`'s text again in place of it and everything after it.
+    pub fn regenerate(&self, reply: MessageView) {
+        let question = self.messages.with_untracked(|m| {
+            let at = m.iter().position(|v| v.key == reply.key)?;
+            m[..at].iter().rev().find(|v| v.role == Role::User).copied()
+        });
+        match question {
+            Some(question) => {
+                self.edit(question, question.text.get_value());
+            }
+            None => self.notify("There is no question to answer again."),
+        }
+    }
+
+    /// Sends `text` in place of the question `question` and everything after it
+    /// (later messages are replaced, on the page and in the store).
+    pub fn edit(&self, question: MessageView, text: String) -> bool {
+        if text.trim().is_empty() {
+            return false;
+        }
+        let Some(id) = question.id.get_value() else {
+            self.notify("This message is not saved yet: try again in a moment.");
+            return false;
+        };
+        if !self.connection.get_untracked().can_send() {
+            self.notify("Not connected: try again once the badge says Live.");
+            return false;
+        }
+        // Stop what is still generating after it: it is being replaced.
+        let dropped = self.messages.with_untracked(|m| {
+            m.iter()
+                .skip_while(|v| v.key != question.key)
+                .copied()
+                .collect::<Vec<_>>()
+        });
+        for view in &dropped {
+            if matches!(
+                view.status.get_untracked(),
+                ReplyStatus::Streaming | ReplyStatus::Waiting
+            ) {
+                self.stop(*view);
+            }
+        }
+        self.messages
+            .update(|m| m.retain(|v| !dropped.iter().any(|d| d.key == v.key)));
+        self.send_question(text, Some(id))
+    }
+
+    fn send_question(&self, text: String, replace_from: Option<String>) -> bool {
         if !self.connection.get_untracked().can_send() {
             self.notify(
                 "Not connected: your message is kept; send it again once the badge says Live.",
             );
             return false;
         }
-        let user = MessageView::new(self.key(), Role::User, text.clone());
-        let reply = MessageView::new(self.key(), Role::Assistant, String::new());
+        let user = self.new_view(Role::User, text.clone());
+        let reply = self.new_view(Role::Assistant, String::new());
         let client_id = format!("c{}", reply.key);
         self.by_client_id.update_value(|m| {
-            m.insert(client_id.clone(), reply);
+            m.insert(client_id.clone(), (reply, user));
         });
+        self.note_activity(self.session_id.get_untracked().as_deref(), &text);
         self.messages.update(|m| {
             m.push(user);
             m.push(reply);
@@ -270,6 +437,7 @@ impl ChatState {
             model: self.model.get_untracked(),
             session_id: self.session_id.get_untracked(),
             client_message_id: Some(client_id),
+            replace_from,
             ..Default::default()
         });
         if !self.send_frame(&frame) {
@@ -343,10 +511,13 @@ impl ChatState {
                 stream_id,
                 seq,
                 session_id,
+                message_id,
+                user_message_id,
                 client_message_id,
                 ..
             } => {
-                self.session_id.set(Some(session_id));
+                let first_of_conversation = self.session_id.get_untracked().is_none();
+                self.session_id.set(Some(session_id.clone()));
                 self.pending_streams
                     .update_value(|pending| pending.retain(|id| *id != stream_id));
                 let waiting = client_message_id.and_then(|id| {
@@ -354,11 +525,30 @@ impl ChatState {
                         .try_update_value(|m| m.remove(&id))
                         .flatten()
                 });
-                let message = waiting.unwrap_or_else(|| {
-                    let message = MessageView::new(self.key(), Role::Assistant, String::new());
-                    self.messages.update(|m| m.push(message));
-                    message
-                });
+                if let Some((_, question)) = waiting {
+                    question.id.set_value(user_message_id);
+                    if first_of_conversation {
+                        self.note_activity(Some(&session_id), &question.text.get_value());
+                        #[cfg(feature = "hydrate")]
+                        show_conversation_url(&session_id);
+                    }
+                }
+                // A stream followed from history replays from its start.
+                let known = self.by_stream.with_value(|m| m.get(&stream_id).copied());
+                if let Some(known) = known
+                    && known.replaying.get_value()
+                {
+                    known.replaying.set_value(false);
+                    known.clear();
+                }
+                let message = known
+                    .or(waiting.map(|(reply, _)| reply))
+                    .unwrap_or_else(|| {
+                        let message = self.new_view(Role::Assistant, String::new());
+                        self.messages.update(|m| m.push(message));
+                        message
+                    });
+                message.id.set_value(Some(message_id));
                 message.stream_id.set_value(Some(stream_id.clone()));
                 message.last_seq.set_value(seq);
                 message.status.set(ReplyStatus::Streaming);
@@ -473,8 +663,36 @@ impl ChatState {
                 .copied()
         })?;
         self.by_client_id
-            .update_value(|m| m.retain(|_, v| v.key != found.key));
+            .update_value(|m| m.retain(|_, (v, _)| v.key != found.key));
         Some(found)
+    }
+
+    /// Moves a conversation to the top of the sidebar (adding it if new, titled
+    /// from its first question as the server titles it).
+    fn note_activity(&self, session_id: Option<&str>, question: &str) {
+        let Some(id) = session_id else {
+            return;
+        };
+        self.conversations.update(|list| {
+            let existing = list.iter().position(|c| c.id == id);
+            let entry = match existing {
+                Some(at) => list.remove(at),
+                None => ConversationSummary {
+                    id: id.to_owned(),
+                    title: title_from(question),
+                    customer_id: None,
+                    created_at: 0,
+                    updated_at: 0,
+                },
+            };
+            list.insert(0, entry);
+        });
+    }
+
+    /// Removes a conversation from the sidebar.
+    pub fn forget_conversation(&self, id: &str) {
+        self.conversations
+            .update(|list| list.retain(|c| c.id != id));
     }
 
     /// Renders the whole reply once, exactly, and records its text.

@@ -17,14 +17,15 @@
 
 pub mod chat;
 pub mod components;
+pub mod history;
 pub mod markdown;
 #[cfg(feature = "browser")]
 pub mod transport;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::StaticSegment;
 use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{ParamSegment, StaticSegment};
 
 use crate::components::chat_page::ChatPage;
 
@@ -41,12 +42,20 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
+                <InitialData/>
             </head>
             <body>
                 <App/>
             </body>
         </html>
     }
+}
+
+/// The page's starting data as JSON, for the browser to hydrate with (server only).
+#[component]
+fn InitialData() -> impl IntoView {
+    let json = history::initial_chat().to_script_json();
+    view! { <script type="application/json" id=history::INITIAL_ID inner_html=json></script> }
 }
 
 /// The application: routes and document metadata.
@@ -62,6 +71,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=ChatPage/>
+                <Route path=(StaticSegment("c"), ParamSegment("id")) view=ChatPage/>
             </Routes>
         </Router>
     }

@@ -693,3 +693,89 @@ fn follow_bottom_if_reading() {
         }
     });
 }
+
+/// Renames a conversation (`PATCH /api/v1/conversations/{id}`); the sidebar
+/// shows the title the server kept.
+pub fn rename_conversation(state: ChatState, id: String, title: String) {
+    spawn_local(async move {
+        let url = format!(
+            "{}/api/v1/conversations/{}",
+            api_base(),
+            js_sys::encode_uri_component(&id)
+        );
+        let body = serde_json::json!({ "title": title }).to_string();
+        let answer = match Request::patch(&url)
+            .header("content-type", "application/json")
+            .body(body)
+        {
+            Ok(request) => request.send().await,
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok(response) if response.ok() => {
+                if let Ok(renamed) = response
+                    .json::<rill_protocol::conversations::ConversationSummary>()
+                    .await
+                {
+                    state.conversations.update(|list| {
+                        if let Some(entry) = list.iter_mut().find(|c| c.id == renamed.id) {
+                            entry.title = renamed.title;
+                        }
+                    });
+                }
+            }
+            Ok(response) => {
+                state.notify(format!("Could not rename: {}", error_text(response).await))
+            }
+            Err(_) => state.notify("Could not rename: the server cannot be reached."),
+        }
+    });
+}
+
+/// Deletes a conversation (`DELETE /api/v1/conversations/{id}`); deleting the
+/// open one starts a new chat.
+pub fn delete_conversation(state: ChatState, id: String) {
+    spawn_local(async move {
+        let url = format!(
+            "{}/api/v1/conversations/{}",
+            api_base(),
+            js_sys::encode_uri_component(&id)
+        );
+        match Request::delete(&url).send().await {
+            Ok(response) if response.ok() => {
+                state.forget_conversation(&id);
+                if state.session_id.get_untracked().as_deref() == Some(id.as_str()) {
+                    let _ = leptos::prelude::window().location().set_href("/");
+                }
+            }
+            Ok(response) => {
+                state.notify(format!("Could not delete: {}", error_text(response).await))
+            }
+            Err(_) => state.notify("Could not delete: the server cannot be reached."),
+        }
+    });
+}
+
+/// The human text of an error response (`{"error": …, "code": …}`).
+async fn error_text(response: gloo_net::http::Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Problem {
+        error: String,
+        code: String,
+    }
+    match response.json::<Problem>().await {
+        Ok(problem) => format!("{} ({})", problem.error, problem.code),
+        Err(_) => format!("HTTP {}", response.status()),
+    }
+}
+
+/// Copies `text` to the clipboard (where the browser allows it).
+pub fn copy_text(state: ChatState, text: String) {
+    let clipboard = leptos::prelude::window().navigator().clipboard();
+    let promise = clipboard.write_text(&text);
+    spawn_local(async move {
+        if wasm_bindgen_futures::JsFuture::from(promise).await.is_err() {
+            state.notify("Copying was refused by the browser.");
+        }
+    });
+}

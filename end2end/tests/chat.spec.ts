@@ -27,7 +27,7 @@ test('a question streams back word by word and ends equal to the server reply', 
   expect(shown).toContain('What is the engine power?');
   expect(shown).toContain('Three things worth keeping in mind');
   // The user's message is shown too, and the composer was cleared.
-  await expect(page.locator('article.msg.user').last()).toHaveText('What is the engine power?');
+  await expect(page.locator('article.msg.user .user-text').last()).toHaveText('What is the engine power?');
   await expect(page.locator('#composer-input')).toHaveValue('');
 });
 
@@ -81,7 +81,7 @@ test('the composer: disabled while empty, Shift+Enter adds a line, Enter sends',
   await expect(input).toHaveValue('first line\nsecond line');
   await expect(page.locator('article.msg')).toHaveCount(0);
   await input.press('Enter');
-  await expect(page.locator('article.msg.user')).toHaveText('first line\nsecond line');
+  await expect(page.locator('article.msg.user .user-text')).toHaveText('first line\nsecond line');
   await expect(page.locator('article.msg.assistant')).toHaveAttribute('data-status', 'complete');
 });
 

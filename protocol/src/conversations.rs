@@ -83,3 +83,54 @@ pub struct GuestToken {
     /// Seconds until it expires.
     pub expires_in: u64,
 }
+
+/// Longest derived title, in characters.
+const TITLE_CHARS: usize = 60;
+
+/// A conversation's title derived from its first message: the first non-blank
+/// line, whitespace collapsed, cut at a word boundary near 60 characters.
+pub fn title_from(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut title = String::new();
+    for word in words {
+        let extra = usize::from(!title.is_empty()) + word.chars().count();
+        if title.chars().count() + extra > TITLE_CHARS {
+            if title.is_empty() {
+                title = word.chars().take(TITLE_CHARS).collect();
+            }
+            title.push('…');
+            return title;
+        }
+        if !title.is_empty() {
+            title.push(' ');
+        }
+        title.push_str(word);
+    }
+    if title.is_empty() {
+        "New chat".to_owned()
+    } else {
+        title
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_come_from_the_first_line_and_stay_short() {
+        assert_eq!(title_from("\n  Hello   world \nmore"), "Hello world");
+        assert_eq!(title_from("   "), "New chat");
+        let long = "word ".repeat(40);
+        let title = title_from(&long);
+        assert!(title.ends_with('…'));
+        assert!(title.chars().count() <= TITLE_CHARS + 1);
+        let unbroken = "x".repeat(200);
+        assert_eq!(title_from(&unbroken).chars().count(), TITLE_CHARS + 1);
+    }
+}

@@ -697,3 +697,60 @@ async fn conversations_live_in_postgresql_when_database_url_points_there() {
         .await
         .unwrap();
 }
+
+/// The HTML of a page, sent with `cookie` if given.
+async fn page_html(server: &TestServer, path: &str, cookie: Option<&str>) -> String {
+    let mut request = reqwest::Client::new().get(server.http(path));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn pages_give_a_guest_identity_and_render_its_history() {
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let home = client.get(server.http("/")).send().await.unwrap();
+    assert_eq!(home.status().as_u16(), 200);
+    let cookie = home.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("rill_token="), "{cookie}");
+    assert!(
+        home.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("no-store")
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let token = cookie.trim_start_matches("rill_token=").to_owned();
+    ask(&server, Some(&token), json!({"type": "message", "message": "Rendered <b>on</b> the server", "session_id": "page-1"})).await;
+
+    let page = client
+        .get(server.http("/c/page-1"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers().get("set-cookie").is_none(),
+        "a valid cookie is kept"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Rendered &lt;b&gt;on&lt;/b&gt; the server"),
+        "the history is in the first paint"
+    );
+    assert!(!html.contains("<b>on</b>"), "user text is escaped");
+    assert!(html.contains(r#"id="rill-initial""#));
+    assert!(
+        html.contains(r#"class="conversation current""#),
+        "the sidebar marks it"
+    );
+
+    // Someone else's browser gets a notice, not the history.
+    let stranger = page_html(&server, "/c/page-1", None).await;
+    assert!(!stranger.contains("Rendered"), "no leak through the page");
+    assert!(stranger.contains("belongs to someone else"));
+    let missing = page_html(&server, "/c/nothing-here", Some(&cookie)).await;
+    assert!(missing.contains("does not exist"));
+}

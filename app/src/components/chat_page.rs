@@ -1,4 +1,5 @@
-//! The chat page: header with the connection badge, the conversation, the composer.
+//! The chat page: header with the connection badge, the sidebar of
+//! conversations, the open conversation, the composer.
 
 use leptos::prelude::*;
 
@@ -7,12 +8,14 @@ use crate::components::composer::Composer;
 use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
+use crate::components::sidebar::Sidebar;
 use crate::components::status_badge::StatusBadge;
 
-/// The chat page at `/`.
+/// The chat page at `/` (a new chat) and `/c/{id}` (a conversation).
 #[component]
 pub fn ChatPage() -> impl IntoView {
     let state = ChatState::new();
+    state.load(crate::history::initial_chat());
     provide_context(state);
     // Effects run only in the browser: the transport starts after hydration.
     Effect::new(move |_| {
@@ -28,6 +31,8 @@ pub fn ChatPage() -> impl IntoView {
                     <StatusBadge state=state.connection/>
                 </div>
             </header>
+            <div class="body">
+            <Sidebar/>
             <main class="chat">
                 <section class="log" role="log" aria-live="polite" aria-label="Conversation">
                     <Show when=move || state.messages.with(Vec::is_empty)>
@@ -40,6 +45,7 @@ pub fn ChatPage() -> impl IntoView {
                 <Notices/>
                 <Composer/>
             </main>
+            </div>
         </div>
     }
 }

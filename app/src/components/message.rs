@@ -13,10 +13,53 @@ pub fn MessageItem(
     message: MessageView,
 ) -> impl IntoView {
     let state = expect_context::<ChatState>();
+    let copy = move |_| {
+        #[cfg(feature = "browser")]
+        crate::transport::copy_text(state, message.text_now());
+    };
     if message.role == Role::User {
+        let editing = RwSignal::new(false);
+        let draft = RwSignal::new(String::new());
+        let resend = move || {
+            if state.edit(message, draft.get_untracked()) {
+                editing.set(false);
+            }
+        };
         return view! {
             <article class="msg user" data-role="user">
-                <div class="bubble"><p class="user-text">{message.text.get_value()}</p></div>
+                <Show
+                    when=move || editing.get()
+                    fallback=move || view! {
+                        <div class="bubble"><p class="user-text">{message.text.get_value()}</p></div>
+                        <div class="actions">
+                            <button type="button" class="copy" on:click=copy>"Copy"</button>
+                            <button type="button" class="edit" on:click=move |_| {
+                                draft.set(message.text.get_value());
+                                editing.set(true);
+                            }>"Edit"</button>
+                        </div>
+                    }
+                >
+                    <form class="edit-form" on:submit=move |ev| {
+                        ev.prevent_default();
+                        resend();
+                    }>
+                        <label class="visually-hidden">"Edit your message"</label>
+                        <textarea
+                            class="edit-input"
+                            rows="3"
+                            prop:value=move || draft.get()
+                            on:input=move |ev| draft.set(event_target_value(&ev))
+                        ></textarea>
+                        <div class="actions">
+                            <button type="submit" class="resend">"Send edited"</button>
+                            <button type="button" class="cancel-edit" on:click=move |_| editing.set(false)>
+                                "Cancel"
+                            </button>
+                        </div>
+                        <p class="hint">"Sending replaces this message and everything after it."</p>
+                    </form>
+                </Show>
             </article>
         }
         .into_any();
@@ -48,7 +91,7 @@ pub fn MessageItem(
                     <div class="md-tail" inner_html=move || message.tail.get()></div>
                 </div>
                 <Show when=move || status.get() == ReplyStatus::Stopped>
-                    <p class="note stopped">"Stopped"</p>
+                    <p class="note stopped">"Stopped: this reply was cancelled."</p>
                 </Show>
                 <Show when=move || status.get() == ReplyStatus::Interrupted>
                     <p class="note interrupted" role="status">
@@ -58,7 +101,17 @@ pub fn MessageItem(
                 <Show when=move || message.error.with(Option::is_some)>
                     <p class="note error" role="alert">{move || message.error.get()}</p>
                 </Show>
-                <Show when=move || matches!(status.get(), ReplyStatus::Streaming | ReplyStatus::Waiting)>
+                <Show
+                    when=move || matches!(status.get(), ReplyStatus::Streaming | ReplyStatus::Waiting)
+                    fallback=move || view! {
+                        <div class="actions">
+                            <button type="button" class="copy" on:click=copy>"Copy"</button>
+                            <button type="button" class="regenerate" on:click=move |_| state.regenerate(message)>
+                                "Regenerate"
+                            </button>
+                        </div>
+                    }
+                >
                     <div class="actions">
                         <button type="button" class="stop" on:click=move |_| state.stop(message)>
                             "Stop"

@@ -5,4 +5,5 @@ pub mod composer;
 pub mod message;
 pub mod model_picker;
 pub mod notices;
+pub mod sidebar;
 pub mod status_badge;

@@ -174,7 +174,7 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn summary(conversation: Conversation) -> ConversationSummary {
+pub(crate) fn summary(conversation: Conversation) -> ConversationSummary {
     ConversationSummary {
         id: conversation.id,
         title: conversation.title,

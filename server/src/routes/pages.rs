@@ -3,21 +3,107 @@
 //! builds, read from `--site-root` otherwise).
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos::prelude::provide_context;
+use rill_app::history::InitialChat;
 
+use super::conversations::{GUEST_TTL_SECS, detail, token_cookie};
 use crate::AppState;
+use crate::auth::Identity;
+use crate::error::Error;
 
-pub(crate) fn router(state: &AppState) -> Router<AppState> {
-    let options = state.leptos.clone();
-    let routes = generate_route_list(rill_app::App);
+pub(crate) fn router(_state: &AppState) -> Router<AppState> {
+    // Server rendering spawns its tasks on the global executor (leptos_routes
+    // would set it; these routes render by hand). Already set is fine.
+    let _ = any_spawner::Executor::init_tokio();
     Router::new()
+        .route("/", get(home))
+        .route("/c/{id}", get(conversation))
         .route("/ws/test", get(ws_test))
-        .leptos_routes(state, routes, move || rill_app::shell(options.clone()))
         .fallback(site_file)
+}
+
+/// `/`: a new chat, with the sidebar.
+async fn home(State(state): State<AppState>, request: Request) -> Response {
+    render(state, None, request).await
+}
+
+/// `/c/{id}`: a conversation, its history rendered on the server.
+async fn conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    render(state, Some(id), request).await
+}
+
+/// Renders the chat page for the browser's identity: its `rill_token` cookie,
+/// or a new guest identity (set as the cookie) on a first visit or when the
+/// cookie is stale. The conversations are loaded before rendering, so the first
+/// paint has the history; the same data is embedded for hydration.
+async fn render(state: AppState, id: Option<String>, request: Request) -> Response {
+    let known = super::cookie_token(request.headers())
+        .and_then(|token| state.keys.identity(token).ok())
+        .filter(|identity| !matches!(identity, Identity::Anonymous));
+    let (identity, new_cookie) = match known {
+        Some(identity) => (identity, None),
+        None if state.config.auth_required => (Identity::Anonymous, None),
+        None => {
+            let (guest, token) = state.keys.mint_guest(GUEST_TTL_SECS);
+            (Identity::Guest(guest), Some(token_cookie(&token)))
+        }
+    };
+    let initial = initial_chat(&state, &identity, id.as_deref()).await;
+    let options = state.leptos.clone();
+    let handler = leptos_axum::render_app_to_stream_with_context(
+        move || provide_context(initial.clone()),
+        move || rill_app::shell(options.clone()),
+    );
+    let mut response = handler(request).await;
+    if let Some(cookie) = new_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    // The page carries per-user data.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
+
+/// The sidebar's first page and the open conversation, as far as they load.
+async fn initial_chat(state: &AppState, identity: &Identity, id: Option<&str>) -> InitialChat {
+    let mut initial = InitialChat::default();
+    if let Some(owner) = identity.owner() {
+        match state.engine.store().conversations(&owner, 50, None).await {
+            Ok(page) => {
+                initial.conversations = page
+                    .conversations
+                    .into_iter()
+                    .map(super::conversations::summary)
+                    .collect();
+            }
+            Err(error) => tracing::warn!(%error, "page: cannot list conversations"),
+        }
+    }
+    if let Some(id) = id {
+        match detail(state, identity, id).await {
+            Ok(conversation) => initial.current = Some(conversation),
+            Err(error) => {
+                initial.problem = Some(match error {
+                    Error::Forbidden => "This conversation belongs to someone else.".to_owned(),
+                    Error::NotFound(_) => {
+                        "This conversation does not exist (it may have been deleted).".to_owned()
+                    }
+                    other => other.client_message(),
+                });
+            }
+        }
+    }
+    initial
 }
 
 /// The protocol test page (seed 003): connect, authenticate, send, watch raw frames.

@@ -1,0 +1,116 @@
+//! The conversation list: new chat, switch (a full page load of `/c/{id}`, which
+//! the server renders with its history), rename, delete with confirmation.
+
+use leptos::prelude::*;
+use rill_protocol::conversations::ConversationSummary;
+
+use crate::chat::ChatState;
+
+/// The sidebar.
+#[component]
+pub fn Sidebar() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    view! {
+        <nav class="sidebar" aria-label="Conversations">
+            // rel=external: a real navigation, so the server renders the history.
+            <a class="new-chat" href="/" rel="external">"+ New chat"</a>
+            <ul class="conversations">
+                <For
+                    each=move || state.conversations.get()
+                    key=|c| (c.id.clone(), c.title.clone())
+                    let:conversation
+                >
+                    <ConversationEntry conversation/>
+                </For>
+            </ul>
+            <Show when=move || state.conversations.with(Vec::is_empty)>
+                <p class="sidebar-empty">"Your conversations appear here."</p>
+            </Show>
+        </nav>
+    }
+    .into_any()
+}
+
+/// One conversation of the list.
+#[component]
+fn ConversationEntry(conversation: ConversationSummary) -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let id = StoredValue::new(conversation.id.clone());
+    let title = conversation.title.clone();
+    let href = format!("/c/{}", urlencoding(&conversation.id));
+    let current = move || {
+        state
+            .session_id
+            .with(|s| s.as_deref() == Some(id.get_value().as_str()))
+    };
+    let editing = RwSignal::new(false);
+    let draft = RwSignal::new(title.clone());
+    let save = move || {
+        let title = draft.get_untracked().trim().to_owned();
+        editing.set(false);
+        if title.is_empty() {
+            return;
+        }
+        #[cfg(feature = "browser")]
+        crate::transport::rename_conversation(state, id.get_value(), title);
+        #[cfg(not(feature = "browser"))]
+        let _ = (title, state);
+    };
+    let remove = move |_| {
+        #[cfg(feature = "browser")]
+        {
+            let sure = window()
+                .confirm_with_message("Delete this conversation? This cannot be undone.")
+                .unwrap_or(false);
+            if sure {
+                crate::transport::delete_conversation(state, id.get_value());
+            }
+        }
+    };
+    view! {
+        <li class="conversation" class:current=current data-id=id.get_value()>
+            <Show
+                when=move || editing.get()
+                fallback=move || {
+                    let href = href.clone();
+                    let title = title.clone();
+                    view! {
+                        <a class="conversation-link" href=href rel="external"
+                           aria-current=move || current().then_some("page")>{title}</a>
+                        <button type="button" class="icon rename" title="Rename"
+                            aria-label="Rename" on:click=move |_| editing.set(true)>"✎"</button>
+                        <button type="button" class="icon delete" title="Delete"
+                            aria-label="Delete" on:click=remove>"🗑"</button>
+                    }
+                }
+            >
+                <input
+                    class="rename-input"
+                    aria-label="New title"
+                    maxlength="200"
+                    prop:value=move || draft.get()
+                    on:input=move |ev| draft.set(event_target_value(&ev))
+                    on:keydown=move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+                        "Enter" => save(),
+                        "Escape" => editing.set(false),
+                        _ => {}
+                    }
+                    on:blur=move |_| if editing.get_untracked() { save() }
+                />
+            </Show>
+        </li>
+    }
+    .into_any()
+}
+
+/// Percent-encodes an id for a path segment.
+fn urlencoding(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

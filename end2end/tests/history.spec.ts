@@ -1,0 +1,156 @@
+// Conversations as a user meets them: history that survives a reload and a
+// server killed mid-reply, the sidebar, regenerate, edit-and-resend, delete.
+import { test, expect, Page } from '@playwright/test';
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { RILL_BIN } from '../playwright.config';
+import { ask, waitLive } from './helpers';
+
+const PORT = 3112;
+
+function startRill(dataDir: string): ChildProcess {
+  return spawn(
+    RILL_BIN,
+    ['--addr', `127.0.0.1:${PORT}`, '--data-dir', dataDir, '--demo-delay-ms', '40', '--demo-tokens', '50', '--checkpoint-ms', '200'],
+    { cwd: os.tmpdir(), stdio: 'ignore' },
+  );
+}
+
+async function waitHealthy() {
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${PORT}/health`)).ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`rill did not start on ${PORT}`);
+}
+
+const assistant = (page: Page) => page.locator('article.msg.assistant');
+const user = (page: Page) => page.locator('article.msg.user');
+
+test('history survives a reload and a killed server; the cut reply is marked interrupted', async ({ page }) => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-history-'));
+  let rill = startRill(dataDir);
+  try {
+    await waitHealthy();
+    await page.goto(`http://127.0.0.1:${PORT}/`);
+    await waitLive(page);
+    await ask(page, 'First question about engines');
+    await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+    const firstReply = (await assistant(page).first().getAttribute('data-raw'))!;
+    // The new chat has its own address and a sidebar entry titled by the question.
+    await expect(page).toHaveURL(/\/c\/[^/]+$/);
+    const url = page.url();
+    await expect(page.locator('.conversation.current .conversation-link')).toHaveText('First question about engines');
+
+    await ask(page, 'Second question, cut short');
+    const cut = assistant(page).nth(1);
+    await expect(cut).toHaveAttribute('data-status', 'streaming');
+    await expect(cut.locator('.markdown')).toContainText('You asked');
+    await page.waitForTimeout(700); // a few checkpoints
+    const exited = new Promise((resolve) => rill.once('exit', resolve));
+    rill.kill('SIGKILL');
+    await exited;
+    rill = startRill(dataDir);
+    await waitHealthy();
+    await expect(cut).toHaveAttribute('data-status', 'interrupted', { timeout: 40_000 });
+
+    // A reload renders the same conversation from the store, on the server.
+    const html = await (await page.request.get(url)).text();
+    expect(html).toContain('Second question, cut short');
+    await page.reload();
+    await waitLive(page);
+    await expect(user(page)).toHaveText(['First question about engines', 'Second question, cut short'].map((t) => new RegExp(t)));
+    await expect(assistant(page)).toHaveCount(2);
+    await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete');
+    expect(await assistant(page).first().getAttribute('data-raw')).toBe(firstReply);
+    const interrupted = assistant(page).nth(1);
+    await expect(interrupted).toHaveAttribute('data-status', 'interrupted');
+    await expect(interrupted.locator('.note.interrupted')).toBeVisible();
+    await expect(interrupted.locator('.markdown')).toContainText('You asked');
+    await expect(page.locator('.conversation')).toHaveCount(1);
+
+    // The interrupted reply can be regenerated.
+    await interrupted.locator('button.regenerate').click();
+    await expect(assistant(page)).toHaveCount(2);
+    await expect(assistant(page).nth(1)).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+    await page.reload();
+    await waitLive(page);
+    await expect(assistant(page).nth(1)).toHaveAttribute('data-status', 'complete');
+  } finally {
+    rill.kill('SIGKILL');
+  }
+});
+
+test('regenerate, edit-and-resend and delete', async ({ page }) => {
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, 'Alpha question');
+  await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  await expect(page).toHaveURL(/\/c\/[^/]+$/);
+  const id = decodeURIComponent(page.url().split('/c/')[1]);
+  const stored = async () => (await (await page.request.get(`/api/v1/conversations/${encodeURIComponent(id)}`)).json()).messages;
+  const before = await stored();
+  expect(before.map((m: any) => m.role)).toEqual(['user', 'assistant']);
+
+  // Regenerate: the reply is replaced, not added.
+  await assistant(page).first().locator('button.regenerate').click();
+  await expect(assistant(page)).toHaveCount(1);
+  await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  await expect.poll(async () => (await stored())[1].id).not.toBe(before[1].id);
+  expect((await stored()).length).toBe(2);
+
+  // Edit the question: it and what followed are replaced by the edited one.
+  await ask(page, 'A follow-up');
+  await expect(assistant(page).nth(1)).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  await user(page).first().locator('button.edit').click();
+  await user(page).first().locator('.edit-input').fill('Alpha question, edited');
+  await user(page).first().locator('button.resend').click();
+  await expect(user(page)).toHaveCount(1);
+  await expect(user(page).first()).toContainText('Alpha question, edited');
+  await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  await expect(assistant(page).first()).toHaveAttribute('data-raw', /Alpha question, edited/);
+  await page.reload();
+  await waitLive(page);
+  await expect(user(page)).toHaveCount(1);
+  await expect(user(page).first()).toContainText('Alpha question, edited');
+
+  // Rename in the sidebar.
+  const entry = page.locator(`.conversation[data-id="${id}"]`);
+  await entry.locator('button.rename').click();
+  await entry.locator('.rename-input').fill('Renamed chat');
+  await entry.locator('.rename-input').press('Enter');
+  await expect(entry.locator('.conversation-link')).toHaveText('Renamed chat');
+  await page.reload();
+  await expect(page.locator(`.conversation[data-id="${id}"] .conversation-link`)).toHaveText('Renamed chat');
+
+  // Delete, with confirmation: gone from the list and from the server.
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.locator(`.conversation[data-id="${id}"] button.delete`).click();
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.locator(`.conversation[data-id="${id}"]`)).toHaveCount(0);
+  expect((await page.request.get(`/api/v1/conversations/${encodeURIComponent(id)}`)).status()).toBe(404);
+  await page.goto(`/c/${encodeURIComponent(id)}`);
+  await expect(page.locator('.notices')).toContainText('does not exist');
+});
+
+test('another browser cannot open my conversation', async ({ page, browser }) => {
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, 'Private matters');
+  await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  await expect(page).toHaveURL(/\/c\/[^/]+$/);
+  const url = page.url();
+  const stranger = await browser.newContext();
+  const other = await stranger.newPage();
+  await other.goto(url);
+  await expect(other.locator('.notices')).toContainText('belongs to someone else');
+  await expect(other.locator('article.msg')).toHaveCount(0);
+  await expect(other.locator('.conversation')).toHaveCount(0);
+  await stranger.close();
+});
