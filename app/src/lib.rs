@@ -5,7 +5,10 @@
 //!
 //! ## Layout
 //! - [`shell`] is the HTML document; [`App`] the router inside it.
-//! - [`components`]: one component per file (chat page, message, composer, badge, notices).
+//! - [`components`]: one component per file (chat page, sidebar, message, composer,
+//!   badge, notices, model picker).
+//! - [`history`]: the conversations the server renders the page with (and embeds
+//!   for hydration).
 //! - [`chat`]: client state and how server events change it (transport-agnostic).
 //! - [`markdown`]: sanitizing and incremental markdown rendering.
 //! - `transport` (browser builds only): WebSocket with reconnect and resume, SSE and
