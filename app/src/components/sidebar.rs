@@ -80,7 +80,7 @@ fn ConversationEntry(conversation: ConversationSummary) -> impl IntoView {
                         <button type="button" class="icon rename" title="Rename"
                             aria-label="Rename" on:click=move |_| editing.set(true)>"✎"</button>
                         <button type="button" class="icon delete" title="Delete"
-                            aria-label="Delete" on:click=remove>"🗑"</button>
+                            aria-label="Delete" on:click=remove>"×"</button>
                     }
                 }
             >
