@@ -593,10 +593,19 @@ mod tests {
     use futures::stream::BoxStream;
     use std::time::Duration;
 
-    async fn engine(provider: Arc<dyn Provider>) -> Engine {
+    /// A test's data directory, removed when the test ends.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn engine(provider: Arc<dyn Provider>) -> (Engine, Scratch) {
         let dir = std::env::temp_dir().join(format!("rill-engine-{}", uuid::Uuid::new_v4()));
         let store = crate::store::SqlStore::open(None, &dir).await.unwrap();
-        Engine::new(
+        let engine = Engine::new(
             Hub::new(Duration::from_secs(60), crate::hub::ReplayLimits::default()),
             provider,
             Arc::new(store),
@@ -605,7 +614,8 @@ mod tests {
                 max_streams: 3,
                 ..EngineLimits::default()
             },
-        )
+        );
+        (engine, Scratch(dir))
     }
 
     fn ask(text: &str) -> MessageRequest {
@@ -640,7 +650,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_is_start_progress_tokens_complete_with_contiguous_seq() {
-        let engine = engine(Arc::new(DemoProvider::new(Duration::ZERO, 30))).await;
+        let (engine, _scratch) = engine(Arc::new(DemoProvider::new(Duration::ZERO, 30))).await;
         let started = engine
             .start(&Identity::Anonymous, ask("hello"))
             .await
@@ -674,7 +684,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_requests_are_refused_with_their_codes() {
-        let engine = engine(Arc::new(DemoProvider::new(Duration::ZERO, 3))).await;
+        let (engine, _scratch) = engine(Arc::new(DemoProvider::new(Duration::ZERO, 3))).await;
         let anon = Identity::Anonymous;
         assert!(matches!(
             engine.start(&anon, ask("  ")).await,
@@ -708,7 +718,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_server_is_overloaded_until_streams_finish() {
-        let engine = engine(Arc::new(DemoProvider::new(Duration::from_millis(5), 20))).await;
+        let (engine, _scratch) =
+            engine(Arc::new(DemoProvider::new(Duration::from_millis(5), 20))).await;
         let anon = Identity::Anonymous;
         let mut running = Vec::new();
         for _ in 0..3 {
@@ -731,7 +742,7 @@ mod tests {
     async fn a_stream_nobody_watches_is_cancelled_after_the_grace() {
         // Real time (the store does real I/O): a grace far longer than the first
         // check, and an end awaited rather than timed.
-        let mut engine = engine(Arc::new(DemoProvider::new(
+        let (mut engine, _scratch) = engine(Arc::new(DemoProvider::new(
             Duration::from_millis(20),
             100_000,
         )))
@@ -763,7 +774,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_interrupts_streams_keeping_their_text() {
-        let engine = engine(Arc::new(DemoProvider::new(
+        let (engine, _scratch) = engine(Arc::new(DemoProvider::new(
             Duration::from_millis(10),
             100_000,
         )))
@@ -811,7 +822,7 @@ mod tests {
 
     #[tokio::test]
     async fn provider_failure_before_text_is_a_provider_error() {
-        let engine = engine(Arc::new(Failing { after: 0 })).await;
+        let (engine, _scratch) = engine(Arc::new(Failing { after: 0 })).await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
         let events = events(&started.streams[0]).await;
         assert!(matches!(
@@ -826,7 +837,7 @@ mod tests {
 
     #[tokio::test]
     async fn provider_failure_after_text_keeps_the_text() {
-        let engine = engine(Arc::new(Failing { after: 2 })).await;
+        let (engine, _scratch) = engine(Arc::new(Failing { after: 2 })).await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
         let events = events(&started.streams[0]).await;
         let (response, metadata) = completed(&events);
@@ -836,7 +847,8 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_ends_the_stream_as_cancelled_keeping_its_text() {
-        let engine = engine(Arc::new(DemoProvider::new(Duration::from_millis(20), 1000))).await;
+        let (engine, _scratch) =
+            engine(Arc::new(DemoProvider::new(Duration::from_millis(20), 1000))).await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
         let stream = started.streams[0].clone();
         let mut sub = stream.attach(0).unwrap();
