@@ -135,10 +135,7 @@ async fn rename(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<ConversationSummary>, Error> {
-    let limit = state.config.max_frame_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::MessageTooLarge { limit })?;
+    let bytes = super::http::read_body(&state, body).await?;
     let RenameConversation { title } = serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidMessage(format!("expected {{\"title\": \"…\"}}: {e}")))?;
     let title = title.trim();

@@ -56,16 +56,20 @@ impl Caller {
     }
 }
 
+/// Reads a request body up to the frame size limit (`MESSAGE_TOO_LARGE` past it).
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Error> {
+    let limit = state.config.max_frame_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::MessageTooLarge { limit })
+}
+
 /// Reads a JSON body of the `message` fields, enforcing the frame size limit.
 pub(crate) async fn read_message_request(
     state: &AppState,
     body: Body,
 ) -> Result<MessageRequest, Error> {
-    let limit = state.config.max_frame_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::MessageTooLarge { limit })?;
-    Ok(parse_message_request(&bytes)?)
+    Ok(parse_message_request(&read_body(state, body).await?)?)
 }
 
 /// One persona's finished reply.

@@ -92,7 +92,7 @@ pub fn app(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(sse::router())
         .merge(poll::router())
-        .merge(pages::router(&state));
+        .merge(pages::router());
     let router = match cors(&state.config.allow_origins) {
         Some(cors) => router.layer(cors),
         None => router,

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::auth::Identity;
 use crate::error::Error;
 
-pub(crate) fn router(_state: &AppState) -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     // Server rendering spawns its tasks on the global executor (leptos_routes
     // would set it; these routes render by hand). Already set is fine.
     let _ = any_spawner::Executor::init_tokio();
