@@ -154,3 +154,22 @@ test('another browser cannot open my conversation', async ({ page, browser }) =>
   await expect(other.locator('.conversation')).toHaveCount(0);
   await stranger.close();
 });
+
+test('a reload mid-reply shows what was saved and follows the reply to its end', async ({ page }) => {
+  const question = 'Keep talking while I reload';
+  const reference = await page.request.post('/api/v1/chat', { data: { message: question } });
+  const expected = (await reference.json()).response;
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, question);
+  const reply = assistant(page).first();
+  await expect(reply).toHaveAttribute('data-status', 'streaming');
+  await expect(page).toHaveURL(/\/c\/[^/]+$/);
+  await page.waitForTimeout(1200); // past a checkpoint, well before the end
+  await page.reload();
+  // The server renders the saved part, then the page resumes the live stream.
+  await expect(assistant(page)).toHaveCount(1);
+  await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  expect(await assistant(page).first().getAttribute('data-raw')).toBe(expected);
+  await expect(user(page)).toHaveCount(1);
+});

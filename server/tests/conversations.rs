@@ -33,6 +33,28 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// `GET path` with an optional bearer token: (status, JSON body or Null).
+async fn get_as(server: &TestServer, path: &str, bearer: Option<&str>) -> (u16, Value) {
+    call(server, reqwest::Method::GET, path, bearer, None).await
+}
+
+/// `GET path` as a browser sends it: with its `Cookie` and `Origin`, if any.
+async fn get_with_cookie(
+    server: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new().get(server.http(path));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().await.unwrap()
+}
+
 /// Sends `frame` on a fresh WebSocket authenticated with `token` (if any) and
 /// returns every frame up to the terminal one.
 async fn ask(server: &TestServer, token: Option<&str>, frame: Value) -> Vec<Value> {
@@ -67,12 +89,10 @@ async fn question_and_reply_are_stored_in_the_named_conversation() {
     let (text, complete) = check_stream(&frames, start["stream_id"].as_str().unwrap());
     assert_eq!(complete["session_id"], "python-session-1");
 
-    let (status, conversation) = call(
+    let (status, conversation) = get_as(
         &server,
-        reqwest::Method::GET,
         "/api/v1/conversations/python-session-1",
         Some(&alice),
-        None,
     )
     .await;
     assert_eq!(status, 200, "{conversation}");
@@ -98,14 +118,7 @@ async fn question_and_reply_are_stored_in_the_named_conversation() {
     )
     .await;
     let new_id = frames[0]["session_id"].as_str().unwrap().to_owned();
-    let (_, list) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations",
-        Some(&alice),
-        None,
-    )
-    .await;
+    let (_, list) = get_as(&server, "/api/v1/conversations", Some(&alice)).await;
     let ids: Vec<&str> = list["conversations"]
         .as_array()
         .unwrap()
@@ -238,37 +251,16 @@ async fn ownership_holds_on_every_route() {
     }
     // Nobody else lists it; without any token there is no list at all.
     for token in [&bob, &guest] {
-        let (_, list) = call(
-            &server,
-            reqwest::Method::GET,
-            "/api/v1/conversations",
-            Some(token),
-            None,
-        )
-        .await;
+        let (_, list) = get_as(&server, "/api/v1/conversations", Some(token)).await;
         assert_eq!(list["conversations"], json!([]));
     }
-    let (status, body) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations",
-        None,
-        None,
-    )
-    .await;
+    let (status, body) = get_as(&server, "/api/v1/conversations", None).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (401, Some("AUTH_REQUIRED"))
     );
     // Alice's conversation is intact, and hers to delete.
-    let (_, mine) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations/alice-1",
-        Some(&alice),
-        None,
-    )
-    .await;
+    let (_, mine) = get_as(&server, "/api/v1/conversations/alice-1", Some(&alice)).await;
     assert_eq!(mine["messages"].as_array().unwrap().len(), 2, "{mine}");
     let (status, _) = call(
         &server,
@@ -279,14 +271,7 @@ async fn ownership_holds_on_every_route() {
     )
     .await;
     assert_eq!(status, 204);
-    let (status, body) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations/alice-1",
-        Some(&alice),
-        None,
-    )
-    .await;
+    let (status, body) = get_as(&server, "/api/v1/conversations/alice-1", Some(&alice)).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
 }
 
@@ -319,35 +304,32 @@ async fn guests_own_their_conversations_by_token_or_cookie() {
     let session = frames[0]["session_id"].as_str().unwrap();
     // The cookie alone identifies the guest (same-origin or no Origin).
     let cookie_pair = cookie.split(';').next().unwrap();
-    let list: Value = reqwest::Client::new()
-        .get(server.http("/api/v1/conversations"))
-        .header("cookie", cookie_pair)
-        .send()
+    let list: Value = get_with_cookie(&server, "/api/v1/conversations", Some(cookie_pair), None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(list["conversations"][0]["id"], session);
     // …but not from another site's page.
-    let foreign = reqwest::Client::new()
-        .get(server.http("/api/v1/conversations"))
-        .header("cookie", cookie_pair)
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let foreign = get_with_cookie(
+        &server,
+        "/api/v1/conversations",
+        Some(cookie_pair),
+        Some("https://evil.example"),
+    )
+    .await;
     assert_eq!(foreign.status().as_u16(), 401);
     // A stale or forged cookie is ignored, not an error.
-    let stale: Value = reqwest::Client::new()
-        .get(server.http(&format!("/api/v1/conversations/{session}")))
-        .header("cookie", "rill_token=garbage")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stale: Value = get_with_cookie(
+        &server,
+        &format!("/api/v1/conversations/{session}"),
+        Some("rill_token=garbage"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(stale["code"], "FORBIDDEN");
 
     let strict = start_with(|c| c.auth_required = true).await;
@@ -400,14 +382,7 @@ async fn conversation_ids_resolve_under_every_name() {
         third[0]["session_id"], "fresh-conv",
         "an unknown id names a new conversation"
     );
-    let (_, seven) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations/7",
-        Some(&token),
-        None,
-    )
-    .await;
+    let (_, seven) = get_as(&server, "/api/v1/conversations/7", Some(&token)).await;
     assert_eq!(seven["messages"].as_array().unwrap().len(), 4);
     // Bad ids are refused with their codes and nothing is stored.
     for (frame, code) in [
@@ -431,14 +406,7 @@ async fn conversation_ids_resolve_under_every_name() {
         let answer = ask(&server, Some(&token), frame.clone()).await;
         assert_eq!(answer[0]["code"], code, "{frame}");
     }
-    let (_, seven) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations/7",
-        Some(&token),
-        None,
-    )
-    .await;
+    let (_, seven) = get_as(&server, "/api/v1/conversations/7", Some(&token)).await;
     assert_eq!(
         seven["messages"].as_array().unwrap().len(),
         4,
@@ -466,14 +434,7 @@ async fn replace_from_regenerates_and_edits_replacing_what_followed() {
     let second_question = second[0]["user_message_id"].as_str().unwrap();
     // Regenerate the last reply: the same question replaces itself and its reply.
     ask(&server, Some(&token), json!({"type": "message", "message": "second", "session_id": "d", "replace_from": second_question})).await;
-    let (_, d) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations/d",
-        Some(&token),
-        None,
-    )
-    .await;
+    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
     let contents: Vec<&str> = d["messages"]
         .as_array()
         .unwrap()
@@ -485,14 +446,7 @@ async fn replace_from_regenerates_and_edits_replacing_what_followed() {
     assert_ne!(d["messages"][2]["id"], second_question);
     // Edit the first question: everything after it is replaced.
     ask(&server, Some(&token), json!({"type": "message", "message": "first, edited", "session_id": "d", "replace_from": first_question})).await;
-    let (_, d) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations/d",
-        Some(&token),
-        None,
-    )
-    .await;
+    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
     let messages = d["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["content"], "first, edited");
@@ -603,6 +557,18 @@ async fn bad_requests_to_the_conversation_routes_get_their_codes() {
             "{body}"
         );
     }
+    let (status, answer) = call(
+        &server,
+        reqwest::Method::PATCH,
+        "/api/v1/conversations/f",
+        Some(&token),
+        Some(json!({"title": "x".repeat(100_000)})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (413, Some("MESSAGE_TOO_LARGE"))
+    );
     let (status, renamed) = call(
         &server,
         reqwest::Method::PATCH,
@@ -627,17 +593,10 @@ async fn bad_requests_to_the_conversation_routes_get_their_codes() {
         "/api/v1/conversations?limit=abc",
         "/api/v1/conversations?limit=100000",
     ] {
-        let (status, _) = call(&server, reqwest::Method::GET, path, Some(&token), None).await;
+        let (status, _) = get_as(&server, path, Some(&token)).await;
         assert_eq!(status, 400, "{path}");
     }
-    let (status, answer) = call(
-        &server,
-        reqwest::Method::GET,
-        "/api/v1/conversations",
-        Some("not-a-token"),
-        None,
-    )
-    .await;
+    let (status, answer) = get_as(&server, "/api/v1/conversations", Some("not-a-token")).await;
     assert_eq!(
         (status, answer["code"].as_str()),
         (401, Some("AUTH_FAILED"))
@@ -700,18 +659,17 @@ async fn conversations_live_in_postgresql_when_database_url_points_there() {
 
 /// The HTML of a page, sent with `cookie` if given.
 async fn page_html(server: &TestServer, path: &str, cookie: Option<&str>) -> String {
-    let mut request = reqwest::Client::new().get(server.http(path));
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", cookie);
-    }
-    request.send().await.unwrap().text().await.unwrap()
+    get_with_cookie(server, path, cookie, None)
+        .await
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn pages_give_a_guest_identity_and_render_its_history() {
     let server = start().await;
-    let client = reqwest::Client::new();
-    let home = client.get(server.http("/")).send().await.unwrap();
+    let home = get_with_cookie(&server, "/", None, None).await;
     assert_eq!(home.status().as_u16(), 200);
     let cookie = home.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("rill_token="), "{cookie}");
@@ -725,12 +683,7 @@ async fn pages_give_a_guest_identity_and_render_its_history() {
     let token = cookie.trim_start_matches("rill_token=").to_owned();
     ask(&server, Some(&token), json!({"type": "message", "message": "Rendered <b>on</b> the server", "session_id": "page-1"})).await;
 
-    let page = client
-        .get(server.http("/c/page-1"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let page = get_with_cookie(&server, "/c/page-1", Some(&cookie), None).await;
     assert!(
         page.headers().get("set-cookie").is_none(),
         "a valid cookie is kept"
@@ -753,4 +706,40 @@ async fn pages_give_a_guest_identity_and_render_its_history() {
     assert!(stranger.contains("belongs to someone else"));
     let missing = page_html(&server, "/c/nothing-here", Some(&cookie)).await;
     assert!(missing.contains("does not exist"));
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_cancels_its_running_reply() {
+    let server = start_with(|c| {
+        c.demo_delay = Duration::from_millis(20);
+        c.demo_tokens = 5000;
+    })
+    .await;
+    let token = server.token("hal");
+    let mut ws = server.ws().await;
+    send(&mut ws, json!({"type": "auth", "token": token})).await;
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "long", "session_id": "doomed"}),
+    )
+    .await;
+    while recv(&mut ws).await["type"] != "token" {}
+    let (status, _) = call(
+        &server,
+        reqwest::Method::DELETE,
+        "/api/v1/conversations/doomed",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let frames = recv_until_done(&mut ws, 1).await;
+    let complete = frames.last().unwrap();
+    assert_eq!(
+        complete["metadata"]["finish_reason"], "cancelled",
+        "{complete}"
+    );
+    let (status, _) = get_as(&server, "/api/v1/conversations/doomed", Some(&token)).await;
+    assert_eq!(status, 404, "nothing is written back after the delete");
 }
