@@ -5,28 +5,25 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::routes::pages::not_found;
-
 #[derive(rust_embed::Embed)]
 #[folder = "$CARGO_MANIFEST_DIR/../target/site"]
 struct Site;
 
-/// Serves `path` from the embedded site, honouring `Accept-Encoding` and `If-None-Match`.
-pub(crate) fn serve(path: &str, headers: &HeaderMap) -> Response {
+/// Serves `path` from the embedded site, honouring `Accept-Encoding` and
+/// `If-None-Match`; `None` if the site has no such file.
+pub(crate) fn serve(path: &str, headers: &HeaderMap) -> Option<Response> {
     let path = path.trim_start_matches('/');
     if path.is_empty() || path.ends_with(".br") || path.ends_with(".gz") {
-        return not_found();
+        return None;
     }
-    let Some(plain) = Site::get(path) else {
-        return not_found();
-    };
+    let plain = Site::get(path)?;
     let etag = format!("\"{}\"", hex(&plain.metadata.sha256_hash()[..12]));
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag))
     {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        return Some((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let accepts = headers
         .get(header::ACCEPT_ENCODING)
@@ -58,7 +55,7 @@ pub(crate) fn serve(path: &str, headers: &HeaderMap) -> Response {
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response_headers.insert(header::ETAG, value);
     }
-    response
+    Some(response)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,21 +2,22 @@
 //! resolves and stores the conversation (the question is stored before anything
 //! is generated), assembles the prompt (persona, history within a budget), and
 //! drives the provider, writing each reply into a hub stream and checkpointing it
-//! into the store. It never knows which transport asked.
+//! into the store. It never knows which transport or dialect asked: it speaks in
+//! [`StreamEvent`]s, and callers reach streams only through its commands
+//! ([`Engine::start`], [`Engine::attach`], [`Engine::cancel`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use rill_protocol::server::Context;
-use rill_protocol::{
-    ErrorCode, FinishReason, MessageRequest, Metadata, ProgressStep, ServerEvent, Usage,
-};
+use rill_protocol::{FinishReason, MessageRequest, Metadata, ProgressStep, Usage};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Identity;
 use crate::error::{Error, Result};
-use crate::hub::{Hub, Stream, StreamWriter};
+use crate::events::{Failure, StreamEvent};
+use crate::hub::{Hub, HubError, NewStream, StopReason, StreamInfo, StreamWriter, Subscription};
 use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
 use crate::store::{MessageStatus, NewMessage, Store, StoreError, StoredMessage, title_from};
 
@@ -27,7 +28,7 @@ const MAX_ID_CHARS: usize = 128;
 #[derive(Clone)]
 pub struct Engine {
     /// Where streams live.
-    hub: Hub,
+    hub: Arc<dyn Hub>,
     /// Where replies come from.
     provider: Arc<dyn Provider>,
     /// Where conversations are kept.
@@ -78,17 +79,17 @@ impl Default for EngineLimits {
 }
 
 /// What [`Engine::start`] started.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Started {
     /// The conversation the streams belong to.
     pub session_id: String,
     /// One stream per persona, in the order asked.
-    pub streams: Vec<Arc<Stream>>,
+    pub stream_ids: Vec<Arc<str>>,
 }
 
 /// Everything a generation task needs besides the provider.
 struct Generation {
-    writer: StreamWriter,
+    writer: Box<dyn StreamWriter>,
     store: Arc<dyn Store>,
     checkpoint_interval: Duration,
     session_id: String,
@@ -103,7 +104,7 @@ struct Generation {
 impl Engine {
     /// An engine writing to `hub` and `store` with replies from `provider`.
     pub fn new(
-        hub: Hub,
+        hub: Arc<dyn Hub>,
         provider: Arc<dyn Provider>,
         store: Arc<dyn Store>,
         limits: EngineLimits,
@@ -156,19 +157,32 @@ impl Engine {
         self.provider.name()
     }
 
-    /// The hub streams are written to.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
+    /// How many replies are generating.
+    pub fn running(&self) -> usize {
+        self.hub.running()
     }
 
-    /// The conversation store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// Cuts every running reply (the server is shutting down): each ends as
+    /// interrupted, keeping its text. Returns how many.
+    pub fn interrupt_all(&self) -> usize {
+        self.hub.interrupt_all()
     }
 
-    /// The generation tasks (closed and awaited on shutdown).
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
+    /// Shutdown: accepts no new generation, waits up to `grace` for the running
+    /// ones to finish, then cuts the rest and waits (briefly) for them to be
+    /// stored as interrupted.
+    pub async fn drain(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            let cut = self.interrupt_all();
+            if cut > 0 {
+                tracing::warn!("shutdown deadline: interrupted {cut} running replies");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        }
     }
 
     /// Validates `request`, stores the question in its conversation (created for
@@ -258,10 +272,13 @@ impl Engine {
             .await?;
         let model = self.provider.model_for(request.model.as_deref());
 
-        let mut streams = Vec::with_capacity(personas.len());
+        let mut stream_ids = Vec::with_capacity(personas.len());
         let mut generations = Vec::with_capacity(personas.len());
         for persona in personas {
-            let (stream, writer) = self.hub.create(identity.owner());
+            let writer = self.hub.create(NewStream {
+                owner: identity.owner(),
+                detach_grace: self.limits.detach_grace,
+            });
             let message_id = uuid::Uuid::now_v7().to_string();
             // The reply exists (empty, `streaming`) before its first token, so a
             // crash at any point leaves it to be marked interrupted.
@@ -275,7 +292,7 @@ impl Engine {
                     model: Some(&model),
                     content: "",
                     status: MessageStatus::Streaming,
-                    stream_id: Some(stream.id()),
+                    stream_id: Some(writer.id()),
                 })
                 .await;
             // On failure nothing was started yet: the writers made so far are
@@ -288,7 +305,7 @@ impl Engine {
                 content: question.clone(),
             });
             generations.push((
-                stream.clone(),
+                writer.id().clone(),
                 Generation {
                     writer,
                     store: self.store.clone(),
@@ -309,17 +326,13 @@ impl Engine {
                 },
             ));
         }
-        for (stream, generation) in generations {
-            self.tasks.spawn(drive(
-                self.provider.clone(),
-                generation,
-                self.limits.detach_grace,
-            ));
-            streams.push(stream);
+        for (stream_id, generation) in generations {
+            self.tasks.spawn(drive(self.provider.clone(), generation));
+            stream_ids.push(stream_id);
         }
         Ok(Started {
             session_id,
-            streams,
+            stream_ids,
         })
     }
 
@@ -346,14 +359,72 @@ impl Engine {
 }
 
 impl Engine {
-    /// The stream `stream_id` if `identity` may attach to or cancel it:
+    /// Checks that `identity` may attach to or cancel `stream_id`:
     /// `STREAM_NOT_FOUND` if unknown or expired, `FORBIDDEN` if someone else's.
-    pub fn stream_for(&self, identity: &Identity, stream_id: &str) -> Result<Arc<Stream>> {
-        let stream = self.hub.get(stream_id).ok_or(Error::StreamNotFound)?;
-        if !stream.is_accessible_by(identity.owner().as_deref()) {
+    fn check_access(&self, identity: &Identity, stream_id: &str) -> Result<()> {
+        let info = self.hub.info(stream_id).ok_or(Error::StreamNotFound)?;
+        if !info.is_accessible_by(identity.owner().as_deref()) {
             return Err(Error::Forbidden);
         }
-        Ok(stream)
+        Ok(())
+    }
+
+    /// What stream `stream_id` is (owner, finished, last seq), if `identity`
+    /// may read it.
+    pub fn status(&self, identity: &Identity, stream_id: &str) -> Result<StreamInfo> {
+        self.check_access(identity, stream_id)?;
+        self.hub.info(stream_id).ok_or(Error::StreamNotFound)
+    }
+
+    /// A reader of stream `stream_id` from after `after_seq`, if `identity` may
+    /// read it; `STREAM_NOT_FOUND` if it (or the replay asked for) is gone.
+    pub fn attach(
+        &self,
+        identity: &Identity,
+        stream_id: &str,
+        after_seq: u64,
+    ) -> Result<Subscription> {
+        self.check_access(identity, stream_id)?;
+        self.hub
+            .attach(stream_id, after_seq)
+            .map_err(|(HubError::NotFound | HubError::Expired(_))| Error::StreamNotFound)
+    }
+
+    /// The reply text a stream had produced up to `until_seq` (best effort: empty
+    /// if its start is no longer kept). For clients that asked for the text so
+    /// far with every token; callers have checked access already.
+    pub fn reply_text_until(&self, stream_id: &str, until_seq: u64) -> String {
+        let mut events = Vec::new();
+        let max = usize::try_from(until_seq).unwrap_or(usize::MAX);
+        let _ = self.hub.events_after(stream_id, 0, max, &mut events);
+        events
+            .iter()
+            .filter_map(|e| match &e.event {
+                StreamEvent::Token(token) => Some(token.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Like [`Engine::attach`], without keeping the stream alive (the reader does
+    /// not count against the detach grace).
+    pub fn observe(
+        &self,
+        identity: &Identity,
+        stream_id: &str,
+        after_seq: u64,
+    ) -> Result<Subscription> {
+        self.check_access(identity, stream_id)?;
+        self.hub
+            .observe(stream_id, after_seq)
+            .map_err(|(HubError::NotFound | HubError::Expired(_))| Error::StreamNotFound)
+    }
+
+    /// Stops stream `stream_id` if `identity` may: it ends as cancelled.
+    pub fn cancel(&self, identity: &Identity, stream_id: &str) -> Result<()> {
+        self.check_access(identity, stream_id)?;
+        self.hub.cancel(stream_id);
+        Ok(())
     }
 }
 
@@ -421,7 +492,7 @@ fn stored_status(reason: FinishReason) -> MessageStatus {
 
 /// Runs one generation to its terminal event. Dropping the provider stream (on
 /// cancel, detach grace or shutdown) is what stops the provider.
-async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace: Duration) {
+async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     let Generation {
         mut writer,
         store,
@@ -434,14 +505,10 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
         client_message_id,
         request,
     } = generation;
-    let id = writer.id().to_owned();
-    let stream = writer.stream().clone();
-    let cancel = stream.cancellation().clone();
-    let detached = stream.detached_for(detach_grace);
-    tokio::pin!(detached);
-    writer.publish(|seq| ServerEvent::Start {
-        stream_id: id.clone(),
-        seq,
+    let id = writer.id().clone();
+    let stopped = writer.stopped();
+    tokio::pin!(stopped);
+    writer.publish(StreamEvent::Started {
         session_id: session_id.clone(),
         message_id: message_id.clone(),
         user_message_id: Some(user_message_id),
@@ -449,18 +516,8 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
         model: model.clone(),
         client_message_id,
     });
-    writer.publish(|seq| ServerEvent::Progress {
-        stream_id: id.clone(),
-        seq,
-        step: ProgressStep::Starting,
-        message: "Processing started".into(),
-    });
-    writer.publish(|seq| ServerEvent::Progress {
-        stream_id: id.clone(),
-        seq,
-        step: ProgressStep::Generating,
-        message: "Generating response...".into(),
-    });
+    writer.publish(StreamEvent::Progress(ProgressStep::Starting));
+    writer.publish(StreamEvent::Progress(ProgressStep::Generating));
 
     let mut reply = String::new();
     // What the store holds of the reply, and when it was written.
@@ -470,17 +527,16 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
     let (finish_reason, usage) = loop {
         let item = tokio::select! {
             biased;
-            () = cancel.cancelled() => {
-                let reason = if stream.is_interrupted() {
-                    FinishReason::Interrupted
-                } else {
-                    FinishReason::Cancelled
+            reason = &mut stopped => {
+                let reason = match reason {
+                    StopReason::Interrupted => FinishReason::Interrupted,
+                    StopReason::Cancelled => FinishReason::Cancelled,
+                    StopReason::Detached => {
+                        tracing::info!(stream_id = %id, "nobody attached for the detach grace: cancelling");
+                        FinishReason::Cancelled
+                    }
                 };
                 break (reason, None);
-            }
-            () = &mut detached => {
-                tracing::info!(stream_id = %id, "nobody attached for the detach grace: cancelling");
-                break (FinishReason::Cancelled, None);
             }
             item = tokens.next() => item,
         };
@@ -490,12 +546,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
                     continue;
                 }
                 reply.push_str(&token);
-                writer.publish(|seq| ServerEvent::Token {
-                    stream_id: id.clone(),
-                    seq,
-                    token,
-                    partial_response: None,
-                });
+                writer.publish(StreamEvent::Token(token));
                 // At most one write per interval, whatever the token rate: a crash
                 // loses at most the text since the last checkpoint.
                 if last_checkpoint.elapsed() >= checkpoint_interval && reply.len() > checkpointed {
@@ -514,18 +565,13 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
             Some(Err(error)) => {
                 tracing::warn!(stream_id = %id, %error, "provider failed");
                 if reply.is_empty() {
-                    let (error, code) = match error {
-                        ProviderError::RateLimited(message) => (message, ErrorCode::RateLimited),
-                        ProviderError::Upstream(message) => (message, ErrorCode::ProviderError),
+                    let failure = match error {
+                        ProviderError::RateLimited(message) => Failure::RateLimited(message),
+                        ProviderError::Upstream(message) => Failure::Provider(message),
                     };
                     drop(tokens);
                     finish_stored(&*store, &message_id, "", MessageStatus::Error, None).await;
-                    writer.finish(|seq| ServerEvent::Error {
-                        error,
-                        code,
-                        stream_id: Some(id.clone()),
-                        seq: Some(seq),
-                    });
+                    writer.publish(StreamEvent::Failed(failure));
                     return;
                 }
                 break (FinishReason::Error, None);
@@ -543,9 +589,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation, detach_grace
         usage.map(|u| (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))),
     )
     .await;
-    writer.finish(|seq| ServerEvent::Complete {
-        stream_id: id.clone(),
-        seq,
+    writer.publish(StreamEvent::Completed {
         response: reply,
         session_id,
         metadata: metadata(persona, model, finish_reason, usage),
@@ -589,6 +633,7 @@ fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{MemoryHub, ReplayLimits};
     use crate::provider::demo::DemoProvider;
     use futures::stream::BoxStream;
     use std::time::Duration;
@@ -606,7 +651,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rill-engine-{}", uuid::Uuid::new_v4()));
         let store = crate::store::SqlStore::open(None, &dir).await.unwrap();
         let engine = Engine::new(
-            Hub::new(Duration::from_secs(60), crate::hub::ReplayLimits::default()),
+            Arc::new(MemoryHub::new(
+                Duration::from_secs(60),
+                ReplayLimits::default(),
+            )),
             provider,
             Arc::new(store),
             EngineLimits {
@@ -625,25 +673,42 @@ mod tests {
         }
     }
 
-    async fn events(stream: &Arc<Stream>) -> Vec<ServerEvent> {
-        let mut sub = stream.attach(0).unwrap();
+    fn attach(engine: &Engine, stream_id: &str) -> Subscription {
+        engine.attach(&Identity::Anonymous, stream_id, 0).unwrap()
+    }
+
+    /// Every event of a stream, with its seq, waiting for the end.
+    async fn events(engine: &Engine, stream_id: &str) -> Vec<(u64, StreamEvent)> {
+        let mut sub = attach(engine, stream_id);
         let mut out = Vec::new();
         while let Some(batch) = sub.next_batch().await.unwrap() {
-            out.extend(
-                batch
-                    .iter()
-                    .map(|p| serde_json::from_str::<ServerEvent>(p.text.as_str()).unwrap()),
-            );
+            out.extend(batch.iter().map(|e| (e.seq, e.event.clone())));
         }
         out
     }
 
-    /// The response and metadata of a stream's final `complete`.
-    fn completed(events: &[ServerEvent]) -> (&str, &Metadata) {
+    /// Waits for the first token of a stream.
+    async fn first_token(sub: &mut Subscription) {
+        loop {
+            let batch = sub.next_batch().await.unwrap().unwrap();
+            if batch
+                .iter()
+                .any(|e| matches!(e.event, StreamEvent::Token(_)))
+            {
+                return;
+            }
+        }
+    }
+
+    /// The response and metadata of a stream's final `Completed`.
+    fn completed(events: &[(u64, StreamEvent)]) -> (&str, &Metadata) {
         match events.last() {
-            Some(ServerEvent::Complete {
-                response, metadata, ..
-            }) => (response, metadata),
+            Some((
+                _,
+                StreamEvent::Completed {
+                    response, metadata, ..
+                },
+            )) => (response, metadata),
             other => panic!("the stream did not complete: {other:?}"),
         }
     }
@@ -655,30 +720,22 @@ mod tests {
             .start(&Identity::Anonymous, ask("hello"))
             .await
             .unwrap();
-        let events = events(&started.streams[0]).await;
-        let kinds: Vec<_> = events.iter().map(ServerEvent::kind).collect();
-        assert_eq!(kinds[..3], ["start", "progress", "progress"]);
-        assert_eq!(kinds.len(), 3 + 30 + 1);
-        assert_eq!(kinds.last(), Some(&"complete"));
-        let seqs: Vec<u64> = events
-            .iter()
-            .map(|e| e.stream_position().unwrap().1)
-            .collect();
+        let events = events(&engine, &started.stream_ids[0]).await;
+        assert!(matches!(events[0].1, StreamEvent::Started { .. }));
+        assert_eq!(events[1].1, StreamEvent::Progress(ProgressStep::Starting));
+        assert_eq!(events[2].1, StreamEvent::Progress(ProgressStep::Generating));
+        assert_eq!(events.len(), 3 + 30 + 1);
+        let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, (1..=34).collect::<Vec<_>>());
         let tokens: String = events
             .iter()
-            .filter_map(|e| match e {
-                ServerEvent::Token { token, .. } => Some(token.as_str()),
+            .filter_map(|(_, e)| match e {
+                StreamEvent::Token(token) => Some(token.as_str()),
                 _ => None,
             })
             .collect();
-        let ServerEvent::Complete {
-            response, metadata, ..
-        } = events.last().unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(&tokens, response);
+        let (response, metadata) = completed(&events);
+        assert_eq!(tokens, response);
         assert_eq!(metadata.agent, "assistant");
     }
 
@@ -730,7 +787,7 @@ mod tests {
             Err(Error::Overloaded)
         ));
         for started in &running {
-            events(&started.streams[0]).await;
+            events(&engine, &started.stream_ids[0]).await;
         }
         assert!(
             engine.start(&anon, ask("q")).await.is_ok(),
@@ -740,30 +797,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_nobody_watches_is_cancelled_after_the_grace() {
-        // Real time (the store does real I/O): a grace far longer than the first
-        // check, and an end awaited rather than timed.
         let (mut engine, _scratch) = engine(Arc::new(DemoProvider::new(
             Duration::from_millis(20),
             100_000,
         )))
         .await;
-        engine.limits.detach_grace = Duration::from_millis(1500);
+        engine.limits.detach_grace = Duration::from_millis(300);
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
-        let stream = started.streams[0].clone();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !stream.is_finished(),
-            "inside the grace it keeps generating"
-        );
-        // Watching would keep it alive: poll without attaching.
-        for _ in 0..600 {
-            if stream.is_finished() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(stream.is_finished(), "cancelled after the grace");
-        let events = events(&stream).await;
+        let id = started.stream_ids[0].clone();
+        // Nobody attaches: the stream stops by itself once the grace has passed,
+        // which the engine's task tracker tells without polling.
+        engine.tasks.close();
+        tokio::time::timeout(Duration::from_secs(20), engine.tasks.wait())
+            .await
+            .expect("the generation ends after the grace");
+        let events = events(&engine, &id).await;
         let (response, metadata) = completed(&events);
         assert_eq!(metadata.finish_reason, FinishReason::Cancelled);
         assert!(
@@ -780,18 +828,10 @@ mod tests {
         )))
         .await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
-        let stream = started.streams[0].clone();
-        let mut sub = stream.attach(0).unwrap();
-        while !sub
-            .next_batch()
-            .await
-            .unwrap()
-            .unwrap()
-            .iter()
-            .any(|p| p.kind == "token")
-        {}
-        assert_eq!(engine.hub().interrupt_all(), 1);
-        let events = events(&stream).await;
+        let mut sub = attach(&engine, &started.stream_ids[0]);
+        first_token(&mut sub).await;
+        assert_eq!(engine.interrupt_all(), 1);
+        let events = events(&engine, &started.stream_ids[0]).await;
         let (_, metadata) = completed(&events);
         assert_eq!(metadata.finish_reason, FinishReason::Interrupted);
     }
@@ -824,22 +864,18 @@ mod tests {
     async fn provider_failure_before_text_is_a_provider_error() {
         let (engine, _scratch) = engine(Arc::new(Failing { after: 0 })).await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
-        let events = events(&started.streams[0]).await;
-        assert!(matches!(
-            events.last(),
-            Some(ServerEvent::Error {
-                code: ErrorCode::ProviderError,
-                stream_id: Some(_),
-                ..
-            })
-        ));
+        let events = events(&engine, &started.stream_ids[0]).await;
+        assert_eq!(
+            events.last().map(|(_, e)| e),
+            Some(&StreamEvent::Failed(Failure::Provider("boom".into())))
+        );
     }
 
     #[tokio::test]
     async fn provider_failure_after_text_keeps_the_text() {
         let (engine, _scratch) = engine(Arc::new(Failing { after: 2 })).await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
-        let events = events(&started.streams[0]).await;
+        let events = events(&engine, &started.stream_ids[0]).await;
         let (response, metadata) = completed(&events);
         assert_eq!(response, "t0 t1 ");
         assert_eq!(metadata.finish_reason, FinishReason::Error);
@@ -850,20 +886,30 @@ mod tests {
         let (engine, _scratch) =
             engine(Arc::new(DemoProvider::new(Duration::from_millis(20), 1000))).await;
         let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
-        let stream = started.streams[0].clone();
-        let mut sub = stream.attach(0).unwrap();
-        // Wait for a token, then cancel.
-        loop {
-            let batch = sub.next_batch().await.unwrap().unwrap();
-            if batch.iter().any(|p| p.kind == "token") {
-                break;
-            }
-        }
-        stream.cancel();
-        let events = events(&stream).await;
+        let id = started.stream_ids[0].clone();
+        let mut sub = attach(&engine, &id);
+        first_token(&mut sub).await;
+        engine.cancel(&Identity::Anonymous, &id).unwrap();
+        let events = events(&engine, &id).await;
         let (response, metadata) = completed(&events);
         assert_eq!(metadata.finish_reason, FinishReason::Cancelled);
         assert!(!response.is_empty());
         assert!(events.len() < 100, "stopped long before 1000 tokens");
+    }
+
+    #[tokio::test]
+    async fn another_owners_stream_is_forbidden_and_unknown_ones_not_found() {
+        let (engine, _scratch) = engine(Arc::new(DemoProvider::new(Duration::ZERO, 3))).await;
+        let alice = Identity::Guest("alice".into());
+        let started = engine.start(&alice, ask("q")).await.unwrap();
+        let id = &started.stream_ids[0];
+        let bob = Identity::Guest("bob".into());
+        assert!(matches!(engine.attach(&bob, id, 0), Err(Error::Forbidden)));
+        assert!(matches!(engine.cancel(&bob, id), Err(Error::Forbidden)));
+        assert!(matches!(
+            engine.attach(&alice, "nope", 0),
+            Err(Error::StreamNotFound)
+        ));
+        assert!(engine.attach(&alice, id, u64::MAX).is_ok());
     }
 }

@@ -89,7 +89,14 @@ async fn chat_honours_auth() {
 async fn health_reports_status_connections_and_streams() {
     let server = start().await;
     let _ws = server.ws().await;
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The upgrade completes on the server after the client sees it: wait for
+    // the count, not for a while.
+    tokio::time::timeout(
+        FRAME_TIMEOUT,
+        server.state.connections.wait_until(|open| *open == 1),
+    )
+    .await
+    .expect("the connection is counted");
     let health = get_json(&server, "/health").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));

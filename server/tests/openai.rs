@@ -386,7 +386,7 @@ async fn the_detach_grace_closes_the_upstream_request() {
     .await;
     wait_finished(&server, &ids[0]).await;
     assert_eq!(
-        terminal_event(&server, &ids[0])["metadata"]["finish_reason"],
+        terminal_event(&server, &ids[0]).await["metadata"]["finish_reason"],
         "cancelled"
     );
     wait_disconnects(&upstream, 1).await;
@@ -412,7 +412,7 @@ async fn shutdown_closes_the_upstream_request() {
     server.state.shutdown.cancel();
     wait_finished(&server, &stream_id).await;
     assert_eq!(
-        terminal_event(&server, &stream_id)["metadata"]["finish_reason"],
+        terminal_event(&server, &stream_id).await["metadata"]["finish_reason"],
         "interrupted"
     );
     wait_disconnects(&upstream, 1).await;

@@ -89,7 +89,7 @@ async fn poll_errors_and_cancel_over_http() {
     assert_eq!(response.status(), 202);
     wait_finished(&server, &ids[0]).await;
     assert_eq!(
-        terminal_event(&server, &ids[0])["metadata"]["finish_reason"],
+        terminal_event(&server, &ids[0]).await["metadata"]["finish_reason"],
         "cancelled"
     );
     let response = client

@@ -93,7 +93,12 @@ async fn resume_before_the_replay_window_is_stream_not_found() {
     .await;
     let (ids, _) = start_stream(&server, json!({"message": "too long to keep"})).await;
     wait_finished(&server, &ids[0]).await;
-    let last = server.state.engine.hub().get(&ids[0]).unwrap().last_seq();
+    let last = server
+        .state
+        .engine
+        .status(&rill::auth::Identity::Anonymous, &ids[0])
+        .unwrap()
+        .last_seq;
     let mut ws = server.ws().await;
     send(
         &mut ws,
@@ -125,7 +130,7 @@ async fn a_stream_nobody_attaches_to_is_cancelled_after_the_detach_grace() {
     .await;
     let (ids, _) = start_stream(&server, json!({"message": "nobody listens"})).await;
     wait_finished(&server, &ids[0]).await;
-    let end = terminal_event(&server, &ids[0]);
+    let end = terminal_event(&server, &ids[0]).await;
     assert_eq!(end["metadata"]["finish_reason"], "cancelled");
     assert!(!end["response"].as_str().unwrap().is_empty());
     // The produced text stays available to attachers within retention.
@@ -240,6 +245,10 @@ async fn following_too_many_streams_on_one_connection_is_rate_limited() {
         }
     }
     for id in &ids {
-        server.state.engine.hub().get(id).unwrap().cancel();
+        server
+            .state
+            .engine
+            .cancel(&rill::auth::Identity::Anonymous, id)
+            .unwrap();
     }
 }

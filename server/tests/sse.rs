@@ -167,7 +167,7 @@ async fn shutdown_ends_sse_and_interrupts_replies_after_the_grace() {
         "SSE ended before the reply"
     );
     wait_finished(&server, &ids[0]).await;
-    let end = terminal_event(&server, &ids[0]);
+    let end = terminal_event(&server, &ids[0]).await;
     assert_eq!(end["metadata"]["finish_reason"], "interrupted", "{end}");
     assert!(
         !end["response"].as_str().unwrap().is_empty(),

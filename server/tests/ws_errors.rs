@@ -201,7 +201,7 @@ async fn too_many_replies_at_once_on_one_connection_are_rate_limited() {
     }
     assert!(starts <= 2);
     assert_eq!(
-        server.state.engine.hub().running(),
+        server.state.engine.running(),
         2,
         "the refused message started nothing"
     );

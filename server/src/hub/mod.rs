@@ -1,151 +1,311 @@
-//! The hub: the registry of streams. A stream is owned here, not by any connection;
+//! The hub: where streams live. A stream is owned here, not by any connection;
 //! connections attach to it after a seq and detach freely.
 //!
-//! - [`stream`]: one stream, its replay log, its single writer and its subscriptions.
+//! [`Hub`] is the seam: its callers see streams only by id, through
+//! [`StreamWriter`] (the one producer), [`Subscription`] (a reader from a
+//! cursor) and [`StreamInfo`]. It carries typed [`StreamEvent`]s with their seq;
+//! each event keeps a small cache of its encodings so that a dialect encodes it
+//! once however many connections follow it ([`Sequenced::encoded`]).
+//!
+//! - [`memory`]: the in-process implementation (bounded replay logs).
+//!
+//! Nothing here knows a transport or a dialect: an encoding is opaque bytes in
+//! a numbered slot.
 
-pub mod stream;
+pub mod memory;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use stream::{AttachError, Published, ReplayLimits, Stream, StreamWriter, Subscription};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
 
-/// The registry of live and recently finished streams. Cheap to clone.
-#[derive(Clone)]
-pub struct Hub {
-    inner: Arc<HubInner>,
+use crate::events::StreamEvent;
+
+pub use memory::MemoryHub;
+
+/// How many encodings one event can cache: one per dialect.
+pub const ENCODING_SLOTS: usize = 4;
+
+/// One published event: its stream, its position and the event itself, with its
+/// encodings cached beside it. Shared (`Arc`) by the log and every reader.
+#[derive(Debug)]
+pub struct Sequenced {
+    /// The stream it belongs to.
+    pub stream_id: Arc<str>,
+    /// Its seq (1, 2, 3 … per stream).
+    pub seq: u64,
+    /// What happened.
+    pub event: StreamEvent,
+    /// Its encodings, made on first use. Slot 0 inline (every event is
+    /// encoded by the most common dialect); the others allocated only if some
+    /// connection speaks another dialect.
+    first: OnceLock<Bytes>,
+    /// Slots 1.. .
+    others: OnceLock<Box<[OnceLock<Bytes>; ENCODING_SLOTS - 1]>>,
 }
 
-struct HubInner {
-    /// Every stream that is running or still inside its retention window.
-    /// A std mutex: lookups and inserts are short and never held across an await.
-    streams: Mutex<HashMap<Arc<str>, Arc<Stream>>>,
-    /// How long a finished stream stays replayable before it is dropped.
-    retention: Duration,
-    /// How much history each stream keeps for replay.
-    limits: ReplayLimits,
-    /// Streams still generating: incremented at create, decremented by the
-    /// terminal event (which every stream gets, even if its writer panics).
-    running: AtomicUsize,
-}
-
-impl Hub {
-    /// An empty hub whose finished streams stay replayable for `retention`, each
-    /// keeping at most `limits` of history.
-    pub fn new(retention: Duration, limits: ReplayLimits) -> Self {
-        Hub {
-            inner: Arc::new(HubInner {
-                streams: Mutex::new(HashMap::new()),
-                retention,
-                limits,
-                running: AtomicUsize::new(0),
-            }),
+impl Sequenced {
+    /// A published event.
+    pub fn new(stream_id: Arc<str>, seq: u64, event: StreamEvent) -> Self {
+        Sequenced {
+            stream_id,
+            seq,
+            event,
+            first: OnceLock::new(),
+            others: OnceLock::new(),
         }
     }
 
-    /// Registers a new stream owned by `owner` and returns it with its only writer.
-    pub fn create(&self, owner: Option<String>) -> (Arc<Stream>, StreamWriter) {
-        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-        let stream = Arc::new(Stream::new(id.clone(), owner, self.inner.limits));
-        self.lock().insert(id, stream.clone());
-        self.inner.running.fetch_add(1, Ordering::Relaxed);
-        let hub = self.clone();
-        let writer = StreamWriter::new(
-            stream.clone(),
-            Box::new(move |id: Arc<str>| {
-                hub.inner.running.fetch_sub(1, Ordering::Relaxed);
-                hub.expire_later(id);
-            }),
-        );
-        (stream, writer)
-    }
-
-    /// The stream with this id, if it is running or still retained.
-    pub fn get(&self, id: &str) -> Option<Arc<Stream>> {
-        self.lock().get(id).cloned()
-    }
-
-    /// How many streams are running or retained.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether the hub holds no stream.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How many streams are still generating.
-    pub fn running(&self) -> usize {
-        self.inner.running.load(Ordering::Relaxed)
-    }
-
-    /// Stops every running stream because the server is shutting down; each
-    /// ends with `finish_reason: interrupted`, keeping its text.
-    pub fn interrupt_all(&self) -> usize {
-        let running: Vec<Arc<Stream>> = self
-            .lock()
-            .values()
-            .filter(|s| !s.is_finished())
-            .cloned()
-            .collect();
-        for stream in &running {
-            stream.interrupt();
-        }
-        running.len()
-    }
-
-    /// Drops a finished stream once its retention window has passed.
-    fn expire_later(&self, id: Arc<str>) {
-        let hub = Arc::downgrade(&self.inner);
-        let retention = self.inner.retention;
-        // Outside a runtime (unit tests of the writer) the stream simply stays.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                tokio::time::sleep(retention).await;
-                if let Some(hub) = hub.upgrade() {
-                    hub.streams
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                }
-            });
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Stream>>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.inner
-            .streams
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The event's encoding in `slot`, made by `encode` the first time it is
+    /// asked for and shared afterwards: one encoding per slot, however many
+    /// readers ask.
+    ///
+    /// # Panics
+    /// If `slot` is not below [`ENCODING_SLOTS`] (a dialect's fixed constant).
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Sequenced) -> Bytes) -> Bytes {
+        let cell = if slot == 0 {
+            &self.first
+        } else {
+            &self
+                .others
+                .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())))[slot - 1]
+        };
+        cell.get_or_init(|| encode(self)).clone()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rill_protocol::{ErrorCode, ServerEvent};
+/// How much of a stream's history is kept for replay.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayLimits {
+    /// Most events kept.
+    pub max_events: usize,
+    /// Most bytes of event payload kept (token text counts; fixed overhead per
+    /// event is estimated).
+    pub max_bytes: usize,
+}
 
-    #[tokio::test(start_paused = true)]
-    async fn finished_streams_expire_after_retention() {
-        let hub = Hub::new(Duration::from_secs(300), ReplayLimits::default());
-        let (stream, mut writer) = hub.create(None);
-        assert_eq!(hub.running(), 1);
-        let id = stream.id().to_owned();
-        writer.finish(|seq| ServerEvent::Error {
-            error: "x".into(),
-            code: ErrorCode::ProcessingError,
-            stream_id: Some(id.clone()),
-            seq: Some(seq),
-        });
-        assert!(hub.get(&id).is_some());
-        assert_eq!(hub.running(), 0, "finished streams are not running");
-        tokio::time::sleep(Duration::from_secs(299)).await;
-        assert!(hub.get(&id).is_some(), "still inside retention");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(hub.get(&id).is_none(), "dropped after retention");
+impl Default for ReplayLimits {
+    fn default() -> Self {
+        ReplayLimits {
+            max_events: 20_000,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Why a hub could not do what was asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    /// No such stream, or its retention window has passed.
+    #[error("no such stream")]
+    NotFound,
+    /// The events after the requested seq are no longer all kept; a partial
+    /// replay is never presented as complete.
+    #[error("the stream's events after seq {0} are no longer available")]
+    Expired(u64),
+}
+
+/// What a stream is, without its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The owner key of who started it (`None`: started without a token).
+    pub owner: Option<String>,
+    /// Whether its terminal event is out.
+    pub finished: bool,
+    /// Its last seq (0 before the first event).
+    pub last_seq: u64,
+}
+
+impl StreamInfo {
+    /// Whether `owner` may attach to or cancel the stream: its owner, or anyone
+    /// for a stream started without a token (its unguessable id is the key).
+    pub fn is_accessible_by(&self, owner: Option<&str>) -> bool {
+        match &self.owner {
+            None => true,
+            Some(mine) => owner == Some(mine.as_str()),
+        }
+    }
+}
+
+/// What a new stream needs.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    /// The owner key of who starts it (`None`: no token).
+    pub owner: Option<String>,
+    /// How long it may run with nobody attached before it is asked to stop.
+    pub detach_grace: Duration,
+}
+
+/// Why a stream is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A client cancelled it.
+    Cancelled,
+    /// Nobody was attached for the detach grace.
+    Detached,
+    /// The server is shutting down.
+    Interrupted,
+}
+
+/// The registry of streams. Implementations: [`MemoryHub`]; a shared one (Redis
+/// Streams) can implement the same calls without changing their callers.
+pub trait Hub: Send + Sync + 'static {
+    /// Registers a new stream and returns its only writer.
+    fn create(&self, stream: NewStream) -> Box<dyn StreamWriter>;
+
+    /// What the stream is, if it is running or still retained.
+    fn info(&self, stream_id: &str) -> Option<StreamInfo>;
+
+    /// A reader of every event with seq > `after_seq`, then the live ones.
+    fn attach(&self, stream_id: &str, after_seq: u64) -> Result<Subscription, HubError>;
+
+    /// Like [`Hub::attach`], but the reader does not count as attached: it does
+    /// not keep a stream alive past its detach grace (for observers that are not
+    /// clients, such as tests waiting for an end).
+    fn observe(&self, stream_id: &str, after_seq: u64) -> Result<Subscription, HubError>;
+
+    /// Events with seq > `after`, at most `max`, appended to `out`; whether the
+    /// stream has finished.
+    fn events_after(
+        &self,
+        stream_id: &str,
+        after: u64,
+        max: usize,
+        out: &mut Vec<Arc<Sequenced>>,
+    ) -> Result<bool, HubError>;
+
+    /// Asks a running stream to stop (it ends as cancelled). Whether it exists.
+    fn cancel(&self, stream_id: &str) -> bool;
+
+    /// Stops every running stream because the server is shutting down (each ends
+    /// as interrupted, keeping its text). Returns how many.
+    fn interrupt_all(&self) -> usize;
+
+    /// How many streams are generating.
+    fn running(&self) -> usize;
+}
+
+/// The only producer of one stream: assigns seqs and publishes. Dropping it
+/// without a terminal event ends the stream as [`crate::events::Failure::Crashed`].
+pub trait StreamWriter: Send {
+    /// The stream's id.
+    fn id(&self) -> &Arc<str>;
+
+    /// Publishes the next event; returns its seq. After the terminal event,
+    /// nothing more is published.
+    fn publish(&mut self, event: StreamEvent) -> u64;
+
+    /// Resolves when the stream should stop, saying why.
+    fn stopped(&self) -> BoxFuture<'static, StopReason>;
+}
+
+/// The reading side a hub implementation gives its subscriptions.
+pub trait StreamLog: Send + Sync {
+    /// Appends events with seq > `after` (at most `max`) to `out`; whether the
+    /// stream has finished.
+    fn read_after(
+        &self,
+        after: u64,
+        max: usize,
+        out: &mut Vec<Arc<Sequenced>>,
+    ) -> Result<bool, HubError>;
+
+    /// A receiver of the latest seq, to wait for new events.
+    fn watch(&self) -> watch::Receiver<u64>;
+
+    /// The subscription reading this log is gone.
+    fn detach(&self);
+}
+
+/// The most events one batch carries by default (bounds the copy made under a
+/// log's lock).
+pub const MAX_BATCH: usize = 256;
+
+/// Reads one stream from a cursor. Counts as attached while it exists.
+pub struct Subscription {
+    /// The stream read.
+    stream_id: Arc<str>,
+    /// The last seq delivered.
+    cursor: u64,
+    /// Most events per batch.
+    batch: usize,
+    /// Where the events are.
+    log: Arc<dyn StreamLog>,
+    /// Wakes when new events are published.
+    wake: watch::Receiver<u64>,
+    /// Whether the log counts this reader as attached (and must be told when
+    /// it goes).
+    attached: bool,
+}
+
+impl Subscription {
+    /// A subscription reading `log` after `cursor` (for hub implementations:
+    /// with `attached`, `log` has already counted it and is told when it goes).
+    pub fn new(stream_id: Arc<str>, cursor: u64, log: Arc<dyn StreamLog>, attached: bool) -> Self {
+        let wake = log.watch();
+        Subscription {
+            stream_id,
+            cursor,
+            batch: MAX_BATCH,
+            log,
+            wake,
+            attached,
+        }
+    }
+
+    /// The same subscription with another batch size (at least 1).
+    pub fn with_batch(mut self, max: usize) -> Self {
+        self.batch = max.max(1);
+        self
+    }
+
+    /// The stream read.
+    pub fn stream_id(&self) -> &Arc<str> {
+        &self.stream_id
+    }
+
+    /// The last seq delivered.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Appends the next events in order to `out`, waiting for at least one;
+    /// `Ok(false)` once the terminal event has been delivered; `Expired` if this
+    /// reader fell so far behind that the events it needs were dropped.
+    pub async fn next_into(&mut self, out: &mut Vec<Arc<Sequenced>>) -> Result<bool, HubError> {
+        loop {
+            // Mark the current value seen before reading, so an event published
+            // after the read wakes the wait below.
+            self.wake.borrow_and_update();
+            let before = out.len();
+            let finished = self.log.read_after(self.cursor, self.batch, out)?;
+            if let Some(last) = out[before..].last() {
+                self.cursor = last.seq;
+                return Ok(true);
+            }
+            if finished {
+                return Ok(false);
+            }
+            if self.wake.changed().await.is_err() {
+                // The log is gone without a terminal event: nothing more comes.
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The next events in order (see [`Subscription::next_into`]); `None` at the end.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Arc<Sequenced>>>, HubError> {
+        let mut out = Vec::new();
+        Ok(self.next_into(&mut out).await?.then_some(out))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.attached {
+            self.log.detach();
+        }
     }
 }

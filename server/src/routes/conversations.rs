@@ -8,24 +8,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rill_protocol::Usage;
 use rill_protocol::conversations::{
-    ConversationDetail, ConversationList, ConversationMessage, ConversationSummary, GuestToken,
-    RenameConversation,
+    ConversationDetail, ConversationList, ConversationSummary, GuestToken, RenameConversation,
 };
 use serde::Deserialize;
 
-use super::http::Caller;
-use crate::AppState;
-use crate::auth::Identity;
+use super::extract::{Caller, read_body};
 use crate::error::Error;
-use crate::store::{Conversation, StoredMessage};
+use crate::state::AppState;
 
 /// How long a guest identity lasts (a year; each page load renews its cookie).
 pub const GUEST_TTL_SECS: u64 = 365 * 24 * 3600;
-
-/// Longest title, in characters.
-const MAX_TITLE_CHARS: usize = 200;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -66,12 +59,6 @@ async fn guest(State(state): State<AppState>) -> Result<Response, Error> {
     Ok(response)
 }
 
-/// The owner key of a caller who must have an identity (listing is per owner:
-/// conversations without a token are reachable by id only).
-fn owner_required(identity: &Identity) -> Result<String, Error> {
-    identity.owner().ok_or(Error::AuthRequired)
-}
-
 /// `?limit=&after=` of the list.
 #[derive(Debug, Deserialize)]
 struct ListQuery {
@@ -85,22 +72,13 @@ async fn list(
     Caller(identity): Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConversationList>, Error> {
-    let owner = owner_required(&identity)?;
     let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(Error::InvalidMessage(
-            "limit must be between 1 and 200".into(),
-        ));
-    }
-    let page = state
-        .engine
-        .store()
-        .conversations(&owner, limit, query.after.as_deref())
-        .await?;
-    Ok(Json(ConversationList {
-        conversations: page.conversations.into_iter().map(summary).collect(),
-        next: page.next,
-    }))
+    Ok(Json(
+        state
+            .conversations
+            .list(&identity, limit, query.after.as_deref())
+            .await?,
+    ))
 }
 
 /// `GET /api/v1/conversations/{id}`.
@@ -109,23 +87,7 @@ async fn read(
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationDetail>, Error> {
-    Ok(Json(detail(&state, &identity, &id).await?))
-}
-
-/// A conversation and its messages, if `identity` owns it.
-pub(crate) async fn detail(
-    state: &AppState,
-    identity: &Identity,
-    id: &str,
-) -> Result<ConversationDetail, Error> {
-    let owner = identity.conversation_owner();
-    let store = state.engine.store();
-    let conversation = store.owned_conversation(&owner, id).await?;
-    let messages = store.messages(&owner, id).await?;
-    Ok(ConversationDetail {
-        conversation: summary(conversation),
-        messages: messages.into_iter().map(message).collect(),
-    })
+    Ok(Json(state.conversations.detail(&identity, &id).await?))
 }
 
 /// `PATCH /api/v1/conversations/{id}` with `{"title": …}`.
@@ -135,21 +97,12 @@ async fn rename(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<ConversationSummary>, Error> {
-    let bytes = super::http::read_body(&state, body).await?;
+    let bytes = read_body(&state, body).await?;
     let RenameConversation { title } = serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidMessage(format!("expected {{\"title\": \"…\"}}: {e}")))?;
-    let title = title.trim();
-    if title.is_empty()
-        || title.chars().count() > MAX_TITLE_CHARS
-        || title.chars().any(char::is_control)
-    {
-        return Err(Error::InvalidMessage(format!(
-            "title must be 1 to {MAX_TITLE_CHARS} characters without control characters"
-        )));
-    }
-    let owner = identity.conversation_owner();
-    let renamed = state.engine.store().rename(&owner, &id, title).await?;
-    Ok(Json(summary(renamed)))
+    Ok(Json(
+        state.conversations.rename(&identity, &id, &title).await?,
+    ))
 }
 
 /// `DELETE /api/v1/conversations/{id}`: 204; replies still generating in it are
@@ -159,41 +112,6 @@ async fn delete(
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    let owner = identity.conversation_owner();
-    let store = state.engine.store();
-    let messages = store.messages(&owner, &id).await?;
-    store.delete_conversation(&owner, &id).await?;
-    for stream_id in messages.iter().filter_map(|m| m.stream_id.as_deref()) {
-        if let Some(stream) = state.engine.hub().get(stream_id) {
-            stream.cancel();
-        }
-    }
+    state.conversations.delete(&identity, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) fn summary(conversation: Conversation) -> ConversationSummary {
-    ConversationSummary {
-        id: conversation.id,
-        title: conversation.title,
-        customer_id: conversation.customer_id,
-        created_at: conversation.created_at,
-        updated_at: conversation.updated_at,
-    }
-}
-
-fn message(message: StoredMessage) -> ConversationMessage {
-    ConversationMessage {
-        id: message.id,
-        role: message.role,
-        persona_id: message.persona,
-        model: message.model,
-        content: message.content,
-        status: message.status.as_str().to_owned(),
-        usage: message.usage.map(|(prompt, completion)| Usage {
-            prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
-            completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
-        }),
-        stream_id: message.stream_id,
-        created_at: message.created_at,
-    }
 }

@@ -1,20 +1,19 @@
 //! Plain HTTP: `POST /api/v1/chat` (waits for the whole reply), starting and
-//! cancelling streams that run in the server, and `GET /health`.
+//! cancelling streams that run in the server, the model list, and `GET /health`.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rill_protocol::client::parse_message_request;
-use rill_protocol::{ErrorCode, MessageRequest, Metadata, ServerEvent};
+use rill_protocol::Metadata;
 use serde::Serialize;
 
-use crate::AppState;
-use crate::auth::Identity;
+use super::extract::{Caller, read_message_request};
 use crate::error::Error;
-use crate::hub::Stream;
+use crate::events::{Failure, StreamEvent};
+use crate::session::{Command, Following, Outcome, Session};
+use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -25,51 +24,27 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/health", get(health))
 }
 
-/// `?token=`: browsers' `EventSource` cannot send headers.
-#[derive(Debug, Default, serde::Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
-}
-
-/// The caller's identity from `?token=`, `Authorization: Bearer` or the
-/// `rill_token` cookie; a bad explicit token is 401 AUTH_FAILED.
-pub struct Caller(pub Identity);
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let query_token = Query::<TokenQuery>::try_from_uri(&parts.uri)
-            .ok()
-            .and_then(|Query(q)| q.token);
-        super::caller_identity(state, &parts.headers, query_token.as_deref()).map(Caller)
-    }
-}
-
-impl Caller {
-    /// The identity, if it may start replies on this server.
-    pub(crate) fn may_start(self, state: &AppState) -> Result<Identity, Error> {
-        if state.config.auth_required && !self.0.is_authenticated() {
-            return Err(Error::AuthRequired);
-        }
-        Ok(self.0)
-    }
-}
-
-/// Reads a request body up to the frame size limit (`MESSAGE_TOO_LARGE` past it).
-pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Error> {
-    let limit = state.config.max_frame_bytes;
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::MessageTooLarge { limit })
-}
-
-/// Reads a JSON body of the `message` fields, enforcing the frame size limit.
-pub(crate) async fn read_message_request(
+/// Asks the question in `body` through `session`: the conversation and one
+/// followed stream per persona.
+pub(crate) async fn ask(
     state: &AppState,
+    session: &mut Session,
     body: Body,
-) -> Result<MessageRequest, Error> {
-    Ok(parse_message_request(&read_body(state, body).await?)?)
+) -> Result<(String, Vec<Following>), Error> {
+    let request = read_message_request(state, body).await?;
+    match session
+        .handle(Command::Message(request))
+        .await
+        .map_err(|r| r.error)?
+    {
+        Outcome::Started {
+            session_id,
+            streams,
+        } => Ok((session_id, streams)),
+        other => Err(Error::Internal(format!(
+            "a message produced {other:?} instead of streams"
+        ))),
+    }
 }
 
 /// One persona's finished reply.
@@ -98,12 +73,11 @@ async fn chat(
     caller: Caller,
     body: Body,
 ) -> Result<Json<ChatResponse>, Error> {
-    let identity = caller.may_start(&state)?;
-    let request = read_message_request(&state, body).await?;
-    let started = state.engine.start(&identity, request).await?;
-    let mut replies = Vec::with_capacity(started.streams.len());
-    for stream in &started.streams {
-        replies.push(wait_for_reply(stream).await?);
+    let mut session = caller.session(&state);
+    let (session_id, streams) = ask(&state, &mut session, body).await?;
+    let mut replies = Vec::with_capacity(streams.len());
+    for following in streams {
+        replies.push(wait_for_reply(following).await?);
     }
     let first = replies.remove(0);
     let others = if replies.is_empty() {
@@ -120,7 +94,7 @@ async fn chat(
     };
     Ok(Json(ChatResponse {
         response: first.response,
-        session_id: started.session_id,
+        session_id,
         stream_id: first.stream_id,
         metadata: first.metadata,
         replies: others,
@@ -128,12 +102,11 @@ async fn chat(
 }
 
 /// Waits for a stream's terminal event and turns it into a reply or an error.
-async fn wait_for_reply(stream: &std::sync::Arc<Stream>) -> Result<Reply, Error> {
-    let mut subscription = stream
-        .attach(0)
-        .map_err(|_| Error::Internal("a fresh stream refused attach(0)".into()))?;
+async fn wait_for_reply(mut following: Following) -> Result<Reply, Error> {
+    let stream_id = following.subscription.stream_id().to_string();
     let mut last = None;
-    while let Some(batch) = subscription
+    while let Some(batch) = following
+        .subscription
         .next_batch()
         .await
         .map_err(|_| Error::StreamNotFound)?
@@ -141,19 +114,19 @@ async fn wait_for_reply(stream: &std::sync::Arc<Stream>) -> Result<Reply, Error>
         last = batch.into_iter().last();
     }
     let last = last.ok_or_else(|| Error::Internal("stream ended without events".into()))?;
-    match serde_json::from_str::<ServerEvent>(last.text.as_str()) {
-        Ok(ServerEvent::Complete {
+    match &last.event {
+        StreamEvent::Completed {
             response, metadata, ..
-        }) => Ok(Reply {
+        } => Ok(Reply {
             persona_id: metadata.agent.clone(),
-            stream_id: stream.id().to_owned(),
-            response,
-            metadata,
+            stream_id,
+            response: response.clone(),
+            metadata: metadata.clone(),
         }),
-        Ok(ServerEvent::Error { code, error, .. }) => Err(match code {
-            ErrorCode::ProviderError => Error::Provider(error),
-            ErrorCode::RateLimited => Error::RateLimited(error),
-            _ => Error::Internal(error),
+        StreamEvent::Failed(failure) => Err(match failure {
+            Failure::Provider(detail) => Error::Provider(detail.clone()),
+            Failure::RateLimited(detail) => Error::RateLimited(detail.clone()),
+            Failure::Crashed => Error::Internal("the stream ended unexpectedly".into()),
         }),
         other => Err(Error::Internal(format!(
             "unexpected terminal event: {other:?}"
@@ -175,14 +148,16 @@ async fn start_streams(
     caller: Caller,
     body: Body,
 ) -> Result<(StatusCode, Json<StartedStreams>), Error> {
-    let identity = caller.may_start(&state)?;
-    let request = read_message_request(&state, body).await?;
-    let started = state.engine.start(&identity, request).await?;
+    let mut session = caller.session(&state);
+    let (session_id, streams) = ask(&state, &mut session, body).await?;
     Ok((
         StatusCode::CREATED,
         Json(StartedStreams {
-            stream_ids: started.streams.iter().map(|s| s.id().to_owned()).collect(),
-            session_id: started.session_id,
+            stream_ids: streams
+                .iter()
+                .map(|f| f.subscription.stream_id().to_string())
+                .collect(),
+            session_id,
         }),
     ))
 }
@@ -190,11 +165,16 @@ async fn start_streams(
 /// `POST /api/v1/streams/{id}/cancel`.
 async fn cancel(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    caller: Caller,
     Path(stream_id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
-    let stream = state.engine.stream_for(&identity, &stream_id)?;
-    stream.cancel();
+    caller
+        .session(&state)
+        .handle(Command::Cancel {
+            stream_id: stream_id.clone(),
+        })
+        .await
+        .map_err(|r| r.error)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "stream_id": stream_id, "status": "cancelling" })),
@@ -243,7 +223,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: state.started.elapsed().as_secs(),
-        connections: state.connections.load(std::sync::atomic::Ordering::Relaxed),
-        streams: state.engine.hub().running(),
+        connections: state.connections.count(),
+        streams: state.engine.running(),
     })
 }

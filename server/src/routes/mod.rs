@@ -1,6 +1,10 @@
-//! HTTP routes. Each module exposes `router()`; they are merged in [`app`].
+//! Transports. Each module exposes `router()`; they are merged in [`app`]. A
+//! route only translates: frames or requests into session commands, outcomes
+//! into frames or responses.
 //!
-//! - [`ws`]: `GET /ws/chat`, the native WebSocket dialect.
+//! - [`extract`]: who is calling ([`extract::Caller`]) and size-limited bodies.
+//! - [`ws`]: `GET /ws/chat`, the native WebSocket dialect; the connection loop
+//!   any dialect can use.
 //! - [`conversations`]: `/api/v1/conversations…` and guest identities.
 //! - [`http`]: `POST /api/v1/chat`, `POST /api/v1/streams`, cancel, `GET /health`.
 //! - [`sse`]: server-sent events (`/api/v1/chat/stream`, `/api/v1/streams/{id}/events`).
@@ -8,6 +12,7 @@
 //! - [`pages`]: the Leptos UI, `GET /ws/test`, and the compiled site's files.
 
 pub mod conversations;
+pub mod extract;
 pub mod http;
 pub mod pages;
 pub mod poll;
@@ -18,9 +23,9 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::AppState;
 use crate::auth::{Identity, bearer_token};
 use crate::error::Error;
+use crate::state::AppState;
 
 /// The cookie holding the browser's token (a guest token the pages set, or a
 /// user token the embedding site sets).

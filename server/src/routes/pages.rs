@@ -10,10 +10,10 @@ use axum::routing::get;
 use leptos::prelude::provide_context;
 use rill_app::history::InitialChat;
 
-use super::conversations::{GUEST_TTL_SECS, detail, token_cookie};
-use crate::AppState;
+use super::conversations::{GUEST_TTL_SECS, token_cookie};
 use crate::auth::Identity;
 use crate::error::Error;
+use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
     // Server rendering spawns its tasks on the global executor (leptos_routes
@@ -77,20 +77,14 @@ async fn render(state: AppState, id: Option<String>, request: Request) -> Respon
 /// The sidebar's first page and the open conversation, as far as they load.
 async fn initial_chat(state: &AppState, identity: &Identity, id: Option<&str>) -> InitialChat {
     let mut initial = InitialChat::default();
-    if let Some(owner) = identity.owner() {
-        match state.engine.store().conversations(&owner, 50, None).await {
-            Ok(page) => {
-                initial.conversations = page
-                    .conversations
-                    .into_iter()
-                    .map(super::conversations::summary)
-                    .collect();
-            }
+    if identity.owner().is_some() {
+        match state.conversations.list(identity, 50, None).await {
+            Ok(page) => initial.conversations = page.conversations,
             Err(error) => tracing::warn!(%error, "page: cannot list conversations"),
         }
     }
     if let Some(id) = id {
-        match detail(state, identity, id).await {
+        match state.conversations.detail(identity, id).await {
             Ok(conversation) => initial.current = Some(conversation),
             Err(error) => {
                 initial.problem = Some(match error {
@@ -120,7 +114,7 @@ async fn site_file(State(state): State<AppState>, request: Request) -> Response 
     #[cfg(feature = "embed")]
     {
         let _ = &state;
-        crate::assets::serve(request.uri().path(), request.headers())
+        crate::assets::serve(request.uri().path(), request.headers()).unwrap_or_else(not_found)
     }
     #[cfg(not(feature = "embed"))]
     {
@@ -136,6 +130,6 @@ async fn site_file(State(state): State<AppState>, request: Request) -> Response 
 }
 
 /// The answer for paths that are neither a route nor a file.
-pub(crate) fn not_found() -> Response {
+fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "Not found\n").into_response()
 }

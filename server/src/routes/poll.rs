@@ -3,6 +3,7 @@
 //! at least one exists or `wait_ms` passes. Works through any proxy that passes
 //! plain HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,9 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::AppState;
+use super::extract::{Caller, parse_seq};
+use crate::dialect::{Dialect, Native};
 use crate::error::Error;
-use crate::hub::Published;
+use crate::hub::Sequenced;
+use crate::session::{Command, Outcome};
+use crate::state::AppState;
 
 /// The longest a poll is held when the client asks for no limit.
 const DEFAULT_WAIT: Duration = Duration::from_secs(25);
@@ -27,53 +31,65 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/streams/{id}/poll", get(poll))
 }
 
+/// The query, checked by hand: a bad number is a documented INVALID_MESSAGE,
+/// not the framework's plain-text rejection.
 #[derive(Debug, Default, Deserialize)]
 struct PollQuery {
-    after: Option<u64>,
-    wait_ms: Option<u64>,
+    after: Option<String>,
+    wait_ms: Option<String>,
 }
 
 async fn poll(
     State(state): State<AppState>,
-    crate::routes::http::Caller(identity): crate::routes::http::Caller,
+    caller: Caller,
     Path(stream_id): Path<String>,
     Query(query): Query<PollQuery>,
 ) -> Result<Response, Error> {
-    let after = query.after.unwrap_or(0);
-    let wait = query
-        .wait_ms
-        .map_or(DEFAULT_WAIT, Duration::from_millis)
-        .min(MAX_WAIT);
-    let stream = state.engine.stream_for(&identity, &stream_id)?;
+    let after_seq = query
+        .after
+        .as_deref()
+        .map_or(Ok(0), |after| parse_seq("after", after))?;
+    let wait = match query.wait_ms.as_deref() {
+        None => DEFAULT_WAIT,
+        Some(wait) => Duration::from_millis(parse_seq("wait_ms", wait)?),
+    }
+    .min(MAX_WAIT);
+    let mut session = caller.session(&state);
     // Attached while waiting, so the detach grace does not run during a poll.
-    let mut subscription = stream.attach(after).map_err(|_| Error::StreamNotFound)?;
-    let (mut events, finished) = stream
-        .events_after(after, MAX_EVENTS)
-        .map_err(|_| Error::StreamNotFound)?;
-    if events.is_empty() && !finished {
-        tokio::select! {
-            batch = subscription.next_batch() => {
-                events = batch.map_err(|_| Error::StreamNotFound)?.unwrap_or_default();
-            }
-            () = tokio::time::sleep(wait) => {}
-            () = state.shutdown.cancelled() => {}
+    let Outcome::Following(mut following) = session
+        .handle(Command::Resume {
+            stream_id,
+            after_seq,
+        })
+        .await
+        .map_err(|r| r.error)?
+    else {
+        return Err(Error::Internal("a resume produced no stream".into()));
+    };
+    following.subscription = following.subscription.with_batch(MAX_EVENTS);
+    let mut events = Vec::new();
+    tokio::select! {
+        read = following.subscription.next_into(&mut events) => {
+            read.map_err(|_| Error::StreamNotFound)?;
         }
+        () = tokio::time::sleep(wait) => {}
+        () = state.shutdown.cancelled() => {}
     }
     Ok(json_array(&events))
 }
 
-/// The events as one JSON array, built from their serialized texts (no re-encoding).
-fn json_array(events: &[Published]) -> Response {
-    let mut body =
-        String::with_capacity(2 + events.iter().map(|e| e.text.len() + 1).sum::<usize>());
-    body.push('[');
-    for (i, event) in events.iter().enumerate() {
+/// The events as one JSON array of their native texts (encoded once, shared).
+fn json_array(events: &[Arc<Sequenced>]) -> Response {
+    let frames: Vec<_> = events.iter().map(|e| Native.encoded(e)).collect();
+    let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, frame) in frames.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(event.text.as_str());
+        body.extend_from_slice(frame);
     }
-    body.push(']');
+    body.push(b']');
     (
         [
             (

@@ -1,9 +1,11 @@
 //! Server-sent events: `POST /api/v1/chat/stream` (start and stream) and
 //! `GET /api/v1/streams/{id}/events` (attach, resuming by `Last-Event-ID` or
-//! `?after=`). Each SSE event is one protocol event: `id:` its seq, `event:` its
-//! type, `data:` its JSON (the same text every other transport sends).
+//! `?after=`). Each SSE event is one stream event in the native dialect: `id:`
+//! its seq, `event:` its type, `data:` the same JSON text every other
+//! transport sends (encoded once, shared).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use rill_protocol::{ErrorCode, ServerEvent};
 use serde::Deserialize;
 
-use crate::AppState;
+use super::extract::{Caller, parse_seq};
+use crate::dialect::{Dialect, Native};
 use crate::error::Error;
-use crate::hub::Subscription;
-use crate::routes::http::{Caller, read_message_request};
+use crate::hub::Sequenced;
+use crate::session::{Command, Following, Outcome, Reply};
+use crate::state::AppState;
 
 /// A comment line this often keeps proxies and load balancers from timing out.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -32,10 +35,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/streams/{id}/events", get(events))
 }
 
-/// `?after=` of the attach route.
+/// `?after=` of the attach route (checked by hand: a bad value is a documented
+/// INVALID_MESSAGE, not the framework's plain-text rejection).
 #[derive(Debug, Default, Deserialize)]
 struct AttachQuery {
-    after: Option<u64>,
+    after: Option<String>,
 }
 
 async fn chat_stream(
@@ -43,39 +47,51 @@ async fn chat_stream(
     caller: Caller,
     body: Body,
 ) -> Result<Response, Error> {
-    let identity = caller.may_start(&state)?;
-    let request = read_message_request(&state, body).await?;
-    let started = state.engine.start(&identity, request).await?;
-    let subscriptions = started
-        .streams
-        .iter()
-        .map(|stream| stream.attach(0).map_err(|_| Error::StreamNotFound))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(sse_response(&state, subscriptions))
+    let mut session = caller.session(&state);
+    let (_, streams) = super::http::ask(&state, &mut session, body).await?;
+    Ok(sse_response(&state, streams))
+}
+
+/// The position to resume after: `Last-Event-ID` (a browser's `EventSource`
+/// reconnects with it) wins over `?after=`; neither means from the start.
+pub(crate) fn resume_position(headers: &HeaderMap, after: Option<&str>) -> Result<u64, Error> {
+    if let Some(last_event_id) = headers.get("last-event-id") {
+        let text = last_event_id
+            .to_str()
+            .map_err(|_| Error::InvalidMessage("Last-Event-ID must be a seq".into()))?;
+        return parse_seq("Last-Event-ID", text);
+    }
+    after.map_or(Ok(0), |after| parse_seq("after", after))
 }
 
 async fn events(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    caller: Caller,
     Path(stream_id): Path<String>,
     Query(query): Query<AttachQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    // A browser's EventSource reconnects with Last-Event-ID: it wins over ?after=.
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let after = last_event_id.or(query.after).unwrap_or(0);
-    let stream = state.engine.stream_for(&identity, &stream_id)?;
-    let subscription = stream.attach(after).map_err(|_| Error::StreamNotFound)?;
-    Ok(sse_response(&state, vec![subscription]))
+    let after_seq = resume_position(&headers, query.after.as_deref())?;
+    let mut session = caller.session(&state);
+    match session
+        .handle(Command::Resume {
+            stream_id,
+            after_seq,
+        })
+        .await
+        .map_err(|r| r.error)?
+    {
+        Outcome::Following(following) => Ok(sse_response(&state, vec![following])),
+        other => Err(Error::Internal(format!(
+            "a resume produced {other:?} instead of a stream"
+        ))),
+    }
 }
 
-/// The SSE response for some subscriptions: their events interleaved as they
+/// The SSE response for some followed streams: their events interleaved as they
 /// come, ended after every terminal event, or when the server shuts down.
-fn sse_response(state: &AppState, subscriptions: Vec<Subscription>) -> Response {
-    let events = futures::stream::select_all(subscriptions.into_iter().map(sse_events))
+fn sse_response(state: &AppState, streams: Vec<Following>) -> Response {
+    let events = futures::stream::select_all(streams.into_iter().map(sse_events))
         .take_until(state.shutdown.clone().cancelled_owned());
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
@@ -91,32 +107,34 @@ fn sse_response(state: &AppState, subscriptions: Vec<Subscription>) -> Response 
     response
 }
 
-/// One subscription as SSE events, ending after its terminal event.
-fn sse_events(subscription: Subscription) -> BoxStream<'static, Result<Event, Infallible>> {
-    futures::stream::unfold(Some(subscription), |state| async move {
-        let mut subscription = state?;
-        match subscription.next_batch().await {
-            Ok(Some(batch)) => {
-                let events: Vec<Result<Event, Infallible>> = batch
-                    .iter()
-                    .map(|p| {
-                        Ok(Event::default()
-                            .id(p.seq.to_string())
-                            .event(p.kind)
-                            .data(p.text.as_str()))
-                    })
-                    .collect();
-                Some((events, Some(subscription)))
+/// One stream's SSE event.
+fn sse_event(event: &Sequenced) -> Event {
+    let data = Native.encoded(event);
+    Event::default()
+        .id(event.seq.to_string())
+        .event(Native.event_name(&event.event))
+        .data(String::from_utf8_lossy(&data))
+}
+
+/// One followed stream as SSE events, ending after its terminal event.
+fn sse_events(following: Following) -> BoxStream<'static, Result<Event, Infallible>> {
+    futures::stream::unfold(Some(following), |state| async move {
+        let mut following = state?;
+        let mut batch: Vec<Arc<Sequenced>> = Vec::new();
+        match following.subscription.next_into(&mut batch).await {
+            Ok(true) => {
+                let events: Vec<Result<Event, Infallible>> =
+                    batch.iter().map(|e| Ok(sse_event(e))).collect();
+                Some((events, Some(following)))
             }
-            Ok(None) => None,
+            Ok(false) => None,
             Err(_) => {
-                let event = ServerEvent::Error {
-                    error: "This reader fell too far behind the stream; its events are no longer available".into(),
-                    code: ErrorCode::StreamNotFound,
-                    stream_id: Some(subscription.stream().id().to_owned()),
-                    seq: None,
-                };
-                Some((vec![Ok(Event::default().event("error").data(event.to_json()))], None))
+                let stream_id = following.subscription.stream_id().clone();
+                let data = Native.encode_reply(&Reply::FellBehind { stream_id });
+                let event = Event::default()
+                    .event("error")
+                    .data(String::from_utf8_lossy(&data));
+                Some((vec![Ok(event)], None))
             }
         }
     })

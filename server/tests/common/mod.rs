@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use rill::auth::Identity;
+use rill::dialect::{Dialect, Native};
 use rill::{AppState, Config};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -138,29 +140,41 @@ pub async fn start_stream(server: &TestServer, body: Value) -> (Vec<String>, Str
     (ids, body["session_id"].as_str().unwrap().to_owned())
 }
 
-/// Waits (bounded) until the hub says the stream finished.
+/// Waits until a (token-less) stream has finished: an observer placed after
+/// every possible seq wakes when the stream ends (no polling, bounded by a
+/// timeout; an observer does not keep the stream alive).
 pub async fn wait_finished(server: &TestServer, stream_id: &str) {
-    for _ in 0..400 {
-        if server
-            .state
-            .engine
-            .hub()
-            .get(stream_id)
-            .is_some_and(|s| s.is_finished())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("stream {stream_id} did not finish");
+    let mut reader = server
+        .state
+        .engine
+        .observe(&Identity::Anonymous, stream_id, u64::MAX)
+        .expect("the stream exists");
+    let end = tokio::time::timeout(FRAME_TIMEOUT, reader.next_batch())
+        .await
+        .unwrap_or_else(|_| panic!("stream {stream_id} did not finish"));
+    assert!(
+        matches!(end, Ok(None)),
+        "{stream_id}: nothing after u64::MAX"
+    );
 }
 
-/// The terminal event of a finished stream, from the hub.
-pub fn terminal_event(server: &TestServer, stream_id: &str) -> Value {
-    let stream = server.state.engine.hub().get(stream_id).unwrap();
-    let (events, finished) = stream.events_after(stream.last_seq() - 1, 1).unwrap();
-    assert!(finished);
-    serde_json::from_str(events[0].text.as_str()).unwrap()
+/// The terminal event of a finished (token-less) stream, as the native dialect
+/// sends it.
+pub async fn terminal_event(server: &TestServer, stream_id: &str) -> Value {
+    let status = server
+        .state
+        .engine
+        .status(&Identity::Anonymous, stream_id)
+        .unwrap();
+    assert!(status.finished);
+    let mut last = Vec::new();
+    let mut reader = server
+        .state
+        .engine
+        .observe(&Identity::Anonymous, stream_id, status.last_seq - 1)
+        .unwrap();
+    reader.next_into(&mut last).await.unwrap();
+    serde_json::from_slice(&Native.encoded(&last[0])).unwrap()
 }
 
 /// `GET path` as JSON (any status).

@@ -1,0 +1,282 @@
+//! The native dialect (`docs/protocol.md`): JSON text frames tagged by `type`,
+//! the shapes of [`rill_protocol`]. SSE and long-poll carry the same texts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use rill_protocol::{
+    ClientFrame, ErrorCode, PROTOCOL_VERSION, ProgressStep, ServerEvent, parse_client_frame,
+};
+
+use super::Dialect;
+use crate::error::Error;
+use crate::events::{Failure, StreamEvent};
+use crate::hub::Sequenced;
+use crate::session::{Command, Reply};
+
+/// Stream events the native dialect has encoded since the process started: one
+/// per event, however many connections follow it (a test checks this).
+static EVENTS_ENCODED: AtomicU64 = AtomicU64::new(0);
+
+/// How many stream events have been encoded in the native dialect.
+pub fn events_encoded() -> u64 {
+    EVENTS_ENCODED.load(Ordering::Relaxed)
+}
+
+/// rill's own dialect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Native;
+
+impl Native {
+    /// The protocol event for a stream event.
+    pub fn server_event(event: &Sequenced) -> ServerEvent {
+        let stream_id = event.stream_id.to_string();
+        let seq = event.seq;
+        match &event.event {
+            StreamEvent::Started {
+                session_id,
+                message_id,
+                user_message_id,
+                persona_id,
+                model,
+                client_message_id,
+            } => ServerEvent::Start {
+                stream_id,
+                seq,
+                session_id: session_id.clone(),
+                message_id: message_id.clone(),
+                user_message_id: user_message_id.clone(),
+                persona_id: persona_id.clone(),
+                model: model.clone(),
+                client_message_id: client_message_id.clone(),
+            },
+            StreamEvent::Progress(step) => ServerEvent::Progress {
+                stream_id,
+                seq,
+                step: *step,
+                message: progress_text(*step).to_owned(),
+            },
+            StreamEvent::Token(token) => ServerEvent::Token {
+                stream_id,
+                seq,
+                token: token.clone(),
+                partial_response: None,
+            },
+            StreamEvent::Completed {
+                response,
+                session_id,
+                metadata,
+            } => ServerEvent::Complete {
+                stream_id,
+                seq,
+                response: response.clone(),
+                session_id: session_id.clone(),
+                metadata: metadata.clone(),
+            },
+            StreamEvent::Failed(failure) => {
+                let (code, error) = failure_text(failure);
+                ServerEvent::Error {
+                    error,
+                    code,
+                    stream_id: Some(stream_id),
+                    seq: Some(seq),
+                }
+            }
+        }
+    }
+}
+
+/// The human text of a progress step (seed 003's wording).
+fn progress_text(step: ProgressStep) -> &'static str {
+    match step {
+        ProgressStep::Starting => "Processing started",
+        ProgressStep::AgentRouting => "Choosing who answers...",
+        ProgressStep::RagRetrieval => "Searching the documents...",
+        ProgressStep::Generating => "Generating response...",
+    }
+}
+
+/// The code and human text of a failed stream.
+fn failure_text(failure: &Failure) -> (ErrorCode, String) {
+    match failure {
+        Failure::Provider(detail) => (ErrorCode::ProviderError, detail.clone()),
+        Failure::RateLimited(detail) => (ErrorCode::RateLimited, detail.clone()),
+        Failure::Crashed => (
+            ErrorCode::ProcessingError,
+            "The stream ended unexpectedly".to_owned(),
+        ),
+    }
+}
+
+impl Dialect for Native {
+    fn slot(&self) -> usize {
+        0
+    }
+
+    fn decode(&self, frame: &str) -> Result<Command, Error> {
+        Ok(match parse_client_frame(frame)? {
+            ClientFrame::Auth { token } => Command::Auth { token },
+            ClientFrame::Message(request) => Command::Message(request),
+            ClientFrame::Cancel { stream_id } => Command::Cancel { stream_id },
+            ClientFrame::Resume {
+                stream_id,
+                after_seq,
+            } => Command::Resume {
+                stream_id,
+                after_seq,
+            },
+            ClientFrame::Ping { timestamp } => Command::Ping { timestamp },
+            ClientFrame::Hello { .. } => Command::Hello,
+            ClientFrame::Join { room } => Command::Join { room },
+            ClientFrame::Leave { room } => Command::Leave { room },
+            ClientFrame::Broadcast { room, message } => Command::Broadcast { room, message },
+        })
+    }
+
+    fn encode_event(&self, event: &Sequenced) -> Bytes {
+        EVENTS_ENCODED.fetch_add(1, Ordering::Relaxed);
+        Bytes::from(Self::server_event(event).to_json())
+    }
+
+    fn encode_reply(&self, reply: &Reply) -> Bytes {
+        let event = match reply {
+            Reply::Hello {
+                connection_id,
+                server,
+                heartbeat_ms,
+                auth_required,
+                limits,
+            } => ServerEvent::Hello {
+                connection_id: connection_id.to_string(),
+                protocol: PROTOCOL_VERSION,
+                server: server.clone(),
+                heartbeat_ms: *heartbeat_ms,
+                auth_required: *auth_required,
+                limits: limits.clone(),
+            },
+            Reply::Authenticated {
+                user,
+                connection_id,
+                heartbeat_ms,
+            } => ServerEvent::AuthSuccess {
+                message: "Authentication successful".into(),
+                user: user.clone(),
+                connection_id: connection_id.to_string(),
+                protocol: PROTOCOL_VERSION,
+                heartbeat_ms: *heartbeat_ms,
+            },
+            Reply::AuthRejected(error) => ServerEvent::AuthError {
+                message: error.to_string(),
+                code: ErrorCode::AuthFailed,
+            },
+            Reply::Pong {
+                timestamp,
+                server_time,
+            } => ServerEvent::Pong {
+                timestamp: timestamp.clone(),
+                server_time: *server_time,
+            },
+            Reply::Refused(refusal) => ServerEvent::Error {
+                error: refusal.error.client_message(),
+                code: refusal.error.code(),
+                // Quoted back from the client: bounded.
+                stream_id: refusal
+                    .stream_id
+                    .as_ref()
+                    .map(|id| id.chars().take(128).collect()),
+                seq: None,
+            },
+            Reply::FellBehind { stream_id } => ServerEvent::Error {
+                error: "This connection fell too far behind the stream; its events are no longer available".into(),
+                code: ErrorCode::StreamNotFound,
+                stream_id: Some(stream_id.to_string()),
+                seq: None,
+            },
+        };
+        Bytes::from(event.to_json())
+    }
+
+    /// A `token` frame carrying `partial_response` (the opt-in `?partial=1`
+    /// form): encoded per connection, since the text so far is the reader's.
+    fn token_with_partial(&self, event: &Sequenced, so_far: &str) -> Option<Bytes> {
+        let StreamEvent::Token(token) = &event.event else {
+            return None;
+        };
+        let frame = ServerEvent::Token {
+            stream_id: event.stream_id.to_string(),
+            seq: event.seq,
+            token: token.clone(),
+            partial_response: Some(so_far.to_owned()),
+        };
+        Some(Bytes::from(frame.to_json()))
+    }
+
+    fn event_name(&self, event: &StreamEvent) -> &'static str {
+        match event {
+            StreamEvent::Started { .. } => "start",
+            StreamEvent::Progress(_) => "progress",
+            StreamEvent::Token(_) => "token",
+            StreamEvent::Completed { .. } => "complete",
+            StreamEvent::Failed(_) => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn sequenced(seq: u64, event: StreamEvent) -> Sequenced {
+        Sequenced::new(Arc::from("s1"), seq, event)
+    }
+
+    #[test]
+    fn stream_events_encode_to_the_protocol_frames() {
+        let progress =
+            Native.encode_event(&sequenced(2, StreamEvent::Progress(ProgressStep::Starting)));
+        let progress: serde_json::Value = serde_json::from_slice(&progress).unwrap();
+        assert_eq!(
+            progress,
+            serde_json::json!({"type": "progress", "stream_id": "s1", "seq": 2, "step": "starting", "message": "Processing started"})
+        );
+        let crashed = Native.encode_event(&sequenced(9, StreamEvent::Failed(Failure::Crashed)));
+        let crashed: ServerEvent = serde_json::from_slice(&crashed).unwrap();
+        assert!(crashed.is_terminal());
+        assert_eq!(crashed.stream_position(), Some(("s1", 9)));
+    }
+
+    #[test]
+    fn every_client_frame_type_decodes_and_bad_frames_are_invalid_message() {
+        for kind in ClientFrame::TYPES {
+            let frame = serde_json::json!({"type": kind, "token": "t", "stream_id": "s", "room": "r", "message": "m"});
+            assert!(Native.decode(&frame.to_string()).is_ok(), "{kind}");
+        }
+        for bad in [
+            "{",
+            "[]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"resume","stream_id":"s","after_seq":-1}"#,
+        ] {
+            let error = Native.decode(bad).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::InvalidMessage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_partial_token_carries_the_text_so_far() {
+        let event = sequenced(4, StreamEvent::Token("b".into()));
+        let frame = Native.token_with_partial(&event, "ab").unwrap();
+        let frame: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(frame["partial_response"], "ab");
+        assert_eq!(frame["token"], "b");
+        assert!(
+            Native
+                .token_with_partial(
+                    &sequenced(1, StreamEvent::Progress(ProgressStep::Generating)),
+                    ""
+                )
+                .is_none()
+        );
+    }
+}

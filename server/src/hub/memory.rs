@@ -1,0 +1,675 @@
+//! [`MemoryHub`]: streams in this process. Each stream keeps a bounded replay
+//! log of its events; readers hold cursors into it.
+//!
+//! Why a log and cursors rather than a broadcast channel: a reader that attaches
+//! "after seq N" must get exactly seq > N and then the live events, with no gap
+//! and no duplicate even while the writer races ahead. Reading one ordered log
+//! under a lock, and waking on a `watch` of the latest seq, gives that by
+//! construction; a slow reader never slows the writer or other readers — it
+//! just reads a larger batch next time.
+//!
+//! The log is bounded (events and bytes). When old events are dropped, a reader
+//! that needs them gets [`HubError::Expired`]: recovery is all or nothing, never
+//! a partial replay presented as complete.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Hub, HubError, NewStream, ReplayLimits, Sequenced, StopReason, StreamInfo, StreamLog,
+    StreamWriter, Subscription,
+};
+use crate::events::{Failure, StreamEvent};
+
+/// Bytes an event costs in the log beyond its text (the event, its `Arc`, its
+/// cached encodings): an estimate that keeps the byte bound honest for the
+/// many small token events.
+const EVENT_OVERHEAD: usize = 128;
+
+/// The in-process hub. Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryHub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Every stream that is running or still inside its retention window.
+    /// A std mutex: lookups and inserts are short and never held across an await.
+    streams: Mutex<HashMap<Arc<str>, Arc<MemoryStream>>>,
+    /// How long a finished stream stays replayable before it is dropped.
+    retention: Duration,
+    /// How much history each stream keeps for replay.
+    limits: ReplayLimits,
+    /// Streams still generating: incremented at create, decremented by the
+    /// terminal event (which every stream gets, even if its writer panics).
+    running: AtomicUsize,
+}
+
+impl MemoryHub {
+    /// An empty hub whose finished streams stay replayable for `retention`, each
+    /// keeping at most `limits` of history.
+    pub fn new(retention: Duration, limits: ReplayLimits) -> Self {
+        MemoryHub {
+            inner: Arc::new(Inner {
+                streams: Mutex::new(HashMap::new()),
+                retention,
+                limits,
+                running: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// How many streams are running or retained.
+    pub fn len(&self) -> usize {
+        self.streams().len()
+    }
+
+    /// Whether the hub holds no stream.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<MemoryStream>> {
+        self.streams().get(id).cloned()
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<MemoryStream>>> {
+        lock(&self.inner.streams)
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every
+/// critical section here is a single push, pop or copy).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Hub for MemoryHub {
+    fn create(&self, new: NewStream) -> Box<dyn StreamWriter> {
+        let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let stream = Arc::new(MemoryStream::new(id.clone(), new.owner, self.inner.limits));
+        self.streams().insert(id.clone(), stream.clone());
+        self.inner.running.fetch_add(1, Ordering::Relaxed);
+        Box::new(MemoryWriter {
+            stream,
+            hub: Arc::downgrade(&self.inner),
+            next_seq: 1,
+            finished: false,
+            detach_grace: new.detach_grace,
+        })
+    }
+
+    fn info(&self, stream_id: &str) -> Option<StreamInfo> {
+        let stream = self.get(stream_id)?;
+        let finished = stream.log().finished;
+        Some(StreamInfo {
+            owner: stream.owner.clone(),
+            finished,
+            last_seq: *stream.latest.borrow(),
+        })
+    }
+
+    fn attach(&self, stream_id: &str, after_seq: u64) -> Result<Subscription, HubError> {
+        let stream = self.get(stream_id).ok_or(HubError::NotFound)?;
+        // Count the reader before checking the log, so the detach grace cannot
+        // fire in between; undo if the replay it asks for is gone.
+        stream.attached.send_modify(|n| *n += 1);
+        if after_seq.saturating_add(1) < stream.log().first_seq {
+            stream.detach();
+            return Err(HubError::Expired(after_seq));
+        }
+        Ok(Subscription::new(
+            stream.id.clone(),
+            after_seq,
+            stream,
+            true,
+        ))
+    }
+
+    fn observe(&self, stream_id: &str, after_seq: u64) -> Result<Subscription, HubError> {
+        let stream = self.get(stream_id).ok_or(HubError::NotFound)?;
+        if after_seq.saturating_add(1) < stream.log().first_seq {
+            return Err(HubError::Expired(after_seq));
+        }
+        Ok(Subscription::new(
+            stream.id.clone(),
+            after_seq,
+            stream,
+            false,
+        ))
+    }
+
+    fn events_after(
+        &self,
+        stream_id: &str,
+        after: u64,
+        max: usize,
+        out: &mut Vec<Arc<Sequenced>>,
+    ) -> Result<bool, HubError> {
+        self.get(stream_id)
+            .ok_or(HubError::NotFound)?
+            .read_after(after, max, out)
+    }
+
+    fn cancel(&self, stream_id: &str) -> bool {
+        self.get(stream_id).map(|s| s.cancel.cancel()).is_some()
+    }
+
+    fn interrupt_all(&self) -> usize {
+        let running: Vec<Arc<MemoryStream>> = self
+            .streams()
+            .values()
+            .filter(|s| !s.log().finished)
+            .cloned()
+            .collect();
+        for stream in &running {
+            stream.interrupt.cancel();
+            stream.cancel.cancel();
+        }
+        running.len()
+    }
+
+    fn running(&self) -> usize {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+}
+
+/// One stream held in memory.
+struct MemoryStream {
+    /// Opaque and unguessable: holding it is what lets a token-less client attach.
+    id: Arc<str>,
+    /// The owner key of who started it; only they may attach or cancel (`None`:
+    /// started without a token).
+    owner: Option<String>,
+    /// Every event still kept. A std mutex: critical sections are a push or a
+    /// copy of `Arc`s, never an await.
+    log: Mutex<ReplayLog>,
+    /// The latest published seq; readers wait on it for new events.
+    latest: watch::Sender<u64>,
+    /// How many subscriptions are attached; a stream nobody has watched for the
+    /// detach grace is asked to stop.
+    attached: watch::Sender<usize>,
+    /// Cancelled to stop generation (client cancel, detach grace, shutdown).
+    cancel: CancellationToken,
+    /// Cancelled (before `cancel`) when the stop is a server shutdown.
+    interrupt: CancellationToken,
+}
+
+struct ReplayLog {
+    /// The seq of `events[0]`; grows when old events are dropped.
+    first_seq: u64,
+    /// Contiguous events from `first_seq`.
+    events: VecDeque<Arc<Sequenced>>,
+    /// Estimated bytes held by `events`.
+    bytes: usize,
+    /// Bounds on `events` and `bytes`.
+    limits: ReplayLimits,
+    /// Whether the terminal event has been published.
+    finished: bool,
+}
+
+/// Estimated bytes an event holds in the log.
+fn cost(event: &StreamEvent) -> usize {
+    EVENT_OVERHEAD
+        + match event {
+            StreamEvent::Token(text) => text.len(),
+            StreamEvent::Completed { response, .. } => response.len(),
+            StreamEvent::Failed(Failure::Provider(text) | Failure::RateLimited(text)) => text.len(),
+            _ => 0,
+        }
+}
+
+impl ReplayLog {
+    fn push(&mut self, event: Arc<Sequenced>) {
+        self.bytes += cost(&event.event);
+        self.events.push_back(event);
+        // Keep at least the newest event: a terminal event is always replayable.
+        while self.events.len() > 1
+            && (self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes)
+        {
+            if let Some(dropped) = self.events.pop_front() {
+                self.bytes -= cost(&dropped.event);
+                self.first_seq += 1;
+            }
+        }
+    }
+}
+
+impl MemoryStream {
+    fn new(id: Arc<str>, owner: Option<String>, limits: ReplayLimits) -> Self {
+        MemoryStream {
+            id,
+            owner,
+            log: Mutex::new(ReplayLog {
+                first_seq: 1,
+                events: VecDeque::new(),
+                bytes: 0,
+                limits,
+                finished: false,
+            }),
+            latest: watch::Sender::new(0),
+            attached: watch::Sender::new(0),
+            cancel: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
+        }
+    }
+
+    fn log(&self) -> MutexGuard<'_, ReplayLog> {
+        lock(&self.log)
+    }
+
+    /// Resolves once nobody has been attached for `grace` without interruption.
+    async fn detached_for(attached: watch::Sender<usize>, grace: Duration) {
+        let mut attached = attached.subscribe();
+        loop {
+            if attached.wait_for(|n| *n == 0).await.is_err() {
+                return;
+            }
+            // Nobody attached: wait out the grace unless someone attaches.
+            if tokio::time::timeout(grace, attached.wait_for(|n| *n > 0))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl StreamLog for MemoryStream {
+    fn read_after(
+        &self,
+        after: u64,
+        max: usize,
+        out: &mut Vec<Arc<Sequenced>>,
+    ) -> Result<bool, HubError> {
+        let log = self.log();
+        if after.saturating_add(1) < log.first_seq {
+            return Err(HubError::Expired(after));
+        }
+        // Clients choose `after`: no arithmetic on it may overflow. Past the
+        // end (or at u64::MAX) there is simply nothing to read.
+        let start = after
+            .checked_add(1)
+            .and_then(|next| next.checked_sub(log.first_seq))
+            .and_then(|offset| usize::try_from(offset).ok())
+            .unwrap_or(usize::MAX)
+            .min(log.events.len());
+        out.extend(log.events.range(start..).take(max).cloned());
+        Ok(log.finished)
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    fn detach(&self) {
+        self.attached.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The writer of a [`MemoryStream`].
+struct MemoryWriter {
+    /// The stream written to.
+    stream: Arc<MemoryStream>,
+    /// The hub, told when the stream finishes (weak: a writer outliving its hub
+    /// in a test must not keep it alive).
+    hub: Weak<Inner>,
+    /// The seq the next event gets.
+    next_seq: u64,
+    /// Whether the terminal event is out.
+    finished: bool,
+    /// How long the stream may run with nobody attached.
+    detach_grace: Duration,
+}
+
+impl StreamWriter for MemoryWriter {
+    fn id(&self) -> &Arc<str> {
+        &self.stream.id
+    }
+
+    fn publish(&mut self, event: StreamEvent) -> u64 {
+        if self.finished {
+            return self.next_seq - 1;
+        }
+        let seq = self.next_seq;
+        let terminal = event.is_terminal();
+        let published = Arc::new(Sequenced::new(self.stream.id.clone(), seq, event));
+        {
+            let mut log = self.stream.log();
+            log.push(published);
+            log.finished = terminal;
+        }
+        self.next_seq += 1;
+        self.finished = terminal;
+        self.stream.latest.send_replace(seq);
+        if terminal && let Some(hub) = self.hub.upgrade() {
+            hub.running.fetch_sub(1, Ordering::Relaxed);
+            expire_later(&hub, self.stream.id.clone());
+        }
+        seq
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, StopReason> {
+        let cancel = self.stream.cancel.clone();
+        let interrupt = self.stream.interrupt.clone();
+        let attached = self.stream.attached.clone();
+        let grace = self.detach_grace;
+        async move {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => if interrupt.is_cancelled() {
+                    StopReason::Interrupted
+                } else {
+                    StopReason::Cancelled
+                },
+                () = MemoryStream::detached_for(attached, grace) => StopReason::Detached,
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Drop for MemoryWriter {
+    /// A writer dropped without a terminal event (its task panicked or was
+    /// aborted) still ends the stream, so no reader waits forever.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.publish(StreamEvent::Failed(Failure::Crashed));
+        }
+    }
+}
+
+/// Drops a finished stream once the retention window has passed.
+fn expire_later(hub: &Arc<Inner>, id: Arc<str>) {
+    let hub = Arc::downgrade(hub);
+    // Outside a runtime (unit tests of the writer) the stream simply stays.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let Some(retention) = hub.upgrade().map(|h| h.retention) else {
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(retention).await;
+            if let Some(hub) = hub.upgrade() {
+                lock(&hub.streams).remove(&id);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn hub() -> MemoryHub {
+        MemoryHub::new(Duration::from_secs(60), ReplayLimits::default())
+    }
+
+    fn create(hub: &MemoryHub) -> Box<dyn StreamWriter> {
+        hub.create(NewStream {
+            owner: None,
+            detach_grace: Duration::from_secs(60),
+        })
+    }
+
+    fn token(text: &str) -> StreamEvent {
+        StreamEvent::Token(text.into())
+    }
+
+    fn end() -> StreamEvent {
+        StreamEvent::Failed(Failure::Provider("end".into()))
+    }
+
+    async fn drain(mut sub: Subscription) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Some(batch) = sub.next_batch().await.unwrap() {
+            seqs.extend(batch.iter().map(|p| p.seq));
+        }
+        seqs
+    }
+
+    #[tokio::test]
+    async fn attach_after_any_seq_yields_exactly_the_rest() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        for i in 0..5 {
+            writer.publish(token(&i.to_string()));
+        }
+        writer.publish(end());
+        for after in 0..=7 {
+            let expected: Vec<u64> = (after + 1..=6).collect();
+            assert_eq!(drain(hub.attach(&id, after).unwrap()).await, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn attach_after_the_largest_seq_reads_nothing_and_ends() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        writer.publish(token("a"));
+        writer.publish(end());
+        assert!(drain(hub.attach(&id, u64::MAX).unwrap()).await.is_empty());
+        let mut out = Vec::new();
+        assert_eq!(
+            hub.events_after(&id, u64::MAX, usize::MAX, &mut out),
+            Ok(true)
+        );
+        assert!(out.is_empty());
+        assert_eq!(hub.events_after(&id, u64::MAX - 1, 10, &mut out), Ok(true));
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_attach_while_writing_has_no_gap_or_duplicate() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        let readers: Vec<_> = (0..8)
+            .map(|i| {
+                let hub = hub.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    // Attach at staggered points of the race.
+                    for _ in 0..i {
+                        tokio::task::yield_now().await;
+                    }
+                    drain(hub.attach(&id, 0).unwrap()).await
+                })
+            })
+            .collect();
+        let writer_task = tokio::spawn(async move {
+            for i in 0..500 {
+                writer.publish(token(&i.to_string()));
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            writer.publish(end());
+        });
+        writer_task.await.unwrap();
+        let expected: Vec<u64> = (1..=501).collect();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_writer_ends_the_stream_as_crashed() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        writer.publish(token("a"));
+        let sub = hub.attach(&id, 0).unwrap();
+        drop(writer);
+        assert_eq!(drain(sub).await, vec![1, 2]);
+        let mut out = Vec::new();
+        assert_eq!(hub.events_after(&id, 1, 10, &mut out), Ok(true));
+        assert_eq!(out[0].event, StreamEvent::Failed(Failure::Crashed));
+        assert_eq!(hub.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_log_refuses_partial_replays() {
+        let hub = MemoryHub::new(
+            Duration::from_secs(60),
+            ReplayLimits {
+                max_events: 10,
+                max_bytes: usize::MAX,
+            },
+        );
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        let mut slow = hub.attach(&id, 0).unwrap();
+        for i in 0..25 {
+            writer.publish(token(&i.to_string()));
+        }
+        writer.publish(end());
+        // Events 1..=16 were dropped: the last 10 (17..=26) remain.
+        assert_eq!(hub.attach(&id, 0).err(), Some(HubError::Expired(0)));
+        assert_eq!(hub.attach(&id, 15).err(), Some(HubError::Expired(15)));
+        assert_eq!(
+            drain(hub.attach(&id, 16).unwrap()).await,
+            (17..=26).collect::<Vec<_>>()
+        );
+        // A reader that fell behind is told, not handed a gap.
+        assert!(matches!(slow.next_batch().await, Err(HubError::Expired(0))));
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_keeps_at_least_the_terminal_event() {
+        let hub = MemoryHub::new(
+            Duration::from_secs(60),
+            ReplayLimits {
+                max_events: 1000,
+                max_bytes: 10,
+            },
+        );
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        writer.publish(token("long enough to exceed"));
+        writer.publish(end());
+        assert_eq!(drain(hub.attach(&id, 1).unwrap()).await, vec![2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_streams_expire_after_retention() {
+        let hub = MemoryHub::new(Duration::from_secs(300), ReplayLimits::default());
+        let mut writer = create(&hub);
+        assert_eq!(hub.running(), 1);
+        let id = writer.id().clone();
+        writer.publish(end());
+        assert!(hub.info(&id).is_some_and(|i| i.finished));
+        assert_eq!(hub.running(), 0, "finished streams are not running");
+        tokio::time::sleep(Duration::from_secs(299)).await;
+        assert!(hub.info(&id).is_some(), "still inside retention");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(hub.info(&id).is_none(), "dropped after retention");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_nobody_watches_is_asked_to_stop_after_the_grace() {
+        let hub = hub();
+        let writer = hub.create(NewStream {
+            owner: None,
+            detach_grace: Duration::from_secs(60),
+        });
+        let id = writer.id().clone();
+        let sub = hub.attach(&id, 0).unwrap();
+        let watcher = tokio::spawn(writer.stopped());
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!watcher.is_finished(), "attached: no grace running");
+        drop(sub);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let again = hub.attach(&id, 0).unwrap();
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        assert!(!watcher.is_finished(), "re-attaching restarted the grace");
+        drop(again);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(watcher.await.unwrap(), StopReason::Detached);
+        drop(writer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_observer_does_not_keep_a_stream_alive() {
+        let hub = hub();
+        let writer = create(&hub);
+        let mut observer = hub.observe(writer.id(), u64::MAX).unwrap();
+        assert_eq!(writer.stopped().await, StopReason::Detached);
+        drop(writer);
+        assert!(
+            matches!(observer.next_batch().await, Ok(None)),
+            "it saw the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_and_interrupt_say_why_the_stream_stops() {
+        let hub = hub();
+        let cancelled = create(&hub);
+        let interrupted = create(&hub);
+        let (a, b) = (cancelled.stopped(), interrupted.stopped());
+        let _readers = (
+            hub.attach(cancelled.id(), 0).unwrap(),
+            hub.attach(interrupted.id(), 0).unwrap(),
+        );
+        assert!(hub.cancel(cancelled.id()));
+        assert!(!hub.cancel("no-such-stream"));
+        assert_eq!(a.await, StopReason::Cancelled);
+        assert_eq!(hub.interrupt_all(), 2, "both are still running");
+        assert_eq!(b.await, StopReason::Interrupted);
+    }
+
+    #[tokio::test]
+    async fn one_encoding_per_slot_however_many_readers() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        writer.publish(token("shared"));
+        writer.publish(end());
+        let encodings = AtomicUsize::new(0);
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            hub.events_after(&id, 0, 10, &mut out).unwrap();
+            for event in &out {
+                for slot in [0, 2] {
+                    let bytes = event.encoded(slot, |e| {
+                        encodings.fetch_add(1, Ordering::Relaxed);
+                        Bytes::from(format!("{slot}:{}", e.seq))
+                    });
+                    assert_eq!(bytes, format!("{slot}:{}", event.seq));
+                }
+            }
+        }
+        assert_eq!(
+            encodings.load(Ordering::Relaxed),
+            2 * 2,
+            "2 events × 2 slots"
+        );
+    }
+
+    #[test]
+    fn owned_streams_are_private() {
+        let info = |owner: Option<&str>| StreamInfo {
+            owner: owner.map(str::to_owned),
+            finished: false,
+            last_seq: 0,
+        };
+        assert!(info(Some("alice")).is_accessible_by(Some("alice")));
+        assert!(!info(Some("alice")).is_accessible_by(Some("bob")));
+        assert!(!info(Some("alice")).is_accessible_by(None));
+        assert!(info(None).is_accessible_by(None));
+        assert!(info(None).is_accessible_by(Some("bob")));
+    }
+}

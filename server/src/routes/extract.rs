@@ -1,0 +1,68 @@
+//! What every HTTP route extracts: the caller's identity, and request bodies
+//! bounded by the frame size limit.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use rill_protocol::MessageRequest;
+use rill_protocol::client::parse_message_request;
+
+use crate::auth::Identity;
+use crate::error::Error;
+use crate::session::Session;
+use crate::state::AppState;
+
+/// `?token=`: browsers' `EventSource` cannot send headers.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The caller's identity from `?token=`, `Authorization: Bearer` or the
+/// `rill_token` cookie; a bad explicit token is 401 AUTH_FAILED.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let query_token = Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(q)| q.token);
+        super::caller_identity(state, &parts.headers, query_token.as_deref()).map(Caller)
+    }
+}
+
+impl Caller {
+    /// A session for this request (HTTP requests are one-command sessions).
+    pub fn session(self, state: &AppState) -> Session {
+        Session::new(state, self.0)
+    }
+}
+
+/// Reads a request body up to the frame size limit (`MESSAGE_TOO_LARGE` past it).
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Error> {
+    let limit = state.config.max_frame_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::MessageTooLarge { limit })
+}
+
+/// Reads a JSON body of the `message` fields, enforcing the frame size limit.
+pub(crate) async fn read_message_request(
+    state: &AppState,
+    body: Body,
+) -> Result<MessageRequest, Error> {
+    Ok(parse_message_request(&read_body(state, body).await?)?)
+}
+
+/// A seq a client sent as text (`?after=`, `Last-Event-ID`): a whole number from
+/// 0 to 2^64 − 1, or `INVALID_MESSAGE` naming the field.
+pub(crate) fn parse_seq(field: &str, text: &str) -> Result<u64, Error> {
+    text.trim().parse::<u64>().map_err(|_| {
+        Error::InvalidMessage(format!(
+            "{field} must be a whole number from 0 to {}",
+            u64::MAX
+        ))
+    })
+}

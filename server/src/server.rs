@@ -1,0 +1,49 @@
+//! Serving: the listener, the router, and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::AppState;
+use crate::routes;
+
+/// How long shutdown waits for connections to send their close frames.
+const CLOSE_FRAMES_WAIT: Duration = Duration::from_secs(2);
+
+/// Serves on `listener` until `shutdown` resolves (or the state's shutdown token is
+/// cancelled). Then: stop accepting; close WebSockets with 1012 and end SSE
+/// responses (clients reconnect and resume); let running replies finish for
+/// `--shutdown-grace`, and cut the rest, which end as `interrupted`, keeping
+/// their text.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = routes::app(state.clone());
+    let token = state.shutdown.clone();
+    let engine = state.engine.clone();
+    let grace = state.config.shutdown_grace;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = token.cancelled() => {}
+            }
+            token.cancel();
+            // The drain deadline also bounds HTTP requests waiting for a reply.
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                engine.interrupt_all();
+            });
+        })
+        .await?;
+    state.engine.drain(grace).await;
+    let _ = tokio::time::timeout(
+        CLOSE_FRAMES_WAIT,
+        state.connections.wait_until(|open| *open == 0),
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The application's state: the parts every route shares, built once at startup.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::auth::JwtKeys;
+use crate::config::{DatabaseUrl, ProviderConfig};
+use crate::conversations::Conversations;
+use crate::engine::{Engine, EngineLimits};
+use crate::hub::{Hub, MemoryHub};
+use crate::provider::Provider;
+use crate::provider::demo::DemoProvider;
+use crate::provider::openai::OpenAiProvider;
+use crate::store::{SqlStore, Store, StoreError};
+
+/// Why the server could not start. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The JWT secret file could not be read or created.
+    #[error("cannot read or create the JWT secret in {dir}: {source}")]
+    Secret {
+        /// The data directory.
+        dir: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The store could not be opened, migrated or recovered.
+    #[error("cannot open the store ({location}): {source}")]
+    Store {
+        /// Where the store is (passwords redacted).
+        location: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// The provider's configuration is unusable.
+    #[error("cannot set up the provider: {0}")]
+    Provider(String),
+}
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Starts generations and gives access to their streams.
+    pub engine: Engine,
+    /// The callers' conversations.
+    pub conversations: Conversations,
+    /// Verifies (and, for `rill token`, signs) JWTs.
+    pub keys: JwtKeys,
+    /// Where the compiled site is and what it is called, for server rendering.
+    pub leptos: LeptosOptions,
+    /// When the server started (`/health` uptime).
+    pub started: Instant,
+    /// Open WebSocket connections (`/health`, and the wait for their close
+    /// frames at shutdown).
+    pub connections: Connections,
+    /// Cancelled when the server shuts down; every connection watches it.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+impl AppState {
+    /// Builds the state: keys (reading or creating the secret), the store (opened
+    /// and migrated; replies a crash left `streaming` become `interrupted`), hub,
+    /// provider.
+    pub async fn new(config: Config) -> Result<Self, StartupError> {
+        let keys =
+            JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir).map_err(|source| {
+                StartupError::Secret {
+                    dir: config.data_dir.display().to_string(),
+                    source,
+                }
+            })?;
+        let location = config.database_url.as_ref().map_or_else(
+            || format!("SQLite {}", config.data_dir.join("rill.db").display()),
+            DatabaseUrl::redacted,
+        );
+        let store_error = |source| StartupError::Store {
+            location: location.clone(),
+            source,
+        };
+        let database = config.database_url.as_ref().map(|u| u.0.as_str());
+        let store = SqlStore::open(database, &config.data_dir)
+            .await
+            .map_err(store_error)?;
+        let interrupted = store.mark_interrupted().await.map_err(store_error)?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "replies cut by the last stop are marked interrupted"
+            );
+        }
+        tracing::info!(store = %location, "conversations store ready");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let hub: Arc<dyn Hub> = Arc::new(MemoryHub::new(config.stream_retention, config.replay));
+        let provider: Arc<dyn Provider> = match &config.provider {
+            ProviderConfig::Demo => {
+                Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens))
+            }
+            ProviderConfig::OpenAi(settings) => {
+                Arc::new(OpenAiProvider::new(settings.clone()).map_err(StartupError::Provider)?)
+            }
+        };
+        let engine = Engine::new(
+            hub.clone(),
+            provider,
+            store.clone(),
+            EngineLimits {
+                max_personas: config.max_personas,
+                max_streams: config.max_streams,
+                detach_grace: config.detach_grace,
+                history_max_messages: config.history_max_messages,
+                history_max_chars: config.history_max_chars,
+                checkpoint_interval: config.checkpoint_interval,
+            },
+        );
+        let leptos = LeptosOptions::builder()
+            .output_name("rill")
+            .site_root(config.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(config.addr)
+            .build();
+        Ok(AppState {
+            config: Arc::new(config),
+            engine,
+            conversations: Conversations::new(store, hub),
+            keys,
+            leptos,
+            started: Instant::now(),
+            connections: Connections::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+/// Counts open connections; anyone can wait for a count. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Connections {
+    /// The count; a `watch` so waiting needs no polling.
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Connections {
+    /// Counts a connection until the guard is dropped.
+    pub fn open(&self) -> ConnectionGuard {
+        self.count.send_modify(|n| *n += 1);
+        ConnectionGuard(self.count.clone())
+    }
+
+    /// How many are open now.
+    pub fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Resolves once the count satisfies `ready`.
+    pub async fn wait_until(&self, ready: impl FnMut(&usize) -> bool) {
+        // The sender lives in `self`: the wait cannot fail.
+        let _ = self.count.subscribe().wait_for(ready).await;
+    }
+}
+
+/// Keeps one connection counted; dropping it (however the connection ends)
+/// uncounts it.
+pub struct ConnectionGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
