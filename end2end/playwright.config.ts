@@ -2,14 +2,25 @@ import { defineConfig } from '@playwright/test';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 
 // The release binary, started from a directory with no site files in it: the
 // UI must come from the binary itself.
 export const RILL_BIN = process.env.RILL_BIN ?? path.resolve(__dirname, '../target/release/rill');
-export const PORT = Number(process.env.RILL_E2E_PORT ?? 3107);
+/** A free port, chosen once by the runner and passed to its workers through
+ * the environment (the config is loaded again in every worker). */
+function sharedPort(variable: string): number {
+  if (!process.env[variable]) {
+    const script =
+      "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})";
+    process.env[variable] = execFileSync(process.execPath, ['-e', script]).toString().trim();
+  }
+  return Number(process.env[variable]);
+}
+export const PORT = sharedPort('RILL_E2E_PORT');
 export const JWT_SECRET = 'e2e-secret';
 // Where the static (trunk) UI is served in its test: another origin, as in production.
-export const STATIC_PORT = Number(process.env.RILL_E2E_STATIC_PORT ?? 3109);
+export const STATIC_PORT = sharedPort('RILL_E2E_STATIC_PORT');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-e2e-'));
 
 export default defineConfig({

@@ -714,3 +714,268 @@ impl ChatState {
         message.raw.set(Some(text));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+    use rill_protocol::Metadata;
+
+    /// Runs a test under a reactive owner (signals need one when the server's
+    /// features, which sandbox reactive arenas, are unified into this build).
+    fn reactive(test: impl FnOnce()) {
+        Owner::new().with(test);
+    }
+
+    /// A chat that is live, with its outbox.
+    fn live_chat() -> (ChatState, mpsc::UnboundedReceiver<ClientFrame>) {
+        let chat = ChatState::new();
+        let (outbox, frames) = mpsc::unbounded();
+        chat.outbox.set_value(Some(outbox));
+        chat.connection.set(ConnectionState::Live);
+        (chat, frames)
+    }
+
+    /// The `client_message_id` of the question the chat just sent.
+    fn sent_client_id(frames: &mut mpsc::UnboundedReceiver<ClientFrame>) -> String {
+        match frames.try_recv() {
+            Ok(ClientFrame::Message(request)) => request.client_message_id.unwrap(),
+            other => panic!("expected a message frame, got {other:?}"),
+        }
+    }
+
+    fn start(stream_id: &str, client_id: Option<&str>) -> ServerEvent {
+        ServerEvent::Start {
+            stream_id: stream_id.into(),
+            seq: 1,
+            session_id: "conv-1".into(),
+            message_id: "reply-1".into(),
+            user_message_id: Some("question-1".into()),
+            persona_id: "assistant".into(),
+            model: "demo".into(),
+            client_message_id: client_id.map(str::to_owned),
+        }
+    }
+
+    fn token(stream_id: &str, seq: u64, text: &str) -> ServerEvent {
+        ServerEvent::Token {
+            stream_id: stream_id.into(),
+            seq,
+            token: text.into(),
+            partial_response: None,
+        }
+    }
+
+    fn complete(stream_id: &str, seq: u64, response: &str, reason: FinishReason) -> ServerEvent {
+        ServerEvent::Complete {
+            stream_id: stream_id.into(),
+            seq,
+            response: response.into(),
+            session_id: "conv-1".into(),
+            metadata: Metadata {
+                agent: "assistant".into(),
+                model: "demo".into(),
+                finish_reason: reason,
+                usage: None,
+                sources: Vec::new(),
+                context: Default::default(),
+                confidence: None,
+            },
+        }
+    }
+
+    /// The reply (the last message).
+    fn reply(chat: &ChatState) -> MessageView {
+        *chat.messages.get_untracked().last().unwrap()
+    }
+
+    #[test]
+    fn a_streamed_reply_is_applied_in_order_and_completes_with_its_text() {
+        reactive(|| {
+            let (chat, mut frames) = live_chat();
+            assert!(chat.ask("What is rill?".into()));
+            let client_id = sent_client_id(&mut frames);
+            assert_eq!(reply(&chat).status.get_untracked(), ReplyStatus::Waiting);
+            chat.apply(start("s1", Some(&client_id)));
+            chat.apply(ServerEvent::Progress {
+                stream_id: "s1".into(),
+                seq: 2,
+                step: rill_protocol::ProgressStep::Starting,
+                message: "Processing started".into(),
+            });
+            assert_eq!(
+                reply(&chat).progress.get_untracked().as_deref(),
+                Some("Processing started")
+            );
+            chat.apply(token("s1", 3, "Hello "));
+            assert_eq!(
+                reply(&chat).progress.get_untracked(),
+                None,
+                "tokens replace progress"
+            );
+            chat.apply(token("s1", 4, "world"));
+            chat.apply(complete("s1", 5, "Hello world", FinishReason::Stop));
+            let reply = reply(&chat);
+            assert_eq!(reply.status.get_untracked(), ReplyStatus::Complete);
+            assert_eq!(reply.raw.get_untracked().as_deref(), Some("Hello world"));
+            assert_eq!(reply.id.get_value().as_deref(), Some("reply-1"));
+            assert_eq!(chat.session_id.get_untracked().as_deref(), Some("conv-1"));
+            let question = chat.messages.get_untracked()[0];
+            assert_eq!(question.id.get_value().as_deref(), Some("question-1"));
+            assert_eq!(chat.conversations.get_untracked()[0].id, "conv-1");
+        });
+    }
+
+    #[test]
+    fn events_a_resume_replays_again_are_applied_once() {
+        reactive(|| {
+            let (chat, mut frames) = live_chat();
+            chat.ask("q".into());
+            let client_id = sent_client_id(&mut frames);
+            chat.apply(start("s1", Some(&client_id)));
+            chat.apply(token("s1", 2, "a"));
+            chat.apply(token("s1", 3, "b"));
+            // A reconnect resumes after seq 2 but the server's replay overlaps.
+            chat.apply(token("s1", 2, "a"));
+            chat.apply(token("s1", 3, "b"));
+            chat.apply(token("s1", 4, "c"));
+            assert_eq!(chat.last_seq("s1"), 4);
+            assert_eq!(reply(&chat).text_now(), "abc");
+            assert_eq!(
+                chat.resume_frames(),
+                vec![ClientFrame::Resume {
+                    stream_id: "s1".into(),
+                    after_seq: 4
+                }],
+                "a streaming reply resumes after the last seq applied"
+            );
+            chat.apply(complete("s1", 5, "abc", FinishReason::Stop));
+            assert!(chat.resume_frames().is_empty(), "nothing left to resume");
+        });
+    }
+
+    #[test]
+    fn how_a_reply_ends_is_how_it_is_shown() {
+        reactive(|| {
+            for (reason, status) in [
+                (FinishReason::Cancelled, ReplyStatus::Stopped),
+                (FinishReason::Interrupted, ReplyStatus::Interrupted),
+                (FinishReason::Error, ReplyStatus::Failed),
+                (FinishReason::Length, ReplyStatus::Complete),
+            ] {
+                let (chat, mut frames) = live_chat();
+                chat.ask("q".into());
+                let client_id = sent_client_id(&mut frames);
+                chat.apply(start("s1", Some(&client_id)));
+                chat.apply(token("s1", 2, "partial"));
+                chat.apply(complete("s1", 3, "partial", reason));
+                let reply = reply(&chat);
+                assert_eq!(reply.status.get_untracked(), status, "{reason:?}");
+                assert_eq!(
+                    reply.raw.get_untracked().as_deref(),
+                    Some("partial"),
+                    "{reason:?}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn a_lost_stream_keeps_its_text_and_a_refused_question_says_why() {
+        reactive(|| {
+            let (chat, mut frames) = live_chat();
+            chat.ask("first".into());
+            let client_id = sent_client_id(&mut frames);
+            chat.apply(start("s1", Some(&client_id)));
+            chat.apply(token("s1", 2, "kept"));
+            // Coming back after a server restart: the stream is gone.
+            chat.apply(ServerEvent::Error {
+                error: "Stream not found or expired".into(),
+                code: ErrorCode::StreamNotFound,
+                stream_id: Some("s1".into()),
+                seq: None,
+            });
+            let lost = reply(&chat);
+            assert_eq!(lost.status.get_untracked(), ReplyStatus::Interrupted);
+            assert_eq!(lost.raw.get_untracked().as_deref(), Some("kept"));
+
+            chat.ask("second".into());
+            sent_client_id(&mut frames);
+            chat.apply(ServerEvent::error(ErrorCode::RateLimited, "Too many"));
+            let refused = reply(&chat);
+            assert_eq!(refused.status.get_untracked(), ReplyStatus::Failed);
+            assert_eq!(
+                refused.error.get_untracked().as_deref(),
+                Some("Too many (RATE_LIMITED)")
+            );
+            // An error nobody waits for is a notice.
+            chat.apply(ServerEvent::error(ErrorCode::InvalidMessage, "odd frame"));
+            assert_eq!(chat.notices.get_untracked().len(), 1);
+        });
+    }
+
+    #[test]
+    fn a_question_is_not_sent_while_offline() {
+        reactive(|| {
+            let chat = ChatState::new();
+            chat.connection.set(ConnectionState::Offline);
+            assert!(!chat.ask("hello?".into()));
+            assert!(chat.messages.get_untracked().is_empty());
+            assert_eq!(chat.notices.get_untracked().len(), 1);
+        });
+    }
+
+    #[test]
+    fn a_reply_from_history_still_streaming_is_followed_and_replayed_from_its_start() {
+        reactive(|| {
+            let (chat, _frames) = live_chat();
+            let stored =
+                |id: &str, role: &str, content: &str, status: &str, stream: Option<&str>| {
+                    ConversationMessage {
+                        id: id.into(),
+                        role: role.into(),
+                        persona_id: None,
+                        model: None,
+                        content: content.into(),
+                        status: status.into(),
+                        usage: None,
+                        stream_id: stream.map(str::to_owned),
+                        created_at: 0,
+                    }
+                };
+            chat.load(InitialChat {
+                current: Some(rill_protocol::conversations::ConversationDetail {
+                    conversation: ConversationSummary {
+                        id: "conv-1".into(),
+                        title: "t".into(),
+                        customer_id: None,
+                        created_at: 0,
+                        updated_at: 0,
+                    },
+                    messages: vec![
+                        stored("q", "user", "question", "complete", None),
+                        stored("r", "assistant", "saved so", "streaming", Some("s9")),
+                    ],
+                }),
+                ..Default::default()
+            });
+            assert_eq!(reply(&chat).status.get_untracked(), ReplyStatus::Streaming);
+            assert_eq!(
+                chat.resume_frames(),
+                vec![ClientFrame::Resume {
+                    stream_id: "s9".into(),
+                    after_seq: 0
+                }]
+            );
+            // The replay from the start replaces the saved text rather than adding to it.
+            chat.apply(start("s9", None));
+            chat.apply(token("s9", 2, "saved so far"));
+            chat.apply(complete("s9", 3, "saved so far", FinishReason::Stop));
+            assert_eq!(chat.messages.get_untracked().len(), 2);
+            assert_eq!(
+                reply(&chat).raw.get_untracked().as_deref(),
+                Some("saved so far")
+            );
+        });
+    }
+}

@@ -1,44 +1,22 @@
 // Conversations as a user meets them: history that survives a reload and a
 // server killed mid-reply, the sidebar, regenerate, edit-and-resend, delete.
 import { test, expect, Page } from '@playwright/test';
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RILL_BIN } from '../playwright.config';
-import { ask, waitLive } from './helpers';
+import { ask, startRill, waitLive } from './helpers';
 
-const PORT = 3112;
-
-function startRill(dataDir: string): ChildProcess {
-  return spawn(
-    RILL_BIN,
-    ['--addr', `127.0.0.1:${PORT}`, '--data-dir', dataDir, '--demo-delay-ms', '40', '--demo-tokens', '50', '--checkpoint-ms', '200'],
-    { cwd: os.tmpdir(), stdio: 'ignore' },
-  );
-}
-
-async function waitHealthy() {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${PORT}/health`)).ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`rill did not start on ${PORT}`);
-}
+/** Flags of a rill of our own, so the test can kill and restart it. */
+const KILLABLE = ['--demo-delay-ms', '40', '--demo-tokens', '50', '--checkpoint-ms', '200'];
 
 const assistant = (page: Page) => page.locator('article.msg.assistant');
 const user = (page: Page) => page.locator('article.msg.user');
 
 test('history survives a reload and a killed server; the cut reply is marked interrupted', async ({ page }) => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-history-'));
-  let rill = startRill(dataDir);
+  let rill = await startRill(['--data-dir', dataDir, ...KILLABLE]);
   try {
-    await waitHealthy();
-    await page.goto(`http://127.0.0.1:${PORT}/`);
+    await page.goto(`${rill.url}/`);
     await waitLive(page);
     await ask(page, 'First question about engines');
     await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
@@ -53,11 +31,8 @@ test('history survives a reload and a killed server; the cut reply is marked int
     await expect(cut).toHaveAttribute('data-status', 'streaming');
     await expect(cut.locator('.markdown')).toContainText('You asked');
     await page.waitForTimeout(700); // a few checkpoints
-    const exited = new Promise((resolve) => rill.once('exit', resolve));
-    rill.kill('SIGKILL');
-    await exited;
-    rill = startRill(dataDir);
-    await waitHealthy();
+    await rill.stop('SIGKILL');
+    rill = await startRill(['--data-dir', dataDir, ...KILLABLE], { port: rill.port });
     await expect(cut).toHaveAttribute('data-status', 'interrupted', { timeout: 40_000 });
 
     // A reload renders the same conversation from the store, on the server.
@@ -83,7 +58,7 @@ test('history survives a reload and a killed server; the cut reply is marked int
     await waitLive(page);
     await expect(assistant(page).nth(1)).toHaveAttribute('data-status', 'complete');
   } finally {
-    rill.kill('SIGKILL');
+    await rill.stop();
   }
 });
 

@@ -2,19 +2,16 @@
 // speaks the OpenAI chat completions streaming format: the model picker lists
 // the upstream's models, and the chosen one answers, token by token.
 import { test, expect } from '@playwright/test';
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RILL_BIN } from '../playwright.config';
-import { ask, waitLive } from './helpers';
+import { ask, Rill, startRill, waitLive } from './helpers';
 
-const UPSTREAM_PORT = 3110;
-const RILL_PORT = 3111;
 const seenModels: string[] = [];
 let upstream: http.Server;
-let rill: ChildProcess;
+let rill: Rill;
 
 function chunk(model: string, delta: object, finish: string | null): string {
   const body = {
@@ -48,32 +45,22 @@ test.beforeAll(async () => {
       response.end('data: [DONE]\n\n');
     });
   });
-  await new Promise<void>((resolve) => upstream.listen(UPSTREAM_PORT, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  const upstreamPort = (upstream.address() as net.AddressInfo).port;
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-openai-'));
-  rill = spawn(
-    RILL_BIN,
-    ['--addr', `127.0.0.1:${RILL_PORT}`, '--data-dir', dataDir, '--provider', 'openai',
-     '--openai-base-url', `http://127.0.0.1:${UPSTREAM_PORT}/v1`, '--model', 'alpha'],
-    { cwd: os.tmpdir(), stdio: 'ignore', env: { ...process.env, OPENAI_API_KEY: 'e2e-key' } },
+  rill = await startRill(
+    ['--data-dir', dataDir, '--provider', 'openai', '--openai-base-url', `http://127.0.0.1:${upstreamPort}/v1`, '--model', 'alpha'],
+    { env: { OPENAI_API_KEY: 'e2e-key' } },
   );
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${RILL_PORT}/health`)).ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error('rill did not start');
 });
 
 test.afterAll(async () => {
-  rill.kill('SIGKILL');
+  await rill.stop();
   await new Promise((resolve) => upstream.close(resolve));
 });
 
 test('the model picker lists the upstream models and the chosen one answers', async ({ page }) => {
-  await page.goto(`http://127.0.0.1:${RILL_PORT}/`);
+  await page.goto(`${rill.url}/`);
   await waitLive(page);
   const picker = page.locator('.model-picker select');
   await expect(picker).toBeVisible();

@@ -1,20 +1,15 @@
 // The UI keeps a reply word-perfect across dropped WebSockets, falls back to SSE
 // and to long-polling when those are refused, and says what happened when the
 // server restarts mid-reply.
-import { test, expect, Page, WebSocketRoute } from '@playwright/test';
-import { ChildProcess, spawn } from 'node:child_process';
+import { test, expect, WebSocketRoute } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RILL_BIN } from '../playwright.config';
-import { ask, waitLive } from './helpers';
+import { PORT } from '../playwright.config';
+import { ask, referenceReply, startRill, waitLive } from './helpers';
 
-/** The reply the server gives to `question` (the demo is deterministic). */
-async function referenceReply(page: Page, question: string): Promise<string> {
-  const response = await page.request.post('/api/v1/chat', { data: { message: question } });
-  expect(response.ok()).toBeTruthy();
-  return (await response.json()).response;
-}
+/** The shared server's address (the demo is deterministic: its replies are the reference). */
+const SERVER = `http://127.0.0.1:${PORT}`;
 
 test('a reply survives the WebSocket being killed three times, word-perfect', async ({ page }) => {
   let kills = 0;
@@ -43,7 +38,7 @@ test('a reply survives the WebSocket being killed three times, word-perfect', as
   expect(kills).toBe(3);
   expect(completes.length).toBe(1);
   await expect(reply).toHaveAttribute('data-raw', completes[0]);
-  expect(completes[0]).toBe(await referenceReply(page, question));
+  expect(completes[0]).toBe(await referenceReply(SERVER, question));
   await expect(page.locator('.badge')).toHaveText('Live · WebSocket');
 });
 
@@ -62,7 +57,7 @@ test('with WebSocket refused the UI falls back to SSE, completes, and moves back
   await ask(page, question);
   const reply = page.locator('article.msg.assistant').last();
   await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
-  await expect(reply).toHaveAttribute('data-raw', await referenceReply(page, question));
+  await expect(reply).toHaveAttribute('data-raw', await referenceReply(SERVER, question));
   // The UI keeps probing: once WebSocket works again it moves back to it.
   refuse = false;
   await expect(page.locator('.badge')).toHaveText('Live · WebSocket', { timeout: 30_000 });
@@ -83,7 +78,7 @@ test('with WebSocket and SSE refused the UI completes over HTTP long-polling', a
   await expect(page.locator('.badge')).toHaveText('Fallback · HTTP polling', { timeout: 30_000 });
   const reply = page.locator('article.msg.assistant').last();
   await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
-  await expect(reply).toHaveAttribute('data-raw', await referenceReply(page, question));
+  await expect(reply).toHaveAttribute('data-raw', await referenceReply(SERVER, question));
   // Stop works over HTTP too.
   await ask(page, 'A second, longer question to stop');
   const second = page.locator('article.msg.assistant').last();
@@ -96,7 +91,7 @@ test('pulling the network cable mid-reply: the reply completes word-perfect once
   await page.goto('/');
   await waitLive(page);
   const question = 'Keep going while I am offline';
-  const expected = await referenceReply(page, question);
+  const expected = await referenceReply(SERVER, question);
   await ask(page, question);
   const reply = page.locator('article.msg.assistant').last();
   await expect(reply).toHaveAttribute('data-status', 'streaming');
@@ -110,45 +105,21 @@ test('pulling the network cable mid-reply: the reply completes word-perfect once
   await expect(reply).toHaveAttribute('data-raw', expected);
 });
 
-/** A rill of our own, so the test can restart it. */
-function startRill(port: number, dataDir: string): ChildProcess {
-  return spawn(
-    RILL_BIN,
-    ['--addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--demo-delay-ms', '40', '--demo-tokens', '400', '--shutdown-grace', '1'],
-    { cwd: os.tmpdir(), stdio: 'ignore' },
-  );
-}
-
-async function waitHealthy(port: number) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/health`);
-      if (response.ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`rill did not start on ${port}`);
-}
+/** Flags of a rill of our own, so the test can restart it. */
+const RESTARTABLE = ['--demo-delay-ms', '40', '--demo-tokens', '400', '--shutdown-grace', '1'];
 
 test('a server restart mid-reply: the UI reconnects and marks the reply interrupted', async ({ page }) => {
-  const port = 3108;
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-restart-'));
-  let rill = startRill(port, dataDir);
+  let rill = await startRill(['--data-dir', dataDir, ...RESTARTABLE]);
   try {
-    await waitHealthy(port);
-    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.goto(`${rill.url}/`);
     await waitLive(page);
     await ask(page, 'A long answer, please');
     const reply = page.locator('article.msg.assistant').last();
     await expect(reply).toHaveAttribute('data-status', 'streaming');
     await expect(reply.locator('.markdown')).toContainText('You asked');
-    const exited = new Promise((resolve) => rill.once('exit', resolve));
-    rill.kill('SIGTERM');
-    await exited;
-    rill = startRill(port, dataDir);
-    await waitHealthy(port);
+    await rill.stop('SIGTERM');
+    rill = await startRill(['--data-dir', dataDir, ...RESTARTABLE], { port: rill.port });
     await expect(reply).toHaveAttribute('data-status', 'interrupted', { timeout: 40_000 });
     await expect(reply.locator('.note.interrupted')).toContainText('server restarted');
     // The text that arrived is kept, not thrown away.
@@ -160,6 +131,6 @@ test('a server restart mid-reply: the UI reconnects and marks the reply interrup
       timeout: 40_000,
     });
   } finally {
-    rill.kill('SIGKILL');
+    await rill.stop();
   }
 });

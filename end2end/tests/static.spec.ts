@@ -6,7 +6,7 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PORT, STATIC_PORT } from '../playwright.config';
-import { ask } from './helpers';
+import { ask, referenceReply } from './helpers';
 
 const DIST = path.resolve(__dirname, '../../frontend/dist');
 const TYPES: Record<string, string> = {
@@ -43,13 +43,7 @@ test.afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
 
-async function referenceReply(question: string): Promise<string> {
-  const response = await fetch(`http://127.0.0.1:${PORT}/api/v1/chat`, {
-    method: 'POST',
-    body: JSON.stringify({ message: question }),
-  });
-  return (await response.json()).response;
-}
+const API = `http://127.0.0.1:${PORT}`;
 
 test('the static UI on another origin streams a reply from rill', async ({ page }) => {
   await page.goto(`http://127.0.0.1:${STATIC_PORT}/`);
@@ -58,7 +52,7 @@ test('the static UI on another origin streams a reply from rill', async ({ page 
   await ask(page, question);
   const reply = page.locator('article.msg.assistant').last();
   await expect(reply).toHaveAttribute('data-status', 'complete');
-  await expect(reply).toHaveAttribute('data-raw', await referenceReply(question));
+  await expect(reply).toHaveAttribute('data-raw', await referenceReply(API, question));
   await expect(reply.locator('pre > code')).toContainText('fn main()');
 });
 
@@ -70,5 +64,5 @@ test('the static UI falls back to SSE across origins (CORS)', async ({ page }) =
   await ask(page, question);
   const reply = page.locator('article.msg.assistant').last();
   await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
-  await expect(reply).toHaveAttribute('data-raw', await referenceReply(question));
+  await expect(reply).toHaveAttribute('data-raw', await referenceReply(API, question));
 });

@@ -70,6 +70,7 @@ impl From<StoreError> for Error {
             StoreError::Forbidden => Error::Forbidden,
             StoreError::NotFound => Error::NotFound("Conversation not found"),
             StoreError::Database(error) => Error::Internal(format!("store: {error}")),
+            StoreError::Migration(error) => Error::Internal(format!("store: {error}")),
         }
     }
 }

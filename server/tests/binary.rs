@@ -56,32 +56,26 @@ impl Drop for Rill {
     }
 }
 
-/// Starts the binary on a free port and waits for /health.
+/// Starts the binary on a free port and waits until it says it is listening.
 async fn spawn_rill(data_dir: &std::path::Path, extra: &[&str]) -> (Rill, String) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let child = Rill(Some(
-        Command::new(RILL)
-            .args(["--addr", &addr, "--data-dir"])
-            .arg(data_dir)
-            .args(["--demo-delay-ms", "5"])
-            .args(extra)
-            .env_remove("RILL_JWT_SECRET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{addr}/health")).await.is_ok() {
-            return (child, addr);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("rill did not start on {addr}");
+    let mut child = Command::new(RILL)
+        .args(["--addr", &addr, "--data-dir"])
+        .arg(data_dir)
+        .args(["--demo-delay-ms", "5"])
+        .args(extra)
+        .env_remove("RILL_JWT_SECRET")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child);
+    (Rill(Some(child)), addr)
 }
 
 #[tokio::test]

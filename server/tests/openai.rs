@@ -244,13 +244,7 @@ async fn cancel_closes_the_upstream_request() {
     while frames.iter().filter(|f| f["type"] == "token").count() < 5 {
         frames.push(recv(&mut ws).await);
     }
-    assert_eq!(
-        upstream
-            .state
-            .disconnects
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
+    assert_eq!(*upstream.state.disconnects.borrow(), 0);
     send(&mut ws, json!({"type": "cancel", "stream_id": stream_id})).await;
     frames.extend(recv_until_done(&mut ws, 1).await);
     let (text, complete) = check_stream(&frames, &stream_id);
@@ -279,23 +273,13 @@ async fn the_binary_streams_from_an_openai_compatible_server() {
         ])
         .args(["--openai-header", "x-gateway=rill-test"])
         .env("OPENAI_API_KEY", API_KEY)
-        .stdout(std::process::Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/health"))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(&mut child);
     let result = async {
-        assert!(up, "rill started");
         let (mut ws, _) =
             tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/chat"))
                 .await
@@ -356,18 +340,11 @@ async fn a_failing_model_list_is_a_clear_provider_error() {
 
 /// Waits (bounded) for the upstream to see `n` closed requests.
 async fn wait_disconnects(upstream: &UpstreamServer, n: usize) {
-    for _ in 0..200 {
-        if upstream
-            .state
-            .disconnects
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == n
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the upstream request was not closed");
+    let mut disconnects = upstream.state.disconnects.subscribe();
+    tokio::time::timeout(FRAME_TIMEOUT, disconnects.wait_for(|count| *count == n))
+        .await
+        .expect("the upstream request was closed")
+        .unwrap();
 }
 
 #[tokio::test]

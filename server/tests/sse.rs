@@ -147,20 +147,30 @@ async fn shutdown_ends_sse_and_interrupts_replies_after_the_grace() {
     })
     .await;
     let (ids, _) = start_stream(&server, json!({"message": "long"})).await;
-    let response = reqwest::Client::new()
+    let mut response = reqwest::Client::new()
         .get(server.http(&format!("/api/v1/streams/{}/events", ids[0])))
         .send()
         .await
         .unwrap();
-    let body = tokio::spawn(async move { response.text().await.unwrap() });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    server.state.shutdown.cancel();
-    let events = parse_sse(
-        &tokio::time::timeout(FRAME_TIMEOUT, body)
+    // Shut down once tokens are flowing (read as they come, no sleeping).
+    let mut body = Vec::new();
+    while !String::from_utf8_lossy(&body).contains("event: token") {
+        let chunk = tokio::time::timeout(FRAME_TIMEOUT, response.chunk())
             .await
+            .expect("events arrive")
             .unwrap()
-            .unwrap(),
-    );
+            .expect("the response is still open");
+        body.extend_from_slice(&chunk);
+    }
+    server.state.shutdown.cancel();
+    while let Some(chunk) = tokio::time::timeout(FRAME_TIMEOUT, response.chunk())
+        .await
+        .expect("the response ends after the shutdown")
+        .unwrap()
+    {
+        body.extend_from_slice(&chunk);
+    }
+    let events = parse_sse(&String::from_utf8(body).unwrap());
     assert!(events.iter().any(|e| e.data["type"] == "token"));
     assert!(
         events.iter().all(|e| e.data["type"] != "complete"),

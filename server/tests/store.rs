@@ -347,3 +347,53 @@ async fn rename_truncate_and_find_by_message_respect_the_owner() {
     }
     cleanup.run().await;
 }
+
+#[tokio::test]
+async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
+    // What a data directory made before sqlx's migrator looks like: the schema,
+    // a conversation, and the old runner's log.
+    let dir = common::temp_dir();
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("rill.db").display());
+    let old = sqlx::AnyPool::connect(&url).await.unwrap();
+    for statement in include_str!("../migrations/0001_conversations.sql")
+        .split(';')
+        .filter(|s| {
+            s.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"))
+        })
+    {
+        sqlx::query(statement).execute(&old).await.unwrap();
+    }
+    for statement in [
+        "CREATE TABLE rill_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        "INSERT INTO rill_migrations VALUES (1, 0)",
+        "INSERT INTO conversations VALUES ('kept', 'user:ann', 'Old one', NULL, 1, 2)",
+    ] {
+        sqlx::query(statement).execute(&old).await.unwrap();
+    }
+    old.close().await;
+
+    let store = SqlStore::open(None, &dir)
+        .await
+        .expect("the old database opens");
+    let kept = store.owned_conversation("user:ann", "kept").await.unwrap();
+    assert_eq!(kept.title, "Old one");
+    let check = sqlx::AnyPool::connect(&url).await.unwrap();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&check)
+            .await
+            .unwrap();
+    assert_eq!(applied, vec![1, 2]);
+    let old_log = sqlx::query("SELECT name FROM sqlite_master WHERE name = 'rill_migrations'")
+        .fetch_optional(&check)
+        .await
+        .unwrap();
+    assert!(old_log.is_none(), "the old log is gone");
+    check.close().await;
+    // Opening again applies nothing new.
+    drop(store);
+    SqlStore::open(None, &dir).await.expect("it opens again");
+    let _ = std::fs::remove_dir_all(dir);
+}

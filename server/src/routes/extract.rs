@@ -59,7 +59,7 @@ pub(crate) async fn read_message_request(
 /// A seq a client sent as text (`?after=`, `Last-Event-ID`): a whole number from
 /// 0 to 2^64 − 1, or `INVALID_MESSAGE` naming the field.
 pub(crate) fn parse_seq(field: &str, text: &str) -> Result<u64, Error> {
-    text.trim().parse::<u64>().map_err(|_| {
+    text.parse::<u64>().map_err(|_| {
         Error::InvalidMessage(format!(
             "{field} must be a whole number from 0 to {}",
             u64::MAX

@@ -45,11 +45,17 @@ async fn poll(
     Path(stream_id): Path<String>,
     Query(query): Query<PollQuery>,
 ) -> Result<Response, Error> {
+    // Empty means absent, as on the SSE route.
     let after_seq = query
         .after
         .as_deref()
+        .filter(|after| !after.trim().is_empty())
         .map_or(Ok(0), |after| parse_seq("after", after))?;
-    let wait = match query.wait_ms.as_deref() {
+    let wait = match query
+        .wait_ms
+        .as_deref()
+        .filter(|wait| !wait.trim().is_empty())
+    {
         None => DEFAULT_WAIT,
         Some(wait) => Duration::from_millis(parse_seq("wait_ms", wait)?),
     }

@@ -53,15 +53,24 @@ async fn chat_stream(
 }
 
 /// The position to resume after: `Last-Event-ID` (a browser's `EventSource`
-/// reconnects with it) wins over `?after=`; neither means from the start.
-pub(crate) fn resume_position(headers: &HeaderMap, after: Option<&str>) -> Result<u64, Error> {
-    if let Some(last_event_id) = headers.get("last-event-id") {
-        let text = last_event_id
-            .to_str()
-            .map_err(|_| Error::InvalidMessage("Last-Event-ID must be a seq".into()))?;
-        return parse_seq("Last-Event-ID", text);
+/// reconnects with it) wins over `?after=`; neither (or empty) means from the
+/// start.
+fn resume_position(headers: &HeaderMap, after: Option<&str>) -> Result<u64, Error> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Error::InvalidMessage("Last-Event-ID must be a seq".into()))
+        })
+        .transpose()?
+        .filter(|id| !id.trim().is_empty());
+    if let Some(id) = last_event_id {
+        return parse_seq("Last-Event-ID", id);
     }
-    after.map_or(Ok(0), |after| parse_seq("after", after))
+    after
+        .filter(|after| !after.trim().is_empty())
+        .map_or(Ok(0), |after| parse_seq("after", after))
 }
 
 async fn events(

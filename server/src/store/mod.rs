@@ -25,6 +25,9 @@ pub enum StoreError {
     /// The database failed; the detail is for logs, not clients.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date (at startup).
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
 }
 
 /// Where a message is in its life.

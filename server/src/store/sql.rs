@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
+use futures::future::BoxFuture;
 use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row};
 
 use super::{
@@ -10,8 +13,45 @@ use super::{
     now_ms,
 };
 
-/// Migrations embedded in the binary, in order (see `migrations/README.md`).
-const MIGRATIONS: [(i64, &str); 1] = [(1, include_str!("../../migrations/0001_conversations.sql"))];
+/// Migrations embedded in the binary, in order: version, description, SQL
+/// (see `migrations/README.md`).
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "conversations",
+        include_str!("../../migrations/0001_conversations.sql"),
+    ),
+    (
+        2,
+        "drop the old migration log",
+        include_str!("../../migrations/0002_drop_rill_migrations.sql"),
+    ),
+];
+
+/// The embedded migrations, as a source for sqlx's migrator (the `migrate!`
+/// macro would compile sqlx's macro crate, and SQLite a second time for the
+/// host, to embed the same files).
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        (*description).into(),
+                        MigrationType::Simple,
+                        (*sql).into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
 
 /// The columns of a conversation, in [`conversation_from_row`]'s order.
 const CONVERSATION_COLUMNS: &str = "id, owner, title, customer_id, created_at, updated_at";
@@ -89,41 +129,13 @@ impl SqlStore {
         Ok(store)
     }
 
-    /// Applies every embedded migration not yet applied, each in a transaction.
+    /// Applies every embedded migration not yet applied, with sqlx's migrator:
+    /// each in a transaction, recorded with its checksum in `_sqlx_migrations`
+    /// (an edited released migration is refused), under PostgreSQL's advisory
+    /// lock (instances starting together migrate once).
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS rill_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (version, sql) in MIGRATIONS {
-            let applied = sqlx::query("SELECT version FROM rill_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some();
-            if applied {
-                continue;
-            }
-            let mut transaction = self.pool.begin().await?;
-            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                let statement: String = statement
-                    .lines()
-                    .filter(|line| !line.trim_start().starts_with("--"))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                if !statement.trim().is_empty() {
-                    transaction.execute(statement.as_str()).await?;
-                }
-            }
-            sqlx::query("INSERT INTO rill_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut *transaction)
-                .await?;
-            transaction.commit().await?;
-            tracing::info!(version, "applied migration");
-        }
+        let migrator = Migrator::new(Embedded).await?;
+        migrator.run(&self.pool).await?;
         Ok(())
     }
 

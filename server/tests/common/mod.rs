@@ -287,3 +287,24 @@ pub fn check_stream(frames: &[Value], stream_id: &str) -> (String, Value) {
     }
     (text, (*last).clone())
 }
+
+/// Waits until a spawned `rill` binary says it is listening (it logs the line
+/// on stdout once the socket is bound): a signal, not a polling loop. The
+/// child's stdout must be piped; it is drained afterwards so the child never
+/// blocks on a full pipe.
+pub fn wait_listening(child: &mut std::process::Child) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (ready, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("listening on") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    listening
+        .recv_timeout(FRAME_TIMEOUT)
+        .expect("rill logs that it is listening");
+}

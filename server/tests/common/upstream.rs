@@ -45,8 +45,9 @@ pub const API_KEY: &str = "test-key";
 pub struct Upstream {
     /// Every request body, in order.
     pub requests: Mutex<Vec<Value>>,
-    /// Streamed responses whose client went away before the end.
-    pub disconnects: AtomicUsize,
+    /// Streamed responses whose client went away before the end (a `watch`, so
+    /// tests wait for a count instead of polling it).
+    pub disconnects: tokio::sync::watch::Sender<usize>,
     /// 429s already answered to `rate-limited-once`.
     rate_limited: AtomicUsize,
     /// `GET /v1/models` requests.
@@ -158,7 +159,7 @@ impl DisconnectGuard {
 impl Drop for DisconnectGuard {
     fn drop(&mut self) {
         if !self.finished {
-            self.state.disconnects.fetch_add(1, Ordering::SeqCst);
+            self.state.disconnects.send_modify(|n| *n += 1);
         }
     }
 }
