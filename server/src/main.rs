@@ -47,6 +47,12 @@ fn serve(server: &ServerArgs) -> ExitCode {
         )
         .init();
     let config = Config::from_args(server);
+    // Every connection is a file descriptor: take all the kernel allows (the
+    // soft limit is often 1024, the hard one far higher).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files allowed"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

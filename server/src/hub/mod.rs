@@ -277,8 +277,8 @@ impl Subscription {
     pub async fn next_into(&mut self, out: &mut Vec<Arc<Sequenced>>) -> Result<bool, HubError> {
         loop {
             // Mark the current value seen before reading, so an event published
-            // after the read wakes the wait below.
-            self.wake.borrow_and_update();
+            // after the read wakes the wait below (an atomic load, no lock).
+            self.wake.mark_unchanged();
             let before = out.len();
             let finished = self.log.read_after(self.cursor, self.batch, out)?;
             if let Some(last) = out[before..].last() {

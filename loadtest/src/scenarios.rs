@@ -1,0 +1,717 @@
+//! The scenarios: `stream` (questions and streamed replies), `idle` (held
+//! connections), `churn` (connect and disconnect), `resume` (drop mid-reply
+//! and resume). Each is bounded in connections, messages and time, and
+//! returns an [`Outcome`] with what the clients saw and what the server cost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{Frame, Target, Ws, next_text, raise_file_limit, send};
+use crate::procstat;
+use crate::stats::{Samples, Summary};
+
+/// Longest wait for any one frame before a client gives up on it.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the monitor reads the server and the token counter.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Most error texts kept in an outcome (the count is exact).
+const KEPT_ERRORS: usize = 10;
+
+/// What to run, against what.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// The server.
+    pub target: Target,
+    /// Its process, for CPU and memory (`/proc/<pid>`).
+    pub server_pid: Option<u32>,
+    /// A name for the server in reports (`rill`, `baseline`).
+    pub label: String,
+    /// Hard bound on the scenario's duration.
+    pub deadline: Duration,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// A scenario and its sizes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "scenario", rename_all = "snake_case")]
+pub enum Scenario {
+    /// `connections` clients each ask `messages` questions in turn.
+    Stream {
+        /// Concurrent connections.
+        connections: usize,
+        /// Questions per connection.
+        messages: usize,
+    },
+    /// Hold `connections` idle connections for `hold_s` seconds.
+    Idle {
+        /// Connections.
+        connections: usize,
+        /// Seconds held.
+        hold_s: u64,
+    },
+    /// Open and close `connections` connections, `concurrency` at a time.
+    Churn {
+        /// Connections in all.
+        connections: usize,
+        /// At once.
+        concurrency: usize,
+    },
+    /// Like `Stream`, but each reply's connection is dropped after
+    /// `drop_after` tokens and the client resumes on a new one.
+    Resume {
+        /// Concurrent connections.
+        connections: usize,
+        /// Questions per connection.
+        messages: usize,
+        /// Tokens read before the drop.
+        drop_after: usize,
+    },
+}
+
+impl Scenario {
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Stream { .. } => "stream",
+            Scenario::Idle { .. } => "idle",
+            Scenario::Churn { .. } => "churn",
+            Scenario::Resume { .. } => "resume",
+        }
+    }
+}
+
+/// What a scenario measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The scenario and its sizes.
+    pub scenario: Option<Scenario>,
+    /// The server's name.
+    pub label: String,
+    /// Free-form notes on the server's settings (token count, pacing).
+    pub settings: String,
+    /// Wall time, seconds.
+    pub duration_s: f64,
+    /// TCP + WebSocket handshake.
+    pub connect_ms: Summary,
+    /// From sending a question (or a resume) to its first token.
+    pub first_token_ms: Summary,
+    /// Between consecutive tokens of one reply.
+    pub inter_arrival_ms: Summary,
+    /// Tokens received.
+    pub tokens: u64,
+    /// Bytes of text frames received.
+    pub bytes: u64,
+    /// Tokens per second of wall time.
+    pub tokens_per_s: f64,
+    /// Bytes per second of wall time.
+    pub bytes_per_s: f64,
+    /// Replies (or connections, for idle and churn) that completed.
+    pub completed: u64,
+    /// How many were expected.
+    pub expected: u64,
+    /// Replies whose tokens did not add up to their `complete.response`.
+    pub integrity_errors: u64,
+    /// Tokens missing from a resumed reply (a gap in seq).
+    pub lost_tokens: u64,
+    /// Tokens received twice across a resume.
+    pub duplicated_tokens: u64,
+    /// Failures (connections refused, timeouts, error frames).
+    pub error_count: u64,
+    /// The first few failures' texts.
+    pub errors: Vec<String>,
+    /// Idle connections that answered a ping at the end.
+    pub alive: Option<u64>,
+    /// What the server cost.
+    pub server: Option<ServerCost>,
+    /// Over time.
+    pub timeline: Vec<Point>,
+    /// First-token latencies: (bucket start ms, count).
+    pub first_token_histogram: Vec<(f64, u64)>,
+}
+
+/// The server's CPU and memory over a scenario.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ServerCost {
+    /// CPU seconds used (user + system).
+    pub cpu_s: f64,
+    /// CPU used as a share of one core over the run, percent.
+    pub cpu_pct: f64,
+    /// Tokens delivered per CPU second of the server.
+    pub tokens_per_cpu_s: f64,
+    /// Resident memory before the clients connected, KiB.
+    pub rss_before_kib: u64,
+    /// Highest resident memory seen, KiB.
+    pub rss_peak_kib: u64,
+    /// Resident memory while loaded (idle: with every connection held), KiB.
+    pub rss_loaded_kib: u64,
+    /// (loaded − before) / connections, KiB.
+    pub rss_per_connection_kib: f64,
+}
+
+/// One sample over time.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Point {
+    /// Seconds since the start.
+    pub t_s: f64,
+    /// Tokens received in this interval, per second.
+    pub tokens_per_s: f64,
+    /// Server resident memory, KiB.
+    pub rss_kib: u64,
+    /// Server CPU over this interval, percent of one core.
+    pub cpu_pct: f64,
+}
+
+/// Counters every client adds to, read by the monitor.
+#[derive(Default)]
+struct Counters {
+    tokens: AtomicU64,
+    bytes: AtomicU64,
+    completed: AtomicU64,
+}
+
+/// What one client measured.
+#[derive(Default)]
+struct ClientReport {
+    connect: Samples,
+    first_token: Samples,
+    inter_arrival: Samples,
+    integrity_errors: u64,
+    lost: u64,
+    duplicated: u64,
+    errors: Vec<String>,
+}
+
+impl ClientReport {
+    fn merge(&mut self, other: ClientReport) {
+        self.connect.extend(other.connect);
+        self.first_token.extend(other.first_token);
+        self.inter_arrival.extend(other.inter_arrival);
+        self.integrity_errors += other.integrity_errors;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.errors.extend(other.errors);
+    }
+}
+
+/// Samples the server and the counters until stopped.
+struct Monitor {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<(Vec<Point>, u64)>,
+    before: Option<procstat::ProcSample>,
+}
+
+impl Monitor {
+    fn start(pid: Option<u32>, counters: Arc<Counters>) -> Self {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let before = pid.and_then(procstat::sample);
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let began = Instant::now();
+            let mut timeline = Vec::new();
+            let mut peak = before.map_or(0, |s| s.rss_kib);
+            let mut last_tokens = 0;
+            let mut last = before;
+            let mut last_at = began;
+            let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = stopped.notified() => break,
+                }
+                let now = Instant::now();
+                let tokens = counters.tokens.load(Ordering::Relaxed);
+                let sample = pid.and_then(procstat::sample);
+                let dt = now.duration_since(last_at).as_secs_f64().max(1e-6);
+                let cpu_pct = match (last, sample) {
+                    (Some(a), Some(b)) => (b.cpu_s - a.cpu_s) / dt * 100.0,
+                    _ => 0.0,
+                };
+                if let Some(s) = sample {
+                    peak = peak.max(s.rss_kib);
+                }
+                timeline.push(Point {
+                    t_s: now.duration_since(began).as_secs_f64(),
+                    tokens_per_s: (tokens - last_tokens) as f64 / dt,
+                    rss_kib: sample.map_or(0, |s| s.rss_kib),
+                    cpu_pct,
+                });
+                last_tokens = tokens;
+                last = sample.or(last);
+                last_at = now;
+            }
+            (timeline, peak)
+        });
+        Monitor { stop, task, before }
+    }
+
+    async fn finish(
+        self,
+        pid: Option<u32>,
+    ) -> (
+        Vec<Point>,
+        u64,
+        Option<procstat::ProcSample>,
+        Option<procstat::ProcSample>,
+    ) {
+        let after = pid.and_then(procstat::sample);
+        self.stop.notify_one();
+        let (timeline, peak) = self.task.await.unwrap_or_default();
+        (
+            timeline,
+            peak.max(after.map_or(0, |s| s.rss_kib)),
+            self.before,
+            after,
+        )
+    }
+}
+
+fn progress_bar(load: &Load, total: u64, what: &str) -> indicatif::ProgressBar {
+    if !load.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(format!("{} {what}", load.label));
+    bar
+}
+
+/// Runs `scenario` against `load`.
+pub async fn run(load: &Load, scenario: Scenario) -> Outcome {
+    match scenario {
+        Scenario::Stream {
+            connections,
+            messages,
+        } => streams(load, scenario, connections, messages, None).await,
+        Scenario::Resume {
+            connections,
+            messages,
+            drop_after,
+        } => streams(load, scenario, connections, messages, Some(drop_after)).await,
+        Scenario::Idle {
+            connections,
+            hold_s,
+        } => idle(load, scenario, connections, Duration::from_secs(hold_s)).await,
+        Scenario::Churn {
+            connections,
+            concurrency,
+        } => churn(load, scenario, connections, concurrency).await,
+    }
+}
+
+/// `stream` and `resume`.
+async fn streams(
+    load: &Load,
+    scenario: Scenario,
+    connections: usize,
+    messages: usize,
+    drop_after: Option<usize>,
+) -> Outcome {
+    raise_file_limit();
+    let counters = Arc::new(Counters::default());
+    let expected = (connections * messages) as u64;
+    let bar = progress_bar(load, expected, scenario.name());
+    let monitor = Monitor::start(load.server_pid, counters.clone());
+    let began = Instant::now();
+    let run_id = began.elapsed().as_nanos() ^ u128::from(std::process::id());
+    let tasks: Vec<_> = (0..connections)
+        .map(|n| {
+            let target = load.target.clone();
+            let counters = counters.clone();
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                let mut report = ClientReport::default();
+                let session = format!("load-{run_id:x}-{n}");
+                if let Err(error) = stream_client(
+                    &target,
+                    n,
+                    &session,
+                    messages,
+                    drop_after,
+                    &counters,
+                    &bar,
+                    &mut report,
+                )
+                .await
+                {
+                    report.errors.push(error);
+                }
+                report
+            })
+        })
+        .collect();
+    let mut total = ClientReport::default();
+    let deadline = tokio::time::sleep(load.deadline);
+    tokio::pin!(deadline);
+    let mut aborted = 0;
+    for task in tasks {
+        tokio::select! {
+            report = task => {
+                if let Ok(report) = report {
+                    total.merge(report);
+                }
+            }
+            () = &mut deadline => {
+                aborted += 1;
+            }
+        }
+    }
+    if aborted > 0 {
+        total.errors.push(format!(
+            "{aborted} connections still running at the deadline"
+        ));
+    }
+    bar.finish_and_clear();
+    let duration = began.elapsed();
+    let (timeline, peak, before, after) = monitor.finish(load.server_pid).await;
+    let tokens = counters.tokens.load(Ordering::Relaxed);
+    let bytes = counters.bytes.load(Ordering::Relaxed);
+    let mut outcome = Outcome {
+        scenario: Some(scenario),
+        label: load.label.clone(),
+        duration_s: duration.as_secs_f64(),
+        connect_ms: total.connect.summary(),
+        first_token_ms: total.first_token.summary(),
+        inter_arrival_ms: total.inter_arrival.summary(),
+        first_token_histogram: total.first_token.histogram(40),
+        tokens,
+        bytes,
+        tokens_per_s: tokens as f64 / duration.as_secs_f64(),
+        bytes_per_s: bytes as f64 / duration.as_secs_f64(),
+        completed: counters.completed.load(Ordering::Relaxed),
+        expected,
+        integrity_errors: total.integrity_errors,
+        lost_tokens: total.lost,
+        duplicated_tokens: total.duplicated,
+        timeline,
+        ..Outcome::default()
+    };
+    outcome.server = server_cost(before, after, peak, None, tokens, duration, connections);
+    keep_errors(&mut outcome, total.errors);
+    outcome
+}
+
+fn keep_errors(outcome: &mut Outcome, errors: Vec<String>) {
+    outcome.error_count = errors.len() as u64;
+    outcome.errors = errors.into_iter().take(KEPT_ERRORS).collect();
+}
+
+fn server_cost(
+    before: Option<procstat::ProcSample>,
+    after: Option<procstat::ProcSample>,
+    peak: u64,
+    loaded: Option<u64>,
+    tokens: u64,
+    duration: Duration,
+    connections: usize,
+) -> Option<ServerCost> {
+    let (before, after) = (before?, after?);
+    let cpu_s = after.cpu_s - before.cpu_s;
+    let loaded = loaded.unwrap_or(peak);
+    Some(ServerCost {
+        cpu_s,
+        cpu_pct: cpu_s / duration.as_secs_f64() * 100.0,
+        tokens_per_cpu_s: if cpu_s > 0.0 {
+            tokens as f64 / cpu_s
+        } else {
+            0.0
+        },
+        rss_before_kib: before.rss_kib,
+        rss_peak_kib: peak,
+        rss_loaded_kib: loaded,
+        rss_per_connection_kib: loaded.saturating_sub(before.rss_kib) as f64
+            / connections.max(1) as f64,
+    })
+}
+
+/// One client of `stream`/`resume`: `messages` questions in turn on one
+/// conversation; with `drop_after`, each reply's connection is dropped after
+/// that many tokens and the reply resumed on a new one.
+#[allow(clippy::too_many_arguments)]
+async fn stream_client(
+    target: &Target,
+    n: usize,
+    session: &str,
+    messages: usize,
+    drop_after: Option<usize>,
+    counters: &Counters,
+    bar: &indicatif::ProgressBar,
+    report: &mut ClientReport,
+) -> Result<(), String> {
+    let (mut ws, took) = target.connect(n).await?;
+    report.connect.push(took);
+    for m in 0..messages {
+        let question = format!("Load test question {m} from client {n}: how does rill stream?");
+        send(
+            &mut ws,
+            &json!({"type": "message", "message": question, "session_id": session}),
+        )
+        .await?;
+        let mut sent = Instant::now();
+        let mut text = String::new();
+        let mut stream_id: Option<String> = None;
+        let mut last_seq = 0u64;
+        let mut last_token: Option<Instant> = None;
+        let mut tokens_seen = 0usize;
+        let mut dropped = false;
+        loop {
+            let message = next_text(&mut ws, FRAME_TIMEOUT).await?;
+            let Message::Text(body) = &message else {
+                continue;
+            };
+            counters
+                .bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            let frame: Frame<'_> =
+                serde_json::from_str(body.as_str()).map_err(|e| format!("bad frame: {e}"))?;
+            if let Some(seq) = frame.seq {
+                if seq <= last_seq {
+                    report.duplicated += 1;
+                    continue;
+                }
+                if seq > last_seq + 1 && last_seq > 0 {
+                    report.lost += seq - last_seq - 1;
+                }
+                last_seq = seq;
+            }
+            match frame.kind.as_ref() {
+                "start" => stream_id = frame.stream_id.map(|s| s.into_owned()),
+                "token" => {
+                    let now = Instant::now();
+                    match last_token {
+                        None => report.first_token.push(now - sent),
+                        Some(previous) => report.inter_arrival.push(now - previous),
+                    }
+                    last_token = Some(now);
+                    text.push_str(frame.token.as_deref().unwrap_or_default());
+                    counters.tokens.fetch_add(1, Ordering::Relaxed);
+                    tokens_seen += 1;
+                    if !dropped && drop_after == Some(tokens_seen) {
+                        // Drop without a close handshake, as a dead network does.
+                        dropped = true;
+                        let id = stream_id.clone().ok_or("a token before start")?;
+                        drop(ws);
+                        let (fresh, took) = target.connect(n).await?;
+                        ws = fresh;
+                        report.connect.push(took);
+                        send(
+                            &mut ws,
+                            &json!({"type": "resume", "stream_id": id, "after_seq": last_seq}),
+                        )
+                        .await?;
+                        sent = Instant::now();
+                        last_token = None;
+                    }
+                }
+                "complete" => {
+                    if frame.response.as_deref() != Some(text.as_str()) {
+                        report.integrity_errors += 1;
+                    }
+                    counters.completed.fetch_add(1, Ordering::Relaxed);
+                    bar.inc(1);
+                    break;
+                }
+                "error" => {
+                    return Err(format!(
+                        "error frame: {}",
+                        frame.code.as_deref().unwrap_or("?")
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+/// `idle`: connect, say hello, hold; at the end every connection must answer a
+/// ping.
+async fn idle(load: &Load, scenario: Scenario, connections: usize, hold: Duration) -> Outcome {
+    let limit = raise_file_limit();
+    let mut errors = Vec::new();
+    if (connections as u64) + 64 > limit {
+        errors.push(format!(
+            "the open-file limit ({limit}) is below {connections} connections"
+        ));
+    }
+    let counters = Arc::new(Counters::default());
+    // Warm the server up with one connection, so its first-use allocations are
+    // not counted against the idle ones.
+    if let Ok((mut ws, _)) = load.target.connect(0).await {
+        let _ = send(&mut ws, &json!({"type": "hello"})).await;
+        let _ = next_text(&mut ws, FRAME_TIMEOUT).await;
+        let _ = ws.close(None).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let monitor = Monitor::start(load.server_pid, counters.clone());
+    let began = Instant::now();
+    let bar = progress_bar(load, connections as u64, "connect");
+    let gate = Arc::new(Semaphore::new(256));
+    let tasks: Vec<_> = (0..connections)
+        .map(|n| {
+            let target = load.target.clone();
+            let gate = gate.clone();
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.ok()?;
+                let result: Result<(Ws, Duration), String> = async {
+                    let (mut ws, took) = target.connect(n).await?;
+                    send(&mut ws, &json!({"type": "hello"})).await?;
+                    next_text(&mut ws, FRAME_TIMEOUT).await?;
+                    Ok((ws, took))
+                }
+                .await;
+                bar.inc(1);
+                Some(result)
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(connections);
+    let mut connect = Samples::default();
+    for task in tasks {
+        match task.await {
+            Ok(Some(Ok((ws, took)))) => {
+                connect.push(took);
+                held.push(ws);
+            }
+            Ok(Some(Err(error))) => errors.push(error),
+            _ => errors.push("a connecting task failed".into()),
+        }
+    }
+    bar.finish_and_clear();
+    // Hold, then measure memory with everything connected and quiet.
+    tokio::time::sleep(hold).await;
+    let loaded = load.server_pid.and_then(procstat::sample);
+    // Prove they are alive: every one answers a ping.
+    let pings: Vec<_> = held
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let alive = send(&mut ws, &json!({"type": "ping", "timestamp": 1})).await.is_ok()
+                    && matches!(next_text(&mut ws, FRAME_TIMEOUT).await, Ok(Message::Text(t)) if t.contains("pong"));
+                let _ = ws.close(None).await;
+                alive
+            })
+        })
+        .collect();
+    let mut alive = 0;
+    for ping in pings {
+        if matches!(ping.await, Ok(true)) {
+            alive += 1;
+        }
+    }
+    let duration = began.elapsed();
+    let (timeline, peak, before, after) = monitor.finish(load.server_pid).await;
+    let mut outcome = Outcome {
+        scenario: Some(scenario),
+        label: load.label.clone(),
+        duration_s: duration.as_secs_f64(),
+        connect_ms: connect.summary(),
+        completed: connect.0.len() as u64,
+        expected: connections as u64,
+        alive: Some(alive),
+        timeline,
+        ..Outcome::default()
+    };
+    outcome.server = server_cost(
+        before,
+        after,
+        peak,
+        loaded.map(|s| s.rss_kib),
+        0,
+        duration,
+        connections,
+    );
+    keep_errors(&mut outcome, errors);
+    outcome
+}
+
+/// `churn`: connections opened, greeted and closed, `concurrency` at a time.
+async fn churn(load: &Load, scenario: Scenario, connections: usize, concurrency: usize) -> Outcome {
+    raise_file_limit();
+    let counters = Arc::new(Counters::default());
+    let monitor = Monitor::start(load.server_pid, counters.clone());
+    let bar = progress_bar(load, connections as u64, "churn");
+    let began = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let target = load.target.clone();
+            let next = next.clone();
+            let bar = bar.clone();
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                let mut connect = Samples::default();
+                let mut errors = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if n >= connections {
+                        break;
+                    }
+                    let result: Result<Duration, String> = async {
+                        let (mut ws, took) = target.connect(n).await?;
+                        send(&mut ws, &json!({"type": "hello"})).await?;
+                        next_text(&mut ws, FRAME_TIMEOUT).await?;
+                        ws.close(None).await.map_err(|e| e.to_string())?;
+                        Ok(took)
+                    }
+                    .await;
+                    match result {
+                        Ok(took) => {
+                            connect.push(took);
+                            counters.completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => errors.push(error),
+                    }
+                    bar.inc(1);
+                }
+                (connect, errors)
+            })
+        })
+        .collect();
+    let mut connect = Samples::default();
+    let mut errors = Vec::new();
+    let deadline = tokio::time::sleep(load.deadline);
+    tokio::pin!(deadline);
+    for worker in workers {
+        tokio::select! {
+            done = worker => if let Ok((samples, failures)) = done {
+                connect.extend(samples);
+                errors.extend(failures);
+            },
+            () = &mut deadline => errors.push("a churn worker was still running at the deadline".into()),
+        }
+    }
+    bar.finish_and_clear();
+    let duration = began.elapsed();
+    let (timeline, peak, before, after) = monitor.finish(load.server_pid).await;
+    let completed = counters.completed.load(Ordering::Relaxed);
+    let mut outcome = Outcome {
+        scenario: Some(scenario),
+        label: load.label.clone(),
+        duration_s: duration.as_secs_f64(),
+        connect_ms: connect.summary(),
+        completed,
+        expected: connections as u64,
+        // Connections per second, in the throughput slot.
+        tokens_per_s: completed as f64 / duration.as_secs_f64(),
+        timeline,
+        ..Outcome::default()
+    };
+    outcome.server = server_cost(before, after, peak, None, 0, duration, concurrency);
+    keep_errors(&mut outcome, errors);
+    outcome
+}

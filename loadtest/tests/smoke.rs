@@ -1,0 +1,137 @@
+//! The load tool against the real rill router (in process, port 0) and the
+//! baseline: small sizes, every scenario, and the integrity checks must hold.
+
+use std::time::Duration;
+
+use rill_loadtest::client::Target;
+use rill_loadtest::scenarios::{Load, Scenario, run};
+
+async fn rill_server() -> (std::net::SocketAddr, rill::AppState, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rill-loadtest-{}", std::process::id()));
+    let mut config = rill::Config::for_tests(dir.clone());
+    config.demo_tokens = 30;
+    config.demo_delay = Duration::from_millis(1);
+    let state = rill::AppState::new(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rill::serve(listener, state.clone(), std::future::pending()));
+    (addr, state, dir)
+}
+
+fn load(addr: std::net::SocketAddr, label: &str) -> Load {
+    Load {
+        target: Target::parse(&format!("ws://{addr}/ws/chat")).unwrap(),
+        // This process: the numbers are not the point here, the reading is.
+        server_pid: Some(std::process::id()),
+        label: label.into(),
+        deadline: Duration::from_secs(60),
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_clean_against_rill() {
+    let (addr, state, dir) = rill_server().await;
+    let load = load(addr, "rill");
+
+    let stream = run(
+        &load,
+        Scenario::Stream {
+            connections: 8,
+            messages: 3,
+        },
+    )
+    .await;
+    assert_eq!(
+        (stream.completed, stream.expected),
+        (24, 24),
+        "{:?}",
+        stream.errors
+    );
+    assert_eq!(stream.integrity_errors, 0);
+    assert!(stream.tokens >= 24 * 20, "every reply streamed its tokens");
+    assert_eq!(stream.first_token_ms.count, 24);
+    assert!(stream.server.is_some_and(|s| s.cpu_s >= 0.0));
+
+    let resumed = run(
+        &load,
+        Scenario::Resume {
+            connections: 4,
+            messages: 2,
+            drop_after: 5,
+        },
+    )
+    .await;
+    assert_eq!(
+        (resumed.completed, resumed.expected),
+        (8, 8),
+        "{:?}",
+        resumed.errors
+    );
+    assert_eq!((resumed.lost_tokens, resumed.duplicated_tokens), (0, 0));
+    assert_eq!(resumed.integrity_errors, 0);
+
+    let idle = run(
+        &load,
+        Scenario::Idle {
+            connections: 50,
+            hold_s: 1,
+        },
+    )
+    .await;
+    assert_eq!(idle.alive, Some(50), "{:?}", idle.errors);
+
+    let churn = run(
+        &load,
+        Scenario::Churn {
+            connections: 40,
+            concurrency: 4,
+        },
+    )
+    .await;
+    assert_eq!(
+        (churn.completed, churn.error_count),
+        (40, 0),
+        "{:?}",
+        churn.errors
+    );
+
+    state.shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_answers_like_rill() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rill_loadtest::baseline::serve(
+        listener,
+        rill_loadtest::baseline::Reply::new(25),
+        Duration::ZERO,
+    ));
+    let load = load(addr, "baseline");
+    let stream = run(
+        &load,
+        Scenario::Stream {
+            connections: 4,
+            messages: 2,
+        },
+    )
+    .await;
+    assert_eq!(
+        (stream.completed, stream.integrity_errors),
+        (8, 0),
+        "{:?}",
+        stream.errors
+    );
+    assert_eq!(stream.tokens, 8 * 25);
+    let idle = run(
+        &load,
+        Scenario::Idle {
+            connections: 20,
+            hold_s: 0,
+        },
+    )
+    .await;
+    assert_eq!(idle.alive, Some(20));
+}
