@@ -35,7 +35,12 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("model name"))
                 .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
                 .unwrap_or_default(),
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            // Every CPU of the machine, not the ones this process is pinned to.
+            cores: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count()
+                .max(1),
             memory_gib: meminfo
                 .lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::events::{Failure, StreamEvent};
 use crate::hub::{Hub, HubError, NewStream, StopReason, StreamInfo, StreamWriter, Subscription};
 use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
-use crate::store::{MessageStatus, NewMessage, Store, StoreError, StoredMessage, title_from};
+use crate::store::{MessageStatus, NewReply, Store, StoreError, StoredMessage, Turn, title_from};
 
 /// Longest accepted id (session, persona, model, client message) in characters.
 const MAX_ID_CHARS: usize = 128;
@@ -227,77 +227,63 @@ impl Engine {
         }
         let owner = identity.conversation_owner();
         let session_id = self.resolve_conversation(&owner, &request).await?;
-        self.store
-            .ensure_conversation(
-                &session_id,
-                &owner,
-                request.customer_id.as_deref(),
-                &title_from(&question),
-            )
-            .await?;
-        if let Some(from) = request.replace_from.as_deref() {
-            self.store
-                .truncate_from(&owner, &session_id, from)
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound => {
-                        Error::NotFound("replace_from: no such message in this conversation")
-                    }
-                    other => other.into(),
-                })?;
-        }
-        let history = if request.include_history.unwrap_or(true) {
-            let earlier = self.store.messages(&owner, &session_id).await?;
-            trim_history(
-                &earlier,
-                self.limits.history_max_messages,
-                self.limits.history_max_chars,
-            )
-        } else {
-            Vec::new()
-        };
-        // The question is stored before anything is generated.
-        let user_message_id = uuid::Uuid::now_v7().to_string();
-        self.store
-            .add_message(NewMessage {
-                id: &user_message_id,
-                conversation_id: &session_id,
-                role: "user",
-                persona: None,
-                model: None,
-                content: &question,
-                status: MessageStatus::Complete,
-                stream_id: None,
-            })
-            .await?;
         let model = self.provider.model_for(request.model.as_deref());
+        // One stream per persona; if storing fails below, dropping their writers
+        // ends them unseen.
+        let writers: Vec<(String, Box<dyn StreamWriter>)> = personas
+            .into_iter()
+            .map(|persona| {
+                let writer = self.hub.create(NewStream {
+                    owner: identity.owner(),
+                    detach_grace: self.limits.detach_grace,
+                });
+                (persona, writer)
+            })
+            .collect();
+        // The question and its empty `streaming` replies are stored, in one
+        // write, before anything is generated: a crash at any later point
+        // leaves the replies to be marked interrupted.
+        let user_message_id = uuid::Uuid::now_v7().to_string();
+        let replies: Vec<NewReply> = writers
+            .iter()
+            .map(|(persona, writer)| NewReply {
+                id: uuid::Uuid::now_v7().to_string(),
+                persona: persona.clone(),
+                model: model.clone(),
+                stream_id: writer.id().to_string(),
+            })
+            .collect();
+        let replace_from = request.replace_from.is_some();
+        let earlier = self
+            .store
+            .start_turn(Turn {
+                conversation_id: session_id.clone(),
+                owner,
+                customer_id: request.customer_id.clone(),
+                title: title_from(&question),
+                replace_from: request.replace_from.clone(),
+                include_history: request.include_history.unwrap_or(true),
+                question_id: user_message_id.clone(),
+                question: question.clone(),
+                replies: replies.clone(),
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound if replace_from => {
+                    Error::NotFound("replace_from: no such message in this conversation")
+                }
+                other => other.into(),
+            })?;
+        let history = trim_history(
+            &earlier,
+            self.limits.history_max_messages,
+            self.limits.history_max_chars,
+        );
 
-        let mut stream_ids = Vec::with_capacity(personas.len());
-        let mut generations = Vec::with_capacity(personas.len());
-        for persona in personas {
-            let writer = self.hub.create(NewStream {
-                owner: identity.owner(),
-                detach_grace: self.limits.detach_grace,
-            });
-            let message_id = uuid::Uuid::now_v7().to_string();
-            // The reply exists (empty, `streaming`) before its first token, so a
-            // crash at any point leaves it to be marked interrupted.
-            let created = self
-                .store
-                .add_message(NewMessage {
-                    id: &message_id,
-                    conversation_id: &session_id,
-                    role: "assistant",
-                    persona: Some(&persona),
-                    model: Some(&model),
-                    content: "",
-                    status: MessageStatus::Streaming,
-                    stream_id: Some(writer.id()),
-                })
-                .await;
-            // On failure nothing was started yet: the writers made so far are
-            // dropped with `generations`, which ends their streams unseen.
-            created?;
+        let mut stream_ids = Vec::with_capacity(writers.len());
+        let mut generations = Vec::with_capacity(writers.len());
+        for ((persona, writer), reply) in writers.into_iter().zip(replies) {
+            let message_id = reply.id;
             let mut messages = vec![system_prompt(&persona)];
             messages.extend(history.iter().cloned());
             messages.push(ChatMessage {
@@ -547,6 +533,10 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
                 }
                 reply.push_str(&token);
                 writer.publish(StreamEvent::Token(token));
+                // A provider that is always ready (the demo at full speed, a
+                // fast local model) must not keep this worker from sending
+                // what it produced: give way when the task's budget is spent.
+                tokio::task::consume_budget().await;
                 // At most one write per interval, whatever the token rate: a crash
                 // loses at most the text since the last checkpoint.
                 if last_checkpoint.elapsed() >= checkpoint_interval && reply.len() > checkpointed {

@@ -70,7 +70,9 @@ impl From<StoreError> for Error {
             StoreError::Forbidden => Error::Forbidden,
             StoreError::NotFound => Error::NotFound("Conversation not found"),
             StoreError::Database(error) => Error::Internal(format!("store: {error}")),
-            StoreError::Migration(error) => Error::Internal(format!("store: {error}")),
+            other @ (StoreError::Migration(_)
+            | StoreError::WriterGone
+            | StoreError::UnexpectedAnswer(_)) => Error::Internal(format!("store: {other}")),
         }
     }
 }

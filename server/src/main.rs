@@ -73,7 +73,7 @@ fn serve(server: &ServerArgs) -> ExitCode {
             }
         };
         let shutdown = shutdown_signal();
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let listener = match rill::server::listen(addr) {
             Ok(listener) => listener,
             Err(error) => {
                 eprintln!("rill: cannot listen on {addr}: {error} (use --addr or RILL_ADDR)");

@@ -8,8 +8,26 @@ use tokio::net::TcpListener;
 use crate::AppState;
 use crate::routes;
 
+/// Connections the kernel may hold for `accept` (capped by `net.core.somaxconn`):
+/// a burst of clients arriving together must queue, not be dropped and retried
+/// a second later (tokio's default is 1024).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// How long shutdown waits for connections to send their close frames.
 const CLOSE_FRAMES_WAIT: Duration = Duration::from_secs(2);
+
+/// A listener on `addr` with a deep accept queue ([`LISTEN_BACKLOG`]).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted server can bind while old connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves on `listener` until `shutdown` resolves (or the state's shutdown token is
 /// cancelled). Then: stop accepting; close WebSockets with 1012 and end SSE

@@ -4,7 +4,7 @@
 
 mod common;
 
-use rill::store::{MessageStatus, NewMessage, SqlStore, Store, StoreError};
+use rill::store::{MessageStatus, NewMessage, NewReply, SqlStore, Store, StoreError, Turn};
 
 /// Where the PostgreSQL tests connect.
 fn postgres_url() -> String {
@@ -396,4 +396,118 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
     drop(store);
     SqlStore::open(None, &dir).await.expect("it opens again");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn turn(conversation: &str, owner: &str, question_id: &str, question: &str) -> Turn {
+    Turn {
+        conversation_id: conversation.into(),
+        owner: owner.into(),
+        customer_id: None,
+        title: question.into(),
+        replace_from: None,
+        include_history: true,
+        question_id: question_id.into(),
+        question: question.into(),
+        replies: vec![NewReply {
+            id: format!("{question_id}-reply"),
+            persona: "assistant".into(),
+            model: "demo".into(),
+            stream_id: format!("{question_id}-stream"),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        let first = store
+            .start_turn(turn("t-1", "user:ann", "q1", "First?"))
+            .await
+            .unwrap();
+        assert!(
+            first.is_empty(),
+            "{backend}: a new conversation has no history"
+        );
+        let second = store
+            .start_turn(turn("t-1", "user:ann", "q2", "Second?"))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = second.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["q1", "q1-reply"],
+            "{backend}: history is what came before"
+        );
+        assert_eq!(second[1].status, MessageStatus::Streaming);
+        let all = store.messages("user:ann", "t-1").await.unwrap();
+        assert_eq!(all.len(), 4, "{backend}");
+        assert_eq!(all[3].stream_id.as_deref(), Some("q2-stream"));
+
+        // Someone else's conversation: refused, nothing written.
+        assert!(matches!(
+            store
+                .start_turn(turn("t-1", "user:bob", "q3", "Mine?"))
+                .await,
+            Err(StoreError::Forbidden)
+        ));
+        // A replace_from that is not there: refused, the question not stored.
+        let mut bad = turn("t-1", "user:ann", "q4", "Again?");
+        bad.replace_from = Some("no-such-message".into());
+        assert!(matches!(
+            store.start_turn(bad).await,
+            Err(StoreError::NotFound)
+        ));
+        // A good one replaces from that message on.
+        let mut again = turn("t-1", "user:ann", "q5", "Second, better?");
+        again.replace_from = Some("q2".into());
+        again.include_history = false;
+        assert!(store.start_turn(again).await.unwrap().is_empty());
+        let ids: Vec<String> = store
+            .messages("user:ann", "t-1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["q1", "q1-reply", "q5", "q5-reply"], "{backend}");
+    }
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_all_land_and_a_bad_one_fails_alone() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        let store = std::sync::Arc::new(store);
+        store
+            .ensure_conversation("busy", "user:ann", None, "Busy")
+            .await
+            .unwrap();
+        let writes: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    // Write 150 reuses the id of write 0: a primary-key violation.
+                    let id = if i == 150 {
+                        "m-0".to_owned()
+                    } else {
+                        format!("m-{i}")
+                    };
+                    let text = format!("message {i}");
+                    store.add_message(user_message(&id, "busy", &text)).await
+                })
+            })
+            .collect();
+        let mut failed = 0;
+        for write in writes {
+            if write.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 1, "{backend}: only the bad write fails");
+        let stored = store.messages("user:ann", "busy").await.unwrap();
+        assert_eq!(stored.len(), 299, "{backend}: every good write is there");
+    }
+    cleanup.run().await;
 }

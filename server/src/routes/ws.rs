@@ -148,14 +148,27 @@ pub(crate) async fn run<D: Dialect + Clone>(
 
     let writer_cancel = writer_stop.clone();
     let mut writer = tokio::spawn(async move {
-        loop {
+        'writing: loop {
             let message = tokio::select! {
                 message = queue.recv() => message,
                 () = writer_cancel.cancelled() => None,
             };
-            let Some(message) = message else { break };
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
+            let Some(mut message) = message else { break };
+            // Everything already queued goes out in one write: feed it all,
+            // then flush once. A lone frame is flushed at once (no waiting
+            // for company).
+            for _ in 0..OUTBOUND_QUEUE {
+                let closing = matches!(message, Message::Close(_));
+                if sink.feed(message).await.is_err() || closing {
+                    let _ = sink.flush().await;
+                    break 'writing;
+                }
+                match queue.try_recv() {
+                    Ok(next) => message = next,
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }

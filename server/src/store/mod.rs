@@ -3,11 +3,15 @@
 //! file in the data directory, WAL mode) or PostgreSQL (`postgres://…`), through
 //! sqlx's `Any` driver so one set of queries and migrations serves both.
 //!
+//! Writes go through one writer task per database that commits what has
+//! queued up together (`writer`); reads use a pool of connections.
+//!
 //! Ownership lives here: a conversation belongs to one owner key (`user:<sub>`,
 //! `guest:<id>` or `public`), and nothing reads, continues or deletes another
 //! owner's conversation ([`StoreError::Forbidden`]).
 
 mod sql;
+mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +32,12 @@ pub enum StoreError {
     /// The schema could not be brought up to date (at startup).
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The writer task is gone (the store is shutting down).
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    /// The writer answered a write with the answer of another kind (a bug).
+    #[error("unexpected answer from the store's writer: {0}")]
+    UnexpectedAnswer(String),
 }
 
 /// Where a message is in its life.
@@ -131,6 +141,42 @@ pub struct NewMessage<'a> {
     pub stream_id: Option<&'a str>,
 }
 
+/// A question's whole write ([`Store::start_turn`]).
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The conversation (created for `owner` if unknown).
+    pub conversation_id: String,
+    /// Who asks.
+    pub owner: String,
+    /// The client's customer reference, kept with a new conversation.
+    pub customer_id: Option<String>,
+    /// A new conversation's title.
+    pub title: String,
+    /// A stored message this question replaces, with everything after it.
+    pub replace_from: Option<String>,
+    /// Whether to read the history before the question.
+    pub include_history: bool,
+    /// The question's id.
+    pub question_id: String,
+    /// The question.
+    pub question: String,
+    /// One empty `streaming` reply per persona.
+    pub replies: Vec<NewReply>,
+}
+
+/// A reply about to be generated.
+#[derive(Debug, Clone)]
+pub struct NewReply {
+    /// Its id.
+    pub id: String,
+    /// The persona answering.
+    pub persona: String,
+    /// The model answering.
+    pub model: String,
+    /// The stream producing it.
+    pub stream_id: String,
+}
+
 /// One page of an owner's conversations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationPage {
@@ -144,6 +190,13 @@ pub struct ConversationPage {
 /// checks that `owner` owns it.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
+    /// Stores a question and its empty replies in one write: the conversation
+    /// (created if unknown, `Forbidden` if someone else's), what `replace_from`
+    /// replaces (`NotFound` if no such message in it), the question, one
+    /// `streaming` reply per persona. Returns the conversation's messages
+    /// before the question (empty unless `include_history`).
+    async fn start_turn(&self, turn: Turn) -> Result<Vec<StoredMessage>, StoreError>;
+
     /// The conversation `id` for `owner`: created (with `title`) if unknown —
     /// clients choose their own ids — and `Forbidden` if someone else's.
     async fn ensure_conversation(

@@ -1,4 +1,9 @@
 //! [`SqlStore`]: the [`Store`] over SQLite or PostgreSQL with sqlx's `Any` driver.
+//!
+//! Every query is a function of one connection. Reads borrow a connection of
+//! the pool (SQLite's WAL lets them run beside the writer); writes are
+//! [`Write`] jobs for the one [`Writer`] of the database, which commits
+//! whatever has queued up together.
 
 use std::path::Path;
 
@@ -6,11 +11,12 @@ use futures::future::BoxFuture;
 use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
+use super::writer::Writer;
 use super::{
-    Conversation, ConversationPage, MessageStatus, NewMessage, Store, StoreError, StoredMessage,
-    now_ms,
+    Conversation, ConversationPage, MessageStatus, NewMessage, NewReply, Store, StoreError,
+    StoredMessage, Turn, now_ms,
 };
 
 /// Migrations embedded in the binary, in order: version, description, SQL
@@ -89,13 +95,26 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
 /// Conversations in SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct SqlStore {
-    /// Connections to SQLite or PostgreSQL.
+    /// Connections for reads.
     pool: AnyPool,
+    /// The one writer of this database.
+    writer: Writer,
 }
+
+/// The columns of a message, in [`message_from_row`]'s order.
+const MESSAGE_COLUMNS: &str = "id, conversation_id, role, persona, model, content, status, \
+     prompt_tokens, completion_tokens, stream_id, created_at";
 
 impl SqlStore {
     /// Opens `database_url`, or the SQLite file `<data_dir>/rill.db` when none is
-    /// given, and applies pending migrations.
+    /// given, applies pending migrations, and starts the writer.
+    ///
+    /// SQLite runs in WAL mode with `synchronous = NORMAL`: a commit is durable
+    /// once written to the WAL, with no fsync per commit. That survives any
+    /// crash of rill itself (kill -9, panic, out of memory) with every
+    /// committed write; a power loss or kernel crash can lose the writes of the
+    /// last moments before it (the WAL is synced at checkpoints), never
+    /// corrupt the database. PostgreSQL keeps its own settings (`synchronous_commit`).
     pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
         install_default_drivers();
         let url = match database_url {
@@ -113,9 +132,11 @@ impl SqlStore {
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if sqlite {
-                        // WAL: readers do not block the writer; foreign keys for
-                        // ON DELETE CASCADE; wait rather than fail on a busy file.
+                        // WAL: readers do not block the writer; NORMAL: no fsync per
+                        // commit (see above); foreign keys for ON DELETE CASCADE;
+                        // wait rather than fail on a busy file.
                         connection.execute("PRAGMA journal_mode = WAL").await?;
+                        connection.execute("PRAGMA synchronous = NORMAL").await?;
                         connection.execute("PRAGMA foreign_keys = ON").await?;
                         connection.execute("PRAGMA busy_timeout = 5000").await?;
                     }
@@ -124,45 +145,404 @@ impl SqlStore {
             })
             .connect(&url)
             .await?;
-        let store = SqlStore { pool };
-        store.migrate().await?;
-        Ok(store)
+        Migrator::new(Embedded).await?.run(&pool).await?;
+        // The writer's connection leaves the pool: it is the writer's alone.
+        let writer = Writer::start(pool.acquire().await?.detach());
+        Ok(SqlStore { pool, writer })
     }
 
-    /// Applies every embedded migration not yet applied, with sqlx's migrator:
-    /// each in a transaction, recorded with its checksum in `_sqlx_migrations`
-    /// (an edited released migration is refused), under PostgreSQL's advisory
-    /// lock (instances starting together migrate once).
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = Migrator::new(Embedded).await?;
-        migrator.run(&self.pool).await?;
-        Ok(())
+    /// A connection for reading.
+    async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
     }
 
-    /// A conversation by id, whoever owns it (callers check ownership).
-    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(conversation_from_row).transpose()?)
+    async fn write(&self, write: Write) -> Result<Answer, StoreError> {
+        self.writer.write(write).await
     }
+}
 
-    /// Marks a conversation as just updated (it moves to the top of the list).
-    async fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE conversations SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
+/// A write, with everything it needs owned (it waits in the writer's queue).
+#[derive(Debug)]
+pub(super) enum Write {
+    /// [`Store::start_turn`].
+    StartTurn(Turn),
+    /// [`Store::ensure_conversation`].
+    Ensure {
+        id: String,
+        owner: String,
+        customer_id: Option<String>,
+        title: String,
+    },
+    /// [`Store::add_message`].
+    Add(OwnedMessage),
+    /// [`Store::checkpoint`].
+    Checkpoint { id: String, content: String },
+    /// [`Store::finish_message`].
+    Finish {
+        id: String,
+        content: String,
+        status: MessageStatus,
+        usage: Option<(i64, i64)>,
+    },
+    /// [`Store::mark_interrupted`].
+    MarkInterrupted,
+    /// [`Store::truncate_from`].
+    Truncate {
+        owner: String,
+        conversation_id: String,
+        message_id: String,
+    },
+    /// [`Store::rename`].
+    Rename {
+        owner: String,
+        id: String,
+        title: String,
+    },
+    /// [`Store::delete_conversation`].
+    Delete { owner: String, id: String },
+}
+
+/// A write's answer.
+#[derive(Debug)]
+pub(super) enum Answer {
+    Done,
+    Count(u64),
+    Conversation(Conversation),
+    History(Vec<StoredMessage>),
+}
+
+/// A message to insert, owned.
+#[derive(Debug, Clone)]
+pub(super) struct OwnedMessage {
+    id: String,
+    conversation_id: String,
+    role: &'static str,
+    persona: Option<String>,
+    model: Option<String>,
+    content: String,
+    status: MessageStatus,
+    stream_id: Option<String>,
+}
+
+impl OwnedMessage {
+    fn from_new(message: &NewMessage<'_>) -> Self {
+        OwnedMessage {
+            id: message.id.to_owned(),
+            conversation_id: message.conversation_id.to_owned(),
+            role: if message.role == "user" {
+                "user"
+            } else {
+                "assistant"
+            },
+            persona: message.persona.map(str::to_owned),
+            model: message.model.map(str::to_owned),
+            content: message.content.to_owned(),
+            status: message.status,
+            stream_id: message.stream_id.map(str::to_owned),
+        }
+    }
+}
+
+/// Runs one write on the writer's connection (inside its batch's transaction).
+pub(super) async fn apply(
+    connection: &mut AnyConnection,
+    write: &Write,
+) -> Result<Answer, StoreError> {
+    match write {
+        Write::StartTurn(turn) => start_turn(connection, turn).await.map(Answer::History),
+        Write::Ensure {
+            id,
+            owner,
+            customer_id,
+            title,
+        } => ensure(connection, id, owner, customer_id.as_deref(), title)
+            .await
+            .map(Answer::Conversation),
+        Write::Add(message) => {
+            let now = now_ms();
+            insert_message(connection, message, now).await?;
+            touch(connection, &message.conversation_id, now).await?;
+            Ok(Answer::Done)
+        }
+        Write::Checkpoint { id, content } => {
+            sqlx::query(
+                "UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'",
+            )
+            .bind(content.as_str())
+            .bind(now_ms())
+            .bind(id.as_str())
+            .execute(&mut *connection)
             .await?;
-        Ok(())
+            Ok(Answer::Done)
+        }
+        Write::Finish {
+            id,
+            content,
+            status,
+            usage,
+        } => {
+            let (prompt, completion) = usage.unzip();
+            sqlx::query(
+                "UPDATE messages SET content = $1, status = $2, prompt_tokens = $3, completion_tokens = $4, updated_at = $5 WHERE id = $6",
+            )
+            .bind(content.as_str())
+            .bind(status.as_str())
+            .bind(prompt)
+            .bind(completion)
+            .bind(now_ms())
+            .bind(id.as_str())
+            .execute(&mut *connection)
+            .await?;
+            Ok(Answer::Done)
+        }
+        Write::MarkInterrupted => {
+            let result = sqlx::query(
+                "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'",
+            )
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await?;
+            Ok(Answer::Count(result.rows_affected()))
+        }
+        Write::Truncate {
+            owner,
+            conversation_id,
+            message_id,
+        } => {
+            owned(connection, owner, conversation_id).await?;
+            truncate(connection, conversation_id, message_id)
+                .await
+                .map(Answer::Count)
+        }
+        Write::Rename { owner, id, title } => {
+            owned(connection, owner, id).await?;
+            sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
+                .bind(title.as_str())
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
+            owned(connection, owner, id).await.map(Answer::Conversation)
+        }
+        Write::Delete { owner, id } => {
+            owned(connection, owner, id).await?;
+            // Explicit, so it does not depend on foreign-key enforcement.
+            sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query("DELETE FROM conversations WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
+            Ok(Answer::Done)
+        }
     }
+}
+
+/// A question's whole write: the conversation (created if new), what
+/// `replace_from` replaces, the history before the question, the question and
+/// its empty replies.
+async fn start_turn(
+    connection: &mut AnyConnection,
+    turn: &Turn,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    ensure(
+        connection,
+        &turn.conversation_id,
+        &turn.owner,
+        turn.customer_id.as_deref(),
+        &turn.title,
+    )
+    .await?;
+    if let Some(from) = &turn.replace_from {
+        truncate(connection, &turn.conversation_id, from).await?;
+    }
+    let history = if turn.include_history {
+        messages_of(connection, &turn.conversation_id).await?
+    } else {
+        Vec::new()
+    };
+    let now = now_ms();
+    insert_message(
+        connection,
+        &OwnedMessage {
+            id: turn.question_id.clone(),
+            conversation_id: turn.conversation_id.clone(),
+            role: "user",
+            persona: None,
+            model: None,
+            content: turn.question.clone(),
+            status: MessageStatus::Complete,
+            stream_id: None,
+        },
+        now,
+    )
+    .await?;
+    for NewReply {
+        id,
+        persona,
+        model,
+        stream_id,
+    } in &turn.replies
+    {
+        insert_message(
+            connection,
+            &OwnedMessage {
+                id: id.clone(),
+                conversation_id: turn.conversation_id.clone(),
+                role: "assistant",
+                persona: Some(persona.clone()),
+                model: Some(model.clone()),
+                content: String::new(),
+                status: MessageStatus::Streaming,
+                stream_id: Some(stream_id.clone()),
+            },
+            now,
+        )
+        .await?;
+    }
+    touch(connection, &turn.conversation_id, now).await?;
+    Ok(history)
+}
+
+/// The conversation `id` for `owner`, created if unknown (insert-if-absent,
+/// then read: two clients racing on a new id agree on the first owner).
+async fn ensure(
+    connection: &mut AnyConnection,
+    id: &str,
+    owner: &str,
+    customer_id: Option<&str>,
+    title: &str,
+) -> Result<Conversation, StoreError> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO conversations (id, owner, title, customer_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(title)
+    .bind(customer_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    owned(connection, owner, id).await
+}
+
+/// The conversation `id` if `owner` owns it.
+async fn owned(
+    connection: &mut AnyConnection,
+    owner: &str,
+    id: &str,
+) -> Result<Conversation, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *connection)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let conversation = conversation_from_row(&row)?;
+    if conversation.owner != owner {
+        return Err(StoreError::Forbidden);
+    }
+    Ok(conversation)
+}
+
+async fn insert_message(
+    connection: &mut AnyConnection,
+    message: &OwnedMessage,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, role, persona, model, content, status, stream_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(message.id.as_str())
+    .bind(message.conversation_id.as_str())
+    .bind(message.role)
+    .bind(message.persona.as_deref())
+    .bind(message.model.as_deref())
+    .bind(message.content.as_str())
+    .bind(message.status.as_str())
+    .bind(message.stream_id.as_deref())
+    .bind(now)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Marks a conversation as just updated (it moves to the top of the list).
+async fn touch(connection: &mut AnyConnection, id: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE conversations SET updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Deletes `message_id` and every later message of the conversation.
+async fn truncate(
+    connection: &mut AnyConnection,
+    conversation_id: &str,
+    message_id: &str,
+) -> Result<u64, StoreError> {
+    let row = sqlx::query("SELECT created_at FROM messages WHERE id = $1 AND conversation_id = $2")
+        .bind(message_id)
+        .bind(conversation_id)
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let created_at: i64 = row.try_get("created_at")?;
+    // The list order is (created_at, id): delete that message and all after it.
+    let result = sqlx::query(
+        "DELETE FROM messages WHERE conversation_id = $1 AND (created_at > $2 OR (created_at = $2 AND id >= $3))",
+    )
+    .bind(conversation_id)
+    .bind(created_at)
+    .bind(message_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A conversation's messages, oldest first.
+async fn messages_of(
+    connection: &mut AnyConnection,
+    conversation_id: &str,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(conversation_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(message_from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// The answer a write of this kind gives, or an internal error if the writer
+/// answered something else (a bug, not a client's doing).
+fn expect<T>(answer: Answer, pick: impl FnOnce(Answer) -> Option<T>) -> Result<T, StoreError> {
+    let text = format!("{answer:?}");
+    pick(answer).ok_or(StoreError::UnexpectedAnswer(text))
 }
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
+    async fn start_turn(&self, turn: Turn) -> Result<Vec<StoredMessage>, StoreError> {
+        let answer = self.write(Write::StartTurn(turn)).await?;
+        expect(answer, |a| match a {
+            Answer::History(history) => Some(history),
+            _ => None,
+        })
+    }
+
     async fn ensure_conversation(
         &self,
         id: &str,
@@ -170,30 +550,22 @@ impl Store for SqlStore {
         customer_id: Option<&str>,
         title: &str,
     ) -> Result<Conversation, StoreError> {
-        let now = now_ms();
-        // Insert-if-absent, then read: two clients racing on a new id agree on
-        // the first owner.
-        sqlx::query(
-            "INSERT INTO conversations (id, owner, title, customer_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(title)
-        .bind(customer_id)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        self.owned_conversation(owner, id).await
+        let answer = self
+            .write(Write::Ensure {
+                id: id.to_owned(),
+                owner: owner.to_owned(),
+                customer_id: customer_id.map(str::to_owned),
+                title: title.to_owned(),
+            })
+            .await?;
+        expect(answer, |a| match a {
+            Answer::Conversation(c) => Some(c),
+            _ => None,
+        })
     }
 
     async fn owned_conversation(&self, owner: &str, id: &str) -> Result<Conversation, StoreError> {
-        let conversation = self.conversation(id).await?.ok_or(StoreError::NotFound)?;
-        if conversation.owner != owner {
-            return Err(StoreError::Forbidden);
-        }
-        Ok(conversation)
+        owned(&mut *self.reader().await?, owner, id).await
     }
 
     async fn conversation_of_message(
@@ -201,44 +573,29 @@ impl Store for SqlStore {
         owner: &str,
         message_id: &str,
     ) -> Result<Conversation, StoreError> {
+        let mut connection = self.reader().await?;
         let row = sqlx::query("SELECT conversation_id FROM messages WHERE id = $1")
             .bind(message_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *connection)
             .await?
             .ok_or(StoreError::NotFound)?;
         let conversation_id: String = row.try_get("conversation_id")?;
-        self.owned_conversation(owner, &conversation_id).await
+        owned(&mut connection, owner, &conversation_id).await
     }
 
     async fn add_message(&self, message: NewMessage<'_>) -> Result<(), StoreError> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, role, persona, model, content, status, stream_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(message.id)
-        .bind(message.conversation_id)
-        .bind(message.role)
-        .bind(message.persona)
-        .bind(message.model)
-        .bind(message.content)
-        .bind(message.status.as_str())
-        .bind(message.stream_id)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        self.touch(message.conversation_id, now).await
+        self.write(Write::Add(OwnedMessage::from_new(&message)))
+            .await
+            .map(drop)
     }
 
     async fn checkpoint(&self, message_id: &str, content: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'")
-            .bind(content)
-            .bind(now_ms())
-            .bind(message_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Write::Checkpoint {
+            id: message_id.to_owned(),
+            content: content.to_owned(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn finish_message(
@@ -248,29 +605,22 @@ impl Store for SqlStore {
         status: MessageStatus,
         usage: Option<(i64, i64)>,
     ) -> Result<(), StoreError> {
-        let (prompt, completion) = usage.unzip();
-        sqlx::query(
-            "UPDATE messages SET content = $1, status = $2, prompt_tokens = $3, completion_tokens = $4, updated_at = $5 WHERE id = $6",
-        )
-        .bind(content)
-        .bind(status.as_str())
-        .bind(prompt)
-        .bind(completion)
-        .bind(now_ms())
-        .bind(message_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write(Write::Finish {
+            id: message_id.to_owned(),
+            content: content.to_owned(),
+            status,
+            usage,
+        })
+        .await
+        .map(drop)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'",
-        )
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
+        let answer = self.write(Write::MarkInterrupted).await?;
+        expect(answer, |a| match a {
+            Answer::Count(n) => Some(n),
+            _ => None,
+        })
     }
 
     async fn messages(
@@ -278,18 +628,9 @@ impl Store for SqlStore {
         owner: &str,
         conversation_id: &str,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.owned_conversation(owner, conversation_id).await?;
-        let rows = sqlx::query(
-            "SELECT id, conversation_id, role, persona, model, content, status, prompt_tokens, completion_tokens, stream_id, created_at \
-             FROM messages WHERE conversation_id = $1 ORDER BY created_at, id",
-        )
-        .bind(conversation_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<_, _>>()?)
+        let mut connection = self.reader().await?;
+        owned(&mut connection, owner, conversation_id).await?;
+        messages_of(&mut connection, conversation_id).await
     }
 
     async fn truncate_from(
@@ -298,25 +639,17 @@ impl Store for SqlStore {
         conversation_id: &str,
         message_id: &str,
     ) -> Result<u64, StoreError> {
-        self.owned_conversation(owner, conversation_id).await?;
-        let row =
-            sqlx::query("SELECT created_at FROM messages WHERE id = $1 AND conversation_id = $2")
-                .bind(message_id)
-                .bind(conversation_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        let created_at: i64 = row.try_get("created_at")?;
-        // The list order is (created_at, id): delete that message and all after it.
-        let result = sqlx::query(
-            "DELETE FROM messages WHERE conversation_id = $1 AND (created_at > $2 OR (created_at = $2 AND id >= $3))",
-        )
-        .bind(conversation_id)
-        .bind(created_at)
-        .bind(message_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
+        let answer = self
+            .write(Write::Truncate {
+                owner: owner.to_owned(),
+                conversation_id: conversation_id.to_owned(),
+                message_id: message_id.to_owned(),
+            })
+            .await?;
+        expect(answer, |a| match a {
+            Answer::Count(n) => Some(n),
+            _ => None,
+        })
     }
 
     async fn conversations(
@@ -344,7 +677,7 @@ impl Store for SqlStore {
         .bind(time)
         .bind(id)
         .bind(limit + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         let mut conversations = rows
             .iter()
@@ -365,26 +698,25 @@ impl Store for SqlStore {
     }
 
     async fn rename(&self, owner: &str, id: &str, title: &str) -> Result<Conversation, StoreError> {
-        self.owned_conversation(owner, id).await?;
-        sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
-            .bind(title)
-            .bind(id)
-            .execute(&self.pool)
+        let answer = self
+            .write(Write::Rename {
+                owner: owner.to_owned(),
+                id: id.to_owned(),
+                title: title.to_owned(),
+            })
             .await?;
-        self.owned_conversation(owner, id).await
+        expect(answer, |a| match a {
+            Answer::Conversation(c) => Some(c),
+            _ => None,
+        })
     }
 
     async fn delete_conversation(&self, owner: &str, id: &str) -> Result<(), StoreError> {
-        self.owned_conversation(owner, id).await?;
-        // Explicit, so it does not depend on foreign-key enforcement.
-        sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM conversations WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Write::Delete {
+            owner: owner.to_owned(),
+            id: id.to_owned(),
+        })
+        .await
+        .map(drop)
     }
 }
