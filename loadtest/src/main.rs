@@ -101,6 +101,12 @@ struct SuiteArgs {
     /// The core the servers are pinned to.
     #[arg(long, default_value_t = 0)]
     server_core: usize,
+    /// The `ws` package for the Node peer (skipped when absent or without node).
+    #[arg(long, default_value = "end2end/node_modules/ws")]
+    node_ws: PathBuf,
+    /// The Node peer's script.
+    #[arg(long, default_value = "loadtest/peers/node-ws-peer.cjs")]
+    node_peer: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +226,19 @@ async fn run_suite(args: SuiteArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let node_peer = (suite::which("node") && args.node_ws.is_dir() && args.node_peer.is_file())
+        .then(|| {
+            let absolute =
+                |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            (absolute(&args.node_peer), absolute(&args.node_ws))
+        });
+    if node_peer.is_none() {
+        eprintln!(
+            "rill-loadtest: no Node peer (needs node, {} and {})",
+            args.node_ws.display(),
+            args.node_peer.display()
+        );
+    }
     let settings = suite::Settings {
         rill: args.rill,
         this,
@@ -229,6 +248,7 @@ async fn run_suite(args: SuiteArgs) -> ExitCode {
         quick: args.quick,
         server_core: args.server_core,
         progress: true,
+        node_peer,
     };
     match suite::run_suite(settings).await {
         Ok(result) => {

@@ -137,18 +137,20 @@ pub fn summary_markdown(result: &SuiteResult) -> String {
                 o.error_count + o.integrity_errors + o.lost_tokens + o.duplicated_tokens,
             );
         }
-        if let (Some(rill), Some(base)) = (case.of("rill"), case.of("baseline")) {
-            let (r, b) = (
-                rill.server.unwrap_or_default(),
-                base.server.unwrap_or_default(),
-            );
-            let _ = writeln!(
-                out,
-                "| {} | rill ÷ baseline | | | {} | | | | | {} | |",
-                case.id,
-                ratio(r.tokens_per_cpu_s, b.tokens_per_cpu_s),
-                ratio(r.rss_per_connection_kib, b.rss_per_connection_kib),
-            );
+        for peer in ["baseline", "node-ws"] {
+            if let (Some(rill), Some(other)) = (case.of("rill"), case.of(peer)) {
+                let (r, o) = (
+                    rill.server.unwrap_or_default(),
+                    other.server.unwrap_or_default(),
+                );
+                let _ = writeln!(
+                    out,
+                    "| {} | rill ÷ {peer} | | | {} | | | | | {} | |",
+                    case.id,
+                    ratio(r.tokens_per_cpu_s, o.tokens_per_cpu_s),
+                    ratio(r.rss_per_connection_kib, o.rss_per_connection_kib),
+                );
+            }
         }
     }
     out
@@ -345,7 +347,7 @@ pub fn html(result: &SuiteResult) -> String {
                 (|o: &Outcome| o.first_token_ms.p99) as fn(&Outcome) -> f64,
             ),
         ] {
-            let series: Vec<(String, Vec<(f64, f64)>)> = ["rill", "baseline"]
+            let series: Vec<(String, Vec<(f64, f64)>)> = ["rill", "baseline", "node-ws"]
                 .iter()
                 .map(|label| {
                     (

@@ -32,6 +32,9 @@ pub struct Settings {
     pub server_core: usize,
     /// Show progress.
     pub progress: bool,
+    /// The Node `ws` peer: its script and the `ws` package it loads (run when
+    /// `node` is on PATH and both exist).
+    pub node_peer: Option<(PathBuf, PathBuf)>,
 }
 
 /// A case to run.
@@ -41,8 +44,14 @@ struct Plan {
     scenario: Scenario,
     tokens: usize,
     delay_ms: u64,
-    /// Whether the baseline can run it (it does not resume).
+    /// Whether the peers can run it (they do not resume).
     baseline: bool,
+}
+
+/// How many connections one process can hold: its open-file limit (raised as
+/// far as allowed) less room for its own files.
+fn descriptor_room() -> usize {
+    usize::try_from(crate::client::raise_file_limit().saturating_sub(128)).unwrap_or(usize::MAX)
 }
 
 fn plans(quick: bool) -> Vec<Plan> {
@@ -81,9 +90,10 @@ fn plans(quick: bool) -> Vec<Plan> {
         },
         Plan {
             id: "idle-20000".into(),
-            title: "20,000 idle connections held 10 s",
+            title: "20,000 idle connections held 10 s (fewer if the open-file limit is lower: \
+                    each process keeps 128 descriptors for itself)",
             scenario: Scenario::Idle {
-                connections: q(20_000),
+                connections: q(20_000).min(descriptor_room()),
                 hold_s: 10,
             },
             tokens: 200,
@@ -218,7 +228,8 @@ async fn start(
     })
 }
 
-fn which(program: &str) -> bool {
+/// Whether `program` is on PATH.
+pub fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
@@ -226,6 +237,20 @@ fn which(program: &str) -> bool {
 async fn start_server(settings: &Settings, label: &str, plan: &Plan) -> Result<Server, String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let addr = format!("127.0.0.1:{port}");
+    if label == "node-ws" {
+        let (script, ws) = settings
+            .node_peer
+            .as_ref()
+            .ok_or("the Node peer is not available")?;
+        let args = vec![
+            script.display().to_string(),
+            ws.display().to_string(),
+            port.to_string(),
+            plan.tokens.to_string(),
+            plan.delay_ms.to_string(),
+        ];
+        return start(settings.server_core, Path::new("node"), args, None, port).await;
+    }
     if label == "baseline" {
         let args = vec![
             "baseline".into(),
@@ -321,12 +346,14 @@ pub async fn run_suite(settings: Settings) -> Result<SuiteResult, String> {
             delay_ms: plan.delay_ms,
             ..Case::default()
         };
-        let labels: &[&str] = if plan.baseline {
-            &["baseline", "rill"]
-        } else {
-            &["rill"]
-        };
-        for label in labels {
+        let mut labels = vec!["rill"];
+        if plan.baseline {
+            labels.insert(0, "baseline");
+            if settings.node_peer.is_some() {
+                labels.insert(1, "node-ws");
+            }
+        }
+        for label in &labels {
             let mut runs = Vec::new();
             for _ in 0..settings.runs.max(1) {
                 let server = start_server(&settings, label, &plan).await?;
