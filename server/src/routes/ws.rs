@@ -30,9 +30,10 @@ use crate::hub::Sequenced;
 use crate::session::{CloseReason, Following, Outcome, Reply, Session};
 use crate::state::AppState;
 
-/// WebSocket read buffer: chat frames are small, and idle connections should be
-/// cheap (the buffers dominate per-connection memory).
-const READ_BUFFER: usize = 8 * 1024;
+/// WebSocket read buffer, allocated whole for every connection: chat frames
+/// are small, and a larger frame makes the buffer grow to its length for that
+/// read. 1 KiB instead of 8 saved 7 KiB per idle connection (BENCHMARKS.md).
+const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write is flushed.
 const WRITE_BUFFER: usize = 8 * 1024;
 /// Hard cap on unflushed output per connection; a peer that does not read is
