@@ -178,7 +178,8 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_REPLAY_MAX_EVENTS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(16..))]
     pub replay_max_events: u32,
 
-    /// Most bytes of events a stream keeps for replay.
+    /// Most bytes a stream keeps for replay: its events' text plus an estimated
+    /// 128 bytes per event (the event, its sharing and its cached encodings).
     #[arg(long, env = "RILL_REPLAY_MAX_BYTES", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
     pub replay_max_bytes: u32,
 

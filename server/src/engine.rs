@@ -850,6 +850,44 @@ mod tests {
         }
     }
 
+    /// A provider whose stream is never pending: every token is ready at once.
+    struct AlwaysReady;
+
+    impl Provider for AlwaysReady {
+        fn name(&self) -> &'static str {
+            "always-ready"
+        }
+        fn default_model(&self) -> &str {
+            "r"
+        }
+        fn stream(
+            &self,
+            _: ProviderRequest,
+        ) -> BoxStream<'static, std::result::Result<ProviderEvent, ProviderError>> {
+            futures::stream::iter((0..50_000).map(|_| Ok(ProviderEvent::Token("x".into())))).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_always_ready_provider_gives_way_to_other_tasks() {
+        // One thread: another task runs during the generation only if the
+        // generation gives way.
+        let (engine, _scratch) = engine(Arc::new(AlwaysReady)).await;
+        let started = engine.start(&Identity::Anonymous, ask("q")).await.unwrap();
+        let id = started.stream_ids[0].clone();
+        let seen = tokio::spawn({
+            let engine = engine.clone();
+            let id = id.clone();
+            async move { engine.status(&Identity::Anonymous, &id).unwrap().last_seq }
+        });
+        let seen = seen.await.unwrap();
+        assert!(
+            seen < 1_000,
+            "the other task ran after {seen} events, not after the whole reply"
+        );
+        events(&engine, &id).await;
+    }
+
     #[tokio::test]
     async fn provider_failure_before_text_is_a_provider_error() {
         let (engine, _scratch) = engine(Arc::new(Failing { after: 0 })).await;

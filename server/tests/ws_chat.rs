@@ -213,3 +213,22 @@ async fn partial_response_is_sent_only_when_asked() {
     }
     assert_eq!(frames.last().unwrap()["response"], so_far.as_str());
 }
+
+#[tokio::test]
+async fn a_question_larger_than_the_read_buffer_is_read_whole() {
+    // The socket's read buffer starts at 1 KiB; a 30 KB question (under the
+    // frame limit) must still arrive whole.
+    let server = start().await;
+    let mut ws = server.ws().await;
+    let question = format!("Long question {}", "word ".repeat(6_000));
+    send(
+        &mut ws,
+        json!({"type": "message", "message": question, "session_id": "long-q"}),
+    )
+    .await;
+    let frames = recv_until_done(&mut ws, 1).await;
+    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
+    check_stream(&frames, &stream_id);
+    let stored = get_json(&server, "/api/v1/conversations/long-q").await;
+    assert_eq!(stored["messages"][0]["content"], question.as_str());
+}
