@@ -238,6 +238,22 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// One series per server of a figure over the run's time.
+fn over_time(
+    case: &Case,
+    figure: fn(&crate::scenarios::Point) -> f64,
+) -> Vec<(String, Vec<(f64, f64)>)> {
+    case.outcomes
+        .iter()
+        .map(|o| {
+            (
+                o.label.clone(),
+                o.timeline.iter().map(|p| (p.t_s, figure(p))).collect(),
+            )
+        })
+        .collect()
+}
+
 /// The HTML report.
 pub fn html(result: &SuiteResult) -> String {
     let mut out = String::from(
@@ -276,36 +292,18 @@ pub fn html(result: &SuiteResult) -> String {
                 &histograms,
             ));
         }
-        let throughput: Vec<(String, Vec<(f64, f64)>)> = case
-            .outcomes
-            .iter()
-            .map(|o| {
-                (
-                    o.label.clone(),
-                    o.timeline.iter().map(|p| (p.t_s, p.tokens_per_s)).collect(),
-                )
-            })
-            .collect();
         out.push_str(&line_chart(
             "tokens per second",
             "s",
             "tokens/s",
-            &throughput,
+            &over_time(case, |p| p.tokens_per_s),
         ));
-        let memory: Vec<(String, Vec<(f64, f64)>)> = case
-            .outcomes
-            .iter()
-            .map(|o| {
-                (
-                    o.label.clone(),
-                    o.timeline
-                        .iter()
-                        .map(|p| (p.t_s, p.rss_kib as f64 / 1024.0))
-                        .collect(),
-                )
-            })
-            .collect();
-        out.push_str(&line_chart("server memory", "s", "RSS MiB", &memory));
+        out.push_str(&line_chart(
+            "server memory",
+            "s",
+            "RSS MiB",
+            &over_time(case, |p| p.rss_kib as f64 / 1024.0),
+        ));
     }
     // Cost curves across cases of the same family.
     for (family, x_label, x_of) in [

@@ -371,9 +371,7 @@ impl Engine {
         after_seq: u64,
     ) -> Result<Subscription> {
         self.check_access(identity, stream_id)?;
-        self.hub
-            .attach(stream_id, after_seq)
-            .map_err(|(HubError::NotFound | HubError::Expired(_))| Error::StreamNotFound)
+        self.hub.attach(stream_id, after_seq).map_err(gone)
     }
 
     /// The reply text a stream had produced up to `until_seq` (best effort: empty
@@ -401,9 +399,7 @@ impl Engine {
         after_seq: u64,
     ) -> Result<Subscription> {
         self.check_access(identity, stream_id)?;
-        self.hub
-            .observe(stream_id, after_seq)
-            .map_err(|(HubError::NotFound | HubError::Expired(_))| Error::StreamNotFound)
+        self.hub.observe(stream_id, after_seq).map_err(gone)
     }
 
     /// Stops stream `stream_id` if `identity` may: it ends as cancelled.
@@ -412,6 +408,12 @@ impl Engine {
         self.hub.cancel(stream_id);
         Ok(())
     }
+}
+
+/// A stream that cannot be read (unknown, expired, or its replay dropped) is
+/// `STREAM_NOT_FOUND` to clients: recovery is all or nothing.
+fn gone(_: HubError) -> Error {
+    Error::StreamNotFound
 }
 
 fn check_id(field: &str, value: &str) -> Result<()> {

@@ -213,6 +213,14 @@ pub struct Session {
     connection_id: Arc<str>,
     /// Who the client is (changed by `auth`).
     identity: Identity,
+    /// The streams it follows.
+    follows: Follows,
+}
+
+/// The streams a session follows (apart from the rest of the session, so
+/// following can borrow it while the engine is borrowed too).
+#[derive(Default)]
+struct Follows {
     /// Streams followed now, by id.
     followed: HashMap<Arc<str>, Followed>,
     /// Cancelled when the session ends; parent of every follower's stop.
@@ -226,8 +234,7 @@ impl Session {
             state: state.clone(),
             connection_id: uuid::Uuid::new_v4().simple().to_string().into(),
             identity,
-            followed: HashMap::new(),
-            closed: CancellationToken::new(),
+            follows: Follows::default(),
         }
     }
 
@@ -244,7 +251,7 @@ impl Session {
     /// Runs one command.
     pub async fn handle(&mut self, command: Command) -> Result<Outcome, Refusal> {
         self.admit(&command)?;
-        let engine = self.state.engine.clone();
+        let engine = &self.state.engine;
         match command {
             Command::Auth { token } => Ok(Outcome::Reply(self.authenticate(&token))),
             Command::Message(request) => {
@@ -253,7 +260,7 @@ impl Session {
                 for stream_id in &started.stream_ids {
                     // A fresh stream always attaches from the start.
                     let subscription = engine.attach(&self.identity, stream_id, 0)?;
-                    streams.push(self.follow(subscription));
+                    streams.push(self.follows.follow(subscription));
                 }
                 Ok(Outcome::Started {
                     session_id: started.session_id,
@@ -275,16 +282,16 @@ impl Session {
                     .map_err(Refusal::about(stream_id.clone()))?;
                 // Resuming a stream already followed replaces its reader: a
                 // resume must not duplicate events.
-                if let Some(previous) = self.followed.remove(subscription.stream_id()) {
+                if let Some(previous) = self.follows.followed.remove(subscription.stream_id()) {
                     previous.stop.cancel();
                 }
-                if self.active_streams() >= MAX_FOLLOWED {
+                if self.follows.active() >= MAX_FOLLOWED {
                     return Err(Error::RateLimited(format!(
                         "This connection already follows {MAX_FOLLOWED} streams: wait for one to finish"
                     ))
                     .into());
                 }
-                Ok(Outcome::Following(self.follow(subscription)))
+                Ok(Outcome::Following(self.follows.follow(subscription)))
             }
             Command::Ping { timestamp } => Ok(Outcome::Reply(Reply::Pong {
                 timestamp,
@@ -318,7 +325,7 @@ impl Session {
             }
             // Checked before anything starts, so a refused message costs nothing.
             let cap = self.state.config.max_streams_per_connection;
-            if self.active_streams() + request.personas().len() > cap {
+            if self.follows.active() + request.personas().len() > cap {
                 return Err(Error::RateLimited(format!(
                     "Too many replies in progress on this connection (at most {cap}): wait for one to finish"
                 ))
@@ -351,9 +358,11 @@ impl Session {
             Err(error) => Reply::AuthRejected(error),
         }
     }
+}
 
+impl Follows {
     /// Streams followed and not yet done.
-    fn active_streams(&mut self) -> usize {
+    fn active(&mut self) -> usize {
         self.followed
             .retain(|_, followed| !followed.done.load(Ordering::Relaxed));
         self.followed.len()
@@ -380,7 +389,7 @@ impl Session {
 impl Drop for Session {
     /// The session is over: its readers stop (the streams keep running).
     fn drop(&mut self) {
-        self.closed.cancel();
+        self.follows.closed.cancel();
     }
 }
 

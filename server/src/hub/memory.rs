@@ -76,6 +76,34 @@ impl MemoryHub {
         self.len() == 0
     }
 
+    /// A reader after `after_seq`; `attached` readers count against the
+    /// detach grace.
+    fn subscribe(
+        &self,
+        stream_id: &str,
+        after_seq: u64,
+        attached: bool,
+    ) -> Result<Subscription, HubError> {
+        let stream = self.get(stream_id).ok_or(HubError::NotFound)?;
+        // Count the reader before checking the log, so the detach grace cannot
+        // fire in between; undo if the replay it asks for is gone.
+        if attached {
+            stream.attached.send_modify(|n| *n += 1);
+        }
+        if after_seq.saturating_add(1) < stream.log().first_seq {
+            if attached {
+                stream.detach();
+            }
+            return Err(HubError::Expired(after_seq));
+        }
+        Ok(Subscription::new(
+            stream.id.clone(),
+            after_seq,
+            stream,
+            attached,
+        ))
+    }
+
     fn get(&self, id: &str) -> Option<Arc<MemoryStream>> {
         self.streams().get(id).cloned()
     }
@@ -119,33 +147,11 @@ impl Hub for MemoryHub {
     }
 
     fn attach(&self, stream_id: &str, after_seq: u64) -> Result<Subscription, HubError> {
-        let stream = self.get(stream_id).ok_or(HubError::NotFound)?;
-        // Count the reader before checking the log, so the detach grace cannot
-        // fire in between; undo if the replay it asks for is gone.
-        stream.attached.send_modify(|n| *n += 1);
-        if after_seq.saturating_add(1) < stream.log().first_seq {
-            stream.detach();
-            return Err(HubError::Expired(after_seq));
-        }
-        Ok(Subscription::new(
-            stream.id.clone(),
-            after_seq,
-            stream,
-            true,
-        ))
+        self.subscribe(stream_id, after_seq, true)
     }
 
     fn observe(&self, stream_id: &str, after_seq: u64) -> Result<Subscription, HubError> {
-        let stream = self.get(stream_id).ok_or(HubError::NotFound)?;
-        if after_seq.saturating_add(1) < stream.log().first_seq {
-            return Err(HubError::Expired(after_seq));
-        }
-        Ok(Subscription::new(
-            stream.id.clone(),
-            after_seq,
-            stream,
-            false,
-        ))
+        self.subscribe(stream_id, after_seq, false)
     }
 
     fn events_after(

@@ -56,6 +56,14 @@ pub(crate) async fn read_message_request(
     Ok(parse_message_request(&read_body(state, body).await?)?)
 }
 
+/// An optional position: absent or empty (what an `EventSource` that saw no
+/// id means) is `None`, anything else must be a seq ([`parse_seq`]).
+pub(crate) fn optional_seq(field: &str, text: Option<&str>) -> Result<Option<u64>, Error> {
+    text.filter(|text| !text.trim().is_empty())
+        .map(|text| parse_seq(field, text))
+        .transpose()
+}
+
 /// A seq a client sent as text (`?after=`, `Last-Event-ID`): a whole number from
 /// 0 to 2^64 − 1, or `INVALID_MESSAGE` naming the field.
 pub(crate) fn parse_seq(field: &str, text: &str) -> Result<u64, Error> {

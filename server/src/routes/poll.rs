@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::extract::{Caller, parse_seq};
+use super::extract::{Caller, optional_seq};
 use crate::dialect::{Dialect, Native};
 use crate::error::Error;
 use crate::hub::Sequenced;
@@ -45,21 +45,10 @@ async fn poll(
     Path(stream_id): Path<String>,
     Query(query): Query<PollQuery>,
 ) -> Result<Response, Error> {
-    // Empty means absent, as on the SSE route.
-    let after_seq = query
-        .after
-        .as_deref()
-        .filter(|after| !after.trim().is_empty())
-        .map_or(Ok(0), |after| parse_seq("after", after))?;
-    let wait = match query
-        .wait_ms
-        .as_deref()
-        .filter(|wait| !wait.trim().is_empty())
-    {
-        None => DEFAULT_WAIT,
-        Some(wait) => Duration::from_millis(parse_seq("wait_ms", wait)?),
-    }
-    .min(MAX_WAIT);
+    let after_seq = optional_seq("after", query.after.as_deref())?.unwrap_or(0);
+    let wait = optional_seq("wait_ms", query.wait_ms.as_deref())?
+        .map_or(DEFAULT_WAIT, Duration::from_millis)
+        .min(MAX_WAIT);
     let mut session = caller.session(&state);
     // Attached while waiting, so the detach grace does not run during a poll.
     let Outcome::Following(mut following) = session

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 
-use super::extract::{Caller, parse_seq};
+use super::extract::{Caller, optional_seq};
 use crate::dialect::{Dialect, Native};
 use crate::error::Error;
 use crate::hub::Sequenced;
@@ -63,14 +63,11 @@ fn resume_position(headers: &HeaderMap, after: Option<&str>) -> Result<u64, Erro
                 .to_str()
                 .map_err(|_| Error::InvalidMessage("Last-Event-ID must be a seq".into()))
         })
-        .transpose()?
-        .filter(|id| !id.trim().is_empty());
-    if let Some(id) = last_event_id {
-        return parse_seq("Last-Event-ID", id);
+        .transpose()?;
+    match optional_seq("Last-Event-ID", last_event_id)? {
+        Some(after) => Ok(after),
+        None => Ok(optional_seq("after", after)?.unwrap_or(0)),
     }
-    after
-        .filter(|after| !after.trim().is_empty())
-        .map_or(Ok(0), |after| parse_seq("after", after))
 }
 
 async fn events(

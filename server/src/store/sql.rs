@@ -526,21 +526,46 @@ async fn messages_of(
         .collect::<Result<_, _>>()?)
 }
 
-/// The answer a write of this kind gives, or an internal error if the writer
-/// answered something else (a bug, not a client's doing).
-fn expect<T>(answer: Answer, pick: impl FnOnce(Answer) -> Option<T>) -> Result<T, StoreError> {
-    let text = format!("{answer:?}");
-    pick(answer).ok_or(StoreError::UnexpectedAnswer(text))
+impl Answer {
+    /// What the writer answered to another kind of write (a bug, never a
+    /// client's doing): named, not formatted, so no write pays for it.
+    fn unexpected(self, wanted: &str) -> StoreError {
+        let got = match self {
+            Answer::Done => "done",
+            Answer::Count(_) => "a count",
+            Answer::Conversation(_) => "a conversation",
+            Answer::History(_) => "a history",
+        };
+        StoreError::UnexpectedAnswer(format!("wanted {wanted}, got {got}"))
+    }
+
+    fn history(self) -> Result<Vec<StoredMessage>, StoreError> {
+        match self {
+            Answer::History(history) => Ok(history),
+            other => Err(other.unexpected("a history")),
+        }
+    }
+
+    fn conversation(self) -> Result<Conversation, StoreError> {
+        match self {
+            Answer::Conversation(conversation) => Ok(conversation),
+            other => Err(other.unexpected("a conversation")),
+        }
+    }
+
+    fn count(self) -> Result<u64, StoreError> {
+        match self {
+            Answer::Count(count) => Ok(count),
+            other => Err(other.unexpected("a count")),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
     async fn start_turn(&self, turn: Turn) -> Result<Vec<StoredMessage>, StoreError> {
         let answer = self.write(Write::StartTurn(turn)).await?;
-        expect(answer, |a| match a {
-            Answer::History(history) => Some(history),
-            _ => None,
-        })
+        answer.history()
     }
 
     async fn ensure_conversation(
@@ -558,10 +583,7 @@ impl Store for SqlStore {
                 title: title.to_owned(),
             })
             .await?;
-        expect(answer, |a| match a {
-            Answer::Conversation(c) => Some(c),
-            _ => None,
-        })
+        answer.conversation()
     }
 
     async fn owned_conversation(&self, owner: &str, id: &str) -> Result<Conversation, StoreError> {
@@ -617,10 +639,7 @@ impl Store for SqlStore {
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {
         let answer = self.write(Write::MarkInterrupted).await?;
-        expect(answer, |a| match a {
-            Answer::Count(n) => Some(n),
-            _ => None,
-        })
+        answer.count()
     }
 
     async fn messages(
@@ -646,10 +665,7 @@ impl Store for SqlStore {
                 message_id: message_id.to_owned(),
             })
             .await?;
-        expect(answer, |a| match a {
-            Answer::Count(n) => Some(n),
-            _ => None,
-        })
+        answer.count()
     }
 
     async fn conversations(
@@ -705,10 +721,7 @@ impl Store for SqlStore {
                 title: title.to_owned(),
             })
             .await?;
-        expect(answer, |a| match a {
-            Answer::Conversation(c) => Some(c),
-            _ => None,
-        })
+        answer.conversation()
     }
 
     async fn delete_conversation(&self, owner: &str, id: &str) -> Result<(), StoreError> {
