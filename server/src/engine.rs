@@ -263,6 +263,7 @@ impl Engine {
                 title: title_from(&question),
                 replace_from: request.replace_from.clone(),
                 include_history: request.include_history.unwrap_or(true),
+                history_limit: self.limits.history_max_messages,
                 question_id: user_message_id.clone(),
                 question: question.clone(),
                 replies: replies.clone(),

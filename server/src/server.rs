@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::AppState;
@@ -43,6 +44,14 @@ pub async fn serve(
     let token = state.shutdown.clone();
     let engine = state.engine.clone();
     let grace = state.config.shutdown_grace;
+    // Every frame is small and wanted now: with Nagle's algorithm a token
+    // written while the previous one is unacknowledged would wait for the
+    // peer's (delayed) ACK, up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             tokio::select! {

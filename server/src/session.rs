@@ -6,7 +6,8 @@
 //! A transport decodes frames into commands (through its dialect), calls
 //! [`Session::handle`], and turns the [`Outcome`] back into frames: a [`Reply`]
 //! to encode, or [`Following`]s whose events it forwards however it forwards
-//! (a WebSocket spawns a forwarder each, an SSE response merges them).
+//! (a WebSocket connection polls them in its own task, an SSE response merges
+//! them).
 //!
 //! Policies that need more than the command (rates, per-IP caps) go into
 //! [`Session::admit`], which sees every command before it runs.
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rill_protocol::{AuthUser, Limits, MessageRequest};
-use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::auth::{Identity, TokenError};
@@ -167,16 +167,29 @@ pub enum Outcome {
 }
 
 /// A stream this session follows: read its events from `subscription` until
-/// the terminal one, or until `stop` is cancelled (a resume of the same stream
-/// replaced it, or the session ended). Dropping it tells the session the
-/// stream is no longer followed.
+/// the terminal one, or until [`Following::is_stopped`] (a resume of the same
+/// stream replaced it, or the session ended). Dropping it tells the session
+/// the stream is no longer followed.
 pub struct Following {
     /// The events.
     pub subscription: Subscription,
-    /// Cancelled when this reader must stop.
-    pub stop: CancellationToken,
-    /// Set on drop: the session counts only live followers.
-    _done: DoneOnDrop,
+    /// Shared with the session's record of it.
+    state: Arc<FollowState>,
+}
+
+impl Following {
+    /// Whether this reader must stop (an atomic load: cheap enough to ask
+    /// before every read). The session stops a reader only while handling a
+    /// command or when it ends, so a transport asks after those.
+    pub fn is_stopped(&self) -> bool {
+        self.state.stopped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.state.done.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Following {
@@ -188,21 +201,19 @@ impl std::fmt::Debug for Following {
     }
 }
 
-/// Sets its flag when dropped.
-struct DoneOnDrop(Arc<AtomicBool>);
-
-impl Drop for DoneOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
+/// A followed stream's state, shared by the session and the reader.
+#[derive(Default)]
+struct FollowState {
+    /// Set by the session: the reader must stop.
+    stopped: AtomicBool,
+    /// Set by the reader when it is gone.
+    done: AtomicBool,
 }
 
-/// The session's record of a followed stream.
-struct Followed {
-    /// Stops its reader.
-    stop: CancellationToken,
-    /// Set once its reader is gone.
-    done: Arc<AtomicBool>,
+impl FollowState {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
 }
 
 /// One client's session.
@@ -222,9 +233,7 @@ pub struct Session {
 #[derive(Default)]
 struct Follows {
     /// Streams followed now, by id.
-    followed: HashMap<Arc<str>, Followed>,
-    /// Cancelled when the session ends; parent of every follower's stop.
-    closed: CancellationToken,
+    followed: HashMap<Arc<str>, Arc<FollowState>>,
 }
 
 impl Session {
@@ -283,7 +292,7 @@ impl Session {
                 // Resuming a stream already followed replaces its reader: a
                 // resume must not duplicate events.
                 if let Some(previous) = self.follows.followed.remove(subscription.stream_id()) {
-                    previous.stop.cancel();
+                    previous.stop();
                 }
                 if self.follows.active() >= MAX_FOLLOWED {
                     return Err(Error::RateLimited(format!(
@@ -369,19 +378,12 @@ impl Follows {
     }
 
     fn follow(&mut self, subscription: Subscription) -> Following {
-        let stop = self.closed.child_token();
-        let done = Arc::new(AtomicBool::new(false));
-        self.followed.insert(
-            subscription.stream_id().clone(),
-            Followed {
-                stop: stop.clone(),
-                done: done.clone(),
-            },
-        );
+        let state = Arc::new(FollowState::default());
+        self.followed
+            .insert(subscription.stream_id().clone(), state.clone());
         Following {
             subscription,
-            stop,
-            _done: DoneOnDrop(done),
+            state,
         }
     }
 }
@@ -389,7 +391,9 @@ impl Follows {
 impl Drop for Session {
     /// The session is over: its readers stop (the streams keep running).
     fn drop(&mut self) {
-        self.follows.closed.cancel();
+        for followed in self.follows.followed.values() {
+            followed.stop();
+        }
     }
 }
 

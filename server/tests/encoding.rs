@@ -38,6 +38,9 @@ async fn each_event_is_encoded_once_whatever_the_number_of_readers() {
             tokio::spawn(async move { reqwest::get(url).await.unwrap().text().await.unwrap() })
         })
         .collect();
+    // A long-poll while the stream runs reads the same shared events.
+    let poll = poll_events(&server, id).await;
+    assert!(!poll.is_empty());
     let mut frames = Vec::new();
     for ws in &mut sockets {
         frames = recv_until_done(ws, 1).await;
@@ -46,14 +49,6 @@ async fn each_event_is_encoded_once_whatever_the_number_of_readers() {
         let events = parse_sse(&body.await.unwrap());
         assert_eq!(events.last().unwrap().data["type"], "complete");
     }
-    let poll: serde_json::Value =
-        reqwest::get(server.http(&format!("/api/v1/streams/{id}/poll?after=0")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    assert!(!poll.as_array().unwrap().is_empty());
 
     let events_in_stream = frames.last().unwrap()["seq"].as_u64().unwrap();
     assert_eq!(
@@ -61,4 +56,24 @@ async fn each_event_is_encoded_once_whatever_the_number_of_readers() {
         events_in_stream,
         "one native encoding per event for 40 sockets, 10 SSE readers and a poll"
     );
+
+    // Once the last reader has left, the finished stream is kept compact: a
+    // later read rebuilds its tokens (one encoding per rebuilt event, for
+    // that reader only) and gets exactly the same events.
+    let before_late = events_encoded();
+    let late = poll_events(&server, id).await;
+    assert_eq!(late.len() as u64, events_in_stream);
+    assert!(events_encoded() - before_late <= events_in_stream);
+    assert_eq!(late.last().unwrap()["type"], "complete");
+}
+
+async fn poll_events(server: &TestServer, id: &str) -> Vec<serde_json::Value> {
+    let poll: serde_json::Value =
+        reqwest::get(server.http(&format!("/api/v1/streams/{id}/poll?after=0")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    poll.as_array().unwrap().clone()
 }

@@ -406,6 +406,7 @@ fn turn(conversation: &str, owner: &str, question_id: &str, question: &str) -> T
         title: question.into(),
         replace_from: None,
         include_history: true,
+        history_limit: 40,
         question_id: question_id.into(),
         question: question.into(),
         replies: vec![NewReply {
@@ -429,6 +430,7 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
             first.is_empty(),
             "{backend}: a new conversation has no history"
         );
+        store.checkpoint("q1-reply", "One.").await.unwrap();
         let second = store
             .start_turn(turn("t-1", "user:ann", "q2", "Second?"))
             .await
@@ -440,9 +442,23 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
             "{backend}: history is what came before"
         );
         assert_eq!(second[1].status, MessageStatus::Streaming);
+        assert_eq!(second[1].content, "One.");
         let all = store.messages("user:ann", "t-1").await.unwrap();
         assert_eq!(all.len(), 4, "{backend}");
         assert_eq!(all[3].stream_id.as_deref(), Some("q2-stream"));
+        // The history is the newest messages with text, at most the limit:
+        // q2's reply has none yet.
+        let mut limited = turn("t-1", "user:ann", "q2b", "Third?");
+        limited.history_limit = 2;
+        let ids: Vec<String> = store
+            .start_turn(limited)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["q1-reply", "q2"], "{backend}");
+        store.truncate_from("user:ann", "t-1", "q2b").await.unwrap();
 
         // Someone else's conversation: refused, nothing written.
         assert!(matches!(

@@ -4,34 +4,36 @@
 //! Why a log and cursors rather than a broadcast channel: a reader that attaches
 //! "after seq N" must get exactly seq > N and then the live events, with no gap
 //! and no duplicate even while the writer races ahead. Reading one ordered log
-//! under a lock, and waking on a `watch` of the latest seq, gives that by
-//! construction; a slow reader never slows the writer or other readers — it
-//! just reads a larger batch next time.
+//! under a lock gives that by construction; a slow reader never slows the
+//! writer or other readers — it just reads a larger batch next time.
+//!
+//! A reader that finds nothing new leaves its task's waker in the log (in the
+//! same critical section as the read, so no publish slips in between); the
+//! next publish wakes exactly those tasks, outside the lock. A token costs one
+//! lock, one `Arc` and one wake-up per reading task.
 //!
 //! The log is bounded (events and bytes). When old events are dropped, a reader
 //! that needs them gets [`HubError::Expired`]: recovery is all or nothing, never
 //! a partial replay presented as complete.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::log::ReplayLog;
 use super::{
     Hub, HubError, NewStream, ReplayLimits, Sequenced, StopReason, StreamInfo, StreamLog,
     StreamWriter, Subscription,
 };
 use crate::events::{Failure, StreamEvent};
-
-/// Bytes an event costs in the log beyond its text (the event, its `Arc`, its
-/// cached encodings): an estimate that keeps the byte bound honest for the
-/// many small token events.
-const EVENT_OVERHEAD: usize = 128;
 
 /// The in-process hub. Cheap to clone.
 #[derive(Clone)]
@@ -90,7 +92,7 @@ impl MemoryHub {
         if attached {
             stream.attached.send_modify(|n| *n += 1);
         }
-        if after_seq.saturating_add(1) < stream.log().first_seq {
+        if after_seq.saturating_add(1) < stream.log().first_seq() {
             if attached {
                 stream.detach();
             }
@@ -127,22 +129,23 @@ impl Hub for MemoryHub {
         let stream = Arc::new(MemoryStream::new(id.clone(), new.owner, self.inner.limits));
         self.streams().insert(id.clone(), stream.clone());
         self.inner.running.fetch_add(1, Ordering::Relaxed);
+        watch_detach(&stream, new.detach_grace);
         Box::new(MemoryWriter {
             stream,
             hub: Arc::downgrade(&self.inner),
             next_seq: 1,
             finished: false,
-            detach_grace: new.detach_grace,
+            waking: Vec::new(),
         })
     }
 
     fn info(&self, stream_id: &str) -> Option<StreamInfo> {
         let stream = self.get(stream_id)?;
-        let finished = stream.log().finished;
+        let log = stream.log();
         Some(StreamInfo {
             owner: stream.owner.clone(),
-            finished,
-            last_seq: *stream.latest.borrow(),
+            finished: log.finished,
+            last_seq: log.last_seq(),
         })
     }
 
@@ -163,11 +166,13 @@ impl Hub for MemoryHub {
     ) -> Result<bool, HubError> {
         self.get(stream_id)
             .ok_or(HubError::NotFound)?
-            .read_after(after, max, out)
+            .read_after(after, max, out, None)
     }
 
     fn cancel(&self, stream_id: &str) -> bool {
-        self.get(stream_id).map(|s| s.cancel.cancel()).is_some()
+        self.get(stream_id)
+            .map(|s| s.stop.set(StopReason::Cancelled))
+            .is_some()
     }
 
     fn interrupt_all(&self) -> usize {
@@ -178,8 +183,7 @@ impl Hub for MemoryHub {
             .cloned()
             .collect();
         for stream in &running {
-            stream.interrupt.cancel();
-            stream.cancel.cancel();
+            stream.stop.set(StopReason::Interrupted);
         }
         running.len()
     }
@@ -199,53 +203,63 @@ struct MemoryStream {
     /// Every event still kept. A std mutex: critical sections are a push or a
     /// copy of `Arc`s, never an await.
     log: Mutex<ReplayLog>,
-    /// The latest published seq; readers wait on it for new events.
-    latest: watch::Sender<u64>,
     /// How many subscriptions are attached; a stream nobody has watched for the
     /// detach grace is asked to stop.
     attached: watch::Sender<usize>,
-    /// Cancelled to stop generation (client cancel, detach grace, shutdown).
-    cancel: CancellationToken,
-    /// Cancelled (before `cancel`) when the stop is a server shutdown.
-    interrupt: CancellationToken,
+    /// Set to stop generation (client cancel, detach grace, shutdown).
+    stop: StopSignal,
+    /// Cancelled by the terminal event (ends the detach watchdog).
+    done: CancellationToken,
 }
 
-struct ReplayLog {
-    /// The seq of `events[0]`; grows when old events are dropped.
-    first_seq: u64,
-    /// Contiguous events from `first_seq`.
-    events: VecDeque<Arc<Sequenced>>,
-    /// Estimated bytes held by `events`.
-    bytes: usize,
-    /// Bounds on `events` and `bytes`.
-    limits: ReplayLimits,
-    /// Whether the terminal event has been published.
-    finished: bool,
+/// Why a stream must stop, once someone has said so: an atomic the generation
+/// checks before each token without taking a lock, and the waker of the task
+/// waiting on it.
+#[derive(Default)]
+struct StopSignal {
+    /// 0 while running, else a [`StopReason`] code; the first reason wins.
+    reason: AtomicU8,
+    /// The generation's task.
+    waker: AtomicWaker,
 }
 
-/// Estimated bytes an event holds in the log.
-fn cost(event: &StreamEvent) -> usize {
-    EVENT_OVERHEAD
-        + match event {
-            StreamEvent::Token(text) => text.len(),
-            StreamEvent::Completed { response, .. } => response.len(),
-            StreamEvent::Failed(Failure::Provider(text) | Failure::RateLimited(text)) => text.len(),
-            _ => 0,
+impl StopSignal {
+    fn code(reason: StopReason) -> u8 {
+        match reason {
+            StopReason::Cancelled => 1,
+            StopReason::Detached => 2,
+            StopReason::Interrupted => 3,
         }
-}
+    }
 
-impl ReplayLog {
-    fn push(&mut self, event: Arc<Sequenced>) {
-        self.bytes += cost(&event.event);
-        self.events.push_back(event);
-        // Keep at least the newest event: a terminal event is always replayable.
-        while self.events.len() > 1
-            && (self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes)
-        {
-            if let Some(dropped) = self.events.pop_front() {
-                self.bytes -= cost(&dropped.event);
-                self.first_seq += 1;
-            }
+    fn get(&self) -> Option<StopReason> {
+        match self.reason.load(Ordering::Acquire) {
+            1 => Some(StopReason::Cancelled),
+            2 => Some(StopReason::Detached),
+            3 => Some(StopReason::Interrupted),
+            _ => None,
+        }
+    }
+
+    /// Asks the stream to stop for `reason` (unless it already was asked).
+    fn set(&self, reason: StopReason) {
+        let _ = self.reason.compare_exchange(
+            0,
+            Self::code(reason),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<StopReason> {
+        if let Some(reason) = self.get() {
+            return Poll::Ready(reason);
+        }
+        self.waker.register(cx.waker());
+        match self.get() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
         }
     }
 }
@@ -253,19 +267,12 @@ impl ReplayLog {
 impl MemoryStream {
     fn new(id: Arc<str>, owner: Option<String>, limits: ReplayLimits) -> Self {
         MemoryStream {
+            log: Mutex::new(ReplayLog::new(id.clone(), limits)),
             id,
             owner,
-            log: Mutex::new(ReplayLog {
-                first_seq: 1,
-                events: VecDeque::new(),
-                bytes: 0,
-                limits,
-                finished: false,
-            }),
-            latest: watch::Sender::new(0),
             attached: watch::Sender::new(0),
-            cancel: CancellationToken::new(),
-            interrupt: CancellationToken::new(),
+            stop: StopSignal::default(),
+            done: CancellationToken::new(),
         }
     }
 
@@ -297,29 +304,24 @@ impl StreamLog for MemoryStream {
         after: u64,
         max: usize,
         out: &mut Vec<Arc<Sequenced>>,
+        waker: Option<&Waker>,
     ) -> Result<bool, HubError> {
-        let log = self.log();
-        if after.saturating_add(1) < log.first_seq {
-            return Err(HubError::Expired(after));
-        }
-        // Clients choose `after`: no arithmetic on it may overflow. Past the
-        // end (or at u64::MAX) there is simply nothing to read.
-        let start = after
-            .checked_add(1)
-            .and_then(|next| next.checked_sub(log.first_seq))
-            .and_then(|offset| usize::try_from(offset).ok())
-            .unwrap_or(usize::MAX)
-            .min(log.events.len());
-        out.extend(log.events.range(start..).take(max).cloned());
-        Ok(log.finished)
-    }
-
-    fn watch(&self) -> watch::Receiver<u64> {
-        self.latest.subscribe()
+        self.log().read_after(after, max, out, waker)
     }
 
     fn detach(&self) {
-        self.attached.send_modify(|n| *n = n.saturating_sub(1));
+        let mut left = 0;
+        self.attached.send_modify(|n| {
+            *n = n.saturating_sub(1);
+            left = *n;
+        });
+        // The last reader of a finished stream is done with it: keep it compact.
+        if left == 0 {
+            let mut log = self.log();
+            if log.finished {
+                log.compact_all();
+            }
+        }
     }
 }
 
@@ -334,8 +336,9 @@ struct MemoryWriter {
     next_seq: u64,
     /// Whether the terminal event is out.
     finished: bool,
-    /// How long the stream may run with nobody attached.
-    detach_grace: Duration,
+    /// The wakers of the last publish, woken outside the lock (kept to reuse
+    /// its allocation).
+    waking: Vec<Waker>,
 }
 
 impl StreamWriter for MemoryWriter {
@@ -353,35 +356,31 @@ impl StreamWriter for MemoryWriter {
         {
             let mut log = self.stream.log();
             log.push(published);
-            log.finished = terminal;
+            std::mem::swap(&mut log.wakers, &mut self.waking);
+        }
+        for waker in self.waking.drain(..) {
+            waker.wake();
         }
         self.next_seq += 1;
         self.finished = terminal;
-        self.stream.latest.send_replace(seq);
+        if terminal {
+            self.stream.done.cancel();
+            // Nobody is reading it now: compact at once (otherwise the last
+            // reader to leave does).
+            if *self.stream.attached.borrow() == 0 {
+                self.stream.log().compact_all();
+            }
+        }
         if terminal && let Some(hub) = self.hub.upgrade() {
             hub.running.fetch_sub(1, Ordering::Relaxed);
-            expire_later(&hub, self.stream.id.clone());
+            expire_later(&hub, &self.stream);
         }
         seq
     }
 
     fn stopped(&self) -> BoxFuture<'static, StopReason> {
-        let cancel = self.stream.cancel.clone();
-        let interrupt = self.stream.interrupt.clone();
-        let attached = self.stream.attached.clone();
-        let grace = self.detach_grace;
-        async move {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => if interrupt.is_cancelled() {
-                    StopReason::Interrupted
-                } else {
-                    StopReason::Cancelled
-                },
-                () = MemoryStream::detached_for(attached, grace) => StopReason::Detached,
-            }
-        }
-        .boxed()
+        let stream = self.stream.clone();
+        std::future::poll_fn(move |cx| stream.stop.poll(cx)).boxed()
     }
 }
 
@@ -395,14 +394,36 @@ impl Drop for MemoryWriter {
     }
 }
 
+/// Asks a running stream to stop once nobody has been attached to it for
+/// `grace`: a small task per running stream, so that generation itself only
+/// checks an atomic per token.
+fn watch_detach(stream: &Arc<MemoryStream>, grace: Duration) {
+    // Outside a runtime (unit tests of the writer) there is no grace.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let attached = stream.attached.clone();
+    let done = stream.done.clone();
+    let stream = Arc::downgrade(stream);
+    runtime.spawn(async move {
+        tokio::select! {
+            () = done.cancelled() => {}
+            () = MemoryStream::detached_for(attached, grace) => {
+                if let Some(stream) = stream.upgrade() {
+                    stream.stop.set(StopReason::Detached);
+                }
+            }
+        }
+    });
+}
+
 /// Drops a finished stream once the retention window has passed.
-fn expire_later(hub: &Arc<Inner>, id: Arc<str>) {
+fn expire_later(hub: &Arc<Inner>, stream: &Arc<MemoryStream>) {
+    let retention = hub.retention;
     let hub = Arc::downgrade(hub);
+    let id = stream.id.clone();
     // Outside a runtime (unit tests of the writer) the stream simply stays.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let Some(retention) = hub.upgrade().map(|h| h.retention) else {
-            return;
-        };
         runtime.spawn(async move {
             tokio::time::sleep(retention).await;
             if let Some(hub) = hub.upgrade() {
@@ -509,6 +530,36 @@ mod tests {
         for reader in readers {
             assert_eq!(reader.await.unwrap(), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_is_compacted_when_its_last_reader_leaves() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        let reader = hub.attach(&id, 0).unwrap();
+        for i in 0..100 {
+            writer.publish(token(&i.to_string()));
+        }
+        writer.publish(end());
+        let stream = hub.get(&id).unwrap();
+        assert!(!stream.log().is_compact(), "a reader is still attached");
+        assert_eq!(drain(reader).await.len(), 101);
+        assert!(stream.log().is_compact(), "the last reader left");
+        let mut out = Vec::new();
+        hub.events_after(&id, 0, 1000, &mut out).unwrap();
+        let texts: Vec<String> = out
+            .iter()
+            .filter_map(|e| match &e.event {
+                StreamEvent::Token(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            drain(hub.attach(&id, 0).unwrap()).await,
+            (1..=101).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
@@ -642,6 +693,8 @@ mod tests {
         let hub = hub();
         let mut writer = create(&hub);
         let id = writer.id().clone();
+        // A live reader: the newest events stay whole (and shared) while it reads.
+        let _live = hub.attach(&id, 0).unwrap();
         writer.publish(token("shared"));
         writer.publish(end());
         let encodings = AtomicUsize::new(0);

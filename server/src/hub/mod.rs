@@ -7,19 +7,21 @@
 //! each event keeps a small cache of its encodings so that a dialect encodes it
 //! once however many connections follow it ([`Sequenced::encoded`]).
 //!
-//! - [`memory`]: the in-process implementation (bounded replay logs).
+//! - [`memory`]: the in-process implementation (bounded replay logs, old
+//!   events compacted to their text).
 //!
 //! Nothing here knows a transport or a dialect: an encoding is opaque bytes in
 //! a numbered slot.
 
+mod log;
 pub mod memory;
 
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
 
 use crate::events::StreamEvent;
 
@@ -204,16 +206,16 @@ pub trait StreamWriter: Send {
 /// The reading side a hub implementation gives its subscriptions.
 pub trait StreamLog: Send + Sync {
     /// Appends events with seq > `after` (at most `max`) to `out`; whether the
-    /// stream has finished.
+    /// stream has finished. If nothing was appended and the stream has not
+    /// finished, `waker` (if given) is woken by the next publish: registering
+    /// and reading are one step, so no event can slip in between.
     fn read_after(
         &self,
         after: u64,
         max: usize,
         out: &mut Vec<Arc<Sequenced>>,
+        waker: Option<&Waker>,
     ) -> Result<bool, HubError>;
-
-    /// A receiver of the latest seq, to wait for new events.
-    fn watch(&self) -> watch::Receiver<u64>;
 
     /// The subscription reading this log is gone.
     fn detach(&self);
@@ -224,6 +226,10 @@ pub trait StreamLog: Send + Sync {
 pub const MAX_BATCH: usize = 256;
 
 /// Reads one stream from a cursor. Counts as attached while it exists.
+///
+/// A subscription is polled by whoever delivers its events (a connection's own
+/// task): a publish wakes that task directly, with no task of its own and no
+/// channel in between.
 pub struct Subscription {
     /// The stream read.
     stream_id: Arc<str>,
@@ -233,8 +239,6 @@ pub struct Subscription {
     batch: usize,
     /// Where the events are.
     log: Arc<dyn StreamLog>,
-    /// Wakes when new events are published.
-    wake: watch::Receiver<u64>,
     /// Whether the log counts this reader as attached (and must be told when
     /// it goes).
     attached: bool,
@@ -244,21 +248,18 @@ impl Subscription {
     /// A subscription reading `log` after `cursor` (for hub implementations:
     /// with `attached`, `log` has already counted it and is told when it goes).
     pub fn new(stream_id: Arc<str>, cursor: u64, log: Arc<dyn StreamLog>, attached: bool) -> Self {
-        let wake = log.watch();
         Subscription {
             stream_id,
             cursor,
             batch: MAX_BATCH,
             log,
-            wake,
             attached,
         }
     }
 
-    /// The same subscription with another batch size (at least 1).
-    pub fn with_batch(mut self, max: usize) -> Self {
+    /// Reads at most `max` events per batch from now on (at least 1).
+    pub fn set_batch(&mut self, max: usize) {
         self.batch = max.max(1);
-        self
     }
 
     /// The stream read.
@@ -271,28 +272,34 @@ impl Subscription {
         self.cursor
     }
 
-    /// Appends the next events in order to `out`, waiting for at least one;
-    /// `Ok(false)` once the terminal event has been delivered; `Expired` if this
-    /// reader fell so far behind that the events it needs were dropped.
-    pub async fn next_into(&mut self, out: &mut Vec<Arc<Sequenced>>) -> Result<bool, HubError> {
-        loop {
-            // Mark the current value seen before reading, so an event published
-            // after the read wakes the wait below (an atomic load, no lock).
-            self.wake.mark_unchanged();
-            let before = out.len();
-            let finished = self.log.read_after(self.cursor, self.batch, out)?;
-            if let Some(last) = out[before..].last() {
-                self.cursor = last.seq;
-                return Ok(true);
-            }
-            if finished {
-                return Ok(false);
-            }
-            if self.wake.changed().await.is_err() {
-                // The log is gone without a terminal event: nothing more comes.
-                return Ok(false);
-            }
+    /// Appends the next events in order to `out`: `Ready(Ok(true))` if there
+    /// were some, `Ready(Ok(false))` once the terminal event has been
+    /// delivered, `Ready(Err(Expired))` if this reader fell so far behind that
+    /// the events it needs were dropped, and `Pending` (the task is woken by
+    /// the next publish) if there is nothing new yet.
+    pub fn poll_next_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Arc<Sequenced>>,
+    ) -> Poll<Result<bool, HubError>> {
+        let before = out.len();
+        let finished = self
+            .log
+            .read_after(self.cursor, self.batch, out, Some(cx.waker()))?;
+        if let Some(last) = out[before..].last() {
+            self.cursor = last.seq;
+            return Poll::Ready(Ok(true));
         }
+        if finished {
+            return Poll::Ready(Ok(false));
+        }
+        Poll::Pending
+    }
+
+    /// Appends the next events in order to `out`, waiting for at least one
+    /// (see [`Subscription::poll_next_into`]).
+    pub async fn next_into(&mut self, out: &mut Vec<Arc<Sequenced>>) -> Result<bool, HubError> {
+        std::future::poll_fn(|cx| self.poll_next_into(cx, out)).await
     }
 
     /// The next events in order (see [`Subscription::next_into`]); `None` at the end.

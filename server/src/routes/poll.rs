@@ -61,7 +61,7 @@ async fn poll(
     else {
         return Err(Error::Internal("a resume produced no stream".into()));
     };
-    following.subscription = following.subscription.with_batch(MAX_EVENTS);
+    following.subscription.set_batch(MAX_EVENTS);
     let mut events = Vec::new();
     tokio::select! {
         read = following.subscription.next_into(&mut events) => {

@@ -3,13 +3,20 @@
 //! into commands for its [`Session`], encodes replies, and forwards followed
 //! streams.
 //!
-//! Shape: a writer task owns the socket's sink and drains a bounded queue; the
-//! reader loop decodes frames and hands them to the session; one forwarder task
-//! per followed stream copies that stream's frames into the queue. When the
-//! reader ends, the session ends, which stops the forwarders — the streams
-//! themselves keep running in the hub.
+//! Shape: one task per connection, no channel. It waits on the socket, on every
+//! stream it follows (a publish wakes it directly) and on its heartbeat; when
+//! streams have events it encodes them all (each event once per dialect, shared
+//! by every connection), feeds them to the socket and flushes once. When it
+//! ends, the session ends — the streams themselves keep running in the hub.
+//!
+//! A client that takes no bytes for the heartbeat interval plus its timeout is
+//! disconnected (it can reconnect and resume); until then its streams wait for
+//! it in their replay logs, never slowing anyone else.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -18,16 +25,15 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use rill_protocol::close;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
 use crate::dialect::{Dialect, Native};
 use crate::error::Error;
 use crate::events::StreamEvent;
 use crate::hub::Sequenced;
-use crate::session::{CloseReason, Following, Outcome, Reply, Session};
+use crate::session::{CloseReason, Command, Following, Outcome, Reply, Session};
 use crate::state::AppState;
 
 /// WebSocket read buffer, allocated whole for every connection: chat frames
@@ -39,11 +45,8 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// Hard cap on unflushed output per connection; a peer that does not read is
 /// disconnected past it.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
-
-/// Frames waiting to be written to one socket. Bounded: a slow reader makes its
-/// forwarders wait (they read a larger batch from the stream afterwards); it
-/// never slows the stream or other connections.
-const OUTBOUND_QUEUE: usize = 64;
+/// How long the close frame may take to go out when a connection ends.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/ws/chat", get(upgrade))
@@ -116,170 +119,210 @@ fn text_message(frame: Bytes) -> Option<Message> {
     }
 }
 
-/// The connection is gone: stop reading.
+/// The connection is gone (or stuck): stop.
+#[derive(Debug)]
 struct Closed;
 
-/// One connection's reader side.
+/// One connection: its session and the streams it forwards. The socket is kept
+/// apart so the connection loop can wait on both at once.
 struct Connection<D> {
     /// What the client may do and what it follows.
     session: Session,
     /// How its frames are read and written.
     dialect: D,
-    /// Frames to write.
-    outbound: mpsc::Sender<Message>,
     /// Whether token frames carry the reply so far (`?partial=1`).
     partial: bool,
     /// The server, for the text before a resumed stream's cursor (`partial`).
     state: AppState,
+    /// The streams whose events go to this socket.
+    streams: Vec<Forwarded>,
+    /// How long a write may wait for the client to take bytes.
+    write_deadline: Duration,
+}
+
+/// A stream forwarded to this socket.
+struct Forwarded {
+    /// Its events, and the session's signal to stop.
+    following: Following,
+    /// Events read and not yet written (reused: no allocation per batch).
+    batch: Vec<Arc<Sequenced>>,
+    /// The reply so far, when token frames carry it.
+    so_far: Option<String>,
+    /// What the last read found beyond `batch`.
+    end: Option<End>,
+}
+
+/// How forwarding a stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its terminal event was written, or the session stopped following it.
+    Done,
+    /// This reader fell behind the replay window.
+    FellBehind,
 }
 
 /// Serves one upgraded WebSocket in `dialect` until either side closes or the
 /// server shuts down.
 pub(crate) async fn run<D: Dialect + Clone>(
-    socket: WebSocket,
+    mut socket: WebSocket,
     state: AppState,
     session: Session,
     dialect: D,
     partial: bool,
 ) {
     let _counted = state.connections.open();
-    let (mut sink, mut source) = socket.split();
-    let (outbound, mut queue) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
-    let writer_stop = tokio_util::sync::CancellationToken::new();
-
-    let writer_cancel = writer_stop.clone();
-    let mut writer = tokio::spawn(async move {
-        'writing: loop {
-            let message = tokio::select! {
-                message = queue.recv() => message,
-                () = writer_cancel.cancelled() => None,
-            };
-            let Some(mut message) = message else { break };
-            // Everything already queued goes out in one write: feed it all,
-            // then flush once. A lone frame is flushed at once (no waiting
-            // for company).
-            for _ in 0..OUTBOUND_QUEUE {
-                let closing = matches!(message, Message::Close(_));
-                if sink.feed(message).await.is_err() || closing {
-                    let _ = sink.flush().await;
-                    break 'writing;
-                }
-                match queue.try_recv() {
-                    Ok(next) => message = next,
-                    Err(_) => break,
-                }
-            }
-            if sink.flush().await.is_err() {
-                break;
-            }
-        }
-        // Drain a close frame queued just before cancellation.
-        while let Ok(message) = queue.try_recv() {
-            if matches!(message, Message::Close(_)) {
-                let _ = sink.send(message).await;
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-
     tracing::debug!(connection_id = %session.connection_id(), "websocket connected");
+    let interval = state.config.heartbeat;
     let mut connection = Connection {
         session,
         dialect,
-        outbound: outbound.clone(),
         partial,
         state: state.clone(),
+        streams: Vec::new(),
+        write_deadline: interval + state.config.heartbeat_timeout,
     };
-
-    let mut writer_done = false;
     // Any inbound frame (a pong included) proves the client alive; silence past a
     // due ping plus the timeout means it is gone (a dead Wi-Fi sends no FIN).
-    let interval = state.config.heartbeat;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
     let reason = loop {
         let frame = tokio::select! {
-            frame = source.next() => frame,
+            frame = socket.next() => frame,
+            () = std::future::poll_fn(|cx| poll_streams(&mut connection.streams, cx)) => {
+                match connection.write_streams(&mut socket).await {
+                    Ok(()) => continue,
+                    Err(Closed) => break CloseReason::ClientGone,
+                }
+            }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= interval + state.config.heartbeat_timeout {
                     break CloseReason::HeartbeatTimeout;
                 }
-                // A full queue means the client is not reading: no point adding to it.
-                let _ = outbound.try_send(Message::Ping(Bytes::new()));
-                continue;
+                match connection.write(&mut socket, Message::Ping(Bytes::new())).await {
+                    Ok(()) => continue,
+                    Err(Closed) => break CloseReason::ClientGone,
+                }
             }
             () = state.shutdown.cancelled() => break CloseReason::Restarting,
-            _ = &mut writer, if !writer_done => {
-                writer_done = true;
-                break CloseReason::ClientGone;
-            }
         };
         if let Some(Ok(_)) = frame {
             last_seen = tokio::time::Instant::now();
         }
-        let handled = match frame {
-            Some(Ok(Message::Text(text))) => connection.on_text(text.as_str()).await,
-            Some(Ok(Message::Binary(_))) => {
-                let refused = connection.dialect.decode_binary();
-                connection.on_decoded(refused).await
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+        let command = match frame {
+            Some(Ok(Message::Text(text))) => connection.decode(text.as_str()),
+            Some(Ok(Message::Binary(_))) => connection.dialect.decode_binary(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break CloseReason::ClientGone,
             Some(Err(error)) => break read_failure(error),
         };
-        if handled.is_err() {
+        // Boxed: the future of a command (a question waits for the store) is
+        // large, and an idle connection should not carry its space.
+        if Box::pin(connection.on_command(&mut socket, command))
+            .await
+            .is_err()
+        {
             break CloseReason::ClientGone;
         }
     };
     tracing::debug!(connection_id = %connection.session.connection_id(), ?reason, "websocket closing");
-    if let Some(close) = close_frame(reason) {
-        let _ = outbound.try_send(close);
-    }
-    // Ending the session stops its forwarders; then the writer sends what is
-    // queued up to the close frame.
+    // Ending the session stops following its streams (they keep running).
     drop(connection);
-    writer_stop.cancel();
-    drop(outbound);
-    if !writer_done {
-        let _ = writer.await;
+    if let Some(close) = close_frame(reason) {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.send(close)).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.close()).await;
+}
+
+/// Reads every forwarded stream that has something new (waking this task at
+/// the next publish of the others); ready when at least one has events or has
+/// ended.
+fn poll_streams(streams: &mut [Forwarded], cx: &mut Context<'_>) -> Poll<()> {
+    let mut ready = false;
+    for stream in streams.iter_mut() {
+        if stream.end.is_some() {
+            ready = true;
+            continue;
+        }
+        if stream.following.is_stopped() {
+            stream.end = Some(End::Done);
+            ready = true;
+            continue;
+        }
+        match stream
+            .following
+            .subscription
+            .poll_next_into(cx, &mut stream.batch)
+        {
+            Poll::Ready(Ok(true)) => ready = true,
+            Poll::Ready(Ok(false)) => {
+                stream.end = Some(End::Done);
+                ready = true;
+            }
+            Poll::Ready(Err(_)) => {
+                stream.end = Some(End::FellBehind);
+                ready = true;
+            }
+            Poll::Pending => {}
+        }
+    }
+    if ready {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
     }
 }
 
+/// Runs a write, giving up if the client takes no bytes within `deadline`.
+/// The timer is only armed when the write has to wait (almost never: the
+/// kernel's socket buffer usually has room).
+async fn within<F: Future<Output = Result<(), axum::Error>>>(
+    deadline: Duration,
+    write: F,
+) -> Result<(), Closed> {
+    let mut write = std::pin::pin!(write);
+    let result = match write.as_mut().now_or_never() {
+        Some(result) => result,
+        None => tokio::time::timeout(deadline, write)
+            .await
+            .map_err(|_| Closed)?,
+    };
+    result.map_err(|_| Closed)
+}
+
 impl<D: Dialect + Clone> Connection<D> {
-    async fn send(&self, frame: Bytes) -> Result<(), Closed> {
-        match text_message(frame) {
-            Some(message) => self.outbound.send(message).await.map_err(|_| Closed),
+    /// Sends one frame now.
+    async fn write(&self, socket: &mut WebSocket, message: Message) -> Result<(), Closed> {
+        within(self.write_deadline, socket.send(message)).await
+    }
+
+    async fn reply(&self, socket: &mut WebSocket, reply: Reply) -> Result<(), Closed> {
+        match text_message(self.dialect.encode_reply(&reply)) {
+            Some(message) => self.write(socket, message).await,
             None => Ok(()),
         }
     }
 
-    async fn reply(&self, reply: Reply) -> Result<(), Closed> {
-        self.send(self.dialect.encode_reply(&reply)).await
-    }
-
-    async fn on_text(&mut self, text: &str) -> Result<(), Closed> {
+    /// A text frame as a command (or the error to answer it with).
+    fn decode(&self, text: &str) -> Result<Command, Error> {
         let limit = self.state.config.max_frame_bytes;
         if text.len() > limit {
-            return self
-                .reply(Reply::Refused(Error::MessageTooLarge { limit }.into()))
-                .await;
+            return Err(Error::MessageTooLarge { limit });
         }
-        let command = self.dialect.decode(text);
-        self.on_decoded(command).await
+        self.dialect.decode(text)
     }
 
-    async fn on_decoded(
+    async fn on_command(
         &mut self,
-        command: Result<crate::session::Command, Error>,
+        socket: &mut WebSocket,
+        command: Result<Command, Error>,
     ) -> Result<(), Closed> {
         let command = match command {
             Ok(command) => command,
-            Err(error) => return self.reply(Reply::Refused(error.into())).await,
+            Err(error) => return self.reply(socket, Reply::Refused(error.into())).await,
         };
         match self.session.handle(command).await {
-            Ok(Outcome::Reply(reply)) => self.reply(reply).await,
+            Ok(Outcome::Reply(reply)) => self.reply(socket, reply).await,
             Ok(Outcome::Started { streams, .. }) => {
                 for following in streams {
                     self.forward(following);
@@ -291,12 +334,12 @@ impl<D: Dialect + Clone> Connection<D> {
                 Ok(())
             }
             Ok(Outcome::Done) => Ok(()),
-            Err(refusal) => self.reply(Reply::Refused(refusal)).await,
+            Err(refusal) => self.reply(socket, Reply::Refused(refusal)).await,
         }
     }
 
-    /// Spawns the forwarder of a followed stream.
-    fn forward(&self, following: Following) {
+    /// Starts forwarding a followed stream (the next loop turn reads it).
+    fn forward(&mut self, following: Following) {
         let so_far = self.partial.then(|| {
             // If the start of the reply is no longer kept, the partial text cannot
             // be rebuilt; the events still are exact (partial_response is best effort).
@@ -305,63 +348,54 @@ impl<D: Dialect + Clone> Connection<D> {
                 .engine
                 .reply_text_until(subscription.stream_id(), subscription.cursor())
         });
-        tokio::spawn(forward(
+        // A resume of a stream already forwarded replaced its reader: the
+        // session has stopped the old one, which the next read drops.
+        self.streams.push(Forwarded {
             following,
-            self.outbound.clone(),
-            self.dialect.clone(),
+            batch: Vec::new(),
             so_far,
-        ));
+            end: None,
+        });
     }
-}
 
-/// Copies a stream's frames into a connection's queue until the terminal event
-/// (or until the session stops following it).
-async fn forward<D: Dialect>(
-    mut following: Following,
-    outbound: mpsc::Sender<Message>,
-    dialect: D,
-    mut so_far: Option<String>,
-) {
-    // Reused for every batch: no allocation per event.
-    let mut batch: Vec<Arc<Sequenced>> = Vec::new();
-    loop {
-        batch.clear();
-        let read = tokio::select! {
-            read = following.subscription.next_into(&mut batch) => read,
-            () = following.stop.cancelled() => return,
-        };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(expired) => {
+    /// Writes every event read from the forwarded streams in one flush, then
+    /// lets go of the streams that ended.
+    async fn write_streams(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+        let deadline = self.write_deadline;
+        let mut fed = false;
+        for stream in &mut self.streams {
+            for event in stream.batch.drain(..) {
+                let frame = match (&mut stream.so_far, &event.event) {
+                    (Some(so_far), StreamEvent::Token(token)) => {
+                        so_far.push_str(token);
+                        self.dialect
+                            .token_with_partial(&event, so_far)
+                            .unwrap_or_else(|| self.dialect.encoded(&event))
+                    }
+                    _ => self.dialect.encoded(&event),
+                };
+                if let Some(message) = text_message(frame) {
+                    within(deadline, socket.feed(message)).await?;
+                    fed = true;
+                }
+            }
+            if stream.end == Some(End::FellBehind) {
                 // This reader fell behind the replay window: say so rather than
                 // continue with a gap. The client can fetch the final text later.
-                let stream_id = following.subscription.stream_id().clone();
-                tracing::debug!(%stream_id, %expired, "reader fell behind the stream");
-                if let Some(message) =
-                    text_message(dialect.encode_reply(&Reply::FellBehind { stream_id }))
-                {
-                    let _ = outbound.send(message).await;
+                let stream_id = stream.following.subscription.stream_id().clone();
+                tracing::debug!(%stream_id, "reader fell behind the stream");
+                let reply = self.dialect.encode_reply(&Reply::FellBehind { stream_id });
+                if let Some(message) = text_message(reply) {
+                    within(deadline, socket.feed(message)).await?;
+                    fed = true;
                 }
-                return;
             }
         }
-        for event in &batch {
-            let frame = match (&mut so_far, &event.event) {
-                (Some(so_far), StreamEvent::Token(token)) => {
-                    so_far.push_str(token);
-                    dialect
-                        .token_with_partial(event, so_far)
-                        .unwrap_or_else(|| dialect.encoded(event))
-                }
-                _ => dialect.encoded(event),
-            };
-            let Some(message) = text_message(frame) else {
-                continue;
-            };
-            if outbound.send(message).await.is_err() {
-                return;
-            }
+        // Dropping a stream's `Following` tells the session it is no longer followed.
+        self.streams.retain(|stream| stream.end.is_none());
+        if fed {
+            within(deadline, socket.flush()).await?;
         }
+        Ok(())
     }
 }

@@ -3,14 +3,18 @@
 //! file in the data directory, WAL mode) or PostgreSQL (`postgres://…`), through
 //! sqlx's `Any` driver so one set of queries and migrations serves both.
 //!
-//! Writes go through one writer task per database that commits what has
-//! queued up together (`writer`); reads use a pool of connections.
+//! Writes go through one writer per database that commits what has queued up
+//! together: a thread with a plain SQLite connection for an SQLite file
+//! (`sqlite`), sqlx's connection in a task otherwise (`writer`); both run the
+//! same SQL (`queries`). Reads use sqlx's pool of connections.
 //!
 //! Ownership lives here: a conversation belongs to one owner key (`user:<sub>`,
 //! `guest:<id>` or `public`), and nothing reads, continues or deletes another
 //! owner's conversation ([`StoreError::Forbidden`]).
 
+mod queries;
 mod sql;
+mod sqlite;
 mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -156,6 +160,8 @@ pub struct Turn {
     pub replace_from: Option<String>,
     /// Whether to read the history before the question.
     pub include_history: bool,
+    /// Most earlier messages to read as history (the newest that have text).
+    pub history_limit: usize,
     /// The question's id.
     pub question_id: String,
     /// The question.

@@ -13,10 +13,11 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
+use super::queries::{self as q, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use super::writer::Writer;
 use super::{
-    Conversation, ConversationPage, MessageStatus, NewMessage, NewReply, Store, StoreError,
-    StoredMessage, Turn, now_ms,
+    Conversation, ConversationPage, MessageStatus, NewMessage, Store, StoreError, StoredMessage,
+    Turn, now_ms,
 };
 
 /// Migrations embedded in the binary, in order: version, description, SQL
@@ -59,9 +60,6 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
-/// The columns of a conversation, in [`conversation_from_row`]'s order.
-const CONVERSATION_COLUMNS: &str = "id, owner, title, customer_id, created_at, updated_at";
-
 /// Reads a `conversations` row.
 fn conversation_from_row(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
     Ok(Conversation {
@@ -100,10 +98,6 @@ pub struct SqlStore {
     /// The one writer of this database.
     writer: Writer,
 }
-
-/// The columns of a message, in [`message_from_row`]'s order.
-const MESSAGE_COLUMNS: &str = "id, conversation_id, role, persona, model, content, status, \
-     prompt_tokens, completion_tokens, stream_id, created_at";
 
 impl SqlStore {
     /// Opens `database_url`, or the SQLite file `<data_dir>/rill.db` when none is
@@ -146,8 +140,13 @@ impl SqlStore {
             .connect(&url)
             .await?;
         Migrator::new(Embedded).await?.run(&pool).await?;
-        // The writer's connection leaves the pool: it is the writer's alone.
-        let writer = Writer::start(pool.acquire().await?.detach());
+        let writer = match sqlite_file(&url)? {
+            // An SQLite file: batches run on a thread of their own (`sqlite.rs`).
+            Some(path) => super::sqlite::start(&path)?,
+            // PostgreSQL, or an in-memory SQLite only the pool can see: the
+            // writer's connection leaves the pool, it is the writer's alone.
+            None => Writer::start(pool.acquire().await?.detach()),
+        };
         Ok(SqlStore { pool, writer })
     }
 
@@ -159,6 +158,15 @@ impl SqlStore {
     async fn write(&self, write: Write) -> Result<Answer, StoreError> {
         self.writer.write(write).await
     }
+}
+
+/// The file of an SQLite `url`; `None` for PostgreSQL or an in-memory database.
+fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+    Ok(Some(options.get_filename().to_path_buf()))
 }
 
 /// A write, with everything it needs owned (it waits in the writer's queue).
@@ -214,14 +222,14 @@ pub(super) enum Answer {
 /// A message to insert, owned.
 #[derive(Debug, Clone)]
 pub(super) struct OwnedMessage {
-    id: String,
-    conversation_id: String,
-    role: &'static str,
-    persona: Option<String>,
-    model: Option<String>,
-    content: String,
-    status: MessageStatus,
-    stream_id: Option<String>,
+    pub(super) id: String,
+    pub(super) conversation_id: String,
+    pub(super) role: &'static str,
+    pub(super) persona: Option<String>,
+    pub(super) model: Option<String>,
+    pub(super) content: String,
+    pub(super) status: MessageStatus,
+    pub(super) stream_id: Option<String>,
 }
 
 impl OwnedMessage {
@@ -265,14 +273,12 @@ pub(super) async fn apply(
             Ok(Answer::Done)
         }
         Write::Checkpoint { id, content } => {
-            sqlx::query(
-                "UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'",
-            )
-            .bind(content.as_str())
-            .bind(now_ms())
-            .bind(id.as_str())
-            .execute(&mut *connection)
-            .await?;
+            sqlx::query(q::CHECKPOINT)
+                .bind(content.as_str())
+                .bind(now_ms())
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
             Ok(Answer::Done)
         }
         Write::Finish {
@@ -282,26 +288,22 @@ pub(super) async fn apply(
             usage,
         } => {
             let (prompt, completion) = usage.unzip();
-            sqlx::query(
-                "UPDATE messages SET content = $1, status = $2, prompt_tokens = $3, completion_tokens = $4, updated_at = $5 WHERE id = $6",
-            )
-            .bind(content.as_str())
-            .bind(status.as_str())
-            .bind(prompt)
-            .bind(completion)
-            .bind(now_ms())
-            .bind(id.as_str())
-            .execute(&mut *connection)
-            .await?;
+            sqlx::query(q::FINISH)
+                .bind(content.as_str())
+                .bind(status.as_str())
+                .bind(prompt)
+                .bind(completion)
+                .bind(now_ms())
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
             Ok(Answer::Done)
         }
         Write::MarkInterrupted => {
-            let result = sqlx::query(
-                "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'",
-            )
-            .bind(now_ms())
-            .execute(&mut *connection)
-            .await?;
+            let result = sqlx::query(q::MARK_INTERRUPTED)
+                .bind(now_ms())
+                .execute(&mut *connection)
+                .await?;
             Ok(Answer::Count(result.rows_affected()))
         }
         Write::Truncate {
@@ -316,7 +318,7 @@ pub(super) async fn apply(
         }
         Write::Rename { owner, id, title } => {
             owned(connection, owner, id).await?;
-            sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
+            sqlx::query(q::RENAME)
                 .bind(title.as_str())
                 .bind(id.as_str())
                 .execute(&mut *connection)
@@ -326,11 +328,11 @@ pub(super) async fn apply(
         Write::Delete { owner, id } => {
             owned(connection, owner, id).await?;
             // Explicit, so it does not depend on foreign-key enforcement.
-            sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
+            sqlx::query(q::DELETE_MESSAGES)
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
-            sqlx::query("DELETE FROM conversations WHERE id = $1")
+            sqlx::query(q::DELETE_CONVERSATION)
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
@@ -339,70 +341,99 @@ pub(super) async fn apply(
     }
 }
 
-/// A question's whole write: the conversation (created if new), what
-/// `replace_from` replaces, the history before the question, the question and
-/// its empty replies.
+/// A question's whole write: the conversation (created if new, or marked as
+/// just updated), what `replace_from` replaces, the history before the
+/// question, the question and its empty replies. Three statements (five with
+/// `replace_from`): each costs a round trip to the database.
 async fn start_turn(
     connection: &mut AnyConnection,
     turn: &Turn,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    ensure(
-        connection,
-        &turn.conversation_id,
-        &turn.owner,
-        turn.customer_id.as_deref(),
-        &turn.title,
-    )
-    .await?;
+    let now = now_ms();
+    claim(connection, turn, now).await?;
     if let Some(from) = &turn.replace_from {
         truncate(connection, &turn.conversation_id, from).await?;
     }
-    let history = if turn.include_history {
-        messages_of(connection, &turn.conversation_id).await?
+    let history = if turn.include_history && turn.history_limit > 0 {
+        recent_messages(connection, &turn.conversation_id, turn.history_limit).await?
     } else {
         Vec::new()
     };
-    let now = now_ms();
-    insert_message(
-        connection,
-        &OwnedMessage {
-            id: turn.question_id.clone(),
-            conversation_id: turn.conversation_id.clone(),
-            role: "user",
-            persona: None,
-            model: None,
-            content: turn.question.clone(),
-            status: MessageStatus::Complete,
-            stream_id: None,
-        },
-        now,
-    )
-    .await?;
-    for NewReply {
-        id,
-        persona,
-        model,
-        stream_id,
-    } in &turn.replies
-    {
-        insert_message(
-            connection,
-            &OwnedMessage {
-                id: id.clone(),
-                conversation_id: turn.conversation_id.clone(),
-                role: "assistant",
-                persona: Some(persona.clone()),
-                model: Some(model.clone()),
-                content: String::new(),
-                status: MessageStatus::Streaming,
-                stream_id: Some(stream_id.clone()),
-            },
-            now,
-        )
-        .await?;
-    }
-    touch(connection, &turn.conversation_id, now).await?;
+    insert_turn(connection, turn, now).await?;
     Ok(history)
+}
+
+/// Creates the turn's conversation for its owner, or marks it as just updated
+/// if the owner already has it; `Forbidden` if someone else does. One
+/// statement: an upsert whose update only applies to the same owner.
+async fn claim(connection: &mut AnyConnection, turn: &Turn, now: i64) -> Result<(), StoreError> {
+    sqlx::query(q::CLAIM_CONVERSATION)
+        .bind(turn.conversation_id.as_str())
+        .bind(turn.owner.as_str())
+        .bind(turn.title.as_str())
+        .bind(turn.customer_id.as_deref())
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *connection)
+        .await?
+        .map(|_| ())
+        .ok_or(StoreError::Forbidden)
+}
+
+/// The question and its empty `streaming` replies, in one statement.
+async fn insert_turn(
+    connection: &mut AnyConnection,
+    turn: &Turn,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql = q::insert_turn_sql(turn.replies.len());
+    let mut query = sqlx::query(&sql)
+        .bind(turn.question_id.as_str())
+        .bind(turn.conversation_id.as_str())
+        .bind("user")
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(turn.question.as_str())
+        .bind(MessageStatus::Complete.as_str())
+        .bind(None::<&str>)
+        .bind(now)
+        .bind(now);
+    for reply in &turn.replies {
+        query = query
+            .bind(reply.id.as_str())
+            .bind(turn.conversation_id.as_str())
+            .bind("assistant")
+            .bind(Some(reply.persona.as_str()))
+            .bind(Some(reply.model.as_str()))
+            .bind("")
+            .bind(MessageStatus::Streaming.as_str())
+            .bind(Some(reply.stream_id.as_str()))
+            .bind(now)
+            .bind(now);
+    }
+    query.execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// The newest `limit` messages of a conversation that have text, oldest first
+/// (the history a question is sent with: an empty reply, failed before any
+/// text, says nothing to the model).
+async fn recent_messages(
+    connection: &mut AnyConnection,
+    conversation_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let rows = sqlx::query(q::RECENT_MESSAGES)
+        .bind(conversation_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut messages = rows
+        .iter()
+        .map(message_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    messages.reverse();
+    Ok(messages)
 }
 
 /// The conversation `id` for `owner`, created if unknown (insert-if-absent,
@@ -415,18 +446,15 @@ async fn ensure(
     title: &str,
 ) -> Result<Conversation, StoreError> {
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO conversations (id, owner, title, customer_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(owner)
-    .bind(title)
-    .bind(customer_id)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
+    sqlx::query(q::ENSURE_CONVERSATION)
+        .bind(id)
+        .bind(owner)
+        .bind(title)
+        .bind(customer_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
     owned(connection, owner, id).await
 }
 
@@ -436,13 +464,11 @@ async fn owned(
     owner: &str,
     id: &str,
 ) -> Result<Conversation, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *connection)
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    let row = sqlx::query(q::CONVERSATION)
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     let conversation = conversation_from_row(&row)?;
     if conversation.owner != owner {
         return Err(StoreError::Forbidden);
@@ -455,28 +481,25 @@ async fn insert_message(
     message: &OwnedMessage,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO messages (id, conversation_id, role, persona, model, content, status, stream_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(message.id.as_str())
-    .bind(message.conversation_id.as_str())
-    .bind(message.role)
-    .bind(message.persona.as_deref())
-    .bind(message.model.as_deref())
-    .bind(message.content.as_str())
-    .bind(message.status.as_str())
-    .bind(message.stream_id.as_deref())
-    .bind(now)
-    .bind(now)
-    .execute(&mut *connection)
-    .await?;
+    sqlx::query(q::INSERT_MESSAGE)
+        .bind(message.id.as_str())
+        .bind(message.conversation_id.as_str())
+        .bind(message.role)
+        .bind(message.persona.as_deref())
+        .bind(message.model.as_deref())
+        .bind(message.content.as_str())
+        .bind(message.status.as_str())
+        .bind(message.stream_id.as_deref())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
 /// Marks a conversation as just updated (it moves to the top of the list).
 async fn touch(connection: &mut AnyConnection, id: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE conversations SET updated_at = $1 WHERE id = $2")
+    sqlx::query(q::TOUCH_CONVERSATION)
         .bind(now)
         .bind(id)
         .execute(&mut *connection)
@@ -490,7 +513,7 @@ async fn truncate(
     conversation_id: &str,
     message_id: &str,
 ) -> Result<u64, StoreError> {
-    let row = sqlx::query("SELECT created_at FROM messages WHERE id = $1 AND conversation_id = $2")
+    let row = sqlx::query(q::MESSAGE_TIME)
         .bind(message_id)
         .bind(conversation_id)
         .fetch_optional(&mut *connection)
@@ -498,14 +521,12 @@ async fn truncate(
         .ok_or(StoreError::NotFound)?;
     let created_at: i64 = row.try_get("created_at")?;
     // The list order is (created_at, id): delete that message and all after it.
-    let result = sqlx::query(
-        "DELETE FROM messages WHERE conversation_id = $1 AND (created_at > $2 OR (created_at = $2 AND id >= $3))",
-    )
-    .bind(conversation_id)
-    .bind(created_at)
-    .bind(message_id)
-    .execute(&mut *connection)
-    .await?;
+    let result = sqlx::query(q::TRUNCATE)
+        .bind(conversation_id)
+        .bind(created_at)
+        .bind(message_id)
+        .execute(&mut *connection)
+        .await?;
     Ok(result.rows_affected())
 }
 

@@ -16,14 +16,26 @@ use super::StoreError;
 use super::sql::{Answer, Write, apply};
 
 /// Jobs waiting for the writer.
-const QUEUE: usize = 1024;
+pub(super) const QUEUE: usize = 1024;
 /// Most jobs committed together.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 /// A write and who waits for its answer.
-struct Job {
+pub(super) struct Job {
     write: Write,
     reply: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+impl Job {
+    /// What to write.
+    pub(super) fn write(&self) -> &Write {
+        &self.write
+    }
+
+    /// Hands the answer to whoever waits (if they still do).
+    pub(super) fn answer(self, answer: Result<Answer, StoreError>) {
+        let _ = self.reply.send(answer);
+    }
 }
 
 /// The writer's queue. Cheap to clone; the writer stops when every clone is gone.
@@ -37,6 +49,11 @@ impl Writer {
     pub(super) fn start(connection: AnyConnection) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         tokio::spawn(run(connection, queue));
+        Writer { jobs }
+    }
+
+    /// A writer whose jobs another loop runs (the SQLite thread).
+    pub(super) fn from_queue(jobs: mpsc::Sender<Job>) -> Self {
         Writer { jobs }
     }
 

@@ -1,0 +1,425 @@
+//! [`ReplayLog`]: one stream's bounded history, compact where it is old.
+//!
+//! Live readers read the newest events, so those are kept whole
+//! ([`Sequenced`], shared by `Arc` with their cached encodings: one encoding per
+//! dialect however many readers). Older events are only read by a client
+//! resuming from far back, so their tokens are kept as text in one buffer
+//! (a few bytes of bookkeeping per token instead of an event, its `Arc`, its
+//! `String` and its encodings) and rebuilt as events when such a reader asks.
+//! A finished stream is compacted whole once its last reader has left
+//! ([`ReplayLog::compact_all`]), so a reply kept for replay costs little more
+//! than its text.
+//!
+//! The log is bounded (events and bytes). When old events are dropped, a reader
+//! that needs them gets [`HubError::Expired`]: recovery is all or nothing, never
+//! a partial replay presented as complete.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Waker;
+
+use super::{HubError, ReplayLimits, Sequenced};
+use crate::events::{Failure, StreamEvent};
+
+/// Newest events kept whole while a stream runs: a reader this close to the
+/// head (at 20 ms per token, about half a second) shares their encodings.
+pub(super) const RECENT: usize = 32;
+
+/// Bytes a whole event costs beyond its text (the event, its `Arc`, its cached
+/// encoding): an estimate that keeps the byte bound honest for the many small
+/// token events.
+const EVENT_OVERHEAD: usize = 128;
+
+/// Bytes a compacted token costs beyond its text.
+const COMPACT_OVERHEAD: usize = std::mem::size_of::<Old>();
+
+/// Most wakers one stream holds between two publishes. Past it, every waiting
+/// reader is woken early and registers again, so readers that come and go
+/// without a publish (a paused provider, clients resuming again and again)
+/// cannot grow the list.
+const MAX_WAKERS: usize = 64;
+
+/// An old event.
+enum Old {
+    /// A token whose text is `text[start..start + len]`.
+    Token { start: u32, len: u32 },
+    /// Any other event, kept whole (there are few: start, progress, the end).
+    Whole(Arc<Sequenced>),
+}
+
+/// One stream's history.
+pub(super) struct ReplayLog {
+    /// The stream, for the events rebuilt from old ones.
+    stream_id: Arc<str>,
+    /// The seq of the oldest event kept; grows when old events are dropped.
+    first_seq: u64,
+    /// The oldest events, compacted, from `first_seq`.
+    old: VecDeque<Old>,
+    /// The text of the compacted tokens, back to back.
+    text: String,
+    /// Bytes at the start of `text` whose tokens were dropped.
+    dead: usize,
+    /// The newest events, whole, after `old`.
+    recent: VecDeque<Arc<Sequenced>>,
+    /// How many of the newest events stay whole.
+    keep_whole: usize,
+    /// Estimated bytes held.
+    bytes: usize,
+    /// Bounds on events and bytes.
+    limits: ReplayLimits,
+    /// Whether the terminal event has been published.
+    pub(super) finished: bool,
+    /// Tasks of readers that found nothing new: woken by the next publish.
+    pub(super) wakers: Vec<Waker>,
+}
+
+/// Estimated bytes a whole event holds.
+fn whole_cost(event: &StreamEvent) -> usize {
+    EVENT_OVERHEAD
+        + match event {
+            StreamEvent::Token(text) => text.len(),
+            StreamEvent::Completed { response, .. } => response.len(),
+            StreamEvent::Failed(Failure::Provider(text) | Failure::RateLimited(text)) => text.len(),
+            _ => 0,
+        }
+}
+
+impl ReplayLog {
+    /// An empty log of stream `stream_id`.
+    pub(super) fn new(stream_id: Arc<str>, limits: ReplayLimits) -> Self {
+        ReplayLog {
+            stream_id,
+            first_seq: 1,
+            old: VecDeque::new(),
+            text: String::new(),
+            dead: 0,
+            recent: VecDeque::new(),
+            keep_whole: RECENT,
+            bytes: 0,
+            limits,
+            finished: false,
+            wakers: Vec::new(),
+        }
+    }
+
+    /// The seq of the oldest event kept.
+    pub(super) fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// How many events are kept.
+    fn len(&self) -> usize {
+        self.old.len() + self.recent.len()
+    }
+
+    /// The seq of the newest event (0 before the first).
+    pub(super) fn last_seq(&self) -> u64 {
+        (self.first_seq - 1) + self.len() as u64
+    }
+
+    /// Whether every event is compacted.
+    #[cfg(test)]
+    pub(super) fn is_compact(&self) -> bool {
+        self.recent.is_empty()
+    }
+
+    /// Estimated bytes held (for tests and the byte bound).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends the next event, compacting and dropping the oldest ones as the
+    /// bounds require (the newest event always stays: a terminal event is
+    /// always replayable).
+    pub(super) fn push(&mut self, event: Arc<Sequenced>) {
+        self.finished = event.event.is_terminal();
+        self.bytes += whole_cost(&event.event);
+        self.recent.push_back(event);
+        while self.recent.len() > self.keep_whole {
+            self.compact_oldest();
+        }
+        while self.len() > 1
+            && (self.len() > self.limits.max_events || self.bytes > self.limits.max_bytes)
+        {
+            self.drop_oldest();
+        }
+    }
+
+    /// Compacts every event: the stream is finished and its live readers are
+    /// done (one still reading gets rebuilt events, just as exact).
+    pub(super) fn compact_all(&mut self) {
+        self.keep_whole = 0;
+        while !self.recent.is_empty() {
+            self.compact_oldest();
+        }
+        self.old.shrink_to_fit();
+        self.text.shrink_to_fit();
+        self.recent.shrink_to_fit();
+    }
+
+    /// Moves the oldest whole event to the compacted part.
+    fn compact_oldest(&mut self) {
+        let Some(event) = self.recent.pop_front() else {
+            return;
+        };
+        let old = match &event.event {
+            StreamEvent::Token(token) => {
+                match (u32::try_from(self.text.len()), u32::try_from(token.len())) {
+                    (Ok(start), Ok(len)) if start.checked_add(len).is_some() => {
+                        self.text.push_str(token);
+                        Old::Token { start, len }
+                    }
+                    // Beyond 4 GiB of text: keep it whole rather than overflow.
+                    _ => Old::Whole(event.clone()),
+                }
+            }
+            _ => Old::Whole(event.clone()),
+        };
+        if let Old::Token { len, .. } = old {
+            self.bytes = self.bytes - whole_cost(&event.event) + COMPACT_OVERHEAD + len as usize;
+        }
+        self.old.push_back(old);
+    }
+
+    /// Drops the oldest event.
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.old.pop_front() {
+            match old {
+                Old::Token { len, .. } => {
+                    self.bytes -= COMPACT_OVERHEAD + len as usize;
+                    self.dead += len as usize;
+                    self.reclaim_text();
+                }
+                Old::Whole(event) => self.bytes -= whole_cost(&event.event),
+            }
+        } else if let Some(event) = self.recent.pop_front() {
+            self.bytes -= whole_cost(&event.event);
+        } else {
+            return;
+        }
+        self.first_seq += 1;
+    }
+
+    /// Gives back the text of dropped tokens once it is half the buffer
+    /// (amortized: each byte moves at most once per halving).
+    fn reclaim_text(&mut self) {
+        if self.dead == 0 || self.dead < self.text.len() / 2 {
+            return;
+        }
+        let dead = self.dead;
+        self.text.drain(..dead);
+        let shift = u32::try_from(dead).unwrap_or(u32::MAX);
+        for old in &mut self.old {
+            if let Old::Token { start, .. } = old {
+                *start = start.saturating_sub(shift);
+            }
+        }
+        self.dead = 0;
+    }
+
+    /// The event at `index` (0 is `first_seq`).
+    fn get(&self, index: usize) -> Option<Arc<Sequenced>> {
+        match self.old.get(index) {
+            Some(Old::Whole(event)) => Some(event.clone()),
+            Some(Old::Token { start, len }) => {
+                let start = *start as usize;
+                let text = self.text.get(start..start + *len as usize)?;
+                let seq = self.first_seq + index as u64;
+                Some(Arc::new(Sequenced::new(
+                    self.stream_id.clone(),
+                    seq,
+                    StreamEvent::Token(text.to_owned()),
+                )))
+            }
+            None => self.recent.get(index - self.old.len()).cloned(),
+        }
+    }
+
+    /// Appends events with seq > `after` (at most `max`) to `out`; whether the
+    /// stream has finished. If nothing was appended and the stream has not
+    /// finished, `waker` is woken by the next publish.
+    pub(super) fn read_after(
+        &mut self,
+        after: u64,
+        max: usize,
+        out: &mut Vec<Arc<Sequenced>>,
+        waker: Option<&Waker>,
+    ) -> Result<bool, HubError> {
+        if after.saturating_add(1) < self.first_seq {
+            return Err(HubError::Expired(after));
+        }
+        // Clients choose `after`: no arithmetic on it may overflow. Past the
+        // end (or at u64::MAX) there is simply nothing to read.
+        let start = after
+            .checked_add(1)
+            .and_then(|next| next.checked_sub(self.first_seq))
+            .and_then(|offset| usize::try_from(offset).ok())
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let end = start.saturating_add(max).min(self.len());
+        if start < self.old.len() {
+            out.extend((start..end).filter_map(|index| self.get(index)));
+        } else {
+            let from = start - self.old.len();
+            out.extend(self.recent.range(from..end - self.old.len()).cloned());
+        }
+        if start == end
+            && !self.finished
+            && let Some(waker) = waker
+        {
+            self.wait(waker);
+        }
+        Ok(self.finished)
+    }
+
+    /// Wakes `waker` at the next publish.
+    fn wait(&mut self, waker: &Waker) {
+        if self.wakers.iter().any(|w| w.will_wake(waker)) {
+            return;
+        }
+        if self.wakers.len() >= MAX_WAKERS {
+            for waker in self.wakers.drain(..) {
+                waker.wake();
+            }
+        }
+        self.wakers.push(waker.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_events: usize, max_bytes: usize) -> ReplayLimits {
+        ReplayLimits {
+            max_events,
+            max_bytes,
+        }
+    }
+
+    fn log_with(limits: ReplayLimits, events: &[StreamEvent]) -> ReplayLog {
+        let mut log = ReplayLog::new("s".into(), limits);
+        for (i, event) in events.iter().enumerate() {
+            log.push(Arc::new(Sequenced::new(
+                "s".into(),
+                i as u64 + 1,
+                event.clone(),
+            )));
+        }
+        log
+    }
+
+    fn reply(tokens: usize) -> Vec<StreamEvent> {
+        let mut events = vec![StreamEvent::Progress(rill_protocol::ProgressStep::Starting)];
+        events.extend((0..tokens).map(|i| StreamEvent::Token(format!(" w{i}"))));
+        events.push(StreamEvent::Failed(Failure::Provider("end".into())));
+        events
+    }
+
+    fn read(log: &mut ReplayLog, after: u64, max: usize) -> Vec<(u64, StreamEvent)> {
+        let mut out = Vec::new();
+        log.read_after(after, max, &mut out, None).unwrap();
+        out.iter().map(|e| (e.seq, e.event.clone())).collect()
+    }
+
+    fn expected(events: &[StreamEvent], after: usize, max: usize) -> Vec<(u64, StreamEvent)> {
+        events
+            .iter()
+            .enumerate()
+            .skip(after)
+            .take(max)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_read_is_exact_across_the_compacted_and_whole_parts() {
+        let events = reply(100);
+        let mut log = log_with(ReplayLimits::default(), &events);
+        assert_eq!(log.old.len(), events.len() - RECENT, "old events compacted");
+        for after in 0..=events.len() + 1 {
+            for max in [1, 7, 40, 1000] {
+                assert_eq!(
+                    read(&mut log, after as u64, max),
+                    expected(&events, after, max),
+                    "after {after}, max {max}"
+                );
+            }
+        }
+        log.compact_all();
+        assert!(log.recent.is_empty());
+        assert_eq!(
+            read(&mut log, 0, usize::MAX),
+            expected(&events, 0, usize::MAX)
+        );
+        assert_eq!(read(&mut log, u64::MAX, 10), vec![]);
+    }
+
+    #[test]
+    fn a_compacted_reply_costs_little_more_than_its_text() {
+        let events = reply(200);
+        let mut log = log_with(ReplayLimits::default(), &events);
+        let text: usize = events
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Token(t) => t.len(),
+                _ => 0,
+            })
+            .sum();
+        log.compact_all();
+        assert!(
+            log.bytes() < text + 200 * COMPACT_OVERHEAD + 4 * EVENT_OVERHEAD,
+            "{} bytes for {text} bytes of text",
+            log.bytes()
+        );
+    }
+
+    #[test]
+    fn bounds_drop_the_oldest_events_and_refuse_partial_replays() {
+        let events = reply(200);
+        let mut log = log_with(limits(50, usize::MAX), &events);
+        let first = events.len() as u64 - 49;
+        assert_eq!(log.first_seq(), first);
+        assert_eq!(log.last_seq(), events.len() as u64);
+        let mut out = Vec::new();
+        assert_eq!(
+            log.read_after(first - 2, 10, &mut out, None),
+            Err(HubError::Expired(first - 2))
+        );
+        assert_eq!(
+            read(&mut log, first - 1, usize::MAX),
+            expected(&events, first as usize - 1, usize::MAX)
+        );
+    }
+
+    #[test]
+    fn the_byte_bound_reclaims_dropped_text_and_keeps_reads_exact() {
+        let events: Vec<StreamEvent> = (0..5000)
+            .map(|i| StreamEvent::Token(format!("token-{i:05} ")))
+            .collect();
+        let mut log = log_with(limits(usize::MAX, 64 * 1024), &events);
+        assert!(log.bytes() <= 64 * 1024);
+        assert!(
+            log.text.len() <= 2 * 64 * 1024,
+            "dropped text is given back"
+        );
+        let first = log.first_seq();
+        assert_eq!(
+            read(&mut log, first - 1, usize::MAX),
+            expected(&events, first as usize - 1, usize::MAX)
+        );
+    }
+
+    #[test]
+    fn the_newest_event_stays_whatever_the_bounds() {
+        let events = reply(3);
+        let last = events.len() as u64;
+        let mut log = log_with(limits(1, 1), &events);
+        assert_eq!(log.first_seq(), last);
+        assert_eq!(
+            read(&mut log, last - 1, 10),
+            expected(&events, events.len() - 1, 10)
+        );
+    }
+}

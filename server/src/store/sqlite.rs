@@ -1,0 +1,348 @@
+//! The SQLite writer: the same [`Write`] jobs and group commit as
+//! [`super::writer`], run on a thread of its own with a plain SQLite
+//! connection (rusqlite, the same SQLite library sqlx links).
+//!
+//! Why not sqlx here: its SQLite driver runs each statement on a worker thread
+//! and hands the result back, two thread switches per statement. With rill
+//! pinned to one core, those switches were most of what a question cost the
+//! server (`BENCHMARKS.md`). Here a whole batch runs in one transaction on
+//! this thread: one hand-over in, one answer out per job, no switch per
+//! statement, and prepared statements are cached for the life of the
+//! connection. Reads still use sqlx's pool (WAL lets them run beside this
+//! writer). The queries are the ones the sqlx path runs (`super::queries`).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use tokio::sync::mpsc;
+
+use super::queries as q;
+use super::sql::{Answer, OwnedMessage, Write};
+use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
+use super::{Conversation, MessageStatus, StoreError, StoredMessage, Turn, now_ms};
+
+/// Opens the database file at `path` for writing and starts its writer thread.
+pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
+    let mut connection = Connection::open(path).map_err(database)?;
+    // As the pool's connections (see `SqlStore::open`): WAL, no fsync per
+    // commit, foreign keys, wait on a busy file.
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(database)?;
+    connection.set_prepared_statement_cache_capacity(64);
+    let (jobs, queue) = mpsc::channel(QUEUE);
+    std::thread::Builder::new()
+        .name("rill-sqlite-writer".into())
+        .spawn(move || run(&mut connection, queue))
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    Ok(Writer::from_queue(jobs))
+}
+
+/// A SQLite error as the store's database error (the detail is for logs).
+fn database(error: rusqlite::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(format!("sqlite: {error}")))
+}
+
+fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit(connection, &batch) {
+            Ok(answers) => {
+                for (job, answer) in batch.drain(..).zip(answers) {
+                    job.answer(answer);
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    job.answer(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, jobs = batch.len(), "a batch of writes failed: running them one by one");
+                for job in batch.drain(..) {
+                    let answer = match commit(connection, std::slice::from_ref(&job)) {
+                        Ok(mut answers) => answers.pop().unwrap_or(Err(StoreError::WriterGone)),
+                        Err(error) => Err(error),
+                    };
+                    job.answer(answer);
+                }
+            }
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction. A job's own refusal
+/// (`Forbidden`, `NotFound`) is its answer and does not stop the batch; a
+/// database error rolls the whole batch back.
+fn commit(
+    connection: &mut Connection,
+    batch: &[Job],
+) -> Result<Vec<Result<Answer, StoreError>>, StoreError> {
+    let transaction = connection.transaction().map_err(database)?;
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch {
+        match apply(&transaction, job.write()) {
+            Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
+            answer => answers.push(answer),
+        }
+    }
+    transaction.commit().map_err(database)?;
+    Ok(answers)
+}
+
+/// Runs one write inside the batch's transaction.
+fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
+    match write {
+        Write::StartTurn(turn) => start_turn(tx, turn).map(Answer::History),
+        Write::Ensure {
+            id,
+            owner,
+            customer_id,
+            title,
+        } => {
+            let now = now_ms();
+            tx.prepare_cached(q::ENSURE_CONVERSATION)
+                .and_then(|mut s| {
+                    s.execute(params![id, owner, title, customer_id.as_deref(), now, now])
+                })
+                .map_err(database)?;
+            owned(tx, owner, id).map(Answer::Conversation)
+        }
+        Write::Add(message) => {
+            let now = now_ms();
+            insert_message(tx, message, now)?;
+            execute(
+                tx,
+                q::TOUCH_CONVERSATION,
+                params![now, message.conversation_id],
+            )?;
+            Ok(Answer::Done)
+        }
+        Write::Checkpoint { id, content } => {
+            execute(tx, q::CHECKPOINT, params![content, now_ms(), id])?;
+            Ok(Answer::Done)
+        }
+        Write::Finish {
+            id,
+            content,
+            status,
+            usage,
+        } => {
+            let (prompt, completion) = usage.unzip();
+            execute(
+                tx,
+                q::FINISH,
+                params![content, status.as_str(), prompt, completion, now_ms(), id],
+            )?;
+            Ok(Answer::Done)
+        }
+        Write::MarkInterrupted => {
+            let count = execute(tx, q::MARK_INTERRUPTED, params![now_ms()])?;
+            Ok(Answer::Count(count))
+        }
+        Write::Truncate {
+            owner,
+            conversation_id,
+            message_id,
+        } => {
+            owned(tx, owner, conversation_id)?;
+            truncate(tx, conversation_id, message_id).map(Answer::Count)
+        }
+        Write::Rename { owner, id, title } => {
+            owned(tx, owner, id)?;
+            execute(tx, q::RENAME, params![title, id])?;
+            owned(tx, owner, id).map(Answer::Conversation)
+        }
+        Write::Delete { owner, id } => {
+            owned(tx, owner, id)?;
+            execute(tx, q::DELETE_MESSAGES, params![id])?;
+            execute(tx, q::DELETE_CONVERSATION, params![id])?;
+            Ok(Answer::Done)
+        }
+    }
+}
+
+/// Runs a statement (prepared once per connection); how many rows it changed.
+fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<u64, StoreError> {
+    let changed = tx
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(database)?;
+    Ok(changed as u64)
+}
+
+/// See `sql::start_turn`: the same three statements (five with `replace_from`).
+fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, StoreError> {
+    let now = now_ms();
+    let claimed = tx
+        .prepare_cached(q::CLAIM_CONVERSATION)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    turn.conversation_id,
+                    turn.owner,
+                    turn.title,
+                    turn.customer_id.as_deref(),
+                    now,
+                    now
+                ],
+                |_| Ok(()),
+            )
+            .optional()
+        })
+        .map_err(database)?;
+    if claimed.is_none() {
+        return Err(StoreError::Forbidden);
+    }
+    if let Some(from) = &turn.replace_from {
+        truncate(tx, &turn.conversation_id, from)?;
+    }
+    let history = if turn.include_history && turn.history_limit > 0 {
+        let limit = i64::try_from(turn.history_limit).unwrap_or(i64::MAX);
+        let mut statement = tx.prepare_cached(q::RECENT_MESSAGES).map_err(database)?;
+        let mut messages = statement
+            .query_map(params![turn.conversation_id, limit], message_from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(database)?;
+        messages.reverse();
+        messages
+    } else {
+        Vec::new()
+    };
+    let sql = q::insert_turn_sql(turn.replies.len());
+    let mut statement = tx.prepare_cached(&sql).map_err(database)?;
+    let mut values: Vec<Box<dyn rusqlite::ToSql + '_>> =
+        Vec::with_capacity(10 * (1 + turn.replies.len()));
+    values.extend([
+        Box::new(turn.question_id.as_str()) as Box<dyn rusqlite::ToSql>,
+        Box::new(turn.conversation_id.as_str()),
+        Box::new("user"),
+        Box::new(None::<&str>),
+        Box::new(None::<&str>),
+        Box::new(turn.question.as_str()),
+        Box::new(MessageStatus::Complete.as_str()),
+        Box::new(None::<&str>),
+        Box::new(now),
+        Box::new(now),
+    ]);
+    for reply in &turn.replies {
+        values.extend([
+            Box::new(reply.id.as_str()) as Box<dyn rusqlite::ToSql>,
+            Box::new(turn.conversation_id.as_str()),
+            Box::new("assistant"),
+            Box::new(reply.persona.as_str()),
+            Box::new(reply.model.as_str()),
+            Box::new(""),
+            Box::new(MessageStatus::Streaming.as_str()),
+            Box::new(reply.stream_id.as_str()),
+            Box::new(now),
+            Box::new(now),
+        ]);
+    }
+    statement
+        .execute(rusqlite::params_from_iter(values.iter()))
+        .map_err(database)?;
+    Ok(history)
+}
+
+fn insert_message(
+    tx: &Transaction<'_>,
+    message: &OwnedMessage,
+    now: i64,
+) -> Result<(), StoreError> {
+    execute(
+        tx,
+        q::INSERT_MESSAGE,
+        params![
+            message.id,
+            message.conversation_id,
+            message.role,
+            message.persona.as_deref(),
+            message.model.as_deref(),
+            message.content,
+            message.status.as_str(),
+            message.stream_id.as_deref(),
+            now,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// The conversation `id` if `owner` owns it.
+fn owned(tx: &Transaction<'_>, owner: &str, id: &str) -> Result<Conversation, StoreError> {
+    let conversation = tx
+        .prepare_cached(q::CONVERSATION)
+        .and_then(|mut s| s.query_row(params![id], conversation_from_row).optional())
+        .map_err(database)?
+        .ok_or(StoreError::NotFound)?;
+    if conversation.owner != owner {
+        return Err(StoreError::Forbidden);
+    }
+    Ok(conversation)
+}
+
+/// Deletes `message_id` and every later message of the conversation.
+fn truncate(
+    tx: &Transaction<'_>,
+    conversation_id: &str,
+    message_id: &str,
+) -> Result<u64, StoreError> {
+    let created_at: i64 = tx
+        .prepare_cached(q::MESSAGE_TIME)
+        .and_then(|mut s| {
+            s.query_row(params![message_id, conversation_id], |row| row.get(0))
+                .optional()
+        })
+        .map_err(database)?
+        .ok_or(StoreError::NotFound)?;
+    execute(
+        tx,
+        q::TRUNCATE,
+        params![conversation_id, created_at, message_id],
+    )
+}
+
+/// A `conversations` row, columns in [`q::CONVERSATION_COLUMNS`]' order.
+fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        title: row.get(2)?,
+        customer_id: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+    })
+}
+
+/// A `messages` row, columns in [`q::MESSAGE_COLUMNS`]' order.
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let prompt: Option<i64> = row.get(7)?;
+    let completion: Option<i64> = row.get(8)?;
+    Ok(StoredMessage {
+        id: row.get(0)?,
+        conversation_id: row.get(1)?,
+        role: row.get(2)?,
+        persona: row.get(3)?,
+        model: row.get(4)?,
+        content: row.get(5)?,
+        status: MessageStatus::parse(&row.get::<_, String>(6)?),
+        usage: prompt.zip(completion),
+        stream_id: row.get(9)?,
+        created_at: row.get(10)?,
+    })
+}
