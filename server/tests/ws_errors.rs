@@ -228,3 +228,36 @@ async fn a_server_at_capacity_answers_overloaded() {
     );
     assert_usable(&mut second).await;
 }
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_disconnected_and_others_are_served() {
+    let server = start_with(|c| {
+        c.demo_delay = std::time::Duration::ZERO;
+        // Far more than the socket buffers and the write cap hold.
+        c.demo_tokens = 200_000;
+        c.heartbeat = std::time::Duration::from_secs(1);
+        c.heartbeat_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut stuck = server.ws().await;
+    send(
+        &mut stuck,
+        json!({"type": "message", "message": "a very long reply"}),
+    )
+    .await;
+    // Never read again: the server must give up on this socket by itself.
+    let mut gone = false;
+    for _ in 0..300 {
+        if server.state.connections.count() == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the server kept a connection that takes no bytes");
+    let mut fresh = server.ws().await;
+    send(&mut fresh, json!({"type": "ping", "timestamp": 7})).await;
+    let pong = recv(&mut fresh).await;
+    assert_eq!(pong["type"], "pong");
+    drop(stuck);
+}

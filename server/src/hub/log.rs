@@ -422,4 +422,46 @@ mod tests {
             expected(&events, events.len() - 1, 10)
         );
     }
+
+    /// A waker that counts its wakes.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn waiting_readers_are_woken_once_and_cannot_grow_the_list() {
+        let mut log = ReplayLog::new("s".into(), ReplayLimits::default());
+        let counters: Vec<Arc<Counting>> = (0..100)
+            .map(|_| Arc::new(Counting(Default::default())))
+            .collect();
+        for counter in &counters {
+            let waker = Waker::from(counter.clone());
+            let mut out = Vec::new();
+            // The same reader waiting twice is registered once.
+            log.read_after(0, 10, &mut out, Some(&waker)).unwrap();
+            log.read_after(0, 10, &mut out, Some(&waker)).unwrap();
+            assert!(out.is_empty());
+        }
+        assert!(log.wakers.len() <= MAX_WAKERS, "bounded");
+        let woken_early = counters
+            .iter()
+            .filter(|c| c.0.load(std::sync::atomic::Ordering::Relaxed) > 0)
+            .count();
+        assert_eq!(woken_early + log.wakers.len(), 100, "nobody forgotten");
+        // A publish wakes every reader still waiting (the memory hub takes
+        // them from the log and wakes them outside its lock).
+        for waker in log.wakers.drain(..) {
+            waker.wake();
+        }
+        assert!(
+            counters
+                .iter()
+                .all(|c| c.0.load(std::sync::atomic::Ordering::Relaxed) == 1),
+            "each woken exactly once"
+        );
+    }
 }

@@ -225,36 +225,42 @@ fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, S
     };
     let sql = q::insert_turn_sql(turn.replies.len());
     let mut statement = tx.prepare_cached(&sql).map_err(database)?;
-    let mut values: Vec<Box<dyn rusqlite::ToSql + '_>> =
-        Vec::with_capacity(10 * (1 + turn.replies.len()));
+    // Borrowed values, ten per row in the statement's column order.
+    let none: Option<&str> = None;
+    let (user, assistant, empty) = ("user", "assistant", "");
+    let (complete, streaming) = (
+        MessageStatus::Complete.as_str(),
+        MessageStatus::Streaming.as_str(),
+    );
+    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(10 * (1 + turn.replies.len()));
     values.extend([
-        Box::new(turn.question_id.as_str()) as Box<dyn rusqlite::ToSql>,
-        Box::new(turn.conversation_id.as_str()),
-        Box::new("user"),
-        Box::new(None::<&str>),
-        Box::new(None::<&str>),
-        Box::new(turn.question.as_str()),
-        Box::new(MessageStatus::Complete.as_str()),
-        Box::new(None::<&str>),
-        Box::new(now),
-        Box::new(now),
+        &turn.question_id as &dyn rusqlite::ToSql,
+        &turn.conversation_id,
+        &user,
+        &none,
+        &none,
+        &turn.question,
+        &complete,
+        &none,
+        &now,
+        &now,
     ]);
     for reply in &turn.replies {
         values.extend([
-            Box::new(reply.id.as_str()) as Box<dyn rusqlite::ToSql>,
-            Box::new(turn.conversation_id.as_str()),
-            Box::new("assistant"),
-            Box::new(reply.persona.as_str()),
-            Box::new(reply.model.as_str()),
-            Box::new(""),
-            Box::new(MessageStatus::Streaming.as_str()),
-            Box::new(reply.stream_id.as_str()),
-            Box::new(now),
-            Box::new(now),
+            &reply.id as &dyn rusqlite::ToSql,
+            &turn.conversation_id,
+            &assistant,
+            &reply.persona,
+            &reply.model,
+            &empty,
+            &streaming,
+            &reply.stream_id,
+            &now,
+            &now,
         ]);
     }
     statement
-        .execute(rusqlite::params_from_iter(values.iter()))
+        .execute(rusqlite::params_from_iter(values))
         .map_err(database)?;
     Ok(history)
 }
