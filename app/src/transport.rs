@@ -662,32 +662,45 @@ async fn follow_polling(state: ChatState, stream_id: String) {
 const FOLLOW_SLACK_PX: f64 = 160.0;
 
 thread_local! {
-    /// A scroll to the end is already scheduled for the next frame.
-    static SCROLL_PENDING: Cell<bool> = const { Cell::new(false) };
+    /// What the next frame does, once decided: whether to scroll to the end, and
+    /// where the reader was when that was decided; `None` when nothing is scheduled.
+    static SCROLL_PLAN: Cell<Option<(bool, f64)>> = const { Cell::new(None) };
 }
 
 /// Keeps a growing reply in view when the reader is at the end of the page;
 /// someone who scrolled up to read is left where they are. Called right after an
 /// event is applied: the DOM update lands later, so this measures the page as the
 /// reader sees it, and scrolls once the new text is laid out.
+///
+/// Measuring forces a layout of the whole page, so it happens at most once per
+/// frame: the first event of a frame decides for every event until the frame is
+/// drawn (at full speed hundreds of tokens arrive per frame). A reader who
+/// scrolls before that frame is left where they scrolled to.
 fn follow_bottom_if_reading() {
+    if SCROLL_PLAN.with(Cell::get).is_some() {
+        return;
+    }
     let window = leptos::prelude::window();
     let Some(root) = window.document().and_then(|d| d.document_element()) else {
         return;
     };
-    let seen = window.scroll_y().unwrap_or(0.0)
+    let scrolled = window.scroll_y().unwrap_or(0.0);
+    let seen = scrolled
         + window
             .inner_height()
             .ok()
             .and_then(|h| h.as_f64())
             .unwrap_or(0.0);
     let at_bottom = f64::from(root.scroll_height()) - seen <= FOLLOW_SLACK_PX;
-    if !at_bottom || SCROLL_PENDING.with(|p| p.replace(true)) {
-        return;
-    }
+    SCROLL_PLAN.with(|plan| plan.set(Some((at_bottom, scrolled))));
     leptos::prelude::request_animation_frame(|| {
-        SCROLL_PENDING.with(|p| p.set(false));
+        let Some((true, scrolled)) = SCROLL_PLAN.with(Cell::take) else {
+            return;
+        };
         let window = leptos::prelude::window();
+        if window.scroll_y().unwrap_or(0.0) != scrolled {
+            return;
+        }
         if let Some(root) = window.document().and_then(|d| d.document_element()) {
             window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
         }

@@ -108,3 +108,27 @@ test('the page has the accessible live region and the protocol test page works',
   await expect(page.locator('#progress')).toContainText('complete · agent assistant', { timeout: 30_000 });
   await expect(page.locator('#reply')).toContainText('What is the engine power?');
 });
+
+test('a streaming reply stays in view at the end of the page, and a reader who scrolled up is left there', async ({ page }) => {
+  await page.setViewportSize({ width: 480, height: 320 });
+  await page.goto('/');
+  await waitLive(page);
+  const atEnd = () =>
+    page.evaluate(() => document.documentElement.scrollHeight - (window.scrollY + window.innerHeight) <= 160);
+
+  await ask(page, 'Follow me to the end');
+  const first = page.locator('article.msg.assistant').last();
+  await expect(first).toHaveAttribute('data-status', 'streaming');
+  await expect(first).toHaveAttribute('data-status', 'complete');
+  // The reply is far taller than the window, and the page followed it.
+  expect(await page.evaluate(() => document.documentElement.scrollHeight > 3 * window.innerHeight)).toBe(true);
+  await expect.poll(atEnd).toBe(true);
+
+  await ask(page, 'And now I read the top');
+  const second = page.locator('article.msg.assistant').last();
+  await expect(second).toHaveAttribute('data-status', 'streaming');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await expect(second).toHaveAttribute('data-status', 'complete');
+  await page.waitForTimeout(100);
+  expect(await page.evaluate(() => window.scrollY)).toBe(0);
+});
