@@ -88,9 +88,38 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Refuse `message` from connections that have not authenticated (AUTH_REQUIRED).
+    /// An identity provider's PEM public key (RSA, EC P-256/P-384 or Ed25519):
+    /// tokens signed with it (RS*, PS*, ES256/384, EdDSA) are accepted too.
+    #[arg(long, env = "RILL_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// A JWKS file (`{"keys": [...]}`, as identity providers publish): tokens
+    /// signed with its keys are accepted too (matched by `kid`).
+    #[arg(long, env = "RILL_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Required `aud` claim of every token (unset: not checked).
+    #[arg(long, env = "RILL_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim of every token (unset: not checked).
+    #[arg(long, env = "RILL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "RILL_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub jwt_leeway_secs: u64,
+
+    /// Require a valid user token on every entry point: questions, streams,
+    /// conversations, on every transport (AUTH_REQUIRED otherwise). Guests are
+    /// refused.
     #[arg(long, env = "RILL_AUTH_REQUIRED")]
     pub auth_required: bool,
+
+    /// With --auth-required, seconds a WebSocket may stay open without
+    /// authenticating before it is closed (1008).
+    #[arg(long, env = "RILL_AUTH_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub auth_timeout_secs: u64,
 
     /// Where replies come from: the offline demo, or an OpenAI-compatible endpoint.
     #[arg(long, env = "RILL_PROVIDER", value_enum, default_value_t = ProviderKind::Demo)]
@@ -239,8 +268,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The JWT secret, if given; otherwise it is read from or created in `data_dir`.
     pub jwt_secret: Option<String>,
-    /// Whether `message` needs authentication.
+    /// An identity provider's PEM public key.
+    pub jwt_public_key: Option<PathBuf>,
+    /// An identity provider's JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// `aud`, `iss` and leeway rules for every token.
+    pub token_rules: crate::auth::TokenRules,
+    /// Whether every entry point needs a user token.
     pub auth_required: bool,
+    /// How long a WebSocket may stay unauthenticated when auth is required.
+    pub auth_timeout: Duration,
     /// Demo provider: delay between tokens.
     pub demo_delay: Duration,
     /// Demo provider: reply length in tokens.
@@ -325,7 +362,15 @@ impl Config {
             addr,
             data_dir: args.data_dir.clone(),
             jwt_secret: args.jwt_secret.clone().filter(|s| !s.is_empty()),
+            jwt_public_key: args.jwt_public_key.clone(),
+            jwks_file: args.jwks_file.clone(),
+            token_rules: crate::auth::TokenRules {
+                audience: args.jwt_audience.clone().filter(|a| !a.is_empty()),
+                issuer: args.jwt_issuer.clone().filter(|i| !i.is_empty()),
+                leeway_secs: args.jwt_leeway_secs,
+            },
             auth_required: args.auth_required,
+            auth_timeout: Duration::from_secs(args.auth_timeout_secs),
             demo_delay: Duration::from_millis(args.demo_delay_ms),
             demo_tokens: args.demo_tokens as usize,
             max_frame_bytes: args.max_frame_bytes as usize,
@@ -390,6 +435,16 @@ impl Config {
         }
     }
 
+    /// Where the JWT keys come from.
+    pub fn key_sources(&self) -> crate::auth::KeySources<'_> {
+        crate::auth::KeySources {
+            secret: self.jwt_secret.as_deref(),
+            public_key: self.jwt_public_key.as_deref(),
+            jwks_file: self.jwks_file.as_deref(),
+            rules: self.token_rules.clone(),
+        }
+    }
+
     /// The hard transport cap on a WebSocket message: past it the connection closes (1009).
     pub fn ws_hard_limit(&self) -> usize {
         (self.max_frame_bytes * 4).max(1 << 20)
@@ -443,6 +498,12 @@ mod tests {
             ("--data-dir", "RILL_DATA_DIR"),
             ("--jwt-secret", "RILL_JWT_SECRET"),
             ("--auth-required", "RILL_AUTH_REQUIRED"),
+            ("--auth-timeout-secs", "RILL_AUTH_TIMEOUT_SECS"),
+            ("--jwt-public-key", "RILL_JWT_PUBLIC_KEY"),
+            ("--jwks-file", "RILL_JWKS_FILE"),
+            ("--jwt-audience", "RILL_JWT_AUDIENCE"),
+            ("--jwt-issuer", "RILL_JWT_ISSUER"),
+            ("--jwt-leeway-secs", "RILL_JWT_LEEWAY_SECS"),
             ("--demo-delay-ms", "RILL_DEMO_DELAY_MS"),
             ("--demo-tokens", "RILL_DEMO_TOKENS"),
             ("--max-frame-bytes", "RILL_MAX_FRAME_BYTES"),

@@ -47,6 +47,11 @@ pub enum Error {
     /// Someone else's resource. 403.
     #[error("Forbidden: this belongs to another user")]
     Forbidden,
+    /// A browser page of an origin this server does not allow (`--allow-origin`). 403.
+    #[error(
+        "Origin {0} is not allowed here (the server's --allow-origin lists the origins it accepts)"
+    )]
+    OriginNotAllowed(String),
     /// A valid request for something this server does not do. 400.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -89,7 +94,7 @@ impl Error {
             Error::RateLimited(_) => ErrorCode::RateLimited,
             Error::Overloaded => ErrorCode::Overloaded,
             Error::StreamNotFound => ErrorCode::StreamNotFound,
-            Error::Forbidden => ErrorCode::Forbidden,
+            Error::Forbidden | Error::OriginNotAllowed(_) => ErrorCode::Forbidden,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::Provider(_) => ErrorCode::ProviderError,
@@ -107,7 +112,7 @@ impl Error {
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::StreamNotFound | Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::Provider(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -175,5 +180,9 @@ mod tests {
         codes.sort_by_key(|c| c.as_str());
         codes.dedup();
         assert_eq!(codes.len(), all.len());
+        // A refused origin is a kind of FORBIDDEN, with its own text.
+        let origin = Error::OriginNotAllowed("https://evil.example".into());
+        assert_eq!(origin.code(), ErrorCode::Forbidden);
+        assert!(origin.client_message().contains("https://evil.example"));
     }
 }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 
 fn mint_token(server: &ServerArgs, args: &TokenArgs) -> ExitCode {
     let config = Config::from_args(server);
-    match JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir) {
+    match JwtKeys::load(&config.key_sources(), &config.data_dir) {
         Ok(keys) => {
             println!(
                 "{}",
@@ -35,10 +35,7 @@ fn mint_token(server: &ServerArgs, args: &TokenArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!(
-                "rill: cannot read or create the JWT secret in {}: {error}",
-                config.data_dir.display()
-            );
+            eprintln!("rill: {error}");
             ExitCode::FAILURE
         }
     }
@@ -92,6 +89,20 @@ fn serve(server: &ServerArgs) -> ExitCode {
             state.engine.provider_name(),
             state.config.auth_required
         );
+        if state.config.auth_required {
+            tracing::info!(
+                "authentication required on every entry point (HS256 secret{})",
+                match state.keys.public_keys() {
+                    0 => String::new(),
+                    n => format!(" and {n} public key(s)"),
+                }
+            );
+        } else {
+            tracing::info!(
+                "anonymous mode: anyone who can reach this address may chat (tokens are \
+                 optional; use --auth-required to require them)"
+            );
+        }
         match rill::serve(listener, state, shutdown).await {
             Ok(()) => {
                 tracing::info!("rill stopped");

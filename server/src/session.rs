@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rill_protocol::{AuthUser, Limits, MessageRequest};
 
 use crate::AppState;
-use crate::auth::{Identity, TokenError};
+use crate::auth::{Identity, TokenError, Verified, unix_now_secs};
 use crate::error::Error;
 use crate::hub::Subscription;
 
@@ -224,6 +224,8 @@ pub struct Session {
     connection_id: Arc<str>,
     /// Who the client is (changed by `auth`).
     identity: Identity,
+    /// When its token expires (seconds since the Unix epoch), if it has one.
+    expires_at: Option<u64>,
     /// The streams it follows.
     follows: Follows,
 }
@@ -238,13 +240,32 @@ struct Follows {
 
 impl Session {
     /// A new session for a client known as `identity`.
-    pub fn new(state: &AppState, identity: Identity) -> Self {
+    pub fn new(state: &AppState, identity: impl Into<Verified>) -> Self {
+        let Verified {
+            identity,
+            expires_at,
+        } = identity.into();
         Session {
             state: state.clone(),
             connection_id: uuid::Uuid::new_v4().simple().to_string().into(),
             identity,
+            expires_at,
             follows: Follows::default(),
         }
+    }
+
+    /// Whether this session may do more than authenticate: always in anonymous
+    /// mode; with `--auth-required`, once a user token was verified.
+    pub fn is_authorized(&self) -> bool {
+        !self.state.config.auth_required || self.identity.is_authenticated()
+    }
+
+    /// When the session's token stops being valid (its `exp` plus the allowed
+    /// clock skew, seconds since the Unix epoch); `None` without a token. A
+    /// connection ends then unless a fresh `auth` came first.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+            .map(|exp| exp.saturating_add(self.state.config.token_rules.leeway_secs))
     }
 
     /// This connection's id.
@@ -328,10 +349,20 @@ impl Session {
     /// Whether the session may run `command` now: the one place for policies
     /// about who may do what, and how much.
     fn admit(&mut self, command: &Command) -> Result<(), Refusal> {
-        if let Command::Message(request) = command {
-            if self.state.config.auth_required && !self.identity.is_authenticated() {
+        // Authenticating, saying hello and pinging need no token; everything
+        // else needs a valid one when authentication is required.
+        if !matches!(
+            command,
+            Command::Auth { .. } | Command::Hello | Command::Ping { .. }
+        ) {
+            if !self.is_authorized() {
                 return Err(Error::AuthRequired.into());
             }
+            if self.expires_at().is_some_and(|at| unix_now_secs() >= at) {
+                return Err(Error::AuthFailed(TokenError::Expired).into());
+            }
+        }
+        if let Command::Message(request) = command {
             // Checked before anything starts, so a refused message costs nothing.
             let cap = self.state.config.max_streams_per_connection;
             if self.follows.active() + request.personas().len() > cap {
@@ -346,8 +377,11 @@ impl Session {
 
     /// Verifies a token; a failed attempt leaves the session as it was.
     fn authenticate(&mut self, token: &str) -> Reply {
-        match self.state.keys.identity(token) {
-            Ok(identity) => {
+        match self.state.keys.verify_token(token) {
+            Ok(Verified {
+                identity,
+                expires_at,
+            }) => {
                 let user = match &identity {
                     Identity::User(user) => user.clone(),
                     // A guest token names an anonymous identity, not a person.
@@ -358,6 +392,7 @@ impl Session {
                     },
                 };
                 self.identity = identity;
+                self.expires_at = expires_at;
                 Reply::Authenticated {
                     user,
                     connection_id: self.connection_id.clone(),
@@ -409,6 +444,10 @@ pub enum CloseReason {
     Restarting,
     /// A frame over the transport's hard size limit.
     FrameTooBig,
+    /// Authentication is required and none came within `--auth-timeout-secs`.
+    AuthTimeout,
+    /// The session's token expired and no fresh `auth` came before.
+    TokenExpired,
 }
 
 fn millis(duration: std::time::Duration) -> u64 {

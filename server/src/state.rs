@@ -22,14 +22,9 @@ use crate::store::{SqlStore, Store, StoreError};
 /// Why the server could not start. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The JWT secret file could not be read or created.
-    #[error("cannot read or create the JWT secret in {dir}: {source}")]
-    Secret {
-        /// The data directory.
-        dir: String,
-        /// What failed.
-        source: std::io::Error,
-    },
+    /// The JWT secret or a public key could not be loaded.
+    #[error("{0}")]
+    Keys(#[from] crate::auth::KeyError),
     /// The store could not be opened, migrated or recovered.
     #[error("cannot open the store ({location}): {source}")]
     Store {
@@ -76,13 +71,7 @@ impl AppState {
     /// and migrated; replies a crash left `streaming` become `interrupted`), hub,
     /// provider.
     pub async fn new(config: Config) -> Result<Self, StartupError> {
-        let keys =
-            JwtKeys::load(config.jwt_secret.as_deref(), &config.data_dir).map_err(|source| {
-                StartupError::Secret {
-                    dir: config.data_dir.display().to_string(),
-                    source,
-                }
-            })?;
+        let keys = JwtKeys::load(&config.key_sources(), &config.data_dir)?;
         let location = config.database_url.as_ref().map_or_else(
             || format!("SQLite {}", config.data_dir.join("rill.db").display()),
             DatabaseUrl::redacted,

@@ -310,7 +310,7 @@ async fn guests_own_their_conversations_by_token_or_cookie() {
         .await
         .unwrap();
     assert_eq!(list["conversations"][0]["id"], session);
-    // …but not from another site's page.
+    // …but another site's page that sends it is refused.
     let foreign = get_with_cookie(
         &server,
         "/api/v1/conversations",
@@ -318,7 +318,15 @@ async fn guests_own_their_conversations_by_token_or_cookie() {
         Some("https://evil.example"),
     )
     .await;
-    assert_eq!(foreign.status().as_u16(), 401);
+    assert_eq!(foreign.status().as_u16(), 403);
+    let refusal: Value = foreign.json().await.unwrap();
+    assert_eq!(refusal["code"], "FORBIDDEN");
+    assert!(
+        refusal["error"]
+            .as_str()
+            .unwrap()
+            .contains("https://evil.example")
+    );
     // A stale or forged cookie is ignored, not an error.
     let stale: Value = get_with_cookie(
         &server,

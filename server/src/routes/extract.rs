@@ -19,7 +19,9 @@ struct TokenQuery {
 }
 
 /// The caller's identity from `?token=`, `Authorization: Bearer` or the
-/// `rill_token` cookie; a bad explicit token is 401 AUTH_FAILED.
+/// `rill_token` cookie; a bad explicit token is 401 AUTH_FAILED, and with
+/// `--auth-required` anything but a user token is 401 AUTH_REQUIRED. Every
+/// route that reaches a provider, a stream or a conversation extracts it.
 pub struct Caller(pub Identity);
 
 impl FromRequestParts<AppState> for Caller {
@@ -29,7 +31,11 @@ impl FromRequestParts<AppState> for Caller {
         let query_token = Query::<TokenQuery>::try_from_uri(&parts.uri)
             .ok()
             .and_then(|Query(q)| q.token);
-        super::caller_identity(state, &parts.headers, query_token.as_deref()).map(Caller)
+        let caller = super::caller_identity(state, &parts.headers, query_token.as_deref())?;
+        if state.config.auth_required && !caller.identity.is_authenticated() {
+            return Err(Error::AuthRequired);
+        }
+        Ok(Caller(caller.identity))
     }
 }
 

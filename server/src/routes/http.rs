@@ -194,7 +194,11 @@ struct ModelEntry {
     id: String,
 }
 
-async fn models(State(state): State<AppState>) -> Result<Json<Models>, Error> {
+async fn models(
+    State(state): State<AppState>,
+    // The list may come from the provider: authenticated like everything else.
+    _caller: Caller,
+) -> Result<Json<Models>, Error> {
     let default = state.engine.default_model();
     let mut ids = state.engine.models().await?;
     // The default is always offered, even if the upstream list omits it.

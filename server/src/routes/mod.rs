@@ -23,7 +23,7 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{Identity, bearer_token};
+use crate::auth::{Verified, bearer_token};
 use crate::error::Error;
 use crate::state::AppState;
 
@@ -34,13 +34,14 @@ pub const TOKEN_COOKIE: &str = "rill_token";
 /// Who is calling: the token of `query_token`, else `Authorization: Bearer`, else
 /// the `rill_token` cookie. A bad explicit token is an error (AUTH_FAILED); a bad
 /// or expired cookie is ignored (the page sets a fresh one). The cookie counts
-/// only for requests from this server's own pages or an allowed origin, so
-/// another site cannot ride on it (cross-site WebSocket hijacking).
+/// only for requests from this server's own pages or a listed origin: another
+/// site's page that sends it is refused (403), so it cannot ride on it
+/// (cross-site request forgery, cross-site WebSocket hijacking).
 pub(crate) fn caller_identity(
     state: &AppState,
     headers: &HeaderMap,
     query_token: Option<&str>,
-) -> Result<Identity, Error> {
+) -> Result<Verified, Error> {
     let explicit = query_token.filter(|t| !t.is_empty()).or_else(|| {
         headers
             .get(header::AUTHORIZATION)
@@ -48,14 +49,59 @@ pub(crate) fn caller_identity(
             .and_then(bearer_token)
     });
     if let Some(token) = explicit {
-        return Ok(state.keys.identity(token)?);
+        return Ok(state.keys.verify_token(token)?);
     }
-    if !origin_may_use_cookie(state, headers) {
-        return Ok(Identity::Anonymous);
+    let Some(cookie) = cookie_token(headers) else {
+        return Ok(Verified::default());
+    };
+    match origin_of(state, headers) {
+        Origin::Absent | Origin::Own | Origin::Listed => {}
+        Origin::AnyAllowed(origin) | Origin::Foreign(origin) => {
+            return Err(Error::OriginNotAllowed(origin));
+        }
     }
-    Ok(cookie_token(headers)
-        .and_then(|token| state.keys.identity(token).ok())
-        .unwrap_or_default())
+    Ok(state.keys.verify_token(cookie).ok().unwrap_or_default())
+}
+
+/// Where a request comes from, by its `Origin` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// No `Origin`: not a browser page (a native app, a script), or a
+    /// same-origin navigation.
+    Absent,
+    /// This server's own pages (the origin's host is the request's `Host`).
+    Own,
+    /// An origin listed with `--allow-origin`.
+    Listed,
+    /// Another origin, allowed only because `--allow-origin '*'` is set (it may
+    /// call the API with tokens, never with the cookie).
+    AnyAllowed(String),
+    /// Another origin, not allowed.
+    Foreign(String),
+}
+
+/// Classifies the request's `Origin`. `null` (a file:// page, a sandboxed
+/// frame) is an origin like any other: allowed only when listed.
+pub(crate) fn origin_of(state: &AppState, headers: &HeaderMap) -> Origin {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Origin::Absent;
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes())
+        .trim()
+        .trim_end_matches('/')
+        .to_owned();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    let allowed = &state.config.allow_origins;
+    if origin_host.is_some() && host.is_some() && origin_host == host {
+        Origin::Own
+    } else if allowed.iter().any(|a| a.eq_ignore_ascii_case(&origin)) {
+        Origin::Listed
+    } else if allowed.iter().any(|a| a == "*") {
+        Origin::AnyAllowed(origin)
+    } else {
+        Origin::Foreign(origin)
+    }
 }
 
 /// The `rill_token` cookie's value, if sent.
@@ -69,24 +115,6 @@ pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find(|(name, _)| *name == TOKEN_COOKIE)
         .map(|(_, value)| value.trim())
         .filter(|v| !v.is_empty())
-}
-
-/// Whether the request's `Origin` (if any) is this server itself or allowed.
-fn origin_may_use_cookie(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin
-        .split_once("://")
-        .map_or(origin, |(_, rest)| rest)
-        .trim_end_matches('/');
-    host == Some(origin_host)
-        || state
-            .config
-            .allow_origins
-            .iter()
-            .any(|allowed| allowed == origin)
 }
 
 /// The whole application router.

@@ -47,7 +47,9 @@ async fn conversation(
 async fn render(state: AppState, id: Option<String>, request: Request) -> Response {
     let known = super::cookie_token(request.headers())
         .and_then(|token| state.keys.identity(token).ok())
-        .filter(|identity| !matches!(identity, Identity::Anonymous));
+        .filter(|identity| !matches!(identity, Identity::Anonymous))
+        // With authentication required, only a user sees any history.
+        .filter(|identity| !state.config.auth_required || identity.is_authenticated());
     let (identity, new_cookie) = match known {
         Some(identity) => (identity, None),
         None if state.config.auth_required => (Identity::Anonymous, None),

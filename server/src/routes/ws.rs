@@ -67,6 +67,11 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
+    // A browser page of a foreign origin is refused before the upgrade (403):
+    // browsers let any page open a WebSocket to any server.
+    if let super::Origin::Foreign(origin) = super::origin_of(&state, &headers) {
+        return Err(Error::OriginNotAllowed(origin));
+    }
     // A bad token is refused before the upgrade (401 AUTH_FAILED), so a client
     // never believes it is authenticated when it is not.
     let identity = super::caller_identity(&state, &headers, query.token.as_deref())?;
@@ -92,6 +97,8 @@ fn close_frame(reason: CloseReason) -> Option<Message> {
         CloseReason::HeartbeatTimeout => (close::GOING_AWAY, "heartbeat timeout"),
         CloseReason::Restarting => (close::RESTARTING, "server restarting"),
         CloseReason::FrameTooBig => (close::TOO_BIG, "message too big"),
+        CloseReason::AuthTimeout => (close::POLICY, "authentication timeout"),
+        CloseReason::TokenExpired => (close::POLICY, "token expired"),
     };
     Some(Message::Close(Some(CloseFrame {
         code,
@@ -186,6 +193,11 @@ pub(crate) async fn run<D: Dialect + Clone>(
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
+    // When the session must end for want of a (valid) token, and why.
+    let connected = tokio::time::Instant::now();
+    let mut auth_end = auth_deadline(&connection.session, connected, state.config.auth_timeout);
+    let auth_timer = tokio::time::sleep_until(auth_end.map_or(connected, |(at, _)| at));
+    let mut auth_timer = std::pin::pin!(auth_timer);
     let reason = loop {
         let frame = tokio::select! {
             frame = socket.next() => frame,
@@ -203,6 +215,17 @@ pub(crate) async fn run<D: Dialect + Clone>(
                     Ok(()) => continue,
                     Err(Closed) => break CloseReason::ClientGone,
                 }
+            }
+            () = &mut auth_timer, if auth_end.is_some() => {
+                let Some((_, reason)) = auth_end else { continue };
+                // Say why before closing; a client that re-authenticated in the
+                // meantime moved the deadline (see below).
+                let error = match reason {
+                    CloseReason::AuthTimeout => Error::AuthRequired,
+                    _ => Error::AuthFailed(crate::auth::TokenError::Expired),
+                };
+                let _ = connection.reply(&mut socket, Reply::Refused(error.into())).await;
+                break reason;
             }
             () = state.shutdown.cancelled() => break CloseReason::Restarting,
         };
@@ -224,6 +247,14 @@ pub(crate) async fn run<D: Dialect + Clone>(
         {
             break CloseReason::ClientGone;
         }
+        // An `auth` may have changed who this is and until when.
+        let end = auth_deadline(&connection.session, connected, state.config.auth_timeout);
+        if end != auth_end {
+            auth_end = end;
+            if let Some((at, _)) = end {
+                auth_timer.as_mut().reset(at);
+            }
+        }
     };
     tracing::debug!(connection_id = %connection.session.connection_id(), ?reason, "websocket closing");
     // Ending the session stops following its streams (they keep running).
@@ -232,6 +263,27 @@ pub(crate) async fn run<D: Dialect + Clone>(
         let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.send(close)).await;
     }
     let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.close()).await;
+}
+
+/// When a connection must end for want of authentication, and why: with
+/// `--auth-required`, `--auth-timeout-secs` after it opened unless it
+/// authenticated; otherwise when its token expires, if it has one.
+fn auth_deadline(
+    session: &Session,
+    connected: tokio::time::Instant,
+    timeout: Duration,
+) -> Option<(tokio::time::Instant, CloseReason)> {
+    if !session.is_authorized() {
+        return Some((connected + timeout, CloseReason::AuthTimeout));
+    }
+    let expires_at = session.expires_at()?;
+    let left = expires_at.saturating_sub(crate::auth::unix_now_secs());
+    // Far-off expiries are capped to what a timer holds comfortably.
+    let left = Duration::from_secs(left.min(365 * 86_400));
+    Some((
+        tokio::time::Instant::now() + left,
+        CloseReason::TokenExpired,
+    ))
 }
 
 /// Reads every forwarded stream that has something new (waking this task at
