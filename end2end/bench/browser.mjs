@@ -87,7 +87,16 @@ async function oneRun(browser) {
       try {
         new PerformanceObserver((list) => {
           for (const e of list.getEntries())
-            window.__long.frames.push({ start: e.startTime, duration: e.duration, blocking: e.blockingDuration });
+            window.__long.frames.push({
+              start: e.startTime,
+              duration: e.duration,
+              blocking: e.blockingDuration,
+              // What ran in the frame, longest first: says where a long one went.
+              scripts: [...(e.scripts ?? [])]
+                .sort((a, b) => b.duration - a.duration)
+                .slice(0, 3)
+                .map((s) => ({ invoker: s.invoker, duration: Math.round(s.duration) })),
+            });
         }).observe({ type: 'long-animation-frame', buffered: true });
       } catch {
         // older browsers: no long animation frames
@@ -111,6 +120,7 @@ async function oneRun(browser) {
     const tasks = long.tasks.filter(inWindow);
     const frames = long.frames.filter(inWindow);
     await page.close();
+    const worstFrame = frames.reduce((worst, f) => (!worst || f.blocking > worst.blocking ? f : worst), null);
     return {
       reply_words: words,
       reply_chars: raw.length,
@@ -120,6 +130,10 @@ async function oneRun(browser) {
       longest_task_ms: Math.round(Math.max(0, ...tasks.map((t) => t.duration))),
       long_animation_frames: frames.length,
       longest_frame_blocking_ms: Math.round(Math.max(0, ...frames.map((f) => f.blocking ?? 0))),
+      // When the long tasks ran, from the question (ms), and what filled the
+      // most blocked frame.
+      long_task_at_ms: tasks.map((t) => Math.round(t.start - asked)),
+      worst_frame_scripts: worstFrame?.scripts ?? [],
     };
   } finally {
     await rill.stop();
