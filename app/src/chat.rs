@@ -614,6 +614,7 @@ impl ChatState {
                 code,
                 stream_id,
                 seq,
+                ..
             } => {
                 let text = format!("{error} ({code})");
                 let message = match (&stream_id, seq) {
@@ -894,6 +895,7 @@ mod tests {
                 code: ErrorCode::StreamNotFound,
                 stream_id: Some("s1".into()),
                 seq: None,
+                retry_after_ms: None,
             });
             let lost = reply(&chat);
             assert_eq!(lost.status.get_untracked(), ReplyStatus::Interrupted);

@@ -474,6 +474,7 @@ fn error_event(body: &str, stream_id: Option<&str>) -> ServerEvent {
         code,
         stream_id: stream_id.map(str::to_owned),
         seq: None,
+        retry_after_ms: None,
     }
 }
 

@@ -124,6 +124,9 @@ pub enum ServerEvent {
         /// Its position in that stream.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// With `RATE_LIMITED` for going too fast: how long to wait, in ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -148,6 +151,7 @@ impl ServerEvent {
             code,
             stream_id: None,
             seq: None,
+            retry_after_ms: None,
         }
     }
 

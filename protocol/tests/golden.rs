@@ -118,6 +118,7 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
                 code: ErrorCode::ProviderError,
                 stream_id: Some("s1".into()),
                 seq: Some(3),
+                retry_after_ms: None,
             },
             r#"{"type":"error","error":"The model provider failed","code":"PROVIDER_ERROR","stream_id":"s1","seq":3}"#,
         ),

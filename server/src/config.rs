@@ -190,6 +190,35 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_MAX_STREAMS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_streams_per_connection: u32,
 
+    /// Questions per minute per user or guest, in bursts of up to as many
+    /// (RATE_LIMITED with retry_after_ms past it; 0: no limit).
+    #[arg(long, env = "RILL_RATE_LIMIT_USER", default_value_t = 60)]
+    pub rate_limit_user: u32,
+
+    /// Questions per minute per client IP address (0: no limit).
+    #[arg(long, env = "RILL_RATE_LIMIT_IP", default_value_t = 300)]
+    pub rate_limit_ip: u32,
+
+    /// Open WebSocket connections in all (OVERLOADED and close 1013 past it; 0: no cap).
+    #[arg(long, env = "RILL_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: u32,
+
+    /// Open WebSocket connections per client IP address (RATE_LIMITED and close 1013 past it; 0: no cap).
+    #[arg(long, env = "RILL_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: u32,
+
+    /// Open WebSocket connections per user or guest (RATE_LIMITED and close 1013 past it; 0: no cap).
+    #[arg(long, env = "RILL_MAX_CONNECTIONS_PER_USER", default_value_t = 64)]
+    pub max_connections_per_user: u32,
+
+    /// Deepest nesting of arrays and objects in a client frame or body (INVALID_MESSAGE past it).
+    #[arg(long, env = "RILL_MAX_JSON_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=128))]
+    pub max_json_depth: u32,
+
+    /// Longest question, in characters (MESSAGE_TOO_LARGE past it).
+    #[arg(long, env = "RILL_MAX_MESSAGE_CHARS", default_value_t = 32_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_message_chars: u32,
+
     /// Most replies the server generates at once (OVERLOADED past it).
     #[arg(long, env = "RILL_MAX_STREAMS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
@@ -235,6 +264,16 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub allow_origins: Vec<String>,
+
+    /// A reverse proxy's address whose `X-Forwarded-For` is believed (its last
+    /// entry is the client, for per-IP rates and caps). Repeat the flag, or
+    /// separate addresses with commas in the variable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "RILL_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// Directory of the compiled site (wasm, js, css) when the binary does not embed it.
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
@@ -290,6 +329,14 @@ pub struct Config {
     pub max_streams_per_connection: usize,
     /// Most replies generating at once on the server.
     pub max_streams: usize,
+    /// Question rates and connection caps.
+    pub limits: crate::limits::LimitSettings,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Deepest JSON nesting accepted from clients.
+    pub max_json_depth: usize,
+    /// Longest question, in characters.
+    pub max_message_chars: usize,
     /// Replay window after a stream ends.
     pub stream_retention: Duration,
     /// The site directory when not embedded.
@@ -377,6 +424,16 @@ impl Config {
             max_personas: args.max_personas as usize,
             max_streams_per_connection: args.max_streams_per_connection as usize,
             max_streams: args.max_streams as usize,
+            limits: crate::limits::LimitSettings {
+                messages_per_minute_per_user: args.rate_limit_user,
+                messages_per_minute_per_ip: args.rate_limit_ip,
+                max_connections: args.max_connections as usize,
+                max_connections_per_ip: args.max_connections_per_ip as usize,
+                max_connections_per_user: args.max_connections_per_user as usize,
+            },
+            trusted_proxies: args.trusted_proxies.clone(),
+            max_json_depth: args.max_json_depth as usize,
+            max_message_chars: args.max_message_chars as usize,
             stream_retention: Duration::from_secs(args.stream_retention_secs),
             site_root: args.site_root.clone(),
             detach_grace: Duration::from_secs(args.detach_grace),
@@ -498,6 +555,17 @@ mod tests {
             ("--data-dir", "RILL_DATA_DIR"),
             ("--jwt-secret", "RILL_JWT_SECRET"),
             ("--auth-required", "RILL_AUTH_REQUIRED"),
+            ("--rate-limit-user", "RILL_RATE_LIMIT_USER"),
+            ("--rate-limit-ip", "RILL_RATE_LIMIT_IP"),
+            ("--max-connections", "RILL_MAX_CONNECTIONS"),
+            ("--max-connections-per-ip", "RILL_MAX_CONNECTIONS_PER_IP"),
+            (
+                "--max-connections-per-user",
+                "RILL_MAX_CONNECTIONS_PER_USER",
+            ),
+            ("--max-json-depth", "RILL_MAX_JSON_DEPTH"),
+            ("--trusted-proxy", "RILL_TRUSTED_PROXIES"),
+            ("--max-message-chars", "RILL_MAX_MESSAGE_CHARS"),
             ("--auth-timeout-secs", "RILL_AUTH_TIMEOUT_SECS"),
             ("--jwt-public-key", "RILL_JWT_PUBLIC_KEY"),
             ("--jwks-file", "RILL_JWKS_FILE"),

@@ -2,7 +2,7 @@
 //! of an error: its protocol code, its HTTP status and its human message.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rill_protocol::{ErrorCode, FrameError, ServerEvent};
 
@@ -32,9 +32,25 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A question longer than `--max-message-chars`. 413.
+    #[error("The question is {chars} characters long; the limit is {limit}")]
+    QuestionTooLong {
+        /// Its length.
+        chars: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// Too many requests from this client right now. 429.
     #[error("{0}")]
     RateLimited(String),
+    /// Questions faster than the configured rate: retry after the wait. 429.
+    #[error("Too many questions {whom}: try again in {retry_after_ms} ms")]
+    TooFast {
+        /// Whose rate: "from this user", "from this address".
+        whom: &'static str,
+        /// How long until one more is allowed.
+        retry_after_ms: u64,
+    },
     /// The server is at capacity. 503.
     #[error("The server is at capacity: try again shortly")]
     Overloaded,
@@ -90,8 +106,10 @@ impl Error {
             Error::AuthFailed(_) => ErrorCode::AuthFailed,
             Error::EmptyMessage => ErrorCode::EmptyMessage,
             Error::InvalidMessage(_) => ErrorCode::InvalidMessage,
-            Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
-            Error::RateLimited(_) => ErrorCode::RateLimited,
+            Error::MessageTooLarge { .. } | Error::QuestionTooLong { .. } => {
+                ErrorCode::MessageTooLarge
+            }
+            Error::RateLimited(_) | Error::TooFast { .. } => ErrorCode::RateLimited,
             Error::Overloaded => ErrorCode::Overloaded,
             Error::StreamNotFound => ErrorCode::StreamNotFound,
             Error::Forbidden | Error::OriginNotAllowed(_) => ErrorCode::Forbidden,
@@ -108,8 +126,10 @@ impl Error {
             Error::EmptyMessage | Error::InvalidMessage(_) | Error::Unsupported(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Error::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::MessageTooLarge { .. } | Error::QuestionTooLong { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::RateLimited(_) | Error::TooFast { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::StreamNotFound | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Forbidden | Error::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -129,19 +149,48 @@ impl Error {
         }
     }
 
+    /// How long the client should wait before trying again, if this says.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::TooFast { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
+    }
+
     /// The `error` event for this failure (not tied to a stream).
     pub fn to_event(&self) -> ServerEvent {
-        ServerEvent::error(self.code(), self.client_message())
+        let mut event = ServerEvent::error(self.code(), self.client_message());
+        if let ServerEvent::Error { retry_after_ms, .. } = &mut event {
+            *retry_after_ms = self.retry_after_ms();
+        }
+        event
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.client_message(),
             "code": self.code(),
         });
-        (self.status(), Json(body)).into_response()
+        let mut response = match self.retry_after_ms() {
+            Some(ms) => {
+                body["retry_after_ms"] = ms.into();
+                let mut response = (self.status(), Json(body)).into_response();
+                // Whole seconds, rounded up (RFC 9110).
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+                response
+            }
+            None => (self.status(), Json(body)).into_response(),
+        };
+        if matches!(self, Error::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -180,6 +229,12 @@ mod tests {
         codes.sort_by_key(|c| c.as_str());
         codes.dedup();
         assert_eq!(codes.len(), all.len());
+        let fast = Error::TooFast {
+            whom: "from this user",
+            retry_after_ms: 1500,
+        };
+        assert_eq!(fast.code(), ErrorCode::RateLimited);
+        assert_eq!(fast.retry_after_ms(), Some(1500));
         // A refused origin is a kind of FORBIDDEN, with its own text.
         let origin = Error::OriginNotAllowed("https://evil.example".into());
         assert_eq!(origin.code(), ErrorCode::Forbidden);

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod hub;
+pub mod limits;
 pub mod provider;
 pub mod routes;
 pub mod server;

@@ -52,7 +52,21 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
+    // Rate state of clients that went quiet is forgotten once a minute.
+    let limits = state.limits.clone();
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every.tick() => limits.forget_idle(),
+                () = stop.cancelled() => break,
+            }
+        }
+    });
+    // The peer's address reaches handlers (per-IP rates and caps).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 () = shutdown => {}

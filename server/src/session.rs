@@ -226,6 +226,8 @@ pub struct Session {
     identity: Identity,
     /// When its token expires (seconds since the Unix epoch), if it has one.
     expires_at: Option<u64>,
+    /// The client's address, when known (per-IP rates).
+    ip: Option<std::net::IpAddr>,
     /// The streams it follows.
     follows: Follows,
 }
@@ -250,8 +252,15 @@ impl Session {
             connection_id: uuid::Uuid::new_v4().simple().to_string().into(),
             identity,
             expires_at,
+            ip: None,
             follows: Follows::default(),
         }
+    }
+
+    /// The same session, for a client at `ip`.
+    pub fn with_peer(mut self, ip: Option<std::net::IpAddr>) -> Self {
+        self.ip = ip;
+        self
     }
 
     /// Whether this session may do more than authenticate: always in anonymous
@@ -364,13 +373,26 @@ impl Session {
         }
         if let Command::Message(request) = command {
             // Checked before anything starts, so a refused message costs nothing.
-            let cap = self.state.config.max_streams_per_connection;
+            let config = &self.state.config;
+            let chars = request.message.as_deref().map_or(0, |m| m.chars().count());
+            if chars > config.max_message_chars {
+                return Err(Error::QuestionTooLong {
+                    chars,
+                    limit: config.max_message_chars,
+                }
+                .into());
+            }
+            let cap = config.max_streams_per_connection;
             if self.follows.active() + request.personas().len() > cap {
                 return Err(Error::RateLimited(format!(
                     "Too many replies in progress on this connection (at most {cap}): wait for one to finish"
                 ))
                 .into());
             }
+            // Last: only a question that would run counts against the rate.
+            self.state
+                .limits
+                .check_message(self.identity.owner().as_deref(), self.ip)?;
         }
         Ok(())
     }
@@ -448,6 +470,8 @@ pub enum CloseReason {
     AuthTimeout,
     /// The session's token expired and no fresh `auth` came before.
     TokenExpired,
+    /// Over a connection cap (in all, per address, per user).
+    OverCapacity,
 }
 
 fn millis(duration: std::time::Duration) -> u64 {

@@ -56,6 +56,8 @@ pub struct AppState {
     /// Open WebSocket connections (`/health`, and the wait for their close
     /// frames at shutdown).
     pub connections: Connections,
+    /// Question rates and connection caps.
+    pub limits: Arc<crate::limits::Limits>,
     /// Cancelled when the server shuts down; every connection watches it.
     pub shutdown: CancellationToken,
 }
@@ -121,6 +123,7 @@ impl AppState {
             .site_pkg_dir("pkg")
             .site_addr(config.addr)
             .build();
+        let config_limits = config.limits;
         Ok(AppState {
             config: Arc::new(config),
             engine,
@@ -129,6 +132,7 @@ impl AppState {
             leptos,
             started: Instant::now(),
             connections: Connections::default(),
+            limits: Arc::new(crate::limits::Limits::new(config_limits)),
             shutdown: CancellationToken::new(),
         })
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn fixture(name: &str) -> PathBuf {
@@ -386,31 +385,6 @@ async fn auth_required_guards_every_route_and_socket_command() {
     let (status, listed) = list_with(&server, &user).await;
     assert_eq!(status, 200);
     assert_eq!(listed["conversations"], json!([]));
-}
-
-/// The next close frame on `ws` (skipping other frames), with the error frame
-/// that came before it.
-async fn close_of(ws: &mut Ws) -> (Option<Value>, CloseCode, String) {
-    use futures::StreamExt;
-    let mut last_error = None;
-    loop {
-        let frame = tokio::time::timeout(FRAME_TIMEOUT, ws.next())
-            .await
-            .expect("closed in time");
-        match frame {
-            Some(Ok(Message::Text(text))) => {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                if value["type"] == "error" {
-                    last_error = Some(value);
-                }
-            }
-            Some(Ok(Message::Close(Some(close)))) => {
-                return (last_error, close.code, close.reason.to_string());
-            }
-            Some(Ok(_)) => {}
-            other => panic!("no close frame: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]

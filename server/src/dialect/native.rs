@@ -80,6 +80,7 @@ impl Native {
                     code,
                     stream_id: Some(stream_id),
                     seq: Some(seq),
+                    retry_after_ms: None,
                 }
             }
         }
@@ -214,12 +215,14 @@ impl Dialect for Native {
                     .as_ref()
                     .map(|id| id.chars().take(128).collect()),
                 seq: None,
+                retry_after_ms: refusal.error.retry_after_ms(),
             },
             Reply::FellBehind { stream_id } => ServerEvent::Error {
                 error: "This connection fell too far behind the stream; its events are no longer available".into(),
                 code: ErrorCode::StreamNotFound,
                 stream_id: Some(stream_id.to_string()),
                 seq: None,
+                retry_after_ms: None,
             },
         };
         Bytes::from(event.to_json())

@@ -69,7 +69,7 @@ struct ListQuery {
 /// `GET /api/v1/conversations`.
 async fn list(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    Caller(identity, _): Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConversationList>, Error> {
     let limit = query.limit.unwrap_or(50);
@@ -84,7 +84,7 @@ async fn list(
 /// `GET /api/v1/conversations/{id}`.
 async fn read(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    Caller(identity, _): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationDetail>, Error> {
     Ok(Json(state.conversations.detail(&identity, &id).await?))
@@ -93,7 +93,7 @@ async fn read(
 /// `PATCH /api/v1/conversations/{id}` with `{"title": …}`.
 async fn rename(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    Caller(identity, _): Caller,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<ConversationSummary>, Error> {
@@ -109,7 +109,7 @@ async fn rename(
 /// cancelled.
 async fn delete(
     State(state): State<AppState>,
-    Caller(identity): Caller,
+    Caller(identity, _): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     state.conversations.delete(&identity, &id).await?;

@@ -1,7 +1,10 @@
 //! What every HTTP route extracts: the caller's identity, and request bodies
 //! bounded by the frame size limit.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use rill_protocol::MessageRequest;
@@ -22,7 +25,7 @@ struct TokenQuery {
 /// `rill_token` cookie; a bad explicit token is 401 AUTH_FAILED, and with
 /// `--auth-required` anything but a user token is 401 AUTH_REQUIRED. Every
 /// route that reaches a provider, a stream or a conversation extracts it.
-pub struct Caller(pub Identity);
+pub struct Caller(pub Identity, pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
@@ -35,23 +38,62 @@ impl FromRequestParts<AppState> for Caller {
         if state.config.auth_required && !caller.identity.is_authenticated() {
             return Err(Error::AuthRequired);
         }
-        Ok(Caller(caller.identity))
+        Ok(Caller(caller.identity, peer_ip(state, parts)))
     }
+}
+
+/// The client's address ([`peer_ip`]), as an extractor.
+pub struct Peer(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_ip(state, parts)))
+    }
+}
+
+/// The client's address: the connection's peer, or — when the peer is a
+/// proxy listed with `--trusted-proxy` — the address it appended last to
+/// `X-Forwarded-For`.
+pub(crate) fn peer_ip(state: &AppState, parts: &Parts) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    if !state.config.trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .next_back();
+    Some(forwarded.unwrap_or(peer))
 }
 
 impl Caller {
     /// A session for this request (HTTP requests are one-command sessions).
     pub fn session(self, state: &AppState) -> Session {
-        Session::new(state, self.0)
+        Session::new(state, self.0).with_peer(self.1)
     }
 }
 
-/// Reads a request body up to the frame size limit (`MESSAGE_TOO_LARGE` past it).
+/// Reads a request body up to the frame size limit (`MESSAGE_TOO_LARGE` past
+/// it), nested no deeper than `--max-json-depth` (`INVALID_MESSAGE`).
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Error> {
     let limit = state.config.max_frame_bytes;
-    axum::body::to_bytes(body, limit)
+    let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| Error::MessageTooLarge { limit })
+        .map_err(|_| Error::MessageTooLarge { limit })?;
+    crate::limits::check_depth(&bytes, state.config.max_json_depth)?;
+    Ok(bytes)
 }
 
 /// Reads a JSON body of the `message` fields, enforcing the frame size limit.

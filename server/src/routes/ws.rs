@@ -33,8 +33,11 @@ use crate::dialect::{Dialect, Native};
 use crate::error::Error;
 use crate::events::StreamEvent;
 use crate::hub::Sequenced;
+use crate::limits::Slot;
 use crate::session::{CloseReason, Command, Following, Outcome, Reply, Session};
 use crate::state::AppState;
+
+use super::extract::Peer;
 
 /// WebSocket read buffer, allocated whole for every connection: chat frames
 /// are small, and a larger frame makes the buffer grow to its length for that
@@ -64,6 +67,7 @@ struct WsQuery {
 async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
+    Peer(ip): Peer,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
@@ -83,10 +87,30 @@ async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| {
-            let session = Session::new(&state, identity);
-            run(socket, state, session, Native, partial)
+        .on_upgrade(move |socket| async move {
+            // Over a cap, the client still gets a WebSocket: browsers cannot
+            // read a refused upgrade's status, but they see a close code.
+            let owner = identity.identity.owner();
+            match state.limits.connect(ip, owner) {
+                Ok(slot) => {
+                    let session = Session::new(&state, identity).with_peer(ip);
+                    run(socket, state, session, Native, partial, slot).await;
+                }
+                Err(error) => refuse(socket, &Native, error).await,
+            }
         }))
+}
+
+/// Tells a client why it cannot stay, then closes with 1013 (try again later).
+pub(crate) async fn refuse<D: Dialect>(mut socket: WebSocket, dialect: &D, error: Error) {
+    let frame = dialect.encode_reply(&Reply::Refused(error.into()));
+    if let Some(message) = text_message(frame) {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.send(message)).await;
+    }
+    if let Some(close) = close_frame(CloseReason::OverCapacity) {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.send(close)).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.close()).await;
 }
 
 /// The close frame for each way a connection ends: the one place that picks
@@ -99,6 +123,7 @@ fn close_frame(reason: CloseReason) -> Option<Message> {
         CloseReason::FrameTooBig => (close::TOO_BIG, "message too big"),
         CloseReason::AuthTimeout => (close::POLICY, "authentication timeout"),
         CloseReason::TokenExpired => (close::POLICY, "token expired"),
+        CloseReason::OverCapacity => (close::TRY_AGAIN_LATER, "try again later"),
     };
     Some(Message::Close(Some(CloseFrame {
         code,
@@ -176,6 +201,7 @@ pub(crate) async fn run<D: Dialect + Clone>(
     session: Session,
     dialect: D,
     partial: bool,
+    mut slot: Slot,
 ) {
     let _counted = state.connections.open();
     tracing::debug!(connection_id = %session.connection_id(), "websocket connected");
@@ -247,7 +273,14 @@ pub(crate) async fn run<D: Dialect + Clone>(
         {
             break CloseReason::ClientGone;
         }
-        // An `auth` may have changed who this is and until when.
+        // An `auth` may have changed who this is (and whose connection cap
+        // this counts against) and until when.
+        if let Err(error) = slot.change_user(connection.session.identity().owner()) {
+            let _ = connection
+                .reply(&mut socket, Reply::Refused(error.into()))
+                .await;
+            break CloseReason::OverCapacity;
+        }
         let end = auth_deadline(&connection.session, connected, state.config.auth_timeout);
         if end != auth_end {
             auth_end = end;
@@ -361,6 +394,7 @@ impl<D: Dialect + Clone> Connection<D> {
         if text.len() > limit {
             return Err(Error::MessageTooLarge { limit });
         }
+        crate::limits::check_depth(text.as_bytes(), self.state.config.max_json_depth)?;
         self.dialect.decode(text)
     }
 

@@ -15,6 +15,7 @@ use rill::{AppState, Config};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 /// Longest wait for one frame: a guard against hangs, not a performance check.
@@ -307,4 +308,28 @@ pub fn wait_listening(child: &mut std::process::Child) {
     listening
         .recv_timeout(FRAME_TIMEOUT)
         .expect("rill logs that it is listening");
+}
+
+/// The next close frame on `ws` (skipping other frames), with the error frame
+/// that came before it.
+pub async fn close_of(ws: &mut Ws) -> (Option<Value>, CloseCode, String) {
+    let mut last_error = None;
+    loop {
+        let frame = tokio::time::timeout(FRAME_TIMEOUT, ws.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "error" {
+                    last_error = Some(value);
+                }
+            }
+            Some(Ok(Message::Close(Some(close)))) => {
+                return (last_error, close.code, close.reason.to_string());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
 }
