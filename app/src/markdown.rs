@@ -3,9 +3,12 @@
 //!
 //! Sanitizing by construction: raw HTML in the markdown is rendered as escaped
 //! text, and link/image URLs with a scheme other than http, https or mailto are
-//! replaced. No HTML from a reply ever reaches the DOM as markup.
+//! replaced. No HTML from a reply ever reaches the DOM as markup. Links open in
+//! a new tab with `rel="noopener noreferrer nofollow"`: the page they lead to
+//! gets no handle on this one, no referrer, and no ranking from it.
 
-use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, html};
+use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, TagEnd, html};
+use pulldown_cmark_escape::{escape_href, escape_html};
 
 fn options() -> Options {
     Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
@@ -17,16 +20,9 @@ pub fn render(markdown: &str) -> String {
         // Raw HTML is shown, never interpreted.
         Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
         Event::Start(Tag::Link {
-            link_type,
-            dest_url,
-            title,
-            id,
-        }) => Event::Start(Tag::Link {
-            link_type,
-            dest_url: safe_url(dest_url),
-            title,
-            id,
-        }),
+            dest_url, title, ..
+        }) => Event::InlineHtml(link_start(&safe_url(dest_url), &title).into()),
+        Event::End(TagEnd::Link) => Event::InlineHtml(CowStr::Borrowed("</a>")),
         Event::Start(Tag::Image {
             link_type,
             dest_url,
@@ -43,6 +39,22 @@ pub fn render(markdown: &str) -> String {
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut out, events);
     out
+}
+
+/// The opening tag of a link, every value escaped (this is the one place markup
+/// is written by hand, so it is built from escaped parts only).
+fn link_start(url: &str, title: &str) -> String {
+    let mut tag = String::from("<a href=\"");
+    // Writing to a String cannot fail.
+    let _ = escape_href(&mut tag, url);
+    tag.push('"');
+    if !title.is_empty() {
+        tag.push_str(" title=\"");
+        let _ = escape_html(&mut tag, title);
+        tag.push('"');
+    }
+    tag.push_str(" rel=\"noopener noreferrer nofollow\" target=\"_blank\">");
+    tag
 }
 
 /// Keeps relative URLs and http, https and mailto ones; anything else becomes `#`.
@@ -188,6 +200,22 @@ fn is_bare_fence(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_get_rel_and_a_new_tab_and_stay_escaped() {
+        let html = render(r#"see [the docs](https://example.com/a?b=1&c="x" "T <i>") now"#);
+        assert!(
+            html.contains(r#"<a href="https://example.com/a?b=1&amp;c=%22x%22" title="T &lt;i&gt;" rel="noopener noreferrer nofollow" target="_blank">the docs</a>"#),
+            "{html}"
+        );
+        let autolink = render("<https://example.com>");
+        assert!(
+            autolink.contains(r#"rel="noopener noreferrer nofollow""#),
+            "{autolink}"
+        );
+        let script = render("[x](javascript:alert(1))");
+        assert!(script.contains(r##"href="#""##), "{script}");
+    }
 
     #[test]
     fn raw_html_is_escaped_not_interpreted() {

@@ -128,6 +128,67 @@ async fn the_test_page_and_the_chat_page_are_served() {
 }
 
 #[tokio::test]
+async fn pages_carry_a_nonce_policy_and_every_response_the_safety_headers() {
+    let server = start().await;
+    let page = reqwest::get(server.http("/")).await.unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the policy names a nonce");
+    assert!(nonce.len() >= 16, "{policy}");
+    // Every script the page runs carries the policy's nonce (one per page).
+    let scripts = html.matches("<script").count();
+    let data_scripts = html.matches("<script type=\"application/json\"").count();
+    assert_eq!(
+        html.matches(&format!("nonce=\"{nonce}\"")).count(),
+        scripts - data_scripts,
+        "{html}"
+    );
+    for directive in [
+        "script-src 'self' 'nonce-",
+        "img-src 'self' data:",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    let again = reqwest::get(server.http("/")).await.unwrap();
+    assert!(
+        !again.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains(nonce)
+    );
+
+    for path in [
+        "/",
+        "/ws/test",
+        "/health",
+        "/api/v1/conversations",
+        "/no/such/page",
+    ] {
+        let response = reqwest::get(server.http(path)).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+    }
+    let test_page = reqwest::get(server.http("/ws/test")).await.unwrap();
+    assert!(
+        test_page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+}
+
+#[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
     let server = start_with(|c| c.allow_origins = vec!["http://ui.example".into()]).await;
     let client = reqwest::Client::new();

@@ -60,11 +60,22 @@ async fn render(state: AppState, id: Option<String>, request: Request) -> Respon
     };
     let initial = initial_chat(&state, &identity, id.as_deref()).await;
     let options = state.leptos.clone();
+    // One nonce per page: the hydration scripts carry it, the policy names it.
+    let nonce = leptos::nonce::Nonce::new();
+    let policy = content_security_policy(&nonce);
     let handler = leptos_axum::render_app_to_stream_with_context(
-        move || provide_context(initial.clone()),
+        move || {
+            provide_context(initial.clone());
+            provide_context(nonce.clone());
+        },
         move || rill_app::shell(options.clone()),
     );
     let mut response = handler(request).await;
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
     if let Some(cookie) = new_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -102,12 +113,34 @@ async fn initial_chat(state: &AppState, identity: &Identity, id: Option<&str>) -
     initial
 }
 
+/// The chat page's Content-Security-Policy: scripts only from this origin or
+/// carrying the page's nonce (no injected script runs, even if markup got
+/// through), wasm allowed, images only from this origin (a reply's markdown
+/// image cannot carry the conversation to another server), connections only
+/// to this origin, and no framing.
+fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
 /// The protocol test page (seed 003): connect, authenticate, send, watch raw frames.
+/// Its script is inline (one self-contained file), so its policy allows that
+/// and nothing from elsewhere.
 async fn ws_test() -> Response {
     let mut response = Html(include_str!("../../assets/ws_test.html")).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+             frame-ancestors 'none'",
+        ),
+    );
     response
 }
 
