@@ -85,7 +85,9 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The peer is going away; rill uses it for a client silent past the heartbeat timeout.
     pub const GOING_AWAY: u16 = 1001;
-    /// Policy violation (authentication, origin).
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy violation (authentication timeout, expired token).
     pub const POLICY: u16 = 1008;
     /// A frame over the transport's hard size limit.
     pub const TOO_BIG: u16 = 1009;

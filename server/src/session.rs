@@ -472,6 +472,8 @@ pub enum CloseReason {
     TokenExpired,
     /// Over a connection cap (in all, per address, per user).
     OverCapacity,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
 }
 
 fn millis(duration: std::time::Duration) -> u64 {

@@ -124,6 +124,7 @@ fn close_frame(reason: CloseReason) -> Option<Message> {
         CloseReason::AuthTimeout => (close::POLICY, "authentication timeout"),
         CloseReason::TokenExpired => (close::POLICY, "token expired"),
         CloseReason::OverCapacity => (close::TRY_AGAIN_LATER, "try again later"),
+        CloseReason::InvalidUtf8 => (close::INVALID_PAYLOAD, "text frame is not UTF-8"),
     };
     Some(Message::Close(Some(CloseFrame {
         code,
@@ -136,6 +137,7 @@ fn close_frame(reason: CloseReason) -> Option<Message> {
 fn read_failure(error: axum::Error) -> CloseReason {
     match error.into_inner().downcast::<tungstenite::Error>() {
         Ok(error) if matches!(*error, tungstenite::Error::Capacity(_)) => CloseReason::FrameTooBig,
+        Ok(error) if matches!(*error, tungstenite::Error::Utf8(_)) => CloseReason::InvalidUtf8,
         _ => CloseReason::ClientGone,
     }
 }
