@@ -763,6 +763,7 @@ mod tests {
             stream_id: stream_id.into(),
             seq,
             token: text.into(),
+            first_seq: None,
             partial_response: None,
         }
     }

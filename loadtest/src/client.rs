@@ -91,6 +91,10 @@ pub struct Frame<'a> {
     /// Its position.
     #[serde(default)]
     pub seq: Option<u64>,
+    /// A coalesced token frame's first position (`seq` is its last): the
+    /// server sends one when this client fell behind.
+    #[serde(default)]
+    pub first_seq: Option<u64>,
     /// A token's text.
     #[serde(default, borrow)]
     pub token: Option<Cow<'a, str>>,

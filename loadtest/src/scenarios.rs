@@ -476,13 +476,19 @@ async fn stream_client(
                 .fetch_add(body.len() as u64, Ordering::Relaxed);
             let frame: Frame<'_> =
                 serde_json::from_str(body.as_str()).map_err(|e| format!("bad frame: {e}"))?;
+            // A coalesced frame covers first_seq..=seq.
+            let covered = match (frame.first_seq, frame.seq) {
+                (Some(first), Some(seq)) if first <= seq => seq - first + 1,
+                _ => 1,
+            };
             if let Some(seq) = frame.seq {
-                if seq <= last_seq {
+                let first = frame.first_seq.unwrap_or(seq);
+                if first <= last_seq {
                     report.duplicated += 1;
                     continue;
                 }
-                if seq > last_seq + 1 && last_seq > 0 {
-                    report.lost += seq - last_seq - 1;
+                if first > last_seq + 1 && last_seq > 0 {
+                    report.lost += first - last_seq - 1;
                 }
                 last_seq = seq;
             }
@@ -496,9 +502,9 @@ async fn stream_client(
                     }
                     last_token = Some(now);
                     text.push_str(frame.token.as_deref().unwrap_or_default());
-                    counters.tokens.fetch_add(1, Ordering::Relaxed);
-                    tokens_seen += 1;
-                    if !dropped && drop_after == Some(tokens_seen) {
+                    counters.tokens.fetch_add(covered, Ordering::Relaxed);
+                    tokens_seen += usize::try_from(covered).unwrap_or(usize::MAX);
+                    if !dropped && drop_after.is_some_and(|after| tokens_seen >= after) {
                         // Drop without a close handshake, as a dead network does.
                         dropped = true;
                         let id = stream_id.clone().ok_or("a token before start")?;

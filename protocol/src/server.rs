@@ -93,8 +93,12 @@ pub enum ServerEvent {
         stream_id: String,
         /// Position in the stream.
         seq: u64,
-        /// The delta text.
+        /// The delta text (several tokens' text when coalesced).
         token: String,
+        /// When several tokens were coalesced into this frame (the client was
+        /// behind): the first of their seqs; `seq` is the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_seq: Option<u64>,
         /// The reply so far; only for clients that asked with `?partial=1`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partial_response: Option<String>,

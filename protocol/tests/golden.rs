@@ -94,6 +94,7 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
                 stream_id: "s1".into(),
                 seq: 3,
                 token: "Hello".into(),
+                first_seq: None,
                 partial_response: None,
             },
             r#"{"type":"token","stream_id":"s1","seq":3,"token":"Hello"}"#,
@@ -148,6 +149,7 @@ fn token_carries_partial_response_only_when_set() {
         stream_id: "s".into(),
         seq: 3,
         token: " world".into(),
+        first_seq: None,
         partial_response: Some("Hello world".into()),
     };
     assert_eq!(
@@ -296,6 +298,7 @@ fn rill_server_frames_carry_every_field_seed_003_documents() {
             stream_id: "s".into(),
             seq: 3,
             token: "w".into(),
+            first_seq: None,
             partial_response: Some("w".into()),
         },
         ServerEvent::Complete {

@@ -245,6 +245,12 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_HEARTBEAT_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
 
+    /// Seconds a WebSocket may stay open sending nothing but pings, with no reply
+    /// running, before it is closed (1000, "idle timeout"); checked at each
+    /// heartbeat. 0: never.
+    #[arg(long, env = "RILL_CONNECTION_IDLE_SECS", default_value_t = 0)]
+    pub connection_idle_secs: u64,
+
     /// Seconds without any traffic from a client, after a ping was due, before its
     /// WebSocket is closed.
     #[arg(long, env = "RILL_HEARTBEAT_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -349,6 +355,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Silence past a due ping before a WebSocket is closed.
     pub heartbeat_timeout: Duration,
+    /// How long a WebSocket may idle (nothing but pings, no reply running); zero: forever.
+    pub connection_idle: Duration,
     /// How long running replies may finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Origins allowed to call the HTTP API from browsers (`*`: any).
@@ -443,6 +451,7 @@ impl Config {
             },
             heartbeat: Duration::from_secs(args.heartbeat_secs),
             heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_secs),
+            connection_idle: Duration::from_secs(args.connection_idle_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             provider: match args.provider {
                 ProviderKind::Demo => ProviderConfig::Demo,
@@ -565,6 +574,7 @@ mod tests {
             ),
             ("--max-json-depth", "RILL_MAX_JSON_DEPTH"),
             ("--trusted-proxy", "RILL_TRUSTED_PROXIES"),
+            ("--connection-idle-secs", "RILL_CONNECTION_IDLE_SECS"),
             ("--max-message-chars", "RILL_MAX_MESSAGE_CHARS"),
             ("--auth-timeout-secs", "RILL_AUTH_TIMEOUT_SECS"),
             ("--jwt-public-key", "RILL_JWT_PUBLIC_KEY"),

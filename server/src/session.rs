@@ -474,6 +474,11 @@ pub enum CloseReason {
     OverCapacity,
     /// A text frame that is not UTF-8.
     InvalidUtf8,
+    /// The client took no bytes for the write deadline, or left more unsent
+    /// output than the per-connection bound.
+    TooSlow,
+    /// Nothing but pings for `--connection-idle-secs`, with no reply running.
+    Idle,
 }
 
 fn millis(duration: std::time::Duration) -> u64 {

@@ -220,3 +220,118 @@ async fn a_reply_cut_by_a_killed_server_survives_as_interrupted() {
     drop(rill);
     std::fs::remove_dir_all(data_dir).unwrap();
 }
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs_errors_or_health() {
+    const JWT: &str = "jwt-secret-canary-7f3a";
+    const KEY: &str = "sk-canary-openai-9b1c";
+    const PASSWORD: &str = "pw-canary-5d2e";
+    let leaks = |text: &str| {
+        [JWT, KEY, PASSWORD]
+            .into_iter()
+            .filter(|secret| text.contains(secret))
+            .collect::<Vec<_>>()
+    };
+    // A database that cannot be opened: the error says where, not the password.
+    let data_dir = temp_dir();
+    let output = Command::new(RILL)
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--database-url",
+            &format!("postgres://rill:{PASSWORD}@127.0.0.1:5432/rill_no_such_database"),
+        ])
+        .args([
+            "--jwt-secret",
+            JWT,
+            "--provider",
+            "openai",
+            "--openai-api-key",
+            KEY,
+        ])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("rill:***@"),
+        "the place is named, redacted: {said}"
+    );
+    assert!(leaks(&said).is_empty(), "{said}");
+
+    // A running server, logging everything, whose provider fails.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    // Everything it writes goes to one file, read whole at the end.
+    let log_path = data_dir.join("output.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(RILL)
+        .args(["--addr", &addr, "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--jwt-secret",
+            JWT,
+            "--provider",
+            "openai",
+            "--openai-api-key",
+            KEY,
+        ])
+        .args([
+            "--openai-base-url",
+            "http://127.0.0.1:1/v1",
+            "--upstream-retries",
+            "0",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let server = Rill(Some(child));
+    for _ in 0..300 {
+        if std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::new();
+    let mut answers = String::new();
+    for (method, path, body) in [
+        (reqwest::Method::GET, "/health", None),
+        (reqwest::Method::GET, "/api/v1/models", None),
+        (
+            reqwest::Method::POST,
+            "/api/v1/chat",
+            Some(json!({"message": "hello"})),
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/conversations?token=forged.token.here",
+            None,
+        ),
+    ] {
+        let mut request = client.request(method, format!("http://{addr}{path}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answers.push_str(&request.send().await.unwrap().text().await.unwrap());
+    }
+    assert!(answers.contains("PROVIDER_ERROR"), "{answers}");
+    assert!(leaks(&answers).is_empty(), "{answers}");
+    drop(server);
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logged.contains("listening on"), "{logged}");
+    assert!(leaks(&logged).is_empty(), "{logged}");
+    std::fs::remove_dir_all(data_dir).unwrap();
+}

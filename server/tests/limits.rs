@@ -262,3 +262,48 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
     assert_eq!(chat(&direct, "192.0.2.1").await, 200);
     assert_eq!(chat(&direct, "192.0.2.2").await, 429);
 }
+
+#[tokio::test]
+async fn a_connection_that_only_pings_is_closed_when_idle_and_a_busy_one_is_not() {
+    let server = start_with(|c| {
+        c.heartbeat = Duration::from_secs(1);
+        c.connection_idle = Duration::from_secs(1);
+        c.demo_delay = Duration::from_millis(20);
+        c.demo_tokens = 150;
+    })
+    .await;
+    let mut idle = server.ws().await;
+    let mut busy = server.ws().await;
+    // The busy one's reply runs for about three seconds: never idle meanwhile.
+    send(
+        &mut busy,
+        json!({"type": "message", "message": "take your time"}),
+    )
+    .await;
+    // Pings keep the idle one alive but do not make it active.
+    let closed = async {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            send(&mut idle, json!({"type": "ping"})).await;
+            let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), idle.next()).await
+            else {
+                continue;
+            };
+            match frame {
+                Some(Ok(Message::Close(Some(close)))) => break close,
+                Some(Ok(_)) => {}
+                other => panic!("expected the idle close, got {other:?}"),
+            }
+        }
+    };
+    let close = tokio::time::timeout(FRAME_TIMEOUT, closed)
+        .await
+        .expect("closed in time");
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (CloseCode::Normal, "idle timeout")
+    );
+    let frames = recv_until_done(&mut busy, 1).await;
+    assert_eq!(frames.last().unwrap()["type"], "complete");
+}

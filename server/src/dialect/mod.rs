@@ -54,6 +54,26 @@ pub trait Dialect: Send + Sync + 'static {
         None
     }
 
+    /// Consecutive tokens of one stream (seqs `seqs`, their texts joined in
+    /// `text`) as one frame, for a client that is behind; `so_far` is the reply
+    /// up to the last of them when the client asked for it. The default sends
+    /// the text as one token frame numbered with the last seq.
+    fn coalesced_tokens(
+        &self,
+        stream_id: &str,
+        seqs: std::ops::RangeInclusive<u64>,
+        text: &str,
+        so_far: Option<&str>,
+    ) -> Bytes {
+        let _ = so_far;
+        let event = Sequenced::new(
+            stream_id.into(),
+            *seqs.end(),
+            StreamEvent::Token(text.to_owned()),
+        );
+        self.encode_event(&event)
+    }
+
     /// The event's frame, encoded once and shared by every reader.
     fn encoded(&self, event: &Sequenced) -> Bytes {
         event.encoded(self.slot(), |event| self.encode_event(event))

@@ -60,6 +60,7 @@ impl Native {
                 stream_id,
                 seq,
                 token: token.clone(),
+                first_seq: None,
                 partial_response: None,
             },
             StreamEvent::Completed {
@@ -89,6 +90,18 @@ impl Native {
 
 /// A `token` frame, serialized from borrowed parts (no copies of the text).
 fn token_frame(stream_id: &str, seq: u64, token: &str) -> Bytes {
+    tokens_frame(stream_id, None, seq, token, None)
+}
+
+/// A token frame: one token (`first_seq` absent), or several coalesced
+/// (`first_seq`..=`seq`); with the reply so far when the client asked for it.
+fn tokens_frame(
+    stream_id: &str,
+    first_seq: Option<u64>,
+    seq: u64,
+    token: &str,
+    partial_response: Option<&str>,
+) -> Bytes {
     #[derive(serde::Serialize)]
     struct Token<'a> {
         #[serde(rename = "type")]
@@ -96,6 +109,10 @@ fn token_frame(stream_id: &str, seq: u64, token: &str) -> Bytes {
         stream_id: &'a str,
         seq: u64,
         token: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        first_seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial_response: Option<&'a str>,
     }
     let mut out = Vec::with_capacity(48 + stream_id.len() + token.len());
     // Writing into a Vec cannot fail: every key is a string.
@@ -106,6 +123,8 @@ fn token_frame(stream_id: &str, seq: u64, token: &str) -> Bytes {
             stream_id,
             seq,
             token,
+            first_seq,
+            partial_response,
         },
     );
     Bytes::from(out)
@@ -228,19 +247,29 @@ impl Dialect for Native {
         Bytes::from(event.to_json())
     }
 
+    fn coalesced_tokens(
+        &self,
+        stream_id: &str,
+        seqs: std::ops::RangeInclusive<u64>,
+        text: &str,
+        so_far: Option<&str>,
+    ) -> Bytes {
+        tokens_frame(stream_id, Some(*seqs.start()), *seqs.end(), text, so_far)
+    }
+
     /// A `token` frame carrying `partial_response` (the opt-in `?partial=1`
     /// form): encoded per connection, since the text so far is the reader's.
     fn token_with_partial(&self, event: &Sequenced, so_far: &str) -> Option<Bytes> {
         let StreamEvent::Token(token) = &event.event else {
             return None;
         };
-        let frame = ServerEvent::Token {
-            stream_id: event.stream_id.to_string(),
-            seq: event.seq,
-            token: token.clone(),
-            partial_response: Some(so_far.to_owned()),
-        };
-        Some(Bytes::from(frame.to_json()))
+        Some(tokens_frame(
+            &event.stream_id,
+            None,
+            event.seq,
+            token,
+            Some(so_far),
+        ))
     }
 
     fn event_name(&self, event: &StreamEvent) -> &'static str {

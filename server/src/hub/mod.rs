@@ -49,6 +49,11 @@ pub struct Sequenced {
 }
 
 impl Sequenced {
+    /// Whether this is a token.
+    pub fn is_token(&self) -> bool {
+        matches!(self.event, StreamEvent::Token(_))
+    }
+
     /// A published event.
     pub fn new(stream_id: Arc<str>, seq: u64, event: StreamEvent) -> Self {
         Sequenced {

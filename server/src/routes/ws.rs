@@ -45,9 +45,13 @@ use super::extract::Peer;
 const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write is flushed.
 const WRITE_BUFFER: usize = 8 * 1024;
-/// Hard cap on unflushed output per connection; a peer that does not read is
-/// disconnected past it.
-const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Hard cap on output a connection's client has not taken yet (beyond what the
+/// kernel holds). Writes wait once [`WRITE_BUFFER`] is queued, so in practice a
+/// connection holds at most that plus one frame; the cap only stops a frame
+/// larger than it (a `complete` carries the whole reply). A client that takes
+/// nothing for the heartbeat interval plus its timeout is closed as too slow
+/// (1013) and can resume. Documented in docs/protocol.md § Slow readers.
+const MAX_WRITE_BUFFER: usize = 16 * 1024 * 1024;
 /// How long the close frame may take to go out when a connection ends.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -125,6 +129,8 @@ fn close_frame(reason: CloseReason) -> Option<Message> {
         CloseReason::TokenExpired => (close::POLICY, "token expired"),
         CloseReason::OverCapacity => (close::TRY_AGAIN_LATER, "try again later"),
         CloseReason::InvalidUtf8 => (close::INVALID_PAYLOAD, "text frame is not UTF-8"),
+        CloseReason::TooSlow => (close::TRY_AGAIN_LATER, "too slow: reconnect and resume"),
+        CloseReason::Idle => (close::NORMAL, "idle timeout"),
     };
     Some(Message::Close(Some(CloseFrame {
         code,
@@ -153,9 +159,9 @@ fn text_message(frame: Bytes) -> Option<Message> {
     }
 }
 
-/// The connection is gone (or stuck): stop.
+/// The connection is gone, or too slow to keep: stop, for this reason.
 #[derive(Debug)]
-struct Closed;
+struct Closed(CloseReason);
 
 /// One connection: its session and the streams it forwards. The socket is kept
 /// apart so the connection loop can wait on both at once.
@@ -172,6 +178,9 @@ struct Connection<D> {
     streams: Vec<Forwarded>,
     /// How long a write may wait for the client to take bytes.
     write_deadline: Duration,
+    /// The last writes had to wait: the client is behind, so consecutive
+    /// tokens of a stream go out as one frame until it catches up.
+    behind: bool,
 }
 
 /// A stream forwarded to this socket.
@@ -215,12 +224,15 @@ pub(crate) async fn run<D: Dialect + Clone>(
         state: state.clone(),
         streams: Vec::new(),
         write_deadline: interval + state.config.heartbeat_timeout,
+        behind: false,
     };
     // Any inbound frame (a pong included) proves the client alive; silence past a
     // due ping plus the timeout means it is gone (a dead Wi-Fi sends no FIN).
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = tokio::time::Instant::now();
+    // The last command that was not a ping (`--connection-idle-secs`).
+    let mut last_active = last_seen;
     // When the session must end for want of a (valid) token, and why.
     let connected = tokio::time::Instant::now();
     let mut auth_end = auth_deadline(&connection.session, connected, state.config.auth_timeout);
@@ -232,16 +244,20 @@ pub(crate) async fn run<D: Dialect + Clone>(
             () = std::future::poll_fn(|cx| poll_streams(&mut connection.streams, cx)) => {
                 match connection.write_streams(&mut socket).await {
                     Ok(()) => continue,
-                    Err(Closed) => break CloseReason::ClientGone,
+                    Err(Closed(reason)) => break reason,
                 }
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= interval + state.config.heartbeat_timeout {
                     break CloseReason::HeartbeatTimeout;
                 }
+                let idle = state.config.connection_idle;
+                if !idle.is_zero() && connection.streams.is_empty() && last_active.elapsed() >= idle {
+                    break CloseReason::Idle;
+                }
                 match connection.write(&mut socket, Message::Ping(Bytes::new())).await {
                     Ok(()) => continue,
-                    Err(Closed) => break CloseReason::ClientGone,
+                    Err(Closed(reason)) => break reason,
                 }
             }
             () = &mut auth_timer, if auth_end.is_some() => {
@@ -267,13 +283,13 @@ pub(crate) async fn run<D: Dialect + Clone>(
             Some(Ok(Message::Close(_))) | None => break CloseReason::ClientGone,
             Some(Err(error)) => break read_failure(error),
         };
+        if !matches!(command, Ok(Command::Ping { .. })) {
+            last_active = tokio::time::Instant::now();
+        }
         // Boxed: the future of a command (a question waits for the store) is
         // large, and an idle connection should not carry its space.
-        if Box::pin(connection.on_command(&mut socket, command))
-            .await
-            .is_err()
-        {
-            break CloseReason::ClientGone;
+        if let Err(Closed(reason)) = Box::pin(connection.on_command(&mut socket, command)).await {
+            break reason;
         }
         // An `auth` may have changed who this is (and whose connection cap
         // this counts against) and until when.
@@ -360,27 +376,45 @@ fn poll_streams(streams: &mut [Forwarded], cx: &mut Context<'_>) -> Poll<()> {
     }
 }
 
-/// Runs a write, giving up if the client takes no bytes within `deadline`.
-/// The timer is only armed when the write has to wait (almost never: the
-/// kernel's socket buffer usually has room).
+/// Runs a write, giving up if the client takes no bytes within `deadline`;
+/// says whether it had to wait (the client is behind). The timer is only armed
+/// when the write has to wait (almost never: the kernel's socket buffer
+/// usually has room).
 async fn within<F: Future<Output = Result<(), axum::Error>>>(
     deadline: Duration,
     write: F,
-) -> Result<(), Closed> {
+) -> Result<bool, Closed> {
     let mut write = std::pin::pin!(write);
-    let result = match write.as_mut().now_or_never() {
-        Some(result) => result,
-        None => tokio::time::timeout(deadline, write)
-            .await
-            .map_err(|_| Closed)?,
+    let (result, waited) = match write.as_mut().now_or_never() {
+        Some(result) => (result, false),
+        None => (
+            tokio::time::timeout(deadline, write)
+                .await
+                .map_err(|_| Closed(CloseReason::TooSlow))?,
+            true,
+        ),
     };
-    result.map_err(|_| Closed)
+    result.map_err(write_failure)?;
+    Ok(waited)
+}
+
+/// Why a write failed: more unsent frames than the hard bound
+/// ([`MAX_WRITE_BUFFER`]) means the client is too slow; anything else, gone.
+fn write_failure(error: axum::Error) -> Closed {
+    match error.into_inner().downcast::<tungstenite::Error>() {
+        Ok(error) if matches!(*error, tungstenite::Error::WriteBufferFull(_)) => {
+            Closed(CloseReason::TooSlow)
+        }
+        _ => Closed(CloseReason::ClientGone),
+    }
 }
 
 impl<D: Dialect + Clone> Connection<D> {
     /// Sends one frame now.
     async fn write(&self, socket: &mut WebSocket, message: Message) -> Result<(), Closed> {
-        within(self.write_deadline, socket.send(message)).await
+        within(self.write_deadline, socket.send(message))
+            .await
+            .map(drop)
     }
 
     async fn reply(&self, socket: &mut WebSocket, reply: Reply) -> Result<(), Closed> {
@@ -450,10 +484,35 @@ impl<D: Dialect + Clone> Connection<D> {
     /// lets go of the streams that ended.
     async fn write_streams(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
         let deadline = self.write_deadline;
+        let coalesce = self.behind;
         let mut fed = false;
+        let mut waited = false;
         for stream in &mut self.streams {
-            for event in stream.batch.drain(..) {
+            let mut events = stream.batch.drain(..).peekable();
+            while let Some(event) = events.next() {
                 let frame = match (&mut stream.so_far, &event.event) {
+                    // Behind: this token and the ones right after it, as one frame.
+                    (so_far, StreamEvent::Token(token))
+                        if coalesce && events.peek().is_some_and(|next| next.is_token()) =>
+                    {
+                        let mut text = token.clone();
+                        let mut last = event.seq;
+                        while let Some(next) = events.next_if(|next| next.is_token()) {
+                            if let StreamEvent::Token(more) = &next.event {
+                                text.push_str(more);
+                            }
+                            last = next.seq;
+                        }
+                        if let Some(so_far) = so_far.as_mut() {
+                            so_far.push_str(&text);
+                        }
+                        self.dialect.coalesced_tokens(
+                            &event.stream_id,
+                            event.seq..=last,
+                            &text,
+                            so_far.as_deref(),
+                        )
+                    }
                     (Some(so_far), StreamEvent::Token(token)) => {
                         so_far.push_str(token);
                         self.dialect
@@ -463,10 +522,11 @@ impl<D: Dialect + Clone> Connection<D> {
                     _ => self.dialect.encoded(&event),
                 };
                 if let Some(message) = text_message(frame) {
-                    within(deadline, socket.feed(message)).await?;
+                    waited |= within(deadline, socket.feed(message)).await?;
                     fed = true;
                 }
             }
+            drop(events);
             if stream.end == Some(End::FellBehind) {
                 // This reader fell behind the replay window: say so rather than
                 // continue with a gap. The client can fetch the final text later.
@@ -474,7 +534,7 @@ impl<D: Dialect + Clone> Connection<D> {
                 tracing::debug!(%stream_id, "reader fell behind the stream");
                 let reply = self.dialect.encode_reply(&Reply::FellBehind { stream_id });
                 if let Some(message) = text_message(reply) {
-                    within(deadline, socket.feed(message)).await?;
+                    waited |= within(deadline, socket.feed(message)).await?;
                     fed = true;
                 }
             }
@@ -482,8 +542,10 @@ impl<D: Dialect + Clone> Connection<D> {
         // Dropping a stream's `Following` tells the session it is no longer followed.
         self.streams.retain(|stream| stream.end.is_none());
         if fed {
-            within(deadline, socket.flush()).await?;
+            waited |= within(deadline, socket.flush()).await?;
         }
+        // Caught up once a whole round went out without waiting.
+        self.behind = waited;
         Ok(())
     }
 }
