@@ -106,6 +106,20 @@ pub struct Frame<'a> {
     pub code: Option<Cow<'a, str>>,
 }
 
+impl Frame<'_> {
+    /// The seqs this frame covers: `seq` alone, or `first_seq..=seq` for
+    /// tokens the server coalesced for a client that fell behind.
+    pub fn seq_range(&self) -> Option<(u64, u64)> {
+        let last = self.seq?;
+        Some((
+            self.first_seq
+                .filter(|first| *first <= last)
+                .unwrap_or(last),
+            last,
+        ))
+    }
+}
+
 /// Sends a JSON text frame.
 pub async fn send(ws: &mut Ws, frame: &serde_json::Value) -> Result<(), String> {
     ws.send(Message::Text(frame.to_string().into()))
@@ -157,5 +171,17 @@ mod tests {
         assert_eq!(frame.kind, "token");
         assert_eq!(frame.seq, Some(4));
         assert_eq!(frame.token.as_deref(), Some("hi"));
+        assert_eq!(frame.seq_range(), Some((4, 4)));
+    }
+
+    #[test]
+    fn a_coalesced_frame_covers_its_seq_range() {
+        let frame: Frame<'_> = serde_json::from_str(
+            r#"{"type":"token","stream_id":"s","seq":9,"first_seq":5,"token":"abcde"}"#,
+        )
+        .unwrap();
+        assert_eq!(frame.seq_range(), Some((5, 9)));
+        let start: Frame<'_> = serde_json::from_str(r#"{"type":"hello"}"#).unwrap();
+        assert_eq!(start.seq_range(), None);
     }
 }

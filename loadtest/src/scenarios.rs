@@ -477,12 +477,9 @@ async fn stream_client(
             let frame: Frame<'_> =
                 serde_json::from_str(body.as_str()).map_err(|e| format!("bad frame: {e}"))?;
             // A coalesced frame covers first_seq..=seq.
-            let covered = match (frame.first_seq, frame.seq) {
-                (Some(first), Some(seq)) if first <= seq => seq - first + 1,
-                _ => 1,
-            };
-            if let Some(seq) = frame.seq {
-                let first = frame.first_seq.unwrap_or(seq);
+            let range = frame.seq_range();
+            let covered = range.map_or(1, |(first, last)| last - first + 1);
+            if let Some((first, seq)) = range {
                 if first <= last_seq {
                     report.duplicated += 1;
                     continue;

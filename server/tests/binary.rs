@@ -27,6 +27,15 @@ fn help_documents_every_flag_and_variable() {
         "--demo-delay-ms",
         "--demo-tokens",
         "--max-frame-bytes",
+        "--jwt-public-key",
+        "--jwks-file",
+        "--auth-timeout-secs",
+        "--allow-origin",
+        "--rate-limit-user",
+        "--max-connections-per-ip",
+        "--trusted-proxy",
+        "--max-json-depth",
+        "--connection-idle-secs",
         "token",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");

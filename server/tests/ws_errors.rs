@@ -226,6 +226,15 @@ async fn a_server_at_capacity_answers_overloaded() {
         (status, body["code"].as_str().unwrap()),
         (503, "OVERLOADED")
     );
+    // HTTP clients are told when to try again.
+    let response = reqwest::Client::new()
+        .post(server.http("/api/v1/chat"))
+        .json(&json!({"message": "still me"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
     assert_usable(&mut second).await;
 }
 
