@@ -73,7 +73,7 @@ impl Limits {
 
     /// Counts one question of `owner` (a user or guest; `None` without a token)
     /// from `ip`, or says how long to wait.
-    pub fn check_message(&self, owner: Option<&str>, ip: Option<IpAddr>) -> Result<(), Error> {
+    pub fn check_message(&self, owner: Option<String>, ip: Option<IpAddr>) -> Result<(), Error> {
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip)
             && let Err(not_until) = limiter.check_key(&ip)
         {
@@ -83,7 +83,7 @@ impl Limits {
             ));
         }
         if let (Some(limiter), Some(owner)) = (&self.per_user, owner)
-            && let Err(not_until) = limiter.check_key(&owner.to_owned())
+            && let Err(not_until) = limiter.check_key(&owner)
         {
             return Err(too_fast(
                 "from this user",
@@ -280,19 +280,23 @@ mod tests {
         let limits = Limits::new(settings());
         let ip: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..3 {
-            limits.check_message(Some("user:a"), Some(ip)).unwrap();
+            limits
+                .check_message(Some("user:a".into()), Some(ip))
+                .unwrap();
         }
         let Err(Error::TooFast { retry_after_ms, .. }) =
-            limits.check_message(Some("user:a"), Some(ip))
+            limits.check_message(Some("user:a".into()), Some(ip))
         else {
             panic!("a fourth question in a minute must wait");
         };
         // One cell of a 3-per-minute quota comes back every 20 s.
         assert!((1..=20_000).contains(&retry_after_ms), "{retry_after_ms}");
         // Another user on the same address is still served, up to the address's rate.
-        limits.check_message(Some("user:b"), Some(ip)).unwrap();
+        limits
+            .check_message(Some("user:b".into()), Some(ip))
+            .unwrap();
         assert!(matches!(
-            limits.check_message(Some("user:b"), Some(ip)),
+            limits.check_message(Some("user:b".into()), Some(ip)),
             Err(Error::TooFast {
                 whom: "from this address",
                 ..

@@ -392,7 +392,7 @@ impl Session {
             // Last: only a question that would run counts against the rate.
             self.state
                 .limits
-                .check_message(self.identity.owner().as_deref(), self.ip)?;
+                .check_message(self.identity.owner(), self.ip)?;
         }
         Ok(())
     }

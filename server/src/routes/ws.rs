@@ -286,25 +286,26 @@ pub(crate) async fn run<D: Dialect + Clone>(
         if !matches!(command, Ok(Command::Ping { .. })) {
             last_active = tokio::time::Instant::now();
         }
+        // Only `auth` changes who this is and until when.
+        let authenticating = matches!(command, Ok(Command::Auth { .. }));
         // Boxed: the future of a command (a question waits for the store) is
         // large, and an idle connection should not carry its space.
         if let Err(Closed(reason)) = Box::pin(connection.on_command(&mut socket, command)).await {
             break reason;
         }
-        // An `auth` may have changed who this is (and whose connection cap
-        // this counts against) and until when.
+        if !authenticating {
+            continue;
+        }
+        // Whose connection cap this counts against, and when it must end.
         if let Err(error) = slot.change_user(connection.session.identity().owner()) {
             let _ = connection
                 .reply(&mut socket, Reply::Refused(error.into()))
                 .await;
             break CloseReason::OverCapacity;
         }
-        let end = auth_deadline(&connection.session, connected, state.config.auth_timeout);
-        if end != auth_end {
-            auth_end = end;
-            if let Some((at, _)) = end {
-                auth_timer.as_mut().reset(at);
-            }
+        auth_end = auth_deadline(&connection.session, connected, state.config.auth_timeout);
+        if let Some((at, _)) = auth_end {
+            auth_timer.as_mut().reset(at);
         }
     };
     tracing::debug!(connection_id = %connection.session.connection_id(), ?reason, "websocket closing");
