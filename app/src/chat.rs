@@ -642,7 +642,10 @@ impl ChatState {
                     None => self.notify(text),
                 }
             }
-            ServerEvent::Hello { .. } | ServerEvent::Pong { .. } => {}
+            // Each reply's own `complete` already finished it.
+            ServerEvent::Hello { .. }
+            | ServerEvent::Pong { .. }
+            | ServerEvent::TurnComplete { .. } => {}
             ServerEvent::AuthSuccess { .. } => {}
             ServerEvent::AuthError { message, code } => self.notify(format!("{message} ({code})")),
         }
@@ -782,6 +785,7 @@ mod tests {
                 sources: Vec::new(),
                 context: Default::default(),
                 confidence: None,
+                routing: None,
             },
         }
     }
@@ -804,6 +808,8 @@ mod tests {
                 seq: 2,
                 step: rill_protocol::ProgressStep::Starting,
                 message: "Processing started".into(),
+                agent: None,
+                confidence: None,
             });
             assert_eq!(
                 reply(&chat).progress.get_untracked().as_deref(),

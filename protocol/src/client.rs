@@ -125,6 +125,14 @@ pub struct MessageRequest {
     /// The client's own id for this message, echoed in `start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_message_id: Option<String>,
+    /// Tools for the model (OpenAI Responses API tool objects, e.g.
+    /// `{"type": "web_search"}`); only the openai provider offers them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// Ask for the model's reasoning summary too (Responses API); only the
+    /// openai provider offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_reasoning: Option<bool>,
     /// Regenerate / edit-and-resend: the id of a stored message of this
     /// conversation (usually a user message) that this message replaces. That
     /// message and every later one are deleted before this one is stored.

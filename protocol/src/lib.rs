@@ -9,16 +9,19 @@
 //!   parser every transport uses ([`parse_client_frame`]).
 //! - [`server`]: the events the server sends ([`ServerEvent`]) and their parts.
 //! - [`error`]: the stable [`ErrorCode`]s and WebSocket [`close`] codes.
+//! - [`personas`]: the persona list and what routing reports.
 
 pub mod client;
 pub mod conversations;
 pub mod error;
+pub mod personas;
 pub mod server;
 
 pub use client::{ClientFrame, FrameError, MessageRequest, parse_client_frame};
 pub use error::{ErrorCode, close};
+pub use personas::{AUTO_PERSONA, PersonaInfo, PersonaList, Routing};
 pub use server::{
-    AuthUser, Context, FinishReason, Limits, Metadata, ProgressStep, ServerEvent, Usage,
+    AuthUser, Context, FinishReason, Limits, Metadata, ProgressStep, ServerEvent, TurnReply, Usage,
 };
 
 /// The protocol version a server of this crate speaks (`hello.protocol`).

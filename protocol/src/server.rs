@@ -86,6 +86,12 @@ pub enum ServerEvent {
         step: ProgressStep,
         /// Human text.
         message: String,
+        /// `agent_routing`, once chosen: the persona that will answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// `agent_routing`, once chosen: how sure the router is (0–1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confidence: Option<f64>,
     },
     /// A piece of the reply.
     Token {
@@ -132,11 +138,34 @@ pub enum ServerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+    /// Every stream of a question that named several personas ended (sent
+    /// after the last one's terminal event, on the connection that asked).
+    TurnComplete {
+        /// The conversation.
+        session_id: String,
+        /// One per persona, in the order asked.
+        replies: Vec<TurnReply>,
+    },
+}
+
+/// One reply of `turn_complete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnReply {
+    /// Its stream.
+    pub stream_id: String,
+    /// The persona that answered.
+    pub persona_id: String,
+    /// The id it is stored under.
+    pub message_id: String,
+    /// How it ended; absent if it failed before any text (its stream ended
+    /// with `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
 }
 
 impl ServerEvent {
     /// Every `type` the server sends, in documentation order.
-    pub const TYPES: [&'static str; 9] = [
+    pub const TYPES: [&'static str; 10] = [
         "hello",
         "auth_success",
         "auth_error",
@@ -146,6 +175,7 @@ impl ServerEvent {
         "token",
         "complete",
         "error",
+        "turn_complete",
     ];
 
     /// An error that belongs to no stream.
@@ -196,6 +226,7 @@ impl ServerEvent {
             ServerEvent::Token { .. } => "token",
             ServerEvent::Complete { .. } => "complete",
             ServerEvent::Error { .. } => "error",
+            ServerEvent::TurnComplete { .. } => "turn_complete",
         }
     }
 
@@ -258,9 +289,12 @@ pub struct Metadata {
     /// Seed 003's shape of the same sources (`metadata.context.sources`).
     #[serde(default)]
     pub context: Context,
-    /// The provider's confidence, when it has one.
+    /// How sure the router was of `agent` (0–1), for `persona_id: "auto"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// How `agent` was chosen, for `persona_id: "auto"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::Routing>,
 }
 
 /// `complete.metadata.context` (seed 003).

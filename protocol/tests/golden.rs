@@ -19,6 +19,7 @@ fn sample_metadata() -> Metadata {
         sources: vec![],
         context: Context::default(),
         confidence: None,
+        routing: None,
     }
 }
 
@@ -86,6 +87,8 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
                 seq: 2,
                 step: ProgressStep::RagRetrieval,
                 message: "Searching knowledge base...".into(),
+                agent: None,
+                confidence: None,
             },
             r#"{"type":"progress","stream_id":"s1","seq":2,"step":"rag_retrieval","message":"Searching knowledge base..."}"#,
         ),
@@ -293,6 +296,8 @@ fn rill_server_frames_carry_every_field_seed_003_documents() {
             seq: 2,
             step: ProgressStep::Generating,
             message: "Generating response...".into(),
+            agent: None,
+            confidence: None,
         },
         ServerEvent::Token {
             stream_id: "s".into(),

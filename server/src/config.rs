@@ -182,6 +182,12 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_MAX_FRAME_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
     pub max_frame_bytes: u32,
 
+    /// More personas, from a TOML file of `[[persona]]` tables (id, name,
+    /// description, system_prompt, model, temperature, keywords); an entry
+    /// with a built-in's id replaces it. Checked at startup (docs/personas.md).
+    #[arg(long, env = "RILL_PERSONAS")]
+    pub personas: Option<PathBuf>,
+
     /// Most personas one message may ask for (one stream each).
     #[arg(long, env = "RILL_MAX_PERSONAS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_personas: u32,
@@ -329,6 +335,8 @@ pub struct Config {
     pub demo_tokens: usize,
     /// Application-level size limit for client frames and bodies.
     pub max_frame_bytes: usize,
+    /// The personas file, if any.
+    pub personas: Option<PathBuf>,
     /// Most personas per message.
     pub max_personas: usize,
     /// Most replies generating at once on one connection.
@@ -429,6 +437,7 @@ impl Config {
             demo_delay: Duration::from_millis(args.demo_delay_ms),
             demo_tokens: args.demo_tokens as usize,
             max_frame_bytes: args.max_frame_bytes as usize,
+            personas: args.personas.clone(),
             max_personas: args.max_personas as usize,
             max_streams_per_connection: args.max_streams_per_connection as usize,
             max_streams: args.max_streams as usize,
@@ -586,6 +595,7 @@ mod tests {
             ("--demo-tokens", "RILL_DEMO_TOKENS"),
             ("--max-frame-bytes", "RILL_MAX_FRAME_BYTES"),
             ("--max-personas", "RILL_MAX_PERSONAS"),
+            ("--personas", "RILL_PERSONAS"),
             ("--stream-retention-secs", "RILL_STREAM_RETENTION_SECS"),
             (
                 "--max-streams-per-connection",

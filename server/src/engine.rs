@@ -6,18 +6,20 @@
 //! [`StreamEvent`]s, and callers reach streams only through its commands
 //! ([`Engine::start`], [`Engine::attach`], [`Engine::cancel`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use rill_protocol::server::Context;
-use rill_protocol::{FinishReason, MessageRequest, Metadata, ProgressStep, Usage};
+use rill_protocol::{FinishReason, MessageRequest, Metadata, ProgressStep, Routing, Usage};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::events::{Failure, StreamEvent};
 use crate::hub::{Hub, HubError, NewStream, StopReason, StreamInfo, StreamWriter, Subscription};
+use crate::personas::{Choice, Persona, Personas};
 use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
 use crate::store::{MessageStatus, NewReply, Store, StoreError, StoredMessage, Turn, title_from};
 
@@ -33,6 +35,8 @@ pub struct Engine {
     provider: Arc<dyn Provider>,
     /// Where conversations are kept.
     store: Arc<dyn Store>,
+    /// Who may answer, and the router for `auto`.
+    personas: Personas,
     /// Limits and timings.
     limits: EngineLimits,
     /// Every generation task, so shutdown can wait for them.
@@ -87,6 +91,13 @@ pub struct Started {
     pub stream_ids: Vec<Arc<str>>,
 }
 
+/// A stream about to start: the persona id asked for, that persona (`None`
+/// for `auto`: routing chooses), and the stream's writer.
+type PersonaStream = (String, Option<Arc<Persona>>, Box<dyn StreamWriter>);
+
+/// How long routing may take before the default persona answers.
+const ROUTING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything a generation task needs besides the provider.
 struct Generation {
     writer: Box<dyn StreamWriter>,
@@ -95,10 +106,21 @@ struct Generation {
     session_id: String,
     message_id: String,
     user_message_id: String,
+    /// The persona asked for (`auto` until routing chose).
     persona: String,
     model: String,
     client_message_id: Option<String>,
     request: ProviderRequest,
+    /// For `auto`: what routing needs, and what the client asked for itself
+    /// (the chosen persona's model and temperature apply only where it did not).
+    routing: Option<RoutingJob>,
+}
+
+/// Routing to do before generating.
+struct RoutingJob {
+    personas: Personas,
+    requested_model: Option<String>,
+    requested_temperature: Option<f64>,
 }
 
 impl Engine {
@@ -107,12 +129,14 @@ impl Engine {
         hub: Arc<dyn Hub>,
         provider: Arc<dyn Provider>,
         store: Arc<dyn Store>,
+        personas: Personas,
         limits: EngineLimits,
     ) -> Self {
         Engine {
             hub,
             provider,
             store,
+            personas,
             limits,
             tasks: TaskTracker::new(),
             models: Arc::new(tokio::sync::Mutex::new(None)),
@@ -150,6 +174,11 @@ impl Engine {
     /// The model used when a request names none.
     pub fn default_model(&self) -> String {
         self.provider.model_for(None)
+    }
+
+    /// The personas on offer.
+    pub fn personas(&self) -> &Personas {
+        &self.personas
     }
 
     /// The provider's name (`demo`, `openai`).
@@ -215,6 +244,27 @@ impl Engine {
                 check_id(field, value)?;
             }
         }
+        self.personas
+            .check(personas.iter().map(String::as_str))
+            .map_err(Error::InvalidMessage)?;
+        if let Some(twice) = personas
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| personas[..i].contains(p).then_some(p))
+        {
+            return Err(Error::InvalidMessage(format!(
+                "persona_ids names {twice:?} twice"
+            )));
+        }
+        let wants_tools = request.tools.as_ref().is_some_and(|t| !t.is_empty())
+            || request.include_reasoning == Some(true);
+        if wants_tools && !self.provider.offers_tools() {
+            return Err(Error::Unsupported(
+                "tools and include_reasoning need the OpenAI Responses API, which this \
+                 server's provider does not offer: run rill with --provider openai \
+                 against an endpoint that has /responses",
+            ));
+        }
         if self.hub.running() + personas.len() > self.limits.max_streams {
             return Err(Error::Overloaded);
         }
@@ -227,29 +277,37 @@ impl Engine {
         }
         let owner = identity.conversation_owner();
         let session_id = self.resolve_conversation(&owner, &request).await?;
-        let model = self.provider.model_for(request.model.as_deref());
-        // One stream per persona; if storing fails below, dropping their writers
-        // ends them unseen.
-        let writers: Vec<(String, Box<dyn StreamWriter>)> = personas
+        // One stream per persona (`None`: routing chooses); if storing fails
+        // below, dropping their writers ends them unseen.
+        let writers: Vec<PersonaStream> = personas
             .into_iter()
-            .map(|persona| {
+            .map(|id| {
+                let persona = self.personas.get(&id).cloned();
                 let writer = self.hub.create(NewStream {
                     owner: identity.owner(),
                     detach_grace: self.limits.detach_grace,
                 });
-                (persona, writer)
+                (id, persona, writer)
             })
             .collect();
+        // A persona's own model and temperature apply where the request names none.
+        let model_of = |persona: Option<&Arc<Persona>>| {
+            let requested = request
+                .model
+                .as_deref()
+                .or_else(|| persona.and_then(|p| p.model.as_deref()));
+            self.provider.model_for(requested)
+        };
         // The question and its empty `streaming` replies are stored, in one
         // write, before anything is generated: a crash at any later point
         // leaves the replies to be marked interrupted.
         let user_message_id = uuid::Uuid::now_v7().to_string();
         let replies: Vec<NewReply> = writers
             .iter()
-            .map(|(persona, writer)| NewReply {
+            .map(|(id, persona, writer)| NewReply {
                 id: uuid::Uuid::now_v7().to_string(),
-                persona: persona.clone(),
-                model: model.clone(),
+                persona: id.clone(),
+                model: model_of(persona.as_ref()),
                 stream_id: writer.id().to_string(),
             })
             .collect();
@@ -283,9 +341,14 @@ impl Engine {
 
         let mut stream_ids = Vec::with_capacity(writers.len());
         let mut generations = Vec::with_capacity(writers.len());
-        for ((persona, writer), reply) in writers.into_iter().zip(replies) {
+        for ((id, persona, writer), reply) in writers.into_iter().zip(replies) {
             let message_id = reply.id;
-            let mut messages = vec![system_prompt(&persona)];
+            let model = reply.model;
+            // Until routing chooses, the default persona's instructions.
+            let speaker = persona
+                .clone()
+                .unwrap_or_else(|| self.personas.default_persona().clone());
+            let mut messages = vec![system_prompt(&speaker)];
             messages.extend(history.iter().cloned());
             messages.push(ChatMessage {
                 role: Role::User,
@@ -302,13 +365,20 @@ impl Engine {
                     user_message_id: user_message_id.clone(),
                     request: ProviderRequest {
                         model: model.clone(),
-                        persona: persona.clone(),
+                        persona: speaker.id.clone(),
                         messages,
-                        temperature: request.temperature,
+                        temperature: request
+                            .temperature
+                            .or_else(|| persona.as_ref().and_then(|p| p.temperature)),
                         max_tokens: request.max_tokens,
                     },
-                    persona,
-                    model: model.clone(),
+                    routing: persona.is_none().then(|| RoutingJob {
+                        personas: self.personas.clone(),
+                        requested_model: request.model.clone(),
+                        requested_temperature: request.temperature,
+                    }),
+                    persona: id,
+                    model,
                     client_message_id: request.client_message_id.clone(),
                 },
             ));
@@ -427,10 +497,10 @@ fn check_id(field: &str, value: &str) -> Result<()> {
 }
 
 /// The persona's instructions, first in every prompt.
-fn system_prompt(persona: &str) -> ChatMessage {
+fn system_prompt(persona: &Persona) -> ChatMessage {
     ChatMessage {
         role: Role::System,
-        content: format!("You are {persona}, a helpful assistant in a chat. Answer in Markdown."),
+        content: persona.system_prompt.clone(),
     }
 }
 
@@ -489,10 +559,11 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         session_id,
         message_id,
         user_message_id,
-        persona,
-        model,
+        mut persona,
+        mut model,
         client_message_id,
-        request,
+        mut request,
+        routing,
     } = generation;
     let id = writer.id().clone();
     let stopped = writer.stopped();
@@ -506,27 +577,113 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         client_message_id,
     });
     writer.publish(StreamEvent::Progress(ProgressStep::Starting));
-    writer.publish(StreamEvent::Progress(ProgressStep::Generating));
+
+    let mut choice = None;
+    let mut stopped_early = None;
+    if let Some(job) = routing {
+        writer.publish(StreamEvent::Progress(ProgressStep::AgentRouting));
+        let routed = tokio::select! {
+            biased;
+            reason = &mut stopped => Err(reason),
+            chosen = route(&*provider, &job.personas, request.question()) => Ok(chosen),
+        };
+        match routed {
+            Err(reason) => stopped_early = Some(finish_reason_of(reason, &id)),
+            Ok(chosen) => {
+                let speaker = job
+                    .personas
+                    .get(&chosen.persona_id)
+                    .unwrap_or_else(|| job.personas.default_persona())
+                    .clone();
+                model =
+                    provider.model_for(job.requested_model.as_deref().or(speaker.model.as_deref()));
+                request.model = model.clone();
+                request.persona = speaker.id.clone();
+                request.temperature = job.requested_temperature.or(speaker.temperature);
+                if let Some(first) = request.messages.first_mut() {
+                    *first = system_prompt(&speaker);
+                }
+                if let Err(error) = store.set_persona(&message_id, &speaker.id, &model).await {
+                    tracing::warn!(stream_id = %id, %error, "could not store the routed persona");
+                }
+                writer.publish(StreamEvent::Routed {
+                    persona_id: speaker.id.clone(),
+                    name: speaker.name.clone(),
+                    confidence: chosen.confidence,
+                });
+                persona = speaker.id.clone();
+                choice = Some(chosen);
+            }
+        }
+    }
 
     let mut reply = String::new();
+    let (finish_reason, usage) = match stopped_early {
+        Some(reason) => (reason, None),
+        None => {
+            writer.publish(StreamEvent::Progress(ProgressStep::Generating));
+            match generate(
+                &*provider,
+                request,
+                &mut writer,
+                &mut stopped,
+                &mut reply,
+                &*store,
+                &message_id,
+                checkpoint_interval,
+            )
+            .await
+            {
+                Ok(end) => end,
+                Err(failure) => {
+                    finish_stored(&*store, &message_id, "", MessageStatus::Error, None).await;
+                    writer.publish(StreamEvent::Failed(failure));
+                    return;
+                }
+            }
+        }
+    };
+    // Stop the provider, and store the reply, before announcing the end: a
+    // client that reloads on `complete` finds it final.
+    finish_stored(
+        &*store,
+        &message_id,
+        &reply,
+        stored_status(finish_reason),
+        usage.map(|u| (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))),
+    )
+    .await;
+    writer.publish(StreamEvent::Completed {
+        response: reply,
+        message_id,
+        session_id,
+        metadata: metadata(persona, model, finish_reason, usage, choice),
+    });
+}
+
+/// Streams the provider's reply into `writer` (and `reply`), checkpointing it,
+/// until it ends or is stopped: how it ended, or the failure if it failed
+/// before any text. Returning drops the provider's stream, which stops it.
+#[allow(clippy::too_many_arguments)]
+async fn generate(
+    provider: &dyn Provider,
+    request: ProviderRequest,
+    writer: &mut Box<dyn StreamWriter>,
+    stopped: &mut std::pin::Pin<&mut impl Future<Output = StopReason>>,
+    reply: &mut String,
+    store: &dyn Store,
+    message_id: &str,
+    checkpoint_interval: Duration,
+) -> std::result::Result<(FinishReason, Option<Usage>), Failure> {
+    let id = writer.id().clone();
     // What the store holds of the reply, and when it was written.
     let mut checkpointed = 0;
     let mut last_checkpoint = tokio::time::Instant::now();
     let mut tokens = provider.stream(request);
-    let (finish_reason, usage) = loop {
+    loop {
         let item = tokio::select! {
             biased;
-            reason = &mut stopped => {
-                let reason = match reason {
-                    StopReason::Interrupted => FinishReason::Interrupted,
-                    StopReason::Cancelled => FinishReason::Cancelled,
-                    StopReason::Detached => {
-                        tracing::info!(stream_id = %id, "nobody attached for the detach grace: cancelling");
-                        FinishReason::Cancelled
-                    }
-                };
-                break (reason, None);
-            }
+            reason = stopped.as_mut() => return Ok((finish_reason_of(reason, &id), None)),
             item = tokens.next() => item,
         };
         match item {
@@ -543,7 +700,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
                 // At most one write per interval, whatever the token rate: a crash
                 // loses at most the text since the last checkpoint.
                 if last_checkpoint.elapsed() >= checkpoint_interval && reply.len() > checkpointed {
-                    if let Err(error) = store.checkpoint(&message_id, &reply).await {
+                    if let Err(error) = store.checkpoint(message_id, reply).await {
                         tracing::warn!(stream_id = %id, %error, "checkpoint failed");
                     }
                     checkpointed = reply.len();
@@ -553,40 +710,67 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
             Some(Ok(ProviderEvent::Finished {
                 finish_reason,
                 usage,
-            })) => break (finish_reason, usage),
-            None => break (FinishReason::Stop, None),
+            })) => return Ok((finish_reason, usage)),
+            None => return Ok((FinishReason::Stop, None)),
             Some(Err(error)) => {
                 tracing::warn!(stream_id = %id, %error, "provider failed");
                 if reply.is_empty() {
-                    let failure = match error {
+                    return Err(match error {
                         ProviderError::RateLimited(message) => Failure::RateLimited(message),
                         ProviderError::Upstream(message) => Failure::Provider(message),
-                    };
-                    drop(tokens);
-                    finish_stored(&*store, &message_id, "", MessageStatus::Error, None).await;
-                    writer.publish(StreamEvent::Failed(failure));
-                    return;
+                    });
                 }
-                break (FinishReason::Error, None);
+                return Ok((FinishReason::Error, None));
             }
         }
+    }
+}
+
+/// How a stream stopped from outside ends.
+fn finish_reason_of(reason: StopReason, stream_id: &str) -> FinishReason {
+    match reason {
+        StopReason::Interrupted => FinishReason::Interrupted,
+        StopReason::Cancelled => FinishReason::Cancelled,
+        StopReason::Detached => {
+            tracing::info!(%stream_id, "nobody attached for the detach grace: cancelling");
+            FinishReason::Cancelled
+        }
+    }
+}
+
+/// Chooses who answers `question`: the provider's classifier if it has one
+/// (bounded by [`ROUTING_TIMEOUT`]), else the keyword scorer. A classifier
+/// that fails, is late or names an unknown persona leaves the default persona
+/// to answer, with the reason.
+async fn route(provider: &dyn Provider, personas: &Personas, question: &str) -> Choice {
+    let default = personas.default_persona().id.clone();
+    let infos: Vec<_> = personas.all().iter().map(|p| p.info()).collect();
+    let Some(classifying) = provider.classify(question, &infos) else {
+        return personas.router().choose(question, &default);
     };
-    // Stop the provider, and store the reply, before announcing the end: a
-    // client that reloads on `complete` finds it final.
-    drop(tokens);
-    finish_stored(
-        &*store,
-        &message_id,
-        &reply,
-        stored_status(finish_reason),
-        usage.map(|u| (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))),
-    )
-    .await;
-    writer.publish(StreamEvent::Completed {
-        response: reply,
-        session_id,
-        metadata: metadata(persona, model, finish_reason, usage),
-    });
+    let fallback = |reason: String| Choice {
+        persona_id: default.clone(),
+        confidence: 0.0,
+        method: "model",
+        fallback_reason: Some(reason),
+    };
+    match tokio::time::timeout(ROUTING_TIMEOUT, classifying).await {
+        Ok(Ok(classified)) if personas.get(&classified.persona_id).is_some() => Choice {
+            persona_id: classified.persona_id,
+            confidence: classified.confidence,
+            method: "model",
+            fallback_reason: None,
+        },
+        Ok(Ok(classified)) => fallback(format!(
+            "the classifier chose an unknown persona ({:?})",
+            classified.persona_id
+        )),
+        Ok(Err(error)) => fallback(format!("the classifier failed: {error}")),
+        Err(_) => fallback(format!(
+            "the classifier did not answer within {} s",
+            ROUTING_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// Finalizes a stored reply; a failure is logged (the stream still ends, and the
@@ -611,6 +795,7 @@ fn metadata(
     model: String,
     finish_reason: FinishReason,
     usage: Option<Usage>,
+    choice: Option<Choice>,
 ) -> Metadata {
     Metadata {
         agent,
@@ -619,7 +804,11 @@ fn metadata(
         usage,
         sources: Vec::new(),
         context: Context::default(),
-        confidence: None,
+        confidence: choice.as_ref().map(|c| c.confidence),
+        routing: choice.map(|c| Routing {
+            method: c.method.to_owned(),
+            fallback_reason: c.fallback_reason,
+        }),
     }
 }
 
@@ -650,6 +839,7 @@ mod tests {
             )),
             provider,
             Arc::new(store),
+            Personas::builtin(),
             EngineLimits {
                 max_personas: 2,
                 max_streams: 3,
@@ -733,6 +923,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn auto_routes_then_answers_in_the_chosen_voice_and_stores_who() {
+        let (engine, _scratch) = engine(Arc::new(DemoProvider::new(Duration::ZERO, 30))).await;
+        let request = MessageRequest {
+            persona_id: Some("auto".into()),
+            ..ask("Write a poem and a short story about the sea")
+        };
+        let started = engine.start(&Identity::Anonymous, request).await.unwrap();
+        let routed = events(&engine, &started.stream_ids[0]).await;
+        assert!(
+            matches!(&routed[0].1, StreamEvent::Started { persona_id, .. } if persona_id == "auto")
+        );
+        assert_eq!(
+            routed[2].1,
+            StreamEvent::Progress(ProgressStep::AgentRouting)
+        );
+        let StreamEvent::Routed {
+            persona_id,
+            confidence,
+            ..
+        } = &routed[3].1
+        else {
+            panic!("no routing event: {routed:?}");
+        };
+        assert_eq!(persona_id, "creative_writer");
+        assert_eq!(routed[4].1, StreamEvent::Progress(ProgressStep::Generating));
+        let (response, metadata) = completed(&routed);
+        assert_eq!(metadata.agent, "creative_writer");
+        assert_eq!(metadata.confidence, Some(*confidence));
+        assert!(*confidence > 0.25 && *confidence <= 1.0);
+        assert_eq!(metadata.routing.as_ref().unwrap().method, "keywords");
+        let voice = crate::provider::demo::persona_reply_text(
+            "creative_writer",
+            None,
+            "Write a poem and a short story about the sea",
+            30,
+        );
+        assert!(voice.starts_with(response), "{response}");
+        let stored = engine
+            .store
+            .messages(
+                &Identity::Anonymous.conversation_owner(),
+                &started.session_id,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored[1].persona.as_deref(), Some("creative_writer"));
+        // Nothing to go on: the default persona, with the reason.
+        let vague = MessageRequest {
+            persona_id: Some("auto".into()),
+            ..ask("zzz")
+        };
+        let started = engine.start(&Identity::Anonymous, vague).await.unwrap();
+        let vague_events = events(&engine, &started.stream_ids[0]).await;
+        let (_, metadata) = completed(&vague_events);
+        assert_eq!(metadata.agent, "assistant");
+        assert_eq!(metadata.confidence, Some(0.0));
+        assert!(metadata.routing.as_ref().unwrap().fallback_reason.is_some());
+    }
+
+    #[tokio::test]
     async fn bad_requests_are_refused_with_their_codes() {
         let (engine, _scratch) = engine(Arc::new(DemoProvider::new(Duration::ZERO, 3))).await;
         let anon = Identity::Anonymous;
@@ -741,12 +991,40 @@ mod tests {
             Err(Error::EmptyMessage)
         ));
         let three = MessageRequest {
-            persona_ids: Some(vec!["a".into(), "b".into(), "c".into()]),
+            persona_ids: Some(vec![
+                "assistant".into(),
+                "tech_enthusiast".into(),
+                "data_scientist".into(),
+            ]),
             ..ask("q")
         };
         assert!(matches!(
             engine.start(&anon, three).await,
             Err(Error::InvalidMessage(_))
+        ));
+        let unknown = MessageRequest {
+            persona_id: Some("pirate".into()),
+            ..ask("q")
+        };
+        match engine.start(&anon, unknown).await {
+            Err(Error::InvalidMessage(text)) => assert!(text.contains("pirate"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        let twice = MessageRequest {
+            persona_ids: Some(vec!["assistant".into(), "assistant".into()]),
+            ..ask("q")
+        };
+        match engine.start(&anon, twice).await {
+            Err(Error::InvalidMessage(text)) => assert!(text.contains("twice"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        let tools = MessageRequest {
+            tools: Some(vec![serde_json::json!({"type": "web_search"})]),
+            ..ask("q")
+        };
+        assert!(matches!(
+            engine.start(&anon, tools).await,
+            Err(Error::Unsupported(_))
         ));
         let long_id = MessageRequest {
             session_id: Some("x".repeat(500)),

@@ -28,12 +28,23 @@ pub enum StreamEvent {
     },
     /// What the stream is doing before its tokens.
     Progress(ProgressStep),
+    /// Routing (`persona_id: "auto"`) chose who answers.
+    Routed {
+        /// The persona that answers.
+        persona_id: String,
+        /// Its display name.
+        name: String,
+        /// How sure the router is (0–1).
+        confidence: f64,
+    },
     /// A piece of the reply.
     Token(String),
     /// The reply ended (how: `metadata.finish_reason`); `response` is all of it.
     Completed {
         /// The whole reply.
         response: String,
+        /// The id the reply is stored under (seed 002's `response_id`).
+        message_id: String,
         /// The conversation.
         session_id: String,
         /// Who answered and how it ended.

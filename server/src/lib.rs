@@ -16,6 +16,8 @@
 //! - [`conversations`]: the callers' conversations (list, read, rename, delete).
 //! - [`events`]: what a stream says, free of any dialect.
 //! - [`hub`]: where streams live (the [`hub::Hub`] trait; in memory by default).
+//! - [`personas`]: who answers (built-ins, `--personas` file) and the router
+//!   for `persona_id: "auto"`.
 //! - [`provider`]: where replies come from (`demo`, OpenAI-compatible).
 //! - [`store`]: conversations and messages in SQLite or PostgreSQL.
 //! - [`auth`]: JWTs and identities.
@@ -35,6 +37,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod limits;
+pub mod personas;
 pub mod provider;
 pub mod routes;
 pub mod server;

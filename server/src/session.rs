@@ -39,6 +39,11 @@ pub enum Command {
     },
     /// Ask a question: one stream per persona.
     Message(MessageRequest),
+    /// A plain-text question (seed 000's raw chat): a `Message` with only
+    /// its text, whose replies the transport encodes as raw-chat frames.
+    RawQuestion(String),
+    /// Say this text back (seed 000's echo socket).
+    Echo(String),
     /// Stop a stream.
     Cancel {
         /// The stream.
@@ -104,6 +109,8 @@ pub enum Reply {
     },
     /// A token was rejected; the session is as it was.
     AuthRejected(TokenError),
+    /// A text said back (`Echo: …`).
+    Echo(String),
     /// The answer to a ping.
     Pong {
         /// The client's clock, echoed.
@@ -289,6 +296,13 @@ impl Session {
 
     /// Runs one command.
     pub async fn handle(&mut self, command: Command) -> Result<Outcome, Refusal> {
+        let command = match command {
+            Command::RawQuestion(text) => Command::Message(MessageRequest {
+                message: Some(text),
+                ..MessageRequest::default()
+            }),
+            other => other,
+        };
         self.admit(&command)?;
         let engine = &self.state.engine;
         match command {
@@ -332,6 +346,11 @@ impl Session {
                 }
                 Ok(Outcome::Following(self.follows.follow(subscription)))
             }
+            Command::Echo(text) => Ok(Outcome::Reply(Reply::Echo(text))),
+            // Turned into a `Message` above.
+            Command::RawQuestion(_) => {
+                Err(Error::Internal("raw question not converted".into()).into())
+            }
             Command::Ping { timestamp } => Ok(Outcome::Reply(Reply::Pong {
                 timestamp,
                 server_time: unix_now_millis(),
@@ -362,7 +381,7 @@ impl Session {
         // else needs a valid one when authentication is required.
         if !matches!(
             command,
-            Command::Auth { .. } | Command::Hello | Command::Ping { .. }
+            Command::Auth { .. } | Command::Hello | Command::Ping { .. } | Command::Echo(_)
         ) {
             if !self.is_authorized() {
                 return Err(Error::AuthRequired.into());

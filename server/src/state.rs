@@ -33,6 +33,9 @@ pub enum StartupError {
         /// What failed.
         source: StoreError,
     },
+    /// The personas file is unusable (its line and field named).
+    #[error("{0}")]
+    Personas(#[from] crate::personas::PersonaFileError),
     /// The provider's configuration is unusable.
     #[error("cannot set up the provider: {0}")]
     Provider(String),
@@ -74,6 +77,7 @@ impl AppState {
     /// provider.
     pub async fn new(config: Config) -> Result<Self, StartupError> {
         let keys = JwtKeys::load(&config.key_sources(), &config.data_dir)?;
+        let personas = crate::personas::Personas::load(config.personas.as_deref())?;
         let location = config.database_url.as_ref().map_or_else(
             || format!("SQLite {}", config.data_dir.join("rill.db").display()),
             DatabaseUrl::redacted,
@@ -108,6 +112,7 @@ impl AppState {
             hub.clone(),
             provider,
             store.clone(),
+            personas,
             EngineLimits {
                 max_personas: config.max_personas,
                 max_streams: config.max_streams,

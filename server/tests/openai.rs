@@ -394,3 +394,74 @@ async fn shutdown_closes_the_upstream_request() {
     );
     wait_disconnects(&upstream, 1).await;
 }
+
+#[tokio::test]
+async fn auto_routing_asks_the_model_and_falls_back_with_the_reason() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    let mut ws = server.ws().await;
+    let mut ask = async |question: &str| {
+        send(
+            &mut ws,
+            json!({"type": "message", "message": question, "persona_id": "auto"}),
+        )
+        .await;
+        recv_until_done(&mut ws, 1).await
+    };
+    let frames = ask("route-data: what is the variance?").await;
+    let routed = frames
+        .iter()
+        .find(|f| f["type"] == "progress" && f.get("agent").is_some())
+        .unwrap();
+    assert_eq!(routed["agent"], "data_scientist");
+    assert_eq!(routed["confidence"], 0.83);
+    let metadata = &frames.last().unwrap()["metadata"];
+    assert_eq!(metadata["agent"], "data_scientist");
+    assert_eq!(metadata["confidence"], 0.83);
+    assert_eq!(metadata["routing"]["method"], "model");
+    // The classification went upstream, not streamed, with every persona; the
+    // reply then went with the chosen persona's instructions.
+    let requests = upstream.requests();
+    let classification = requests.iter().find(|r| r["stream"] == false).unwrap();
+    let system = classification["messages"][0]["content"].as_str().unwrap();
+    for id in [
+        "assistant",
+        "tech_enthusiast",
+        "creative_writer",
+        "data_scientist",
+    ] {
+        assert!(system.contains(id), "{system}");
+    }
+    assert_eq!(classification["response_format"]["type"], "json_object");
+    let reply = requests.iter().rfind(|r| r["stream"] == true).unwrap();
+    assert!(
+        reply["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("data scientist"),
+        "{reply}"
+    );
+    let frames = ask("route-fenced please").await;
+    assert_eq!(
+        frames.last().unwrap()["metadata"]["agent"],
+        "creative_writer"
+    );
+
+    for (question, reason) in [
+        ("route-unknown", "unknown persona"),
+        ("route-prose", "JSON"),
+        ("route-fail", "classifier failed"),
+    ] {
+        let frames = ask(question).await;
+        let metadata = &frames.last().unwrap()["metadata"];
+        assert_eq!(metadata["agent"], "assistant", "{question}");
+        assert_eq!(metadata["confidence"], 0.0);
+        let fallback = metadata["routing"]["fallback_reason"].as_str().unwrap();
+        assert!(fallback.contains(reason), "{question}: {fallback}");
+        assert_eq!(
+            frames.last().unwrap()["type"],
+            "complete",
+            "the reply still comes"
+        );
+    }
+}

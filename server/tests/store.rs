@@ -443,9 +443,21 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
         );
         assert_eq!(second[1].status, MessageStatus::Streaming);
         assert_eq!(second[1].content, "One.");
+        // Routing chose who answers q2: recorded on its reply.
+        store
+            .set_persona("q2-reply", "data_scientist", "small")
+            .await
+            .unwrap();
         let all = store.messages("user:ann", "t-1").await.unwrap();
         assert_eq!(all.len(), 4, "{backend}");
         assert_eq!(all[3].stream_id.as_deref(), Some("q2-stream"));
+        assert_eq!(
+            all[3].persona.as_deref(),
+            Some("data_scientist"),
+            "{backend}"
+        );
+        assert_eq!(all[3].model.as_deref(), Some("small"), "{backend}");
+        assert_eq!(all[1].persona.as_deref(), Some("assistant"), "{backend}");
         // The history is the newest messages with text, at most the limit:
         // q2's reply has none yet.
         let mut limited = turn("t-1", "user:ann", "q2b", "Third?");

@@ -100,7 +100,7 @@ async fn several_personas_get_one_stream_each() {
     let mut ws = server.ws().await;
     send(
         &mut ws,
-        json!({"type": "message", "message": "hi", "persona_ids": ["tech", "poet"]}),
+        json!({"type": "message", "message": "hi", "persona_ids": ["tech_enthusiast", "creative_writer"]}),
     )
     .await;
     let frames = recv_until_done(&mut ws, 2).await;
@@ -110,7 +110,10 @@ async fn several_personas_get_one_stream_each() {
         .map(|f| f["metadata"]["agent"].as_str().unwrap())
         .collect();
     agents.sort();
-    assert_eq!(agents, ["poet", "tech"]);
+    assert_eq!(agents, ["creative_writer", "tech_enthusiast"]);
+    let turn = recv(&mut ws).await;
+    assert_eq!(turn["type"], "turn_complete");
+    assert_eq!(turn["replies"][0]["persona_id"], "tech_enthusiast");
 }
 
 #[tokio::test]

@@ -40,8 +40,6 @@ async fn malformed_frames_are_invalid_messages() {
     let mut ws = server.ws().await;
     for text in [
         "{not json",
-        "[1, 2, 3]",
-        "42",
         r#"{"message": "no type"}"#,
         r#"{"type": "shout"}"#,
         r#"{"type": "message", "message": 42}"#,

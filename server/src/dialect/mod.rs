@@ -5,14 +5,27 @@
 //!
 //! - [`native`]: rill's own JSON dialect (`/ws/chat`, and the data of SSE and
 //!   long-poll).
+//! - [`seed002`]: seed 002's `{type, data}` dialect (`/ws`), with seed 000's
+//!   echo of non-JSON frames.
+//! - [`raw`]: seed 000's raw-text chat (a plain-text question on `/ws/chat`,
+//!   answered `start`, `token`s, `end`).
 //!
 //! Adding a dialect: implement [`Dialect`] with an unused [`Dialect::slot`]
 //! (below [`crate::hub::ENCODING_SLOTS`]), and give it a route that feeds its
 //! frames to a [`crate::session::Session`] (see `docs/architecture.md`).
+//!
+//! An encoding is usually one frame. It may be several, joined by `\n` (JSON
+//! text never holds a raw newline), or none (empty): a dialect without a
+//! frame for some event sends nothing for it.
 
 pub mod native;
+pub mod raw;
+pub mod seed002;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
+use rill_protocol::FinishReason;
 
 use crate::error::Error;
 use crate::events::StreamEvent;
@@ -20,6 +33,64 @@ use crate::hub::Sequenced;
 use crate::session::{Command, Reply};
 
 pub use native::Native;
+pub use raw::Raw;
+pub use seed002::Seed002;
+
+/// Where a stream stands among the streams one question started, for
+/// dialects whose frames say so (seed 002's `persona_response.index`).
+#[derive(Debug, Clone, Default)]
+pub struct Place {
+    /// Its position among the question's personas, from 0.
+    pub index: usize,
+    /// Whether the question named several personas (`persona_ids`).
+    pub several: bool,
+    /// The persona answering, once known (from `start`, then routing).
+    pub persona_id: Option<Arc<str>>,
+}
+
+/// One reply of a question whose streams all ended.
+#[derive(Debug, Clone)]
+pub struct TurnReply {
+    /// Its stream.
+    pub stream_id: Arc<str>,
+    /// Its position among the question's personas.
+    pub index: usize,
+    /// The persona that answered.
+    pub persona_id: String,
+    /// The id the reply is stored under.
+    pub message_id: String,
+    /// Its whole text.
+    pub response: String,
+    /// How it ended; `None` if it failed before any text.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A question whose every stream ended.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The conversation.
+    pub session_id: String,
+    /// Whether it named several personas.
+    pub several: bool,
+    /// One per persona, in the order asked.
+    pub replies: Vec<TurnReply>,
+}
+
+/// The frames of an encoding (see the module doc): zero, one or several.
+pub fn frames(encoded: Bytes) -> impl Iterator<Item = Bytes> {
+    let mut rest = Some(encoded).filter(|b| !b.is_empty());
+    std::iter::from_fn(move || {
+        let bytes = rest.take()?;
+        match bytes.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                let tail = bytes.slice(at + 1..);
+                rest = Some(tail).filter(|b| !b.is_empty());
+                Some(bytes.slice(..at))
+            }
+            None => Some(bytes),
+        }
+    })
+}
 
 /// A wire dialect.
 pub trait Dialect: Send + Sync + 'static {
@@ -72,6 +143,18 @@ pub trait Dialect: Send + Sync + 'static {
             StreamEvent::Token(text.to_owned()),
         );
         self.encode_event(&event)
+    }
+
+    /// A stream event for a stream at `place` on this connection, when this
+    /// dialect's frame depends on it; `None` uses the shared encoding.
+    fn encode_placed(&self, _event: &Sequenced, _place: &Place) -> Option<Bytes> {
+        None
+    }
+
+    /// What this dialect sends when every stream of a question ended, if
+    /// anything.
+    fn encode_turn(&self, _turn: &Turn) -> Option<Bytes> {
+        None
     }
 
     /// The event's frame, encoded once and shared by every reader.

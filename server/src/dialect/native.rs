@@ -55,6 +55,20 @@ impl Native {
                 seq,
                 step: *step,
                 message: progress_text(*step).to_owned(),
+                agent: None,
+                confidence: None,
+            },
+            StreamEvent::Routed {
+                persona_id,
+                name,
+                confidence,
+            } => ServerEvent::Progress {
+                stream_id,
+                seq,
+                step: ProgressStep::AgentRouting,
+                message: format!("{name} answers"),
+                agent: Some(persona_id.clone()),
+                confidence: Some(*confidence),
             },
             StreamEvent::Token(token) => ServerEvent::Token {
                 stream_id,
@@ -67,6 +81,7 @@ impl Native {
                 response,
                 session_id,
                 metadata,
+                ..
             } => ServerEvent::Complete {
                 stream_id,
                 seq,
@@ -157,7 +172,13 @@ impl Dialect for Native {
         0
     }
 
+    /// A frame whose first non-blank character is not `{` is a plain-text
+    /// question (seed 000's raw chat, answered in [`super::Raw`] frames); a
+    /// broken JSON object stays `INVALID_MESSAGE`.
     fn decode(&self, frame: &str) -> Result<Command, Error> {
+        if !frame.trim_start().starts_with('{') {
+            return Ok(Command::RawQuestion(frame.to_owned()));
+        }
         Ok(match parse_client_frame(frame)? {
             ClientFrame::Auth { token } => Command::Auth { token },
             ClientFrame::Message(request) => Command::Message(request),
@@ -218,6 +239,7 @@ impl Dialect for Native {
                 message: error.to_string(),
                 code: ErrorCode::AuthFailed,
             },
+            Reply::Echo(text) => return Bytes::from(format!("Echo: {text}")),
             Reply::Pong {
                 timestamp,
                 server_time,
@@ -272,10 +294,31 @@ impl Dialect for Native {
         ))
     }
 
+    /// `turn_complete`, after a question that named several personas.
+    fn encode_turn(&self, turn: &super::Turn) -> Option<Bytes> {
+        if !turn.several {
+            return None;
+        }
+        let event = ServerEvent::TurnComplete {
+            session_id: turn.session_id.clone(),
+            replies: turn
+                .replies
+                .iter()
+                .map(|reply| rill_protocol::TurnReply {
+                    stream_id: reply.stream_id.to_string(),
+                    persona_id: reply.persona_id.clone(),
+                    message_id: reply.message_id.clone(),
+                    finish_reason: reply.finish_reason,
+                })
+                .collect(),
+        };
+        Some(Bytes::from(event.to_json()))
+    }
+
     fn event_name(&self, event: &StreamEvent) -> &'static str {
         match event {
             StreamEvent::Started { .. } => "start",
-            StreamEvent::Progress(_) => "progress",
+            StreamEvent::Progress(_) | StreamEvent::Routed { .. } => "progress",
             StreamEvent::Token(_) => "token",
             StreamEvent::Completed { .. } => "complete",
             StreamEvent::Failed(_) => "error",
@@ -313,9 +356,14 @@ mod tests {
             let frame = serde_json::json!({"type": kind, "token": "t", "stream_id": "s", "room": "r", "message": "m"});
             assert!(Native.decode(&frame.to_string()).is_ok(), "{kind}");
         }
+        assert_eq!(
+            Native.decode("[]").unwrap(),
+            Command::RawQuestion("[]".into()),
+            "not an object: a raw question"
+        );
         for bad in [
             "{",
-            "[]",
+            " {\"type\"",
             r#"{"type":"nope"}"#,
             r#"{"type":"resume","stream_id":"s","after_seq":-1}"#,
         ] {

@@ -1,5 +1,6 @@
 //! The `demo` provider: an offline, deterministic markdown reply that refers to the
-//! question (paragraphs, a list, a fenced code block), streamed word by word.
+//! question (paragraphs, a list, a fenced code block), streamed word by word, in
+//! the voice of the persona answering (each built-in persona sounds different).
 //!
 //! The same question always gives the same reply, so tests and benchmarks can
 //! compare runs; different questions give different replies.
@@ -50,10 +51,17 @@ impl Provider for DemoProvider {
         request: ProviderRequest,
     ) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
         let question = request.question().to_owned();
+        let instructions = request
+            .messages
+            .first()
+            .filter(|m| m.role == super::Role::System)
+            .map(|m| m.content.as_str());
+        let reply =
+            |min_tokens| persona_reply_text(&request.persona, instructions, &question, min_tokens);
         // About `tokens` words, ending where a sentence ends; cut exactly only when
         // the structured part alone is longer, or at the request's max_tokens.
-        let all = split_tokens(&reply_text(&question, self.tokens));
-        let structured = split_tokens(&reply_text(&question, 0)).len();
+        let all = split_tokens(&reply(self.tokens));
+        let structured = split_tokens(&reply(0)).len();
         let natural = if structured >= self.tokens {
             self.tokens
         } else {
@@ -137,32 +145,174 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
-const OPENINGS: [&str; 4] = [
-    "Good question.",
-    "Happy to help with that.",
-    "Let's look at this together.",
-    "Here is a short answer.",
-];
+/// How a persona sounds in the demo: its own openings, list, example and
+/// closing sentences, so several personas answering one question are told
+/// apart at a glance.
+struct Voice {
+    /// The first sentence (one picked per question).
+    openings: &'static [&'static str],
+    /// The line before the list; `{topic}` is the question's start.
+    list_intro: &'static str,
+    /// List items (three picked per question).
+    points: &'static [&'static str],
+    /// Sentences that lengthen the reply to the configured size.
+    filler: &'static [&'static str],
+    /// The persona's example after the list.
+    example: fn(topic: &str, words: usize, question: &str) -> String,
+}
 
-const POINTS: [&str; 8] = [
-    "Start from a small, concrete example and grow it step by step.",
-    "Write down what you expect before you measure what happens.",
-    "Keep the moving parts few: each one is something to debug later.",
-    "Prefer the boring, well-documented tool over the clever one.",
-    "Check the edge cases first: empty input, huge input, and bad input.",
-    "Make it work, make it right, then make it fast — in that order.",
-    "Automate the check you just did by hand, so it stays true.",
-    "Read the error message twice; it usually says what is wrong.",
-];
+const ASSISTANT: Voice = Voice {
+    openings: &[
+        "Good question.",
+        "Happy to help with that.",
+        "Let's look at this together.",
+        "Here is a short answer.",
+    ],
+    list_intro: "Three things worth keeping in mind about *{topic}*:",
+    points: &[
+        "Start from a small, concrete example and grow it step by step.",
+        "Write down what you expect before you measure what happens.",
+        "Keep the moving parts few: each one is something to debug later.",
+        "Prefer the boring, well-documented tool over the clever one.",
+        "Check the edge cases first: empty input, huge input, and bad input.",
+        "Make it work, make it right, then make it fast — in that order.",
+        "Automate the check you just did by hand, so it stays true.",
+        "Read the error message twice; it usually says what is wrong.",
+    ],
+    filler: &[
+        "Streaming matters because people read as fast as the words arrive, and a reply that appears word by word feels alive instead of stuck.",
+        "Every event in this reply carries a sequence number, so a client that loses its connection can ask for exactly what it missed.",
+        "This text comes from rill's offline demo provider: point rill at an OpenAI-compatible endpoint to get answers from a real model.",
+        "A good chat server keeps the stream in the server, not in the socket, so a dropped connection never loses a reply.",
+        "Markdown keeps replies readable: paragraphs, lists and code blocks render the same in every client that speaks it.",
+        "Bounded queues and clear error codes are what keep a server standing when clients misbehave.",
+    ],
+    example: rust_example,
+};
 
-const FILLER: [&str; 6] = [
-    "Streaming matters because people read as fast as the words arrive, and a reply that appears word by word feels alive instead of stuck.",
-    "Every event in this reply carries a sequence number, so a client that loses its connection can ask for exactly what it missed.",
-    "This text comes from rill's offline demo provider: point rill at an OpenAI-compatible endpoint to get answers from a real model.",
-    "A good chat server keeps the stream in the server, not in the socket, so a dropped connection never loses a reply.",
-    "Markdown keeps replies readable: paragraphs, lists and code blocks render the same in every client that speaks it.",
-    "Bounded queues and clear error codes are what keep a server standing when clients misbehave.",
-];
+const TECH_ENTHUSIAST: Voice = Voice {
+    openings: &[
+        "Oh, I love this one! 🚀",
+        "Great question — this is exactly the kind of thing I geek out about!",
+        "Ooh, let's dig into the tech here!",
+        "Yes! Time to nerd out a little.",
+    ],
+    list_intro: "Three things I would try right away for *{topic}*:",
+    points: &[
+        "Spin up a tiny prototype tonight: fifty lines of code beat a week of planning.",
+        "Check the latest release notes — the newest version may already solve it.",
+        "Profile before you optimise; the bottleneck is never where you think.",
+        "Wire it into CI so the machine does the boring checks for you.",
+        "Read the source: the best documentation is the code itself.",
+        "Pick the tool with the liveliest community, so you are never stuck alone.",
+        "Use a typed language for the core; the compiler is a free reviewer.",
+        "Benchmark on real hardware, not on a hunch.",
+    ],
+    filler: &[
+        "Honestly, the tooling around this keeps getting better every month, and that is what makes it so exciting to build with.",
+        "Streaming tokens over a WebSocket is one of my favourite tricks: the reply feels instant even when the model is still thinking.",
+        "If you try it, share a benchmark — numbers make every tech discussion better.",
+        "This is the offline demo speaking, but plug in a real model and the same pipeline lights up.",
+    ],
+    example: rust_example,
+};
+
+const CREATIVE_WRITER: Voice = Voice {
+    openings: &[
+        "Picture this:",
+        "Ah, a question to turn over in the hand like a smooth stone.",
+        "Every question is the first line of a story.",
+        "Once upon a time, someone asked exactly this.",
+    ],
+    list_intro: "Three threads to weave through *{topic}*:",
+    points: &[
+        "Begin with a single image, sharp enough to touch.",
+        "Let the quiet moments speak louder than the loud ones.",
+        "Give every character a secret, even the minor ones.",
+        "Trust the reader to carry half of the story.",
+        "End where the feeling is strongest, not where the plot runs out.",
+        "Read it aloud: the ear catches what the eye forgives.",
+        "Cut the sentence you love most, and see if the page breathes better.",
+        "Find the metaphor hiding in the ordinary.",
+    ],
+    filler: &[
+        "Words arrive one by one, like footsteps on a wooden stair, and the story builds with every step.",
+        "Somewhere between the question and the answer there is a door, and this reply is only the light under it.",
+        "This voice is the offline demo's daydream; a real model would write you a whole chapter.",
+        "A reply that streams feels like a letter being written while you watch over the writer's shoulder.",
+    ],
+    example: verse_example,
+};
+
+const DATA_SCIENTIST: Voice = Voice {
+    openings: &[
+        "Let's look at the evidence.",
+        "Short answer: it depends on the data, so here is how to find out.",
+        "Good question; let's put numbers on it.",
+        "Before we conclude anything, let's measure.",
+    ],
+    list_intro: "Three measurements worth taking about *{topic}*:",
+    points: &[
+        "Establish a baseline before you change anything.",
+        "Look at the distribution, not only the mean: outliers hide in averages.",
+        "Report an interval, not just a point estimate.",
+        "Check the sample size; small samples make loud claims.",
+        "Plot the raw data before fitting any model.",
+        "Separate correlation from causation with a controlled experiment.",
+        "Hold out a test set you never tune against.",
+        "Write down the hypothesis before you look at the results.",
+    ],
+    filler: &[
+        "In my experience, most surprising results turn out to be measurement errors, so verify the pipeline first.",
+        "A dashboard is only as good as the question behind it: decide what decision the number will change.",
+        "These figures come from the offline demo provider, computed from your question's words; a real model would reason about your data.",
+        "Variance is information: when results disagree, the disagreement is often the most interesting finding.",
+    ],
+    example: statistics_example,
+};
+
+/// The voice of `persona` (the assistant's for personas without their own).
+fn voice(persona: &str) -> &'static Voice {
+    match persona {
+        "tech_enthusiast" => &TECH_ENTHUSIAST,
+        "creative_writer" => &CREATIVE_WRITER,
+        "data_scientist" => &DATA_SCIENTIST,
+        _ => &ASSISTANT,
+    }
+}
+
+/// A tiny Rust program that counts the question's words.
+fn rust_example(topic: &str, words: usize, _question: &str) -> String {
+    let code_topic = format!("{topic:?}");
+    format!(
+        "\nA tiny example that counts the words of your question:\n\n```rust\nfn main() {{\n    let question = {code_topic};\n    let words = question.split_whitespace().count();\n    println!(\"{{words}} words\"); // {words}\n}}\n```\n"
+    )
+}
+
+/// A short verse about the question.
+fn verse_example(topic: &str, words: usize, _question: &str) -> String {
+    format!(
+        "\nA small verse for you:\n\n> *{topic}*, you ask —\n> {words} words like lanterns on a string,\n> each one lit, then the next,\n> until the whole night reads.\n"
+    )
+}
+
+/// Statistics of the question's words, as a table and the Python that computes them.
+fn statistics_example(topic: &str, words: usize, question: &str) -> String {
+    let lengths: Vec<usize> = question
+        .split_whitespace()
+        .map(|w| w.chars().count())
+        .collect();
+    let mean = if lengths.is_empty() {
+        0.0
+    } else {
+        lengths.iter().sum::<usize>() as f64 / lengths.len() as f64
+    };
+    let longest = lengths.iter().max().copied().unwrap_or(0);
+    let code_topic = format!("{topic:?}");
+    format!(
+        "\nThe data we have is your question itself:\n\n| statistic | value |\n|---|---|\n| words | {words} |\n| mean word length | {mean:.2} |\n| longest word | {longest} |\n\n```python\nwords = {code_topic}.split()\nprint(len(words), sum(map(len, words)) / len(words))\n```\n"
+    )
+}
 
 /// The question on one line, bounded, for quoting.
 fn one_line(question: &str, max_chars: usize) -> String {
@@ -173,8 +323,22 @@ fn one_line(question: &str, max_chars: usize) -> String {
     }
 }
 
-/// The whole reply, long enough to cut `min_tokens` tokens from.
+/// The whole reply of the default persona, long enough to cut `min_tokens`
+/// tokens from.
 pub fn reply_text(question: &str, min_tokens: usize) -> String {
+    persona_reply_text("assistant", None, question, min_tokens)
+}
+
+/// The whole reply of `persona` in its voice. A persona without a voice of its
+/// own (from a `--personas` file) answers in the assistant's, introduced by
+/// its id and instructions (`system_prompt`) so it is still told apart.
+pub fn persona_reply_text(
+    persona: &str,
+    system_prompt: Option<&str>,
+    question: &str,
+    min_tokens: usize,
+) -> String {
+    let voice = voice(persona);
     let hash = fnv1a(question);
     let pick = |salt: u64, len: usize| {
         ((hash.rotate_left((salt * 13) as u32) ^ salt) % len as u64) as usize
@@ -183,26 +347,30 @@ pub fn reply_text(question: &str, min_tokens: usize) -> String {
     let quoted = one_line(question, 200).replace('`', "'");
     let topic = one_line(question, 48).replace('`', "'");
     let words = question.split_whitespace().count();
-    let mut text = format!(
-        "{} You asked: \"{quoted}\". This reply comes from the offline **demo** provider, so it is about your words rather than their meaning.\n\n",
-        OPENINGS[pick(1, OPENINGS.len())]
-    );
-    text.push_str(&format!(
-        "Three things worth keeping in mind about *{topic}*:\n\n"
-    ));
-    let first = pick(2, POINTS.len());
-    for i in 0..3 {
-        text.push_str(&format!("- {}\n", POINTS[(first + i * 3) % POINTS.len()]));
+    let mut text = String::new();
+    if std::ptr::eq(voice, &ASSISTANT) && persona != "assistant" {
+        let instructions = one_line(system_prompt.unwrap_or_default(), 120).replace('`', "'");
+        text.push_str(&format!("*{persona}* — {instructions}\n\n"));
     }
-    let code_topic = format!("{topic:?}");
     text.push_str(&format!(
-        "\nA tiny example that counts the words of your question:\n\n```rust\nfn main() {{\n    let question = {code_topic};\n    let words = question.split_whitespace().count();\n    println!(\"{{words}} words\"); // {words}\n}}\n```\n"
+        "{} You asked: \"{quoted}\". This reply comes from the offline **demo** provider, so it is about your words rather than their meaning.\n\n",
+        voice.openings[pick(1, voice.openings.len())]
     ));
+    text.push_str(&voice.list_intro.replace("{topic}", &topic));
+    text.push_str("\n\n");
+    let first = pick(2, voice.points.len());
+    for i in 0..3 {
+        text.push_str(&format!(
+            "- {}\n",
+            voice.points[(first + i * 3) % voice.points.len()]
+        ));
+    }
+    text.push_str(&(voice.example)(&topic, words, question));
     // Count as we go: re-splitting the whole text per sentence would be quadratic.
-    let mut filler = pick(3, FILLER.len());
+    let mut filler = pick(3, voice.filler.len());
     let mut count = split_tokens(&text).len();
     while count < min_tokens {
-        let sentence = FILLER[filler % FILLER.len()];
+        let sentence = voice.filler[filler % voice.filler.len()];
         text.push('\n');
         text.push_str(sentence);
         text.push('\n');
@@ -322,6 +490,46 @@ mod tests {
         // 11 words (cut inside the structured part): 10 pauses.
         collect(&provider, request("q", None)).await;
         assert_eq!(started.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn each_persona_has_its_own_voice() {
+        let provider = DemoProvider::new(Duration::ZERO, 200);
+        let ask = |persona: &str| {
+            let mut request = request("Should I learn Rust this year?", None);
+            request.persona = persona.into();
+            request
+        };
+        let (assistant, _) = collect(&provider, ask("assistant")).await;
+        let (tech, _) = collect(&provider, ask("tech_enthusiast")).await;
+        let (writer, _) = collect(&provider, ask("creative_writer")).await;
+        let (data, _) = collect(&provider, ask("data_scientist")).await;
+        assert!(
+            tech.contains("Three things I would try right away"),
+            "{tech}"
+        );
+        assert!(writer.contains("A small verse for you"), "{writer}");
+        assert!(data.contains("| mean word length | 4.17 |"), "{data}");
+        let all = [&assistant, &tech, &writer, &data];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // A persona of the file speaks with the assistant's voice, introduced.
+        let mut custom = ask("pirate");
+        custom.messages.insert(
+            0,
+            ChatMessage {
+                role: Role::System,
+                content: "You are a pirate.".into(),
+            },
+        );
+        let (pirate, _) = collect(&provider, custom).await;
+        assert!(
+            pirate.starts_with("*pirate* — You are a pirate."),
+            "{pirate}"
+        );
     }
 
     #[test]

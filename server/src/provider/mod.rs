@@ -82,6 +82,15 @@ pub enum ProviderError {
     RateLimited(String),
 }
 
+/// A provider's choice of persona for a question (routing, `persona_id: "auto"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    /// The persona it chose.
+    pub persona_id: String,
+    /// How sure it says it is (0–1).
+    pub confidence: f64,
+}
+
 /// A source of replies. Dropping the returned stream stops generation (and, for
 /// remote providers, closes the upstream request): cancellation is structural.
 pub trait Provider: Send + Sync + 'static {
@@ -101,6 +110,21 @@ pub trait Provider: Send + Sync + 'static {
     fn models(&self) -> BoxFuture<'static, Result<Vec<String>, ProviderError>> {
         let models = vec![self.default_model().to_owned()];
         Box::pin(async move { Ok(models) })
+    }
+    /// Whether this provider passes `tools` and `include_reasoning` to a
+    /// model (the OpenAI Responses API); others refuse questions with them.
+    fn offers_tools(&self) -> bool {
+        false
+    }
+    /// Chooses who answers `question` among `personas`, if this provider can
+    /// (a classification call to a model); `None` leaves routing to the
+    /// server's own keyword scorer.
+    fn classify(
+        &self,
+        _question: &str,
+        _personas: &[rill_protocol::PersonaInfo],
+    ) -> Option<BoxFuture<'static, Result<Classified, ProviderError>>> {
+        None
     }
     /// Streams the reply to `request`.
     fn stream(

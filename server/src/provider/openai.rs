@@ -22,7 +22,9 @@ use futures::{Stream, StreamExt};
 use rill_protocol::{FinishReason, Usage};
 use serde_json::{Value, json};
 
-use super::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
+use super::{
+    ChatMessage, Classified, Provider, ProviderError, ProviderEvent, ProviderRequest, Role,
+};
 
 /// How to reach the upstream and how patient to be with it.
 #[derive(Clone)]
@@ -145,6 +147,30 @@ impl Provider for OpenAiProvider {
         })
     }
 
+    /// A small chat completion (not streamed) asking the default model for
+    /// JSON naming the persona and its confidence.
+    fn classify(
+        &self,
+        question: &str,
+        personas: &[rill_protocol::PersonaInfo],
+    ) -> Option<futures::future::BoxFuture<'static, Result<Classified, ProviderError>>> {
+        let client = self.client.clone();
+        let settings = self.settings.clone();
+        let body = classify_body(&settings.default_model, question, personas);
+        Some(Box::pin(async move {
+            let answer = tokio::time::timeout(
+                settings.first_token_timeout,
+                client.chat().create_byot::<Value, Value>(body),
+            )
+            .await
+            .map_err(|_| {
+                ProviderError::Upstream("The model provider did not classify in time".into())
+            })?
+            .map_err(|e| map_error(&e, &settings))?;
+            parse_classification(&answer)
+        }))
+    }
+
     fn stream(
         &self,
         request: ProviderRequest,
@@ -163,6 +189,63 @@ impl Provider for OpenAiProvider {
             })
             .boxed()
     }
+}
+
+/// Longest part of a question sent to the classifier, in characters: the
+/// start of a question says what it is about.
+const CLASSIFY_QUESTION_CHARS: usize = 2_000;
+
+/// The classification request: the personas, the question, JSON out.
+fn classify_body(model: &str, question: &str, personas: &[rill_protocol::PersonaInfo]) -> Value {
+    let list: String = personas
+        .iter()
+        .map(|p| format!("- {}: {}\n", p.id, p.description))
+        .collect();
+    let question: String = question.chars().take(CLASSIFY_QUESTION_CHARS).collect();
+    json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": format!(
+                "Choose the persona best suited to answer the user's question.\n\
+                 Personas:\n{list}\
+                 Answer with JSON only: {{\"persona_id\": \"<one of the ids above>\", \
+                 \"confidence\": <how sure you are, 0 to 1>}}"
+            )},
+            {"role": "user", "content": question},
+        ],
+        "stream": false,
+        "temperature": 0,
+        "max_tokens": 60,
+        "response_format": {"type": "json_object"},
+    })
+}
+
+/// The persona and confidence of a classification answer; an error says what
+/// was wrong with it.
+fn parse_classification(answer: &Value) -> Result<Classified, ProviderError> {
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .ok_or_else(|| ProviderError::Upstream("the classifier's answer has no text".into()))?;
+    // Models sometimes wrap JSON in a code fence.
+    let json = content
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```");
+    let parsed: Value = serde_json::from_str(json.trim())
+        .map_err(|_| ProviderError::Upstream("the classifier did not answer with JSON".into()))?;
+    let persona_id = parsed["persona_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ProviderError::Upstream("the classifier named no persona_id".into()))?;
+    let confidence = parsed["confidence"]
+        .as_f64()
+        .filter(|c| c.is_finite())
+        .ok_or_else(|| ProviderError::Upstream("the classifier gave no confidence".into()))?;
+    Ok(Classified {
+        persona_id: persona_id.chars().take(64).collect(),
+        confidence: confidence.clamp(0.0, 1.0),
+    })
 }
 
 type Chunks = std::pin::Pin<Box<dyn Stream<Item = Result<Value, OpenAIError>> + Send>>;

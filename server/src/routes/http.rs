@@ -1,5 +1,6 @@
 //! Plain HTTP: `POST /api/v1/chat` (waits for the whole reply), starting and
-//! cancelling streams that run in the server, the model list, and `GET /health`.
+//! cancelling streams that run in the server, the model and persona lists, and
+//! `GET /health`.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -21,6 +22,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/v1/streams", post(start_streams))
         .route("/api/v1/streams/{id}/cancel", post(cancel))
         .route("/api/v1/models", get(models))
+        .route("/api/v1/personas", get(personas))
         .route("/health", get(health))
 }
 
@@ -210,6 +212,15 @@ async fn models(
         default,
         models: ids.into_iter().map(|id| ModelEntry { id }).collect(),
     }))
+}
+
+/// `GET /api/v1/personas`: who may answer (their system prompts stay here).
+async fn personas(
+    State(state): State<AppState>,
+    // Authenticated like the rest of the API (`--auth-required`).
+    _caller: Caller,
+) -> Json<rill_protocol::PersonaList> {
+    Json(state.engine.personas().list())
 }
 
 /// `GET /health`.

@@ -1,6 +1,7 @@
 //! Pages: the Leptos chat UI (server-rendered, then hydrated), the plain protocol
-//! test page at `/ws/test`, and the compiled site's files (embedded in release
-//! builds, read from `--site-root` otherwise).
+//! test page at `/ws/test`, seed 000's plain-text chat page at `/chat`, and the
+//! compiled site's files (embedded in release builds, read from `--site-root`
+//! otherwise).
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -23,6 +24,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/", get(home))
         .route("/c/{id}", get(conversation))
         .route("/ws/test", get(ws_test))
+        .route("/chat", get(plain_chat))
         .fallback(site_file)
 }
 
@@ -127,10 +129,14 @@ fn content_security_policy(nonce: &str) -> String {
 }
 
 /// The protocol test page (seed 003): connect, authenticate, send, watch raw frames.
-/// Its script is inline (one self-contained file), so its policy allows that
-/// and nothing from elsewhere.
 async fn ws_test() -> Response {
-    let mut response = Html(include_str!("../../assets/ws_test.html")).into_response();
+    inline_page(include_str!("../../assets/ws_test.html"))
+}
+
+/// A self-contained page whose script and style are inline: its policy allows
+/// that and nothing from elsewhere.
+fn inline_page(html: &'static str) -> Response {
+    let mut response = Html(html).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
@@ -142,6 +148,12 @@ async fn ws_test() -> Response {
         ),
     );
     response
+}
+
+/// Seed 000's plain streaming chat page (raw text over `/ws/chat`), rill's
+/// own version: every text is inserted as text, never as HTML.
+async fn plain_chat() -> Response {
+    inline_page(include_str!("../../assets/chat.html"))
 }
 
 /// Serves a file of the compiled site, or 404.

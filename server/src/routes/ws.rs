@@ -1,7 +1,9 @@
-//! WebSocket transport: `GET /ws/chat` upgrades to the native dialect. The
-//! connection loop ([`run`]) works for any [`Dialect`]: it decodes text frames
-//! into commands for its [`Session`], encodes replies, and forwards followed
-//! streams.
+//! WebSocket transport: `GET /ws/chat` upgrades to the native dialect (and
+//! seed 000's raw-text chat), `GET /ws` to seed 002's. The connection loop
+//! ([`run`]) works for any [`Dialect`]: it decodes text frames into commands
+//! for its [`Session`], encodes replies, and forwards followed streams. For a
+//! question that named several personas it also sends the dialect's turn
+//! frame once all of them ended.
 //!
 //! Shape: one task per connection, no channel. It waits on the socket, on every
 //! stream it follows (a publish wakes it directly) and on its heartbeat; when
@@ -29,7 +31,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use rill_protocol::close;
 use serde::Deserialize;
 
-use crate::dialect::{Dialect, Native};
+use crate::dialect::{Dialect, Native, Place, Raw, Seed002, Turn, TurnReply, frames};
 use crate::error::Error;
 use crate::events::StreamEvent;
 use crate::hub::Sequenced;
@@ -55,8 +57,13 @@ const MAX_WRITE_BUFFER: usize = 16 * 1024 * 1024;
 /// How long the close frame may take to go out when a connection ends.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 
+/// How a raw-text question's replies are encoded (seed 000's frames).
+static RAW: Raw = Raw;
+
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/ws/chat", get(upgrade))
+    Router::new()
+        .route("/ws/chat", get(upgrade::<Native>))
+        .route("/ws", get(upgrade::<Seed002>))
 }
 
 /// Query parameters of `/ws/chat`.
@@ -68,7 +75,7 @@ struct WsQuery {
     partial: Option<String>,
 }
 
-async fn upgrade(
+async fn upgrade<D: Dialect + Clone + Default>(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
     Peer(ip): Peer,
@@ -98,9 +105,9 @@ async fn upgrade(
             match state.limits.connect(ip, owner) {
                 Ok(slot) => {
                     let session = Session::new(&state, identity).with_peer(ip);
-                    run(socket, state, session, Native, partial, slot).await;
+                    run(socket, state, session, D::default(), partial, slot).await;
                 }
-                Err(error) => refuse(socket, &Native, error).await,
+                Err(error) => refuse(socket, &D::default(), error).await,
             }
         }))
 }
@@ -181,6 +188,31 @@ struct Connection<D> {
     /// The last writes had to wait: the client is behind, so consecutive
     /// tokens of a stream go out as one frame until it catches up.
     behind: bool,
+    /// Questions that named several personas and have streams still running
+    /// (bounded by the session's cap on followed streams).
+    turns: Vec<OpenTurn>,
+    /// The id of the next such question.
+    next_turn: u64,
+}
+
+/// A multi-persona question being answered.
+struct OpenTurn {
+    /// Its id on this connection.
+    id: u64,
+    /// The conversation.
+    session_id: String,
+    /// One per persona, filled as each stream ends.
+    replies: Vec<Option<TurnReply>>,
+}
+
+/// A stream's membership in a multi-persona question.
+struct Member {
+    /// The question ([`OpenTurn::id`]).
+    turn: u64,
+    /// Where the stream stands in it.
+    place: Place,
+    /// The reply's stored id (from `start`).
+    message_id: String,
 }
 
 /// A stream forwarded to this socket.
@@ -193,6 +225,10 @@ struct Forwarded {
     so_far: Option<String>,
     /// What the last read found beyond `batch`.
     end: Option<End>,
+    /// Its encoding when not the connection's dialect (a raw question's).
+    codec: Option<&'static dyn Dialect>,
+    /// Its place in a multi-persona question, if it has one.
+    member: Option<Member>,
 }
 
 /// How forwarding a stream ends.
@@ -225,6 +261,8 @@ pub(crate) async fn run<D: Dialect + Clone>(
         streams: Vec::new(),
         write_deadline: interval + state.config.heartbeat_timeout,
         behind: false,
+        turns: Vec::new(),
+        next_turn: 0,
     };
     // Any inbound frame (a pong included) proves the client alive; silence past a
     // due ping plus the timeout means it is gone (a dead Wi-Fi sends no FIN).
@@ -444,16 +482,52 @@ impl<D: Dialect + Clone> Connection<D> {
             Ok(command) => command,
             Err(error) => return self.reply(socket, Reply::Refused(error.into())).await,
         };
+        let codec: Option<&'static dyn Dialect> =
+            matches!(command, Command::RawQuestion(_)).then_some(&RAW as &dyn Dialect);
+        let several = matches!(&command, Command::Message(r) if r.persona_ids.is_some());
         match self.session.handle(command).await {
             Ok(Outcome::Reply(reply)) => self.reply(socket, reply).await,
-            Ok(Outcome::Started { streams, .. }) => {
-                for following in streams {
-                    self.forward(following);
+            Ok(Outcome::Started {
+                session_id,
+                streams,
+            }) => {
+                let turn = several.then(|| {
+                    let id = self.next_turn;
+                    self.next_turn += 1;
+                    self.turns.push(OpenTurn {
+                        id,
+                        session_id,
+                        replies: vec![None; streams.len()],
+                    });
+                    id
+                });
+                for (index, following) in streams.into_iter().enumerate() {
+                    let member = turn.map(|turn| Member {
+                        turn,
+                        place: Place {
+                            index,
+                            several: true,
+                            persona_id: None,
+                        },
+                        message_id: String::new(),
+                    });
+                    self.forward(following, codec, member);
                 }
                 Ok(())
             }
             Ok(Outcome::Following(following)) => {
-                self.forward(following);
+                // A resumed stream keeps its place in its question, if this
+                // connection asked it.
+                let stream_id = following.subscription.stream_id().clone();
+                let previous = self
+                    .streams
+                    .iter_mut()
+                    .find(|s| *s.following.subscription.stream_id() == stream_id);
+                let (codec, member) = match previous {
+                    Some(previous) => (previous.codec, previous.member.take()),
+                    None => (None, None),
+                };
+                self.forward(following, codec, member);
                 Ok(())
             }
             Ok(Outcome::Done) => Ok(()),
@@ -462,7 +536,12 @@ impl<D: Dialect + Clone> Connection<D> {
     }
 
     /// Starts forwarding a followed stream (the next loop turn reads it).
-    fn forward(&mut self, following: Following) {
+    fn forward(
+        &mut self,
+        following: Following,
+        codec: Option<&'static dyn Dialect>,
+        member: Option<Member>,
+    ) {
         let so_far = self.partial.then(|| {
             // If the start of the reply is no longer kept, the partial text cannot
             // be rebuilt; the events still are exact (partial_response is best effort).
@@ -478,19 +557,29 @@ impl<D: Dialect + Clone> Connection<D> {
             batch: Vec::new(),
             so_far,
             end: None,
+            codec,
+            member,
         });
     }
 
     /// Writes every event read from the forwarded streams in one flush, then
-    /// lets go of the streams that ended.
+    /// lets go of the streams that ended (and sends the turn frame of a
+    /// multi-persona question whose last stream ended).
     async fn write_streams(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
         let deadline = self.write_deadline;
         let coalesce = self.behind;
         let mut fed = false;
         let mut waited = false;
         for stream in &mut self.streams {
+            let codec: &dyn Dialect = match stream.codec {
+                Some(codec) => codec,
+                None => &self.dialect,
+            };
             let mut events = stream.batch.drain(..).peekable();
             while let Some(event) = events.next() {
+                if let Some(member) = &mut stream.member {
+                    member.observe(&event, &mut self.turns);
+                }
                 let frame = match (&mut stream.so_far, &event.event) {
                     // Behind: this token and the ones right after it, as one frame.
                     (so_far, StreamEvent::Token(token))
@@ -507,24 +596,40 @@ impl<D: Dialect + Clone> Connection<D> {
                         if let Some(so_far) = so_far.as_mut() {
                             so_far.push_str(&text);
                         }
-                        self.dialect.coalesced_tokens(
-                            &event.stream_id,
-                            event.seq..=last,
-                            &text,
-                            so_far.as_deref(),
-                        )
+                        let placed = stream.member.as_ref().and_then(|member| {
+                            let joined = Sequenced::new(
+                                event.stream_id.clone(),
+                                last,
+                                StreamEvent::Token(text.clone()),
+                            );
+                            codec.encode_placed(&joined, &member.place)
+                        });
+                        placed.unwrap_or_else(|| {
+                            codec.coalesced_tokens(
+                                &event.stream_id,
+                                event.seq..=last,
+                                &text,
+                                so_far.as_deref(),
+                            )
+                        })
                     }
                     (Some(so_far), StreamEvent::Token(token)) => {
                         so_far.push_str(token);
-                        self.dialect
+                        codec
                             .token_with_partial(&event, so_far)
-                            .unwrap_or_else(|| self.dialect.encoded(&event))
+                            .unwrap_or_else(|| codec.encoded(&event))
                     }
-                    _ => self.dialect.encoded(&event),
+                    _ => stream
+                        .member
+                        .as_ref()
+                        .and_then(|member| codec.encode_placed(&event, &member.place))
+                        .unwrap_or_else(|| codec.encoded(&event)),
                 };
-                if let Some(message) = text_message(frame) {
-                    waited |= within(deadline, socket.feed(message)).await?;
-                    fed = true;
+                for frame in frames(frame) {
+                    if let Some(message) = text_message(frame) {
+                        waited |= within(deadline, socket.feed(message)).await?;
+                        fed = true;
+                    }
                 }
             }
             drop(events);
@@ -533,7 +638,10 @@ impl<D: Dialect + Clone> Connection<D> {
                 // continue with a gap. The client can fetch the final text later.
                 let stream_id = stream.following.subscription.stream_id().clone();
                 tracing::debug!(%stream_id, "reader fell behind the stream");
-                let reply = self.dialect.encode_reply(&Reply::FellBehind { stream_id });
+                if let Some(member) = &stream.member {
+                    member.record(&mut self.turns, &stream_id, String::new(), None, None);
+                }
+                let reply = codec.encode_reply(&Reply::FellBehind { stream_id });
                 if let Some(message) = text_message(reply) {
                     waited |= within(deadline, socket.feed(message)).await?;
                     fed = true;
@@ -542,11 +650,98 @@ impl<D: Dialect + Clone> Connection<D> {
         }
         // Dropping a stream's `Following` tells the session it is no longer followed.
         self.streams.retain(|stream| stream.end.is_none());
+        // Questions whose every stream ended: their turn frame, once.
+        while let Some(at) = self
+            .turns
+            .iter()
+            .position(|turn| turn.replies.iter().all(Option::is_some))
+        {
+            let open = self.turns.swap_remove(at);
+            let turn = Turn {
+                session_id: open.session_id,
+                several: true,
+                replies: open.replies.into_iter().flatten().collect(),
+            };
+            if let Some(frame) = self.dialect.encode_turn(&turn) {
+                for frame in frames(frame) {
+                    if let Some(message) = text_message(frame) {
+                        waited |= within(deadline, socket.feed(message)).await?;
+                        fed = true;
+                    }
+                }
+            }
+        }
         if fed {
             waited |= within(deadline, socket.flush()).await?;
         }
         // Caught up once a whole round went out without waiting.
         self.behind = waited;
         Ok(())
+    }
+}
+
+impl Member {
+    /// Follows what the stream says about its persona and id, and records its
+    /// reply in its question when it ends.
+    fn observe(&mut self, event: &Sequenced, turns: &mut [OpenTurn]) {
+        match &event.event {
+            StreamEvent::Started {
+                persona_id,
+                message_id,
+                ..
+            } => {
+                self.place.persona_id = Some(Arc::from(persona_id.as_str()));
+                self.message_id.clone_from(message_id);
+            }
+            StreamEvent::Routed { persona_id, .. } => {
+                self.place.persona_id = Some(Arc::from(persona_id.as_str()));
+            }
+            StreamEvent::Completed {
+                response,
+                metadata,
+                message_id,
+                ..
+            } => {
+                self.message_id.clone_from(message_id);
+                self.record(
+                    turns,
+                    &event.stream_id,
+                    response.clone(),
+                    Some(metadata.agent.clone()),
+                    Some(metadata.finish_reason),
+                );
+            }
+            StreamEvent::Failed(_) => {
+                self.record(turns, &event.stream_id, String::new(), None, None);
+            }
+            StreamEvent::Progress(_) | StreamEvent::Token(_) => {}
+        }
+    }
+
+    /// Records this stream's reply in its question.
+    fn record(
+        &self,
+        turns: &mut [OpenTurn],
+        stream_id: &Arc<str>,
+        response: String,
+        persona_id: Option<String>,
+        finish_reason: Option<rill_protocol::FinishReason>,
+    ) {
+        let Some(turn) = turns.iter_mut().find(|t| t.id == self.turn) else {
+            return;
+        };
+        let Some(slot) = turn.replies.get_mut(self.place.index) else {
+            return;
+        };
+        *slot = Some(TurnReply {
+            stream_id: stream_id.clone(),
+            index: self.place.index,
+            persona_id: persona_id
+                .or_else(|| self.place.persona_id.as_deref().map(str::to_owned))
+                .unwrap_or_default(),
+            message_id: self.message_id.clone(),
+            response,
+            finish_reason,
+        });
     }
 }

@@ -230,6 +230,14 @@ pub trait Store: Send + Sync {
     /// Saves the text so far of a reply being generated.
     async fn checkpoint(&self, message_id: &str, content: &str) -> Result<(), StoreError>;
 
+    /// Records who answers a reply once routing chose (`persona_id: "auto"`).
+    async fn set_persona(
+        &self,
+        message_id: &str,
+        persona: &str,
+        model: &str,
+    ) -> Result<(), StoreError>;
+
     /// Finalizes a reply: its whole text, how it ended, its usage.
     async fn finish_message(
         &self,

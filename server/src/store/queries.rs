@@ -75,6 +75,9 @@ pub(super) const CHECKPOINT: &str =
     "UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'";
 
 /// Finalizes a reply.
+/// The persona and model routing chose for a reply.
+pub(super) const SET_PERSONA: &str = "UPDATE messages SET persona = $1, model = $2 WHERE id = $3";
+
 pub(super) const FINISH: &str = "UPDATE messages SET content = $1, status = $2, \
      prompt_tokens = $3, completion_tokens = $4, updated_at = $5 WHERE id = $6";
 

@@ -185,6 +185,12 @@ pub(super) enum Write {
     Add(OwnedMessage),
     /// [`Store::checkpoint`].
     Checkpoint { id: String, content: String },
+    /// [`Store::set_persona`].
+    SetPersona {
+        id: String,
+        persona: String,
+        model: String,
+    },
     /// [`Store::finish_message`].
     Finish {
         id: String,
@@ -276,6 +282,15 @@ pub(super) async fn apply(
             sqlx::query(q::CHECKPOINT)
                 .bind(content.as_str())
                 .bind(now_ms())
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
+            Ok(Answer::Done)
+        }
+        Write::SetPersona { id, persona, model } => {
+            sqlx::query(q::SET_PERSONA)
+                .bind(persona.as_str())
+                .bind(model.as_str())
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
@@ -636,6 +651,21 @@ impl Store for SqlStore {
         self.write(Write::Checkpoint {
             id: message_id.to_owned(),
             content: content.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn set_persona(
+        &self,
+        message_id: &str,
+        persona: &str,
+        model: &str,
+    ) -> Result<(), StoreError> {
+        self.write(Write::SetPersona {
+            id: message_id.to_owned(),
+            persona: persona.to_owned(),
+            model: model.to_owned(),
         })
         .await
         .map(drop)

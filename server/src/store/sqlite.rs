@@ -132,6 +132,10 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             execute(tx, q::CHECKPOINT, params![content, now_ms(), id])?;
             Ok(Answer::Done)
         }
+        Write::SetPersona { id, persona, model } => {
+            execute(tx, q::SET_PERSONA, params![persona, model, id])?;
+            Ok(Answer::Done)
+        }
         Write::Finish {
             id,
             content,

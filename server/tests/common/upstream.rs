@@ -19,6 +19,12 @@
 //! | `no-stream-options` | 400 naming `stream_options` when the request has it |
 //! | `endless` | a token every 20 ms until the client goes away |
 //!
+//! A request with `"stream": false` is a routing classification: it answers a
+//! `chat.completion` whose content is picked by the question (the last user
+//! message): `route-data` → `{"persona_id": "data_scientist", "confidence":
+//! 0.83}`, `route-unknown` → an unknown persona, `route-prose` → text that is
+//! not JSON, `route-fail` → 500, `route-fenced` → the JSON inside a code fence.
+//!
 //! Any request without `Authorization: Bearer test-key` gets 401, and without the
 //! gateway header `x-gateway: rill-test` 400.
 #![allow(dead_code, unreachable_pub)]
@@ -237,6 +243,9 @@ async fn completions(
         )
             .into_response();
     }
+    if request["stream"] == json!(false) {
+        return classify(&request);
+    }
     let model = request["model"].as_str().unwrap_or_default().to_owned();
     let include_usage = request["stream_options"]["include_usage"] == json!(true);
     match model.as_str() {
@@ -336,4 +345,34 @@ async fn completions(
         )
             .into_response(),
     }
+}
+
+/// A non-streamed completion answering a routing classification.
+fn classify(request: &Value) -> Response {
+    let question = request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default();
+    let content = if question.contains("route-data") {
+        json!({"persona_id": "data_scientist", "confidence": 0.83}).to_string()
+    } else if question.contains("route-unknown") {
+        json!({"persona_id": "astrologer", "confidence": 0.99}).to_string()
+    } else if question.contains("route-prose") {
+        "I think the data scientist should answer.".to_owned()
+    } else if question.contains("route-fenced") {
+        "```json\n{\"persona_id\": \"creative_writer\", \"confidence\": 0.6}\n```".to_owned()
+    } else if question.contains("route-fail") {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "classifier exploded").into_response();
+    } else {
+        json!({"persona_id": "assistant", "confidence": 0.5}).to_string()
+    };
+    axum::Json(json!({
+        "id": "chatcmpl-route",
+        "object": "chat.completion",
+        "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 12},
+    }))
+    .into_response()
 }
