@@ -93,6 +93,17 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
             r#"{"type":"progress","stream_id":"s1","seq":2,"step":"rag_retrieval","message":"Searching knowledge base..."}"#,
         ),
         (
+            ServerEvent::Progress {
+                stream_id: "s1".into(),
+                seq: 3,
+                step: ProgressStep::AgentRouting,
+                message: "Data Scientist answers".into(),
+                agent: Some("data_scientist".into()),
+                confidence: Some(0.62),
+            },
+            r#"{"type":"progress","stream_id":"s1","seq":3,"step":"agent_routing","message":"Data Scientist answers","agent":"data_scientist","confidence":0.62}"#,
+        ),
+        (
             ServerEvent::Token {
                 stream_id: "s1".into(),
                 seq: 3,
@@ -125,6 +136,26 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
                 retry_after_ms: None,
             },
             r#"{"type":"error","error":"The model provider failed","code":"PROVIDER_ERROR","stream_id":"s1","seq":3}"#,
+        ),
+        (
+            ServerEvent::TurnComplete {
+                session_id: "sess".into(),
+                replies: vec![
+                    rill_protocol::TurnReply {
+                        stream_id: "s1".into(),
+                        persona_id: "tech_enthusiast".into(),
+                        message_id: "m1".into(),
+                        finish_reason: Some(rill_protocol::FinishReason::Stop),
+                    },
+                    rill_protocol::TurnReply {
+                        stream_id: "s2".into(),
+                        persona_id: "creative_writer".into(),
+                        message_id: "m2".into(),
+                        finish_reason: None,
+                    },
+                ],
+            },
+            r#"{"type":"turn_complete","session_id":"sess","replies":[{"stream_id":"s1","persona_id":"tech_enthusiast","message_id":"m1","finish_reason":"stop"},{"stream_id":"s2","persona_id":"creative_writer","message_id":"m2"}]}"#,
         ),
     ]
 }
