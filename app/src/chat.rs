@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 use rill_protocol::conversations::{ConversationMessage, ConversationSummary, title_from};
-use rill_protocol::{ClientFrame, ErrorCode, FinishReason, MessageRequest, ServerEvent};
+use rill_protocol::{
+    AUTO_PERSONA, ClientFrame, ErrorCode, FinishReason, MessageRequest, PersonaInfo, ServerEvent,
+};
 
 use crate::history::InitialChat;
 use crate::markdown::IncrementalMarkdown;
@@ -135,6 +137,11 @@ pub struct MessageView {
     pub last_seq: StoredValue<u64>,
     /// The stored message's id, once known (`replace_from` takes a question's).
     pub id: StoredValue<Option<String>>,
+    /// A reply's persona: the one asked for, then (after routing) the one
+    /// that answers.
+    pub persona: RwSignal<Option<String>>,
+    /// How sure routing was of `persona` (replies to `auto`).
+    pub confidence: RwSignal<Option<f64>>,
     /// A reply loaded from history while still streaming: it shows the saved
     /// text until the stream's replay from the start replaces it.
     replaying: StoredValue<bool>,
@@ -161,6 +168,8 @@ impl MessageView {
             stream_id: StoredValue::new(None),
             last_seq: StoredValue::new(0),
             id: StoredValue::new(None),
+            persona: RwSignal::new(None),
+            confidence: RwSignal::new(None),
             replaying: StoredValue::new(false),
             renderer: StoredValue::new(IncrementalMarkdown::new()),
         }
@@ -192,6 +201,15 @@ fn show_conversation_url(id: &str) {
     }
 }
 
+/// A question sent whose replies have not all started.
+#[derive(Clone)]
+struct Waiting {
+    /// The question.
+    question: MessageView,
+    /// Replies not started yet, with the persona each was asked of.
+    replies: Vec<(String, MessageView)>,
+}
+
 /// The whole client state, provided as context.
 #[derive(Clone, Copy)]
 pub struct ChatState {
@@ -211,6 +229,11 @@ pub struct ChatState {
     pub model: RwSignal<Option<String>>,
     /// The caller's conversations for the sidebar, newest first.
     pub conversations: RwSignal<Vec<ConversationSummary>>,
+    /// The personas the server offers (`GET /api/v1/personas`); empty until known.
+    pub personas: RwSignal<Vec<PersonaInfo>>,
+    /// Who answers new questions: one persona, several (side by side), or
+    /// `auto`. Never empty.
+    pub chosen: RwSignal<Vec<String>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -219,8 +242,8 @@ pub struct ChatState {
     /// component whose button was clicked (removing that component must not
     /// dispose the messages it created).
     owner: StoredValue<Option<Owner>>,
-    /// Replies waiting for their `start`, by client message id, with their question.
-    by_client_id: StoredValue<HashMap<String, (MessageView, MessageView)>>,
+    /// Questions whose replies wait for their `start`, by client message id.
+    by_client_id: StoredValue<HashMap<String, Waiting>>,
     next_key: StoredValue<u64>,
 }
 
@@ -242,6 +265,8 @@ impl ChatState {
             models: RwSignal::new(Vec::new()),
             model: RwSignal::new(None),
             conversations: RwSignal::new(Vec::new()),
+            personas: RwSignal::new(Vec::new()),
+            chosen: RwSignal::new(vec![rill_protocol::client::DEFAULT_PERSONA.to_owned()]),
             owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
@@ -328,6 +353,8 @@ impl ChatState {
         if role == Role::User {
             return view;
         }
+        view.persona.set(stored.persona_id);
+        view.confidence.set(stored.confidence);
         view.renderer.update_value(|r| {
             r.push(&stored.content);
         });
@@ -363,18 +390,29 @@ impl ChatState {
     /// Sends a question: adds it and a waiting reply to the page. False (and a
     /// notice) when no transport is connected, so the composer keeps the draft.
     pub fn ask(&self, text: String) -> bool {
-        self.send_question(text, None)
+        self.send_question(text, None, Vec::new())
     }
 
-    /// Asks `question`'s text again in place of it and everything after it.
+    /// Asks `question`'s text again in place of it and everything after it,
+    /// of the same personas as that turn (every persona of a side-by-side
+    /// turn; `auto` again for a routed reply).
     pub fn regenerate(&self, reply: MessageView) {
-        let question = self.messages.with_untracked(|m| {
+        let turn = self.messages.with_untracked(|m| {
             let at = m.iter().position(|v| v.key == reply.key)?;
-            m[..at].iter().rev().find(|v| v.role == Role::User).copied()
+            let start = m[..at].iter().rposition(|v| v.role == Role::User)?;
+            let personas: Vec<String> = m[start + 1..]
+                .iter()
+                .take_while(|v| v.role == Role::Assistant)
+                .filter_map(|v| match v.confidence.get_untracked() {
+                    Some(_) => Some(AUTO_PERSONA.to_owned()),
+                    None => v.persona.get_untracked(),
+                })
+                .collect();
+            Some((m[start], personas))
         });
-        match question {
-            Some(question) => {
-                self.edit(question, question.text.get_value());
+        match turn {
+            Some((question, personas)) => {
+                self.edit_as(question, question.text.get_value(), personas);
             }
             None => self.notify("There is no question to answer again."),
         }
@@ -383,6 +421,11 @@ impl ChatState {
     /// Sends `text` in place of the question `question` and everything after it
     /// (later messages are replaced, on the page and in the store).
     pub fn edit(&self, question: MessageView, text: String) -> bool {
+        self.edit_as(question, text, Vec::new())
+    }
+
+    /// [`ChatState::edit`], answered by `personas` (empty: the current choice).
+    fn edit_as(&self, question: MessageView, text: String, personas: Vec<String>) -> bool {
         if text.trim().is_empty() {
             return false;
         }
@@ -411,40 +454,100 @@ impl ChatState {
         }
         self.messages
             .update(|m| m.retain(|v| !dropped.iter().any(|d| d.key == v.key)));
-        self.send_question(text, Some(id))
+        self.send_question(text, Some(id), personas)
     }
 
-    fn send_question(&self, text: String, replace_from: Option<String>) -> bool {
+    /// Sends a question answered by `personas` (empty: the current choice).
+    fn send_question(
+        &self,
+        text: String,
+        replace_from: Option<String>,
+        personas: Vec<String>,
+    ) -> bool {
         if !self.connection.get_untracked().can_send() {
             self.notify(
                 "Not connected: your message is kept; send it again once the badge says Live.",
             );
             return false;
         }
+        let chosen = if personas.is_empty() {
+            self.chosen.get_untracked()
+        } else {
+            personas
+        };
         let user = self.new_view(Role::User, text.clone());
-        let reply = self.new_view(Role::Assistant, String::new());
-        let client_id = format!("c{}", reply.key);
+        let replies: Vec<(String, MessageView)> = chosen
+            .iter()
+            .map(|persona| {
+                let reply = self.new_view(Role::Assistant, String::new());
+                reply.persona.set(Some(persona.clone()));
+                (persona.clone(), reply)
+            })
+            .collect();
+        let client_id = format!("c{}", user.key);
         self.by_client_id.update_value(|m| {
-            m.insert(client_id.clone(), (reply, user));
+            m.insert(
+                client_id.clone(),
+                Waiting {
+                    question: user,
+                    replies: replies.clone(),
+                },
+            );
         });
         self.note_activity(self.session_id.get_untracked().as_deref(), &text);
         self.messages.update(|m| {
             m.push(user);
-            m.push(reply);
+            m.extend(replies.iter().map(|(_, reply)| *reply));
         });
+        let (persona_id, persona_ids) = match chosen.as_slice() {
+            [one] => (Some(one.clone()), None),
+            several => (None, Some(several.to_vec())),
+        };
         let frame = ClientFrame::Message(MessageRequest {
             message: Some(text),
             model: self.model.get_untracked(),
             session_id: self.session_id.get_untracked(),
             client_message_id: Some(client_id),
+            persona_id,
+            persona_ids,
             replace_from,
             ..Default::default()
         });
         if !self.send_frame(&frame) {
-            reply.status.set(ReplyStatus::Failed);
-            reply.error.set(Some("Not connected".into()));
+            for (_, reply) in &replies {
+                reply.status.set(ReplyStatus::Failed);
+                reply.error.set(Some("Not connected".into()));
+            }
         }
         true
+    }
+
+    /// Who answers new questions: toggles `persona` in the choice. `auto` is
+    /// exclusive; the last persona chosen cannot be removed (one must answer).
+    pub fn toggle_persona(&self, persona: &str) {
+        self.chosen.update(|chosen| {
+            let has = chosen.iter().any(|p| p == persona);
+            if persona == AUTO_PERSONA || chosen.iter().any(|p| p == AUTO_PERSONA) {
+                *chosen = vec![persona.to_owned()];
+            } else if has && chosen.len() > 1 {
+                chosen.retain(|p| p != persona);
+            } else if !has {
+                chosen.push(persona.to_owned());
+            }
+        });
+    }
+
+    /// A persona's display name (its id when unknown).
+    pub fn persona_name(&self, id: &str) -> String {
+        if id == AUTO_PERSONA {
+            return "Auto".to_owned();
+        }
+        self.personas.with(|personas| {
+            personas
+                .iter()
+                .find(|p| p.id == id)
+                .map_or_else(|| id.to_owned(), |p| p.name.clone())
+        })
     }
 
     /// Asks the server to stop a streaming reply.
@@ -514,6 +617,7 @@ impl ChatState {
                 message_id,
                 user_message_id,
                 client_message_id,
+                persona_id,
                 ..
             } => {
                 let first_of_conversation = self.session_id.get_untracked().is_none();
@@ -522,7 +626,23 @@ impl ChatState {
                     .update_value(|pending| pending.retain(|id| *id != stream_id));
                 let waiting = client_message_id.and_then(|id| {
                     self.by_client_id
-                        .try_update_value(|m| m.remove(&id))
+                        .try_update_value(|m| {
+                            let entry = m.get_mut(&id)?;
+                            let at = entry
+                                .replies
+                                .iter()
+                                .position(|(persona, _)| *persona == persona_id)
+                                .unwrap_or(0);
+                            if entry.replies.is_empty() {
+                                return None;
+                            }
+                            let (_, reply) = entry.replies.remove(at);
+                            let question = entry.question;
+                            if entry.replies.is_empty() {
+                                m.remove(&id);
+                            }
+                            Some((reply, question))
+                        })
                         .flatten()
                 });
                 if let Some((_, question)) = waiting {
@@ -549,6 +669,7 @@ impl ChatState {
                         message
                     });
                 message.id.set_value(Some(message_id));
+                message.persona.set(Some(persona_id));
                 message.stream_id.set_value(Some(stream_id.clone()));
                 message.last_seq.set_value(seq);
                 message.status.set(ReplyStatus::Streaming);
@@ -560,10 +681,16 @@ impl ChatState {
                 stream_id,
                 seq,
                 message: text,
+                agent,
+                confidence,
                 ..
             } => {
                 if let Some(message) = self.stream_message(&stream_id, seq) {
                     message.progress.set(Some(text));
+                    if agent.is_some() {
+                        message.persona.set(agent);
+                        message.confidence.set(confidence);
+                    }
                 }
             }
             ServerEvent::Token {
@@ -596,6 +723,10 @@ impl ChatState {
             } => {
                 if let Some(message) = self.stream_message(&stream_id, seq) {
                     self.finish(message);
+                    message.persona.set(Some(metadata.agent.clone()));
+                    if metadata.confidence.is_some() {
+                        message.confidence.set(metadata.confidence);
+                    }
                     message.status.set(match metadata.finish_reason {
                         FinishReason::Cancelled => ReplyStatus::Stopped,
                         FinishReason::Error => {
@@ -620,8 +751,18 @@ impl ChatState {
                 let message = match (&stream_id, seq) {
                     (Some(id), Some(seq)) => self.stream_message(id, seq),
                     (Some(id), None) => self.by_stream.with_value(|m| m.get(id).copied()),
-                    // A rejected `message`: the oldest reply still waiting for its start.
-                    _ => self.oldest_waiting(),
+                    // A rejected `message`: the oldest question still waiting
+                    // for its replies' start; all of them failed.
+                    _ => {
+                        let mut rest = self.oldest_waiting();
+                        let first = rest.pop();
+                        for other in rest {
+                            self.finish(other);
+                            other.status.set(ReplyStatus::Failed);
+                            other.error.set(Some(text.clone()));
+                        }
+                        first
+                    }
                 };
                 match message {
                     // Coming back to a stream that no longer exists (the server
@@ -658,17 +799,29 @@ impl ChatState {
         Some(message)
     }
 
-    fn oldest_waiting(&self) -> Option<MessageView> {
-        let found = self.messages.with_untracked(|m| {
+    /// The replies of the oldest question still waiting for a `start`,
+    /// forgotten as waiting (its last reply last).
+    fn oldest_waiting(&self) -> Vec<MessageView> {
+        let Some(found) = self.messages.with_untracked(|m| {
             m.iter()
                 .find(|m| {
                     m.role == Role::Assistant && m.status.get_untracked() == ReplyStatus::Waiting
                 })
                 .copied()
-        })?;
-        self.by_client_id
-            .update_value(|m| m.retain(|_, (v, _)| v.key != found.key));
-        Some(found)
+        }) else {
+            return Vec::new();
+        };
+        let mut replies = vec![found];
+        self.by_client_id.update_value(|m| {
+            m.retain(|_, waiting| {
+                let mine = waiting.replies.iter().any(|(_, v)| v.key == found.key);
+                if mine {
+                    replies = waiting.replies.iter().map(|(_, v)| *v).collect();
+                }
+                !mine
+            });
+        });
+        replies
     }
 
     /// Moves a conversation to the top of the sidebar (adding it if new, titled
@@ -786,6 +939,7 @@ mod tests {
                 context: Default::default(),
                 confidence: None,
                 routing: None,
+                reasoning: None,
             },
         }
     }
@@ -950,6 +1104,7 @@ mod tests {
                         usage: None,
                         stream_id: stream.map(str::to_owned),
                         created_at: 0,
+                        confidence: None,
                     }
                 };
             chat.load(InitialChat {

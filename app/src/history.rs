@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const INITIAL_ID: &str = "rill-initial";
 
 /// The page's starting data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InitialChat {
     /// The caller's conversations, newest first (first page).
     pub conversations: Vec<ConversationSummary>,

@@ -132,6 +132,22 @@ pub fn start(state: ChatState) {
     state.outbox.set_value(Some(outbox));
     spawn_local(controller(state, commands, network_events()));
     spawn_local(load_models(state));
+    spawn_local(load_personas(state));
+}
+
+/// Fills the persona picker from `GET /api/v1/personas`; without it the
+/// default persona answers.
+async fn load_personas(state: ChatState) {
+    let url = format!("{}/api/v1/personas", api_base());
+    let Ok(response) = Request::get(&url).send().await else {
+        return;
+    };
+    if !response.ok() {
+        return;
+    }
+    if let Ok(listed) = response.json::<rill_protocol::PersonaList>().await {
+        state.personas.set(listed.personas);
+    }
 }
 
 /// Fills the model picker from `GET /api/v1/models`; without it the server's
@@ -702,6 +718,17 @@ fn follow_bottom_if_reading() {
         if window.scroll_y().unwrap_or(0.0) != scrolled {
             return;
         }
+        if let Some(root) = window.document().and_then(|d| d.document_element()) {
+            window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
+        }
+    });
+}
+
+/// Brings the end of the page into view once the next frame is laid out (the
+/// reader just sent a question: its replies are what they read next).
+pub fn scroll_to_end() {
+    leptos::prelude::request_animation_frame(|| {
+        let window = leptos::prelude::window();
         if let Some(root) = window.document().and_then(|d| d.document_element()) {
             window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
         }

@@ -131,4 +131,8 @@ test('a streaming reply stays in view at the end of the page, and a reader who s
   await expect(second).toHaveAttribute('data-status', 'complete');
   await page.waitForTimeout(100);
   expect(await page.evaluate(() => window.scrollY)).toBe(0);
+
+  // Sending a question brings the end of the page, where its reply is, into view.
+  await ask(page, 'Back to the end');
+  await expect.poll(atEnd).toBe(true);
 });

@@ -61,3 +61,28 @@ test('seed 003 JS ChatWebSocket class under Node streams a reply', async () => {
   expect(summary.agent).toBe('assistant');
   expect(summary.steps).toEqual(['starting', 'generating']);
 });
+
+test("seed 002's JS example: openai_chat, persona chat and multi_chat over /ws", async () => {
+  const script = path.resolve(__dirname, '../compat/seed002_client.mjs');
+  const output = execFileSync('node', [script, `ws://127.0.0.1:${PORT}/ws`], { timeout: 60_000 }).toString();
+  expect(output).toContain('Connected to WebSocket');
+  const summary = lastJsonLine(output);
+  expect(summary.errors).toEqual([]);
+  expect(summary.responses).toHaveLength(3);
+  // openai_chat: the chunks written make the response's text.
+  expect(summary.chunks[0]).toContain('Hello, world!');
+  expect(summary.responses[0].output_text).toBe(summary.chunks[0]);
+  expect(typeof summary.responses[0].response_id).toBe('string');
+  // chat: the persona's voice.
+  expect(summary.responses[1].persona_id).toBe('tech_enthusiast');
+  expect(summary.responses[1].response).toBe(summary.chunks[1]);
+  // multi_chat: one persona_response each, then the combined response.
+  const personas = ['tech_enthusiast', 'creative_writer', 'data_scientist'];
+  expect(summary.persona_responses.map((r: any) => r.persona_id).sort()).toEqual([...personas].sort());
+  expect(summary.responses[2].responses.map((r: any) => r.persona_id)).toEqual(personas);
+  for (const answer of summary.persona_responses) {
+    expect(summary.responses[2].responses[answer.index].response).toBe(answer.response);
+  }
+  expect(summary.statuses).toContain('starting');
+  expect(summary.statuses).toContain('streaming');
+});

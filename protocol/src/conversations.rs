@@ -32,7 +32,7 @@ pub struct ConversationList {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationMessage {
     /// Its id (`replace_from` takes it; a reply's is `start.message_id`).
     pub id: String,
@@ -56,10 +56,13 @@ pub struct ConversationMessage {
     pub stream_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// How sure routing was of `persona_id`, for replies to `persona_id: "auto"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 /// `GET /api/v1/conversations/{id}`: the conversation and its messages, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationDetail {
     /// The conversation.
     #[serde(flatten)]

@@ -295,6 +295,10 @@ pub struct Metadata {
     /// How `agent` was chosen, for `persona_id: "auto"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<crate::Routing>,
+    /// The model's reasoning summary, when the question asked for it
+    /// (`include_reasoning`) and the model gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
 }
 
 /// `complete.metadata.context` (seed 003).

@@ -20,6 +20,7 @@ fn sample_metadata() -> Metadata {
         context: Context::default(),
         confidence: None,
         routing: None,
+        reasoning: None,
     }
 }
 

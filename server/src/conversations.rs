@@ -124,5 +124,6 @@ fn message(message: StoredMessage) -> ConversationMessage {
         }),
         stream_id: message.stream_id,
         created_at: message.created_at,
+        confidence: message.confidence,
     }
 }

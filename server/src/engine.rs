@@ -371,6 +371,8 @@ impl Engine {
                             .temperature
                             .or_else(|| persona.as_ref().and_then(|p| p.temperature)),
                         max_tokens: request.max_tokens,
+                        tools: request.tools.clone().unwrap_or_default(),
+                        include_reasoning: request.include_reasoning == Some(true),
                     },
                     routing: persona.is_none().then(|| RoutingJob {
                         personas: self.personas.clone(),
@@ -603,7 +605,10 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
                 if let Some(first) = request.messages.first_mut() {
                     *first = system_prompt(&speaker);
                 }
-                if let Err(error) = store.set_persona(&message_id, &speaker.id, &model).await {
+                if let Err(error) = store
+                    .set_persona(&message_id, &speaker.id, &model, chosen.confidence)
+                    .await
+                {
                     tracing::warn!(stream_id = %id, %error, "could not store the routed persona");
                 }
                 writer.publish(StreamEvent::Routed {
@@ -617,7 +622,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         }
     }
 
-    let mut reply = String::new();
+    let mut out = Produced::default();
     let (finish_reason, usage) = match stopped_early {
         Some(reason) => (reason, None),
         None => {
@@ -627,7 +632,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
                 request,
                 &mut writer,
                 &mut stopped,
-                &mut reply,
+                &mut out,
                 &*store,
                 &message_id,
                 checkpoint_interval,
@@ -648,17 +653,28 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     finish_stored(
         &*store,
         &message_id,
-        &reply,
+        &out.reply,
         stored_status(finish_reason),
         usage.map(|u| (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))),
     )
     .await;
+    let mut metadata = metadata(persona, model, finish_reason, usage, choice);
+    metadata.reasoning = Some(out.reasoning).filter(|r| !r.is_empty());
     writer.publish(StreamEvent::Completed {
-        response: reply,
+        response: out.reply,
         message_id,
         session_id,
-        metadata: metadata(persona, model, finish_reason, usage, choice),
+        metadata,
     });
+}
+
+/// What a generation produced so far.
+#[derive(Debug, Default)]
+struct Produced {
+    /// The reply.
+    reply: String,
+    /// The model's reasoning summary, if it was asked for and given.
+    reasoning: String,
 }
 
 /// Streams the provider's reply into `writer` (and `reply`), checkpointing it,
@@ -670,7 +686,7 @@ async fn generate(
     request: ProviderRequest,
     writer: &mut Box<dyn StreamWriter>,
     stopped: &mut std::pin::Pin<&mut impl Future<Output = StopReason>>,
-    reply: &mut String,
+    out: &mut Produced,
     store: &dyn Store,
     message_id: &str,
     checkpoint_interval: Duration,
@@ -691,7 +707,7 @@ async fn generate(
                 if token.is_empty() {
                     continue;
                 }
-                reply.push_str(&token);
+                out.reply.push_str(&token);
                 writer.publish(StreamEvent::Token(token));
                 // A provider that is always ready (the demo at full speed, a
                 // fast local model) must not keep this worker from sending
@@ -699,14 +715,17 @@ async fn generate(
                 tokio::task::consume_budget().await;
                 // At most one write per interval, whatever the token rate: a crash
                 // loses at most the text since the last checkpoint.
-                if last_checkpoint.elapsed() >= checkpoint_interval && reply.len() > checkpointed {
-                    if let Err(error) = store.checkpoint(message_id, reply).await {
+                if last_checkpoint.elapsed() >= checkpoint_interval
+                    && out.reply.len() > checkpointed
+                {
+                    if let Err(error) = store.checkpoint(message_id, &out.reply).await {
                         tracing::warn!(stream_id = %id, %error, "checkpoint failed");
                     }
-                    checkpointed = reply.len();
+                    checkpointed = out.reply.len();
                     last_checkpoint = tokio::time::Instant::now();
                 }
             }
+            Some(Ok(ProviderEvent::Reasoning(text))) => out.reasoning.push_str(&text),
             Some(Ok(ProviderEvent::Finished {
                 finish_reason,
                 usage,
@@ -714,7 +733,7 @@ async fn generate(
             None => return Ok((FinishReason::Stop, None)),
             Some(Err(error)) => {
                 tracing::warn!(stream_id = %id, %error, "provider failed");
-                if reply.is_empty() {
+                if out.reply.is_empty() {
                     return Err(match error {
                         ProviderError::RateLimited(message) => Failure::RateLimited(message),
                         ProviderError::Upstream(message) => Failure::Provider(message),
@@ -809,6 +828,7 @@ fn metadata(
             method: c.method.to_owned(),
             fallback_reason: c.fallback_reason,
         }),
+        reasoning: None,
     }
 }
 

@@ -465,3 +465,80 @@ async fn auto_routing_asks_the_model_and_falls_back_with_the_reason() {
         );
     }
 }
+
+#[tokio::test]
+async fn tools_and_reasoning_go_to_the_responses_api() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    // Seed 002's openai_chat, as its clients send it.
+    let mut ws = server.ws_at("/ws").await;
+    send(
+        &mut ws,
+        json!({"type": "openai_chat", "data": {"input_text": "Search the web", "model": "gpt-ok",
+            "tools": [{"type": "web_search"}], "include_reasoning": true}}),
+    )
+    .await;
+    let mut chunks = String::new();
+    let response = loop {
+        let frame = recv(&mut ws).await;
+        match frame["type"].as_str().unwrap() {
+            "chunk" => chunks.push_str(frame["chunk"].as_str().unwrap()),
+            "response" => break frame,
+            "error" => panic!("{frame}"),
+            _ => {}
+        }
+    };
+    assert_eq!(chunks, "Used web_search tools.");
+    assert_eq!(response["data"]["output_text"], chunks);
+    assert_eq!(response["data"]["reasoning"], "Thinking about the tools.");
+    assert_eq!(
+        response["data"]["usage"],
+        json!({"prompt_tokens": 20, "completion_tokens": 4})
+    );
+    let request = upstream
+        .requests()
+        .into_iter()
+        .find(|r| r.get("input").is_some())
+        .expect("a Responses API request");
+    assert_eq!(request["tools"], json!([{"type": "web_search"}]));
+    assert_eq!(request["reasoning"], json!({"summary": "auto"}));
+    assert_eq!(request["stream"], true);
+    assert!(
+        request["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("assistant")
+    );
+    assert_eq!(
+        request["input"].as_array().unwrap().last().unwrap(),
+        &json!({"role": "user", "content": "Search the web"})
+    );
+
+    // The native dialect: the reasoning is in the metadata; a failure upstream
+    // is a clear provider error.
+    let mut native = server.ws().await;
+    send(
+        &mut native,
+        json!({"type": "message", "message": "Think", "include_reasoning": true}),
+    )
+    .await;
+    let frames = recv_until_done(&mut native, 1).await;
+    let complete = frames.last().unwrap();
+    assert_eq!(complete["response"], "Used no tools.");
+    assert_eq!(
+        complete["metadata"]["reasoning"],
+        "Thinking about the tools."
+    );
+    send(
+        &mut native,
+        json!({"type": "message", "message": "Fail", "model": "responses-fail", "tools": [{"type": "web_search"}]}),
+    )
+    .await;
+    let frames = recv_until_done(&mut native, 1).await;
+    let error = frames.last().unwrap();
+    assert_eq!(error["code"], "PROVIDER_ERROR", "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("The tool broke"),
+        "{error}"
+    );
+}

@@ -76,16 +76,7 @@ async fn attach_resumes_after_last_event_id_or_after() {
         (8..=total).collect::<Vec<_>>(),
         "the browser's Last-Event-ID wins"
     );
-    let replay: Vec<_> = parse_sse(
-        &client
-            .get(format!("{url}?after=0"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let replay = sse_events(client.get(format!("{url}?after=0"))).await;
     assert_eq!(replay, all, "a replay is byte-for-byte the same events");
 }
 
@@ -208,4 +199,120 @@ async fn an_idle_event_stream_gets_keepalive_comments() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains("event: token"), "events came first: {seen}");
+}
+
+/// The events of a whole SSE response.
+async fn sse_events(request: reqwest::RequestBuilder) -> Vec<SseEvent> {
+    parse_sse(&request.send().await.unwrap().text().await.unwrap())
+}
+
+/// The stream ids of a response's `start` events, in the order of `personas`.
+fn ordered_ids(events: &[SseEvent], personas: &[&str]) -> Vec<String> {
+    personas
+        .iter()
+        .map(|persona| {
+            events
+                .iter()
+                .find(|e| e.data["type"] == "start" && e.data["persona_id"] == *persona)
+                .unwrap()
+                .data["stream_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn several_streams_in_one_response_have_unambiguous_ids_and_resume_as_one() {
+    let server = start_with(|c| c.demo_delay = std::time::Duration::from_millis(1)).await;
+    let personas = ["tech_enthusiast", "creative_writer", "data_scientist"];
+    let body = reqwest::Client::new()
+        .post(server.http("/api/v1/chat/stream"))
+        .body(json!({"message": "three at once", "persona_ids": personas}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = parse_sse(&body);
+    let ids = ordered_ids(&events, &personas);
+    // Every event's id is the position of all three streams after it.
+    let mut cursor = [0u64; 3];
+    for event in events.iter().filter(|e| e.data["seq"].is_u64()) {
+        let stream = ids
+            .iter()
+            .position(|id| event.data["stream_id"] == id.as_str())
+            .unwrap();
+        cursor[stream] = event.data["seq"].as_u64().unwrap();
+        let expected = cursor.map(|s| s.to_string()).join(",");
+        assert_eq!(event.id.as_deref(), Some(expected.as_str()));
+    }
+    // All ended: then turn_complete, naming the three in order.
+    let turn = events.last().unwrap();
+    assert_eq!(turn.event.as_deref(), Some("turn_complete"));
+    assert!(turn.id.is_none());
+    for (i, reply) in turn.data["replies"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(reply["stream_id"], ids[i].as_str());
+        assert_eq!(reply["persona_id"], personas[i]);
+    }
+
+    // Resuming from any event's id gives exactly what came after it.
+    let url = server.http(&format!("/api/v1/streams/events?ids={}", ids.join(",")));
+    let middle = &events[events.len() / 2];
+    let resumed = sse_events(
+        reqwest::Client::new()
+            .get(&url)
+            .header("last-event-id", middle.id.clone().unwrap()),
+    )
+    .await;
+    let after_middle: Vec<&serde_json::Value> = events[events.len() / 2 + 1..]
+        .iter()
+        .map(|e| &e.data)
+        .collect();
+    let mut expected: Vec<String> = after_middle.iter().map(|d| d.to_string()).collect();
+    let mut got: Vec<String> = resumed.iter().map(|e| e.data.to_string()).collect();
+    // The same events; their interleaving may differ.
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    assert_eq!(
+        resumed.last().unwrap().event.as_deref(),
+        Some("turn_complete")
+    );
+
+    // Mistakes are documented codes.
+    let client = reqwest::Client::new();
+    for (url, last_event_id, status, code) in [
+        (url.clone(), Some("5,6"), 400, "INVALID_MESSAGE"),
+        (url.clone(), Some("a,b,c"), 400, "INVALID_MESSAGE"),
+        (
+            server.http("/api/v1/streams/events"),
+            None,
+            400,
+            "INVALID_MESSAGE",
+        ),
+        (
+            server.http(&format!("/api/v1/streams/events?ids={},{}", ids[0], ids[0])),
+            None,
+            400,
+            "INVALID_MESSAGE",
+        ),
+        (
+            server.http(&format!("/api/v1/streams/events?ids={},nope", ids[0])),
+            None,
+            404,
+            "STREAM_NOT_FOUND",
+        ),
+    ] {
+        let mut request = client.get(&url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{url} {last_event_id:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code);
+    }
 }

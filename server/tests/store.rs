@@ -385,7 +385,7 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
             .fetch_all(&check)
             .await
             .unwrap();
-    assert_eq!(applied, vec![1, 2]);
+    assert_eq!(applied, vec![1, 2, 3]);
     let old_log = sqlx::query("SELECT name FROM sqlite_master WHERE name = 'rill_migrations'")
         .fetch_optional(&check)
         .await
@@ -445,7 +445,7 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
         assert_eq!(second[1].content, "One.");
         // Routing chose who answers q2: recorded on its reply.
         store
-            .set_persona("q2-reply", "data_scientist", "small")
+            .set_persona("q2-reply", "data_scientist", "small", 0.75)
             .await
             .unwrap();
         let all = store.messages("user:ann", "t-1").await.unwrap();
@@ -457,6 +457,8 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
             "{backend}"
         );
         assert_eq!(all[3].model.as_deref(), Some("small"), "{backend}");
+        assert_eq!(all[3].confidence, Some(0.75), "{backend}");
+        assert_eq!(all[1].confidence, None, "{backend}");
         assert_eq!(all[1].persona.as_deref(), Some("assistant"), "{backend}");
         // The history is the newest messages with text, at most the limit:
         // q2's reply has none yet.

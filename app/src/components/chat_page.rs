@@ -3,11 +3,12 @@
 
 use leptos::prelude::*;
 
-use crate::chat::ChatState;
+use crate::chat::{ChatState, MessageView, Role};
 use crate::components::composer::Composer;
 use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
+use crate::components::persona_picker::PersonaPicker;
 use crate::components::sidebar::Sidebar;
 use crate::components::status_badge::StatusBadge;
 
@@ -38,14 +39,62 @@ pub fn ChatPage() -> impl IntoView {
                     <Show when=move || state.messages.with(Vec::is_empty)>
                         <p class="empty">"Ask anything. Replies stream in as they are written."</p>
                     </Show>
-                    <For each=move || state.messages.get() key=|message| message.key let:message>
-                        <MessageItem message/>
+                    <For each=move || state.messages.with(|m| rows(m)) key=|row| row.key let:row>
+                        {if row.messages.len() == 1 {
+                            view! { <MessageItem message=row.messages[0]/> }.into_any()
+                        } else {
+                            let columns = row.messages.len();
+                            view! {
+                                <div class="turn-group" role="group" aria-label="Replies side by side" data-columns=columns>
+                                    {row
+                                        .messages
+                                        .into_iter()
+                                        .map(|message| view! { <MessageItem message labelled=true/> })
+                                        .collect_view()}
+                                </div>
+                            }
+                            .into_any()
+                        }}
                     </For>
                 </section>
                 <Notices/>
+                <PersonaPicker/>
                 <Composer/>
             </main>
             </div>
         </div>
     }
+}
+
+/// A row of the conversation: one message, or the replies to one question that
+/// asked several personas (shown side by side).
+#[derive(Clone)]
+struct Row {
+    /// The first message's key and how many: a row that gains a message is a
+    /// new row.
+    key: (u64, usize),
+    /// Its messages, in order.
+    messages: Vec<MessageView>,
+}
+
+/// The conversation as rows: consecutive replies (to one question) together.
+fn rows(messages: &[MessageView]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut at = 0;
+    while at < messages.len() {
+        let end = if messages[at].role == Role::Assistant {
+            at + messages[at..]
+                .iter()
+                .take_while(|m| m.role == Role::Assistant)
+                .count()
+        } else {
+            at + 1
+        };
+        rows.push(Row {
+            key: (messages[at].key, end - at),
+            messages: messages[at..end].to_vec(),
+        });
+        at = end;
+    }
+    rows
 }

@@ -17,6 +17,8 @@ pub fn Composer() -> impl IntoView {
         // Keep the draft when it could not be sent.
         if state.ask(text) {
             draft.set(String::new());
+            #[cfg(feature = "browser")]
+            crate::transport::scroll_to_end();
         }
     };
     view! {

@@ -4,6 +4,9 @@
 use leptos::prelude::*;
 use std::sync::Arc;
 
+use rill_protocol::AUTO_PERSONA;
+use rill_protocol::client::DEFAULT_PERSONA;
+
 use crate::chat::{ChatState, MessageView, ReplyStatus, Role};
 
 /// A message of the conversation.
@@ -11,6 +14,10 @@ use crate::chat::{ChatState, MessageView, ReplyStatus, Role};
 pub fn MessageItem(
     /// The message shown.
     message: MessageView,
+    /// Whether a reply names its persona even when it is the default one
+    /// (replies side by side all do).
+    #[prop(optional)]
+    labelled: bool,
 ) -> impl IntoView {
     let state = expect_context::<ChatState>();
     let copy = move |_| {
@@ -65,14 +72,34 @@ pub fn MessageItem(
         .into_any();
     }
     let status = message.status;
+    let persona = message.persona;
+    let named = move || {
+        labelled
+            || message.confidence.with(Option::is_some)
+            || persona.with(|p| p.as_deref().is_some_and(|p| p != DEFAULT_PERSONA))
+    };
+    let label = move || {
+        let id = persona.get()?;
+        let name = state.persona_name(&id);
+        Some(match message.confidence.get() {
+            Some(confidence) => format!("{name} · auto, {:.0}% sure", confidence * 100.0),
+            None if id == AUTO_PERSONA => "Auto · choosing who answers…".to_owned(),
+            None => name,
+        })
+    };
     view! {
         <article
             class="msg assistant"
             data-role="assistant"
             data-status=move || status.get().as_str()
             data-raw=move || message.raw.get()
+            data-persona=move || persona.get()
+            data-confidence=move || message.confidence.get().map(|c| c.to_string())
         >
             <div class="bubble">
+                <Show when=named>
+                    <p class="persona-name">{label}</p>
+                </Show>
                 <Show when=move || message.progress.with(Option::is_some)>
                     <p class="progress">{move || message.progress.get()}</p>
                 </Show>

@@ -5,5 +5,6 @@ pub mod composer;
 pub mod message;
 pub mod model_picker;
 pub mod notices;
+pub mod persona_picker;
 pub mod sidebar;
 pub mod status_badge;

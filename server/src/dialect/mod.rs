@@ -76,6 +76,130 @@ pub struct Turn {
     pub replies: Vec<TurnReply>,
 }
 
+/// Collects the replies of a question that named several personas as its
+/// streams' events go by (on whichever transport carries them), and says
+/// when the last one ended. Stream `i` is the `i`-th persona asked.
+#[derive(Debug)]
+pub struct TurnRecorder {
+    /// The conversation (from the question, or the streams' first `start`).
+    session_id: String,
+    /// Each stream's place: its index and the persona answering, once known.
+    places: Vec<Place>,
+    /// Each stream's stored reply id, from its `start`.
+    message_ids: Vec<String>,
+    /// Each stream's reply, once it ended.
+    replies: Vec<Option<TurnReply>>,
+}
+
+impl TurnRecorder {
+    /// A question of `count` streams in conversation `session_id` (empty:
+    /// learnt from the first `start`).
+    pub fn new(session_id: String, count: usize) -> Self {
+        TurnRecorder {
+            session_id,
+            places: (0..count)
+                .map(|index| Place {
+                    index,
+                    several: true,
+                    persona_id: None,
+                })
+                .collect(),
+            message_ids: vec![String::new(); count],
+            replies: vec![None; count],
+        }
+    }
+
+    /// Where stream `index` stands (`None` past the question's streams).
+    pub fn place(&self, index: usize) -> Option<&Place> {
+        self.places.get(index)
+    }
+
+    /// Follows what stream `index` says about itself, and records its reply
+    /// when it ends.
+    pub fn observe(&mut self, index: usize, event: &Sequenced) {
+        let (Some(place), Some(message_id)) =
+            (self.places.get_mut(index), self.message_ids.get_mut(index))
+        else {
+            return;
+        };
+        match &event.event {
+            StreamEvent::Started {
+                persona_id,
+                message_id: id,
+                session_id,
+                ..
+            } => {
+                place.persona_id = Some(Arc::from(persona_id.as_str()));
+                message_id.clone_from(id);
+                if self.session_id.is_empty() {
+                    self.session_id.clone_from(session_id);
+                }
+            }
+            StreamEvent::Routed { persona_id, .. } => {
+                place.persona_id = Some(Arc::from(persona_id.as_str()));
+            }
+            StreamEvent::Completed {
+                response,
+                metadata,
+                message_id: id,
+                session_id,
+            } => {
+                message_id.clone_from(id);
+                if self.session_id.is_empty() {
+                    self.session_id.clone_from(session_id);
+                }
+                place.persona_id = Some(Arc::from(metadata.agent.as_str()));
+                let finish = Some(metadata.finish_reason);
+                self.record(index, &event.stream_id, response.clone(), finish);
+            }
+            StreamEvent::Failed(_) => self.record(index, &event.stream_id, String::new(), None),
+            StreamEvent::Progress(_) | StreamEvent::Token(_) => {}
+        }
+    }
+
+    /// Records stream `index` as ended without a reply this reader saw (it
+    /// fell behind the replay window).
+    pub fn lost(&mut self, index: usize, stream_id: &Arc<str>) {
+        self.record(index, stream_id, String::new(), None);
+    }
+
+    fn record(
+        &mut self,
+        index: usize,
+        stream_id: &Arc<str>,
+        response: String,
+        finish_reason: Option<FinishReason>,
+    ) {
+        let persona_id = self.places[index]
+            .persona_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned();
+        self.replies[index] = Some(TurnReply {
+            stream_id: stream_id.clone(),
+            index,
+            persona_id,
+            message_id: self.message_ids[index].clone(),
+            response,
+            finish_reason,
+        });
+    }
+
+    /// Whether every stream ended.
+    pub fn is_finished(&self) -> bool {
+        self.replies.iter().all(Option::is_some)
+    }
+
+    /// The turn (complete once [`TurnRecorder::is_finished`]).
+    pub fn into_turn(self) -> Turn {
+        Turn {
+            session_id: self.session_id,
+            several: true,
+            replies: self.replies.into_iter().flatten().collect(),
+        }
+    }
+}
+
 /// The frames of an encoding (see the module doc): zero, one or several.
 pub fn frames(encoded: Bytes) -> impl Iterator<Item = Bytes> {
     let mut rest = Some(encoded).filter(|b| !b.is_empty());

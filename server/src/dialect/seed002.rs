@@ -169,6 +169,7 @@ impl Seed002 {
                             "finish_reason": metadata.finish_reason,
                             "usage": metadata.usage,
                             "confidence": metadata.confidence,
+                            "reasoning": metadata.reasoning,
                         },
                         "stream_id": stream_id,
                     })
@@ -528,6 +529,7 @@ mod tests {
                 context: Default::default(),
                 confidence: None,
                 routing: None,
+                reasoning: None,
             },
         };
         let end = values(&Seed002.encode_event(&sequenced(5, completed.clone())));

@@ -395,6 +395,8 @@ mod tests {
             }],
             temperature: None,
             max_tokens,
+            tools: Vec::new(),
+            include_reasoning: false,
         }
     }
 

@@ -43,6 +43,11 @@ pub struct ProviderRequest {
     pub temperature: Option<f64>,
     /// Upper bound on the reply's tokens.
     pub max_tokens: Option<u32>,
+    /// Tools for the model (OpenAI Responses API objects); only providers
+    /// that [`Provider::offers_tools`] receive any.
+    pub tools: Vec<serde_json::Value>,
+    /// Whether to ask for the model's reasoning summary (same rule).
+    pub include_reasoning: bool,
 }
 
 impl ProviderRequest {
@@ -62,6 +67,9 @@ impl ProviderRequest {
 pub enum ProviderEvent {
     /// A piece of the reply, as it arrived.
     Token(String),
+    /// A piece of the model's reasoning summary (asked with
+    /// `include_reasoning`); kept apart from the reply.
+    Reasoning(String),
     /// The reply ended; nothing follows.
     Finished {
         /// Why it ended (`stop` or `length`).

@@ -1,5 +1,7 @@
 //! The `openai` provider: any OpenAI-compatible chat completions endpoint (OpenAI,
-//! Ollama, vLLM, llama.cpp's server, LiteLLM) through async-openai.
+//! Ollama, vLLM, llama.cpp's server, LiteLLM) through async-openai. Questions
+//! with `tools` or `include_reasoning` go to the Responses API (`/responses`)
+//! instead, whose stream events are read the same lenient way.
 //!
 //! Real servers deviate from the spec in small ways that strict types reject:
 //! `finish_reason: ""`, missing `usage`, extra fields, keepalive comments, error
@@ -171,20 +173,39 @@ impl Provider for OpenAiProvider {
         }))
     }
 
+    /// Tools and reasoning summaries go through the Responses API.
+    fn offers_tools(&self) -> bool {
+        true
+    }
+
     fn stream(
         &self,
         request: ProviderRequest,
     ) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
+        let settings = self.settings.clone();
+        // A question with tools or asking for reasoning goes to the Responses
+        // API; everything else to chat completions (which every
+        // OpenAI-compatible server has).
+        if !request.tools.is_empty() || request.include_reasoning {
+            let opening = open_responses(self.client.clone(), settings.clone(), request);
+            return futures::stream::once(opening)
+                .flat_map(move |opened| match opened {
+                    Ok(chunks) => {
+                        read_chunks(chunks, settings.clone(), parse_response_event).boxed()
+                    }
+                    Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+                })
+                .boxed();
+        }
         let opening = open(
             self.client.clone(),
             self.settings.clone(),
             self.no_stream_options.clone(),
             request,
         );
-        let settings = self.settings.clone();
         futures::stream::once(opening)
             .flat_map(move |opened| match opened {
-                Ok(chunks) => read_chunks(chunks, settings.clone()).boxed(),
+                Ok(chunks) => read_chunks(chunks, settings.clone(), parse_chat_chunk).boxed(),
                 Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
             })
             .boxed()
@@ -305,26 +326,198 @@ async fn open(
             Ok(Ok(chunks)) => return Ok(chunks),
             Ok(Err(error)) => error,
         };
-        match status(&error) {
-            Some(429) if attempt < settings.retries => {
-                let delay = settings.retry_backoff * 2u32.saturating_pow(attempt);
-                tracing::info!(attempt, ?delay, "upstream rate limited: retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Some(400) if include_usage && mentions_stream_options(&error) => {
-                tracing::info!("upstream rejects stream_options: leaving it out from now on");
-                no_stream_options.store(true, Ordering::Relaxed);
-            }
-            _ => return Err(map_error(&error, &settings)),
+        if status(&error) == Some(400) && include_usage && mentions_stream_options(&error) {
+            tracing::info!("upstream rejects stream_options: leaving it out from now on");
+            no_stream_options.store(true, Ordering::Relaxed);
+            continue;
+        }
+        retry_or_fail(&error, &mut attempt, &settings).await?;
+    }
+}
+
+/// After a failed open: waits and returns `Ok` when the upstream rate limited
+/// us and retries remain; the error as a provider error otherwise.
+async fn retry_or_fail(
+    error: &OpenAIError,
+    attempt: &mut u32,
+    settings: &OpenAiSettings,
+) -> Result<(), ProviderError> {
+    if status(error) == Some(429) && *attempt < settings.retries {
+        let delay = settings.retry_backoff * 2u32.saturating_pow(*attempt);
+        tracing::info!(attempt, ?delay, "upstream rate limited: retrying");
+        tokio::time::sleep(delay).await;
+        *attempt += 1;
+        return Ok(());
+    }
+    Err(map_error(error, settings))
+}
+
+/// The Responses API request: the system prompt as `instructions`, the rest
+/// of the prompt as `input`, the tools, and a reasoning summary when asked.
+fn responses_body(request: &ProviderRequest) -> Value {
+    let instructions: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect();
+    let input: Vec<Value> = request
+        .messages
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .map(|ChatMessage { role: r, content }| json!({"role": role(*r), "content": content}))
+        .collect();
+    let mut body = json!({
+        "model": request.model,
+        "input": input,
+        "stream": true,
+    });
+    if !instructions.is_empty() {
+        body["instructions"] = json!(instructions.join("\n\n"));
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = json!(request.tools);
+    }
+    if request.include_reasoning {
+        body["reasoning"] = json!({"summary": "auto"});
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if let Some(max_tokens) = request.max_tokens {
+        body["max_output_tokens"] = json!(max_tokens);
+    }
+    body
+}
+
+/// Opens a Responses API stream (`POST {base}/responses`), retrying 429.
+async fn open_responses(
+    client: Client<OpenAIConfig>,
+    settings: Arc<OpenAiSettings>,
+    request: ProviderRequest,
+) -> Result<Chunks, ProviderError> {
+    let deadline = tokio::time::Instant::now() + settings.first_token_timeout;
+    let body = responses_body(&request);
+    let mut attempt = 0;
+    loop {
+        let opened = tokio::time::timeout_at(
+            deadline,
+            client
+                .responses()
+                .create_stream_byot::<Value, Value>(body.clone()),
+        )
+        .await;
+        match opened {
+            Err(_) => return Err(first_token_timeout(&settings)),
+            Ok(Ok(chunks)) => return Ok(chunks),
+            Ok(Err(error)) => retry_or_fail(&error, &mut attempt, &settings).await?,
         }
     }
 }
 
-/// Reads chunks into provider events, with the first-token and idle timeouts.
+/// What one upstream event says.
+#[derive(Debug, Default, PartialEq)]
+struct Parsed {
+    /// Reply text.
+    token: Option<String>,
+    /// Reasoning summary text.
+    reasoning: Option<String>,
+    /// How the reply ends, once said.
+    finish_reason: Option<FinishReason>,
+    /// Token counts, once said.
+    usage: Option<Usage>,
+    /// The upstream's failure message.
+    error: Option<String>,
+    /// Nothing follows (the Responses API's terminal events).
+    done: bool,
+}
+
+/// A chat completion chunk.
+fn parse_chat_chunk(chunk: &Value) -> Parsed {
+    if let Some(error) = chunk.get("error") {
+        return Parsed {
+            error: Some(error_message(error)),
+            ..Parsed::default()
+        };
+    }
+    let choice = chunk.get("choices").and_then(|c| c.get(0));
+    Parsed {
+        token: choice
+            .and_then(|c| c.get("delta"))
+            .and_then(|d| d.get("content"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        finish_reason: choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+            .map(|reason| match reason {
+                "length" => FinishReason::Length,
+                _ => FinishReason::Stop,
+            }),
+        usage: parse_usage(chunk, "prompt_tokens", "completion_tokens"),
+        ..Parsed::default()
+    }
+}
+
+/// A Responses API stream event (its `type` says which).
+fn parse_response_event(event: &Value) -> Parsed {
+    let text = || {
+        event["delta"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
+    let response = &event["response"];
+    match event["type"].as_str().unwrap_or_default() {
+        "response.output_text.delta" => Parsed {
+            token: text(),
+            ..Parsed::default()
+        },
+        "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => Parsed {
+            reasoning: text(),
+            ..Parsed::default()
+        },
+        "response.completed" => Parsed {
+            finish_reason: Some(FinishReason::Stop),
+            usage: parse_usage(response, "input_tokens", "output_tokens"),
+            done: true,
+            ..Parsed::default()
+        },
+        "response.incomplete" => Parsed {
+            finish_reason: Some(FinishReason::Length),
+            usage: parse_usage(response, "input_tokens", "output_tokens"),
+            done: true,
+            ..Parsed::default()
+        },
+        "response.failed" => Parsed {
+            error: Some(error_message(&response["error"])),
+            ..Parsed::default()
+        },
+        "error" => Parsed {
+            error: Some(error_message(event)),
+            ..Parsed::default()
+        },
+        _ => Parsed::default(),
+    }
+}
+
+/// An upstream error object's message.
+fn error_message(error: &Value) -> String {
+    error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error")
+        .to_owned()
+}
+
+/// Reads upstream events (chunks, as `parse` reads them) into provider
+/// events, with the first-token and idle timeouts.
 fn read_chunks(
     chunks: Chunks,
     settings: Arc<OpenAiSettings>,
+    parse: fn(&Value) -> Parsed,
 ) -> impl Stream<Item = Result<ProviderEvent, ProviderError>> {
     struct Reading {
         chunks: Chunks,
@@ -342,10 +535,17 @@ fn read_chunks(
         usage: None,
         done: false,
     };
-    futures::stream::unfold(state, |mut state| async move {
+    futures::stream::unfold(state, move |mut state| async move {
         if state.done {
             return None;
         }
+        let finished = |state: &mut Reading| {
+            state.done = true;
+            ProviderEvent::Finished {
+                finish_reason: state.finish_reason.unwrap_or(FinishReason::Stop),
+                usage: state.usage,
+            }
+        };
         loop {
             let limit = if state.got_token {
                 state.settings.idle_timeout
@@ -367,65 +567,50 @@ fn read_chunks(
                 }
                 Ok(next) => next,
             };
-            match next {
-                None => {
-                    state.done = true;
-                    let finished = ProviderEvent::Finished {
-                        finish_reason: state.finish_reason.unwrap_or(FinishReason::Stop),
-                        usage: state.usage,
-                    };
-                    return Some((Ok(finished), state));
-                }
+            let chunk = match next {
+                None => return Some((Ok(finished(&mut state)), state)),
                 Some(Err(error)) => {
                     state.done = true;
                     return Some((Err(map_error(&error, &state.settings)), state));
                 }
-                Some(Ok(chunk)) => {
-                    if let Some(error) = chunk.get("error") {
-                        state.done = true;
-                        let message = error
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("unknown error");
-                        return Some((
-                            Err(ProviderError::Upstream(format!(
-                                "The model provider failed mid-stream: {}",
-                                redact(message, &state.settings)
-                            ))),
-                            state,
-                        ));
-                    }
-                    if let Some(usage) = parse_usage(&chunk) {
-                        state.usage = Some(usage);
-                    }
-                    let choice = chunk.get("choices").and_then(|c| c.get(0));
-                    if let Some(reason) = choice
-                        .and_then(|c| c.get("finish_reason"))
-                        .and_then(Value::as_str)
-                        .filter(|r| !r.is_empty())
-                    {
-                        state.finish_reason = Some(match reason {
-                            "length" => FinishReason::Length,
-                            _ => FinishReason::Stop,
-                        });
-                    }
-                    let content = choice
-                        .and_then(|c| c.get("delta"))
-                        .and_then(|d| d.get("content"))
-                        .and_then(Value::as_str)
-                        .filter(|t| !t.is_empty());
-                    if let Some(content) = content {
-                        state.got_token = true;
-                        return Some((Ok(ProviderEvent::Token(content.to_owned())), state));
-                    }
-                }
+                Some(Ok(chunk)) => chunk,
+            };
+            let parsed = parse(&chunk);
+            if let Some(message) = parsed.error {
+                state.done = true;
+                return Some((
+                    Err(ProviderError::Upstream(format!(
+                        "The model provider failed mid-stream: {}",
+                        redact(&message, &state.settings)
+                    ))),
+                    state,
+                ));
+            }
+            if parsed.usage.is_some() {
+                state.usage = parsed.usage;
+            }
+            if parsed.finish_reason.is_some() {
+                state.finish_reason = parsed.finish_reason;
+            }
+            if let Some(token) = parsed.token {
+                state.got_token = true;
+                return Some((Ok(ProviderEvent::Token(token)), state));
+            }
+            if let Some(reasoning) = parsed.reasoning {
+                // Reasoning comes before the reply: it counts as the model answering.
+                state.got_token = true;
+                return Some((Ok(ProviderEvent::Reasoning(reasoning)), state));
+            }
+            if parsed.done {
+                return Some((Ok(finished(&mut state)), state));
             }
         }
     })
 }
 
-fn parse_usage(chunk: &Value) -> Option<Usage> {
-    let usage = chunk.get("usage")?;
+/// Token counts under `prompt`/`completion` keys of the object's `usage`.
+fn parse_usage(object: &Value, prompt: &str, completion: &str) -> Option<Usage> {
+    let usage = object.get("usage")?;
     let count = |key: &str| {
         usage
             .get(key)
@@ -433,8 +618,8 @@ fn parse_usage(chunk: &Value) -> Option<Usage> {
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
     };
     Some(Usage {
-        prompt_tokens: count("prompt_tokens")?,
-        completion_tokens: count("completion_tokens")?,
+        prompt_tokens: count(prompt)?,
+        completion_tokens: count(completion)?,
     })
 }
 

@@ -26,14 +26,24 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/health", get(health))
 }
 
-/// Asks the question in `body` through `session`: the conversation and one
-/// followed stream per persona.
+/// A question asked over HTTP.
+pub(crate) struct Asked {
+    /// Its conversation.
+    pub(crate) session_id: String,
+    /// One followed stream per persona.
+    pub(crate) streams: Vec<Following>,
+    /// Whether it named several personas (`persona_ids`).
+    pub(crate) several: bool,
+}
+
+/// Asks the question in `body` through `session`.
 pub(crate) async fn ask(
     state: &AppState,
     session: &mut Session,
     body: Body,
-) -> Result<(String, Vec<Following>), Error> {
+) -> Result<Asked, Error> {
     let request = read_message_request(state, body).await?;
+    let several = request.persona_ids.is_some();
     match session
         .handle(Command::Message(request))
         .await
@@ -42,7 +52,11 @@ pub(crate) async fn ask(
         Outcome::Started {
             session_id,
             streams,
-        } => Ok((session_id, streams)),
+        } => Ok(Asked {
+            session_id,
+            streams,
+            several,
+        }),
         other => Err(Error::Internal(format!(
             "a message produced {other:?} instead of streams"
         ))),
@@ -76,7 +90,11 @@ async fn chat(
     body: Body,
 ) -> Result<Json<ChatResponse>, Error> {
     let mut session = caller.session(&state);
-    let (session_id, streams) = ask(&state, &mut session, body).await?;
+    let Asked {
+        session_id,
+        streams,
+        ..
+    } = ask(&state, &mut session, body).await?;
     let mut replies = Vec::with_capacity(streams.len());
     for following in streams {
         replies.push(wait_for_reply(following).await?);
@@ -151,7 +169,11 @@ async fn start_streams(
     body: Body,
 ) -> Result<(StatusCode, Json<StartedStreams>), Error> {
     let mut session = caller.session(&state);
-    let (session_id, streams) = ask(&state, &mut session, body).await?;
+    let Asked {
+        session_id,
+        streams,
+        ..
+    } = ask(&state, &mut session, body).await?;
     Ok((
         StatusCode::CREATED,
         Json(StartedStreams {

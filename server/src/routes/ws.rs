@@ -31,7 +31,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use rill_protocol::close;
 use serde::Deserialize;
 
-use crate::dialect::{Dialect, Native, Place, Raw, Seed002, Turn, TurnReply, frames};
+use crate::dialect::{Dialect, Native, Raw, Seed002, TurnRecorder, frames};
 use crate::error::Error;
 use crate::events::StreamEvent;
 use crate::hub::Sequenced;
@@ -199,20 +199,17 @@ struct Connection<D> {
 struct OpenTurn {
     /// Its id on this connection.
     id: u64,
-    /// The conversation.
-    session_id: String,
-    /// One per persona, filled as each stream ends.
-    replies: Vec<Option<TurnReply>>,
+    /// Its streams' places and replies so far.
+    recorder: TurnRecorder,
 }
 
 /// A stream's membership in a multi-persona question.
+#[derive(Debug, Clone, Copy)]
 struct Member {
     /// The question ([`OpenTurn::id`]).
     turn: u64,
-    /// Where the stream stands in it.
-    place: Place,
-    /// The reply's stored id (from `start`).
-    message_id: String,
+    /// The stream's position among the question's personas.
+    index: usize,
 }
 
 /// A stream forwarded to this socket.
@@ -496,21 +493,12 @@ impl<D: Dialect + Clone> Connection<D> {
                     self.next_turn += 1;
                     self.turns.push(OpenTurn {
                         id,
-                        session_id,
-                        replies: vec![None; streams.len()],
+                        recorder: TurnRecorder::new(session_id, streams.len()),
                     });
                     id
                 });
                 for (index, following) in streams.into_iter().enumerate() {
-                    let member = turn.map(|turn| Member {
-                        turn,
-                        place: Place {
-                            index,
-                            several: true,
-                            persona_id: None,
-                        },
-                        message_id: String::new(),
-                    });
+                    let member = turn.map(|turn| Member { turn, index });
                     self.forward(following, codec, member);
                 }
                 Ok(())
@@ -575,11 +563,19 @@ impl<D: Dialect + Clone> Connection<D> {
                 Some(codec) => codec,
                 None => &self.dialect,
             };
+            // The stream's question, if it belongs to a multi-persona one.
+            let mut turn = stream.member.and_then(|member| {
+                self.turns
+                    .iter_mut()
+                    .find(|t| t.id == member.turn)
+                    .map(|t| (&mut t.recorder, member.index))
+            });
             let mut events = stream.batch.drain(..).peekable();
             while let Some(event) = events.next() {
-                if let Some(member) = &mut stream.member {
-                    member.observe(&event, &mut self.turns);
+                if let Some((recorder, index)) = turn.as_mut() {
+                    recorder.observe(*index, &event);
                 }
+                let place = turn.as_ref().and_then(|(r, index)| r.place(*index));
                 let frame = match (&mut stream.so_far, &event.event) {
                     // Behind: this token and the ones right after it, as one frame.
                     (so_far, StreamEvent::Token(token))
@@ -596,13 +592,13 @@ impl<D: Dialect + Clone> Connection<D> {
                         if let Some(so_far) = so_far.as_mut() {
                             so_far.push_str(&text);
                         }
-                        let placed = stream.member.as_ref().and_then(|member| {
+                        let placed = place.and_then(|place| {
                             let joined = Sequenced::new(
                                 event.stream_id.clone(),
                                 last,
                                 StreamEvent::Token(text.clone()),
                             );
-                            codec.encode_placed(&joined, &member.place)
+                            codec.encode_placed(&joined, place)
                         });
                         placed.unwrap_or_else(|| {
                             codec.coalesced_tokens(
@@ -619,10 +615,8 @@ impl<D: Dialect + Clone> Connection<D> {
                             .token_with_partial(&event, so_far)
                             .unwrap_or_else(|| codec.encoded(&event))
                     }
-                    _ => stream
-                        .member
-                        .as_ref()
-                        .and_then(|member| codec.encode_placed(&event, &member.place))
+                    _ => place
+                        .and_then(|place| codec.encode_placed(&event, place))
                         .unwrap_or_else(|| codec.encoded(&event)),
                 };
                 for frame in frames(frame) {
@@ -638,8 +632,8 @@ impl<D: Dialect + Clone> Connection<D> {
                 // continue with a gap. The client can fetch the final text later.
                 let stream_id = stream.following.subscription.stream_id().clone();
                 tracing::debug!(%stream_id, "reader fell behind the stream");
-                if let Some(member) = &stream.member {
-                    member.record(&mut self.turns, &stream_id, String::new(), None, None);
+                if let Some((recorder, index)) = turn.as_mut() {
+                    recorder.lost(*index, &stream_id);
                 }
                 let reply = codec.encode_reply(&Reply::FellBehind { stream_id });
                 if let Some(message) = text_message(reply) {
@@ -654,14 +648,9 @@ impl<D: Dialect + Clone> Connection<D> {
         while let Some(at) = self
             .turns
             .iter()
-            .position(|turn| turn.replies.iter().all(Option::is_some))
+            .position(|open| open.recorder.is_finished())
         {
-            let open = self.turns.swap_remove(at);
-            let turn = Turn {
-                session_id: open.session_id,
-                several: true,
-                replies: open.replies.into_iter().flatten().collect(),
-            };
+            let turn = self.turns.swap_remove(at).recorder.into_turn();
             if let Some(frame) = self.dialect.encode_turn(&turn) {
                 for frame in frames(frame) {
                     if let Some(message) = text_message(frame) {
@@ -677,71 +666,5 @@ impl<D: Dialect + Clone> Connection<D> {
         // Caught up once a whole round went out without waiting.
         self.behind = waited;
         Ok(())
-    }
-}
-
-impl Member {
-    /// Follows what the stream says about its persona and id, and records its
-    /// reply in its question when it ends.
-    fn observe(&mut self, event: &Sequenced, turns: &mut [OpenTurn]) {
-        match &event.event {
-            StreamEvent::Started {
-                persona_id,
-                message_id,
-                ..
-            } => {
-                self.place.persona_id = Some(Arc::from(persona_id.as_str()));
-                self.message_id.clone_from(message_id);
-            }
-            StreamEvent::Routed { persona_id, .. } => {
-                self.place.persona_id = Some(Arc::from(persona_id.as_str()));
-            }
-            StreamEvent::Completed {
-                response,
-                metadata,
-                message_id,
-                ..
-            } => {
-                self.message_id.clone_from(message_id);
-                self.record(
-                    turns,
-                    &event.stream_id,
-                    response.clone(),
-                    Some(metadata.agent.clone()),
-                    Some(metadata.finish_reason),
-                );
-            }
-            StreamEvent::Failed(_) => {
-                self.record(turns, &event.stream_id, String::new(), None, None);
-            }
-            StreamEvent::Progress(_) | StreamEvent::Token(_) => {}
-        }
-    }
-
-    /// Records this stream's reply in its question.
-    fn record(
-        &self,
-        turns: &mut [OpenTurn],
-        stream_id: &Arc<str>,
-        response: String,
-        persona_id: Option<String>,
-        finish_reason: Option<rill_protocol::FinishReason>,
-    ) {
-        let Some(turn) = turns.iter_mut().find(|t| t.id == self.turn) else {
-            return;
-        };
-        let Some(slot) = turn.replies.get_mut(self.place.index) else {
-            return;
-        };
-        *slot = Some(TurnReply {
-            stream_id: stream_id.clone(),
-            index: self.place.index,
-            persona_id: persona_id
-                .or_else(|| self.place.persona_id.as_deref().map(str::to_owned))
-                .unwrap_or_default(),
-            message_id: self.message_id.clone(),
-            response,
-            finish_reason,
-        });
     }
 }

@@ -100,7 +100,7 @@ pub struct Conversation {
 }
 
 /// A message as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {
     /// Its id (the wire's `message_id` for replies).
     pub id: String,
@@ -122,6 +122,8 @@ pub struct StoredMessage {
     pub stream_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// How sure routing was of `persona` (replies to `persona_id: "auto"`).
+    pub confidence: Option<f64>,
 }
 
 /// A message to store.
@@ -230,12 +232,14 @@ pub trait Store: Send + Sync {
     /// Saves the text so far of a reply being generated.
     async fn checkpoint(&self, message_id: &str, content: &str) -> Result<(), StoreError>;
 
-    /// Records who answers a reply once routing chose (`persona_id: "auto"`).
+    /// Records who answers a reply once routing chose (`persona_id: "auto"`),
+    /// with what model and how sure routing was.
     async fn set_persona(
         &self,
         message_id: &str,
         persona: &str,
         model: &str,
+        confidence: f64,
     ) -> Result<(), StoreError>;
 
     /// Finalizes a reply: its whole text, how it ended, its usage.

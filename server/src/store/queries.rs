@@ -15,7 +15,7 @@ macro_rules! conversation_columns {
 macro_rules! message_columns {
     () => {
         "id, conversation_id, role, persona, model, content, status, \
-         prompt_tokens, completion_tokens, stream_id, created_at"
+         prompt_tokens, completion_tokens, stream_id, created_at, confidence"
     };
 }
 
@@ -75,8 +75,9 @@ pub(super) const CHECKPOINT: &str =
     "UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'";
 
 /// Finalizes a reply.
-/// The persona and model routing chose for a reply.
-pub(super) const SET_PERSONA: &str = "UPDATE messages SET persona = $1, model = $2 WHERE id = $3";
+/// The persona and model routing chose for a reply, and how sure it was.
+pub(super) const SET_PERSONA: &str =
+    "UPDATE messages SET persona = $1, model = $2, confidence = $3 WHERE id = $4";
 
 pub(super) const FINISH: &str = "UPDATE messages SET content = $1, status = $2, \
      prompt_tokens = $3, completion_tokens = $4, updated_at = $5 WHERE id = $6";

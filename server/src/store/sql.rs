@@ -22,7 +22,7 @@ use super::{
 
 /// Migrations embedded in the binary, in order: version, description, SQL
 /// (see `migrations/README.md`).
-const MIGRATIONS: [(i64, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str); 3] = [
     (
         1,
         "conversations",
@@ -32,6 +32,11 @@ const MIGRATIONS: [(i64, &str, &str); 2] = [
         2,
         "drop the old migration log",
         include_str!("../../migrations/0002_drop_rill_migrations.sql"),
+    ),
+    (
+        3,
+        "routing confidence",
+        include_str!("../../migrations/0003_routing_confidence.sql"),
     ),
 ];
 
@@ -87,6 +92,7 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
         usage: prompt.zip(completion),
         stream_id: row.try_get("stream_id")?,
         created_at: row.try_get("created_at")?,
+        confidence: row.try_get("confidence")?,
     })
 }
 
@@ -190,6 +196,7 @@ pub(super) enum Write {
         id: String,
         persona: String,
         model: String,
+        confidence: f64,
     },
     /// [`Store::finish_message`].
     Finish {
@@ -287,10 +294,16 @@ pub(super) async fn apply(
                 .await?;
             Ok(Answer::Done)
         }
-        Write::SetPersona { id, persona, model } => {
+        Write::SetPersona {
+            id,
+            persona,
+            model,
+            confidence,
+        } => {
             sqlx::query(q::SET_PERSONA)
                 .bind(persona.as_str())
                 .bind(model.as_str())
+                .bind(*confidence)
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
@@ -661,11 +674,13 @@ impl Store for SqlStore {
         message_id: &str,
         persona: &str,
         model: &str,
+        confidence: f64,
     ) -> Result<(), StoreError> {
         self.write(Write::SetPersona {
             id: message_id.to_owned(),
             persona: persona.to_owned(),
             model: model.to_owned(),
+            confidence,
         })
         .await
         .map(drop)

@@ -132,8 +132,13 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             execute(tx, q::CHECKPOINT, params![content, now_ms(), id])?;
             Ok(Answer::Done)
         }
-        Write::SetPersona { id, persona, model } => {
-            execute(tx, q::SET_PERSONA, params![persona, model, id])?;
+        Write::SetPersona {
+            id,
+            persona,
+            model,
+            confidence,
+        } => {
+            execute(tx, q::SET_PERSONA, params![persona, model, confidence, id])?;
             Ok(Answer::Done)
         }
         Write::Finish {
@@ -354,5 +359,6 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         usage: prompt.zip(completion),
         stream_id: row.get(9)?,
         created_at: row.get(10)?,
+        confidence: row.get(11)?,
     })
 }

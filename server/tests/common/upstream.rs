@@ -25,6 +25,11 @@
 //! 0.83}`, `route-unknown` → an unknown persona, `route-prose` → text that is
 //! not JSON, `route-fail` → 500, `route-fenced` → the JSON inside a code fence.
 //!
+//! `POST /v1/responses` streams Responses API events: with `reasoning` asked, a
+//! reasoning summary in two deltas; then the reply "Used " + the tools' types
+//! (or "no tools") + " tools."; then `response.completed` with usage. Model
+//! `responses-fail` sends `response.failed` instead.
+//!
 //! Any request without `Authorization: Bearer test-key` gets 401, and without the
 //! gateway header `x-gateway: rill-test` 400.
 #![allow(dead_code, unreachable_pub)]
@@ -81,6 +86,7 @@ pub async fn start_upstream() -> UpstreamServer {
     let state = Arc::new(Upstream::default());
     let app = Router::new()
         .route("/v1/chat/completions", post(completions))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", axum::routing::get(models))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -226,16 +232,25 @@ fn ok_steps(model: &str, finish: &str, include_usage: bool) -> Vec<Step> {
     steps
 }
 
+/// Records a request's body and checks its key: the body as JSON, or the 401.
+fn received(state: &Upstream, headers: &HeaderMap, body: &str) -> Result<Value, Response> {
+    let request: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    state.requests.lock().unwrap().push(request.clone());
+    match refuse_unauthorized(headers) {
+        Some(refusal) => Err(refusal),
+        None => Ok(request),
+    }
+}
+
 async fn completions(
     State(state): State<Arc<Upstream>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    state.requests.lock().unwrap().push(request.clone());
-    if let Some(refusal) = refuse_unauthorized(&headers) {
-        return refusal;
-    }
+    let request = match received(&state, &headers, &body) {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
     if headers.get("x-gateway").and_then(|v| v.to_str().ok()) != Some("rill-test") {
         return (
             StatusCode::BAD_REQUEST,
@@ -375,4 +390,57 @@ fn classify(request: &Value) -> Response {
         "usage": {"prompt_tokens": 50, "completion_tokens": 12},
     }))
     .into_response()
+}
+
+/// One Responses API stream event, as the API writes it (`event:` and `data:`).
+fn response_event(data: Value) -> String {
+    format!(
+        "event: {}\ndata: {data}\n\n",
+        data["type"].as_str().unwrap_or_default()
+    )
+}
+
+async fn responses(
+    State(state): State<Arc<Upstream>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let request = match received(&state, &headers, &body) {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
+    let created =
+        json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}});
+    let mut steps = vec![step(response_event(created))];
+    if request["model"] == "responses-fail" {
+        let failed = json!({"type": "response.failed", "response": {"id": "resp_1", "status": "failed",
+            "error": {"code": "server_error", "message": "The tool broke"}}});
+        steps.push(step(response_event(failed)));
+        return sse(state, steps, None);
+    }
+    if request["reasoning"]["summary"].is_string() {
+        for delta in ["Thinking about", " the tools."] {
+            steps.push(step(response_event(
+                json!({"type": "response.reasoning_summary_text.delta", "delta": delta}),
+            )));
+        }
+    }
+    let tools: Vec<&str> = request["tools"]
+        .as_array()
+        .map(|tools| tools.iter().filter_map(|t| t["type"].as_str()).collect())
+        .unwrap_or_default();
+    let used = if tools.is_empty() {
+        "no".to_owned()
+    } else {
+        tools.join(", ")
+    };
+    for delta in ["Used ".to_owned(), used, " tools.".to_owned()] {
+        steps.push(step(response_event(
+            json!({"type": "response.output_text.delta", "delta": delta}),
+        )));
+    }
+    let completed = json!({"type": "response.completed", "response": {"id": "resp_1", "status": "completed",
+        "usage": {"input_tokens": 20, "output_tokens": 4, "total_tokens": 24}}});
+    steps.push(step(response_event(completed)));
+    sse(state, steps, None)
 }
