@@ -233,11 +233,11 @@ fn ok_steps(model: &str, finish: &str, include_usage: bool) -> Vec<Step> {
 }
 
 /// Records a request's body and checks its key: the body as JSON, or the 401.
-fn received(state: &Upstream, headers: &HeaderMap, body: &str) -> Result<Value, Response> {
+fn received(state: &Upstream, headers: &HeaderMap, body: &str) -> Result<Value, Box<Response>> {
     let request: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     state.requests.lock().unwrap().push(request.clone());
     match refuse_unauthorized(headers) {
-        Some(refusal) => Err(refusal),
+        Some(refusal) => Err(Box::new(refusal)),
         None => Ok(request),
     }
 }
@@ -249,7 +249,7 @@ async fn completions(
 ) -> Response {
     let request = match received(&state, &headers, &body) {
         Ok(request) => request,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     if headers.get("x-gateway").and_then(|v| v.to_str().ok()) != Some("rill-test") {
         return (
@@ -407,7 +407,7 @@ async fn responses(
 ) -> Response {
     let request = match received(&state, &headers, &body) {
         Ok(request) => request,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let created =
         json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}});
