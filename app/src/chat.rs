@@ -787,6 +787,12 @@ impl ChatState {
             ServerEvent::Hello { .. }
             | ServerEvent::Pong { .. }
             | ServerEvent::TurnComplete { .. } => {}
+            // The UI joins no room (projects come with documents).
+            ServerEvent::Joined { .. }
+            | ServerEvent::Left { .. }
+            | ServerEvent::RoomEvent { .. }
+            | ServerEvent::Presence { .. }
+            | ServerEvent::Dropped { .. } => {}
             ServerEvent::AuthSuccess { .. } => {}
             ServerEvent::AuthError { message, code } => self.notify(format!("{message} ({code})")),
         }

@@ -85,3 +85,20 @@ test("seed 000's plain chat page streams a reply as text", async ({ page }) => {
   expect(await page.locator('#chat img').count()).toBe(0);
   expect(await page.evaluate(() => (window as any).pwned)).toBeUndefined();
 });
+
+test("seed 000's broadcast page: what one tab sends, every tab shows", async ({ browser }) => {
+  const context = await browser.newContext();
+  const tabs = await Promise.all([0, 1, 2].map(() => context.newPage()));
+  for (const tab of tabs) {
+    await tab.goto('/broadcast');
+    await expect(tab.locator('#messages')).toContainText('Connected to server');
+  }
+  await tabs[1].locator('#messageInput').fill('hello <b>tabs</b>');
+  await tabs[1].locator('#messageInput').press('Enter');
+  for (const tab of tabs) {
+    await expect(tab.locator('#messages .received').last()).toHaveText('Server: Someone said: hello <b>tabs</b>');
+    expect(await tab.locator('#messages b').count()).toBe(0);
+  }
+  await expect(tabs[1].locator('#messages .sent')).toHaveText('You: hello <b>tabs</b>');
+  await context.close();
+});

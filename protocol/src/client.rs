@@ -44,17 +44,19 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         protocol: Option<u32>,
     },
-    /// Reserved for rooms.
+    /// Join a room (`project_<id>`: a project of the caller's); answered by
+    /// `joined`, then `room_event` and `presence` frames of that room.
     Join {
         /// The room.
         room: String,
     },
-    /// Reserved for rooms.
+    /// Leave a room; answered by `left`.
     Leave {
         /// The room.
         room: String,
     },
-    /// Reserved for rooms.
+    /// Send a text to a room this connection is in: its members get a
+    /// `room_event` named `message` with `{text, from}`.
     Broadcast {
         /// The room.
         room: String,

@@ -138,6 +138,40 @@ pub enum ServerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+    /// The connection is in `room` now (the answer to `join`).
+    Joined {
+        /// The room.
+        room: String,
+    },
+    /// The connection left `room` (the answer to `leave`).
+    Left {
+        /// The room.
+        room: String,
+    },
+    /// An event published to a room this connection is in (the publish API,
+    /// a member's `broadcast`).
+    RoomEvent {
+        /// The room.
+        room: String,
+        /// The event's name.
+        event: String,
+        /// Its data, as published.
+        data: serde_json::Value,
+    },
+    /// Someone's connection joined or left a room this connection is in.
+    Presence {
+        /// The room.
+        room: String,
+        /// `joined` or `left`.
+        status: PresenceStatus,
+        /// Who: `user:<sub>`, `guest:<id>`, or `public` (no token).
+        user: String,
+    },
+    /// This connection read room events too slowly and lost `count` of them.
+    Dropped {
+        /// How many were lost since it was last told.
+        count: u64,
+    },
     /// Every stream of a question that named several personas ended (sent
     /// after the last one's terminal event, on the connection that asked).
     TurnComplete {
@@ -146,6 +180,16 @@ pub enum ServerEvent {
         /// One per persona, in the order asked.
         replies: Vec<TurnReply>,
     },
+}
+
+/// `presence.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// The connection joined.
+    Joined,
+    /// The connection left (or ended).
+    Left,
 }
 
 /// One reply of `turn_complete`.
@@ -165,7 +209,7 @@ pub struct TurnReply {
 
 impl ServerEvent {
     /// Every `type` the server sends, in documentation order.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 15] = [
         "hello",
         "auth_success",
         "auth_error",
@@ -175,6 +219,11 @@ impl ServerEvent {
         "token",
         "complete",
         "error",
+        "joined",
+        "left",
+        "room_event",
+        "presence",
+        "dropped",
         "turn_complete",
     ];
 
@@ -226,6 +275,11 @@ impl ServerEvent {
             ServerEvent::Token { .. } => "token",
             ServerEvent::Complete { .. } => "complete",
             ServerEvent::Error { .. } => "error",
+            ServerEvent::Joined { .. } => "joined",
+            ServerEvent::Left { .. } => "left",
+            ServerEvent::RoomEvent { .. } => "room_event",
+            ServerEvent::Presence { .. } => "presence",
+            ServerEvent::Dropped { .. } => "dropped",
             ServerEvent::TurnComplete { .. } => "turn_complete",
         }
     }

@@ -139,6 +139,38 @@ fn golden_events() -> Vec<(ServerEvent, &'static str)> {
             r#"{"type":"error","error":"The model provider failed","code":"PROVIDER_ERROR","stream_id":"s1","seq":3}"#,
         ),
         (
+            ServerEvent::Joined {
+                room: "project_42".into(),
+            },
+            r#"{"type":"joined","room":"project_42"}"#,
+        ),
+        (
+            ServerEvent::Left {
+                room: "project_42".into(),
+            },
+            r#"{"type":"left","room":"project_42"}"#,
+        ),
+        (
+            ServerEvent::RoomEvent {
+                room: "project_42".into(),
+                event: "document_status".into(),
+                data: serde_json::json!({"document_id": 7, "progress": 40}),
+            },
+            r#"{"type":"room_event","room":"project_42","event":"document_status","data":{"document_id":7,"progress":40}}"#,
+        ),
+        (
+            ServerEvent::Presence {
+                room: "project_42".into(),
+                status: rill_protocol::PresenceStatus::Left,
+                user: "user:alice".into(),
+            },
+            r#"{"type":"presence","room":"project_42","status":"left","user":"user:alice"}"#,
+        ),
+        (
+            ServerEvent::Dropped { count: 12 },
+            r#"{"type":"dropped","count":12}"#,
+        ),
+        (
             ServerEvent::TurnComplete {
                 session_id: "sess".into(),
                 replies: vec![

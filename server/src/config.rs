@@ -83,6 +83,12 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_CHECKPOINT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub checkpoint_ms: u64,
 
+    /// The key other services present (`Authorization: Bearer <key>`) to
+    /// publish to rooms (`POST /api/v1/rooms/{room}/publish`). Unset: the
+    /// publish API is off.
+    #[arg(long, env = "RILL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// HS256 secret for JWTs. When unset, rill generates one and keeps it in
     /// <data-dir>/jwt-secret, so `rill token` and the server agree.
     #[arg(long, env = "RILL_JWT_SECRET", hide_env_values = true)]
@@ -319,6 +325,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The JWT secret, if given; otherwise it is read from or created in `data_dir`.
     pub jwt_secret: Option<String>,
+    /// The publish API's key; `None`: the API is off.
+    pub api_key: Option<String>,
     /// An identity provider's PEM public key.
     pub jwt_public_key: Option<PathBuf>,
     /// An identity provider's JWKS file.
@@ -425,6 +433,7 @@ impl Config {
             addr,
             data_dir: args.data_dir.clone(),
             jwt_secret: args.jwt_secret.clone().filter(|s| !s.is_empty()),
+            api_key: args.api_key.clone().filter(|k| !k.is_empty()),
             jwt_public_key: args.jwt_public_key.clone(),
             jwks_file: args.jwks_file.clone(),
             token_rules: crate::auth::TokenRules {
@@ -588,6 +597,7 @@ mod tests {
             ("--auth-timeout-secs", "RILL_AUTH_TIMEOUT_SECS"),
             ("--jwt-public-key", "RILL_JWT_PUBLIC_KEY"),
             ("--jwks-file", "RILL_JWKS_FILE"),
+            ("--api-key", "RILL_API_KEY"),
             ("--jwt-audience", "RILL_JWT_AUDIENCE"),
             ("--jwt-issuer", "RILL_JWT_ISSUER"),
             ("--jwt-leeway-secs", "RILL_JWT_LEEWAY_SECS"),

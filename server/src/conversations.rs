@@ -35,6 +35,30 @@ impl Conversations {
         Conversations { store, hub }
     }
 
+    /// Opens project `id` for the caller: created for them if unknown,
+    /// `FORBIDDEN` if another owner's (anonymous callers share one owner).
+    pub async fn open_project(&self, identity: &Identity, id: &str) -> Result<()> {
+        if id.chars().count() > 128 || id.chars().any(char::is_control) {
+            return Err(Error::InvalidMessage(
+                "a project id is at most 128 characters without control characters".into(),
+            ));
+        }
+        Ok(self
+            .store
+            .ensure_project(id, &identity.conversation_owner())
+            .await?)
+    }
+
+    /// Checks that project `id` exists and is the caller's: `NOT_FOUND` if
+    /// unknown, `FORBIDDEN` if another owner's.
+    pub async fn owned_project(&self, identity: &Identity, id: &str) -> Result<()> {
+        match self.store.project_owner(id).await? {
+            Some(owner) if owner == identity.conversation_owner() => Ok(()),
+            Some(_) => Err(Error::Forbidden),
+            None => Err(Error::NotFound("No such project")),
+        }
+    }
+
     /// A page of the caller's conversations, newest first. Listing needs an
     /// identity: conversations started without a token are reachable by id only.
     pub async fn list(

@@ -20,6 +20,9 @@ pub enum Error {
     /// A presented token was rejected. 401.
     #[error("{0}")]
     AuthFailed(#[from] TokenError),
+    /// A service call without the server's `--api-key`. 401 (`AUTH_FAILED`).
+    #[error("This needs the server's API key: Authorization: Bearer <key>")]
+    ApiKeyRequired,
     /// A message with no text. 400.
     #[error("Message is empty")]
     EmptyMessage,
@@ -103,7 +106,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::AuthRequired => ErrorCode::AuthRequired,
-            Error::AuthFailed(_) => ErrorCode::AuthFailed,
+            Error::AuthFailed(_) | Error::ApiKeyRequired => ErrorCode::AuthFailed,
             Error::EmptyMessage => ErrorCode::EmptyMessage,
             Error::InvalidMessage(_) => ErrorCode::InvalidMessage,
             Error::MessageTooLarge { .. } | Error::QuestionTooLong { .. } => {
@@ -122,7 +125,9 @@ impl Error {
 
     fn status(&self) -> StatusCode {
         match self {
-            Error::AuthRequired | Error::AuthFailed(_) => StatusCode::UNAUTHORIZED,
+            Error::AuthRequired | Error::AuthFailed(_) | Error::ApiKeyRequired => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::EmptyMessage | Error::InvalidMessage(_) | Error::Unsupported(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -235,6 +240,9 @@ mod tests {
         };
         assert_eq!(fast.code(), ErrorCode::RateLimited);
         assert_eq!(fast.retry_after_ms(), Some(1500));
+        // A service without the API key is a kind of AUTH_FAILED, with its own text.
+        assert_eq!(Error::ApiKeyRequired.code(), ErrorCode::AuthFailed);
+        assert!(Error::ApiKeyRequired.client_message().contains("API key"));
         // A refused origin is a kind of FORBIDDEN, with its own text.
         let origin = Error::OriginNotAllowed("https://evil.example".into());
         assert_eq!(origin.code(), ErrorCode::Forbidden);

@@ -16,6 +16,8 @@
 //! - [`conversations`]: the callers' conversations (list, read, rename, delete).
 //! - [`events`]: what a stream says, free of any dialect.
 //! - [`hub`]: where streams live (the [`hub::Hub`] trait; in memory by default).
+//! - [`rooms`]: rooms of connections (projects' notifications, presence,
+//!   broadcast), each event encoded once per dialect.
 //! - [`personas`]: who answers (built-ins, `--personas` file) and the router
 //!   for `persona_id: "auto"`.
 //! - [`provider`]: where replies come from (`demo`, OpenAI-compatible).
@@ -39,6 +41,7 @@ pub mod hub;
 pub mod limits;
 pub mod personas;
 pub mod provider;
+pub mod rooms;
 pub mod routes;
 pub mod server;
 pub mod session;

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rill_protocol::{AuthUser, Limits, MessageRequest};
+use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::auth::{Identity, TokenError, Verified, unix_now_secs};
 use crate::error::Error;
 use crate::hub::Subscription;
+use crate::rooms::{Membership, RoomEvent, RoomEventKind};
 
 /// Most streams one session may follow at once (its own and resumed ones).
 const MAX_FOLLOWED: usize = 64;
@@ -111,6 +113,21 @@ pub enum Reply {
     AuthRejected(TokenError),
     /// A text said back (`Echo: …`).
     Echo(String),
+    /// The connection joined a room.
+    Joined {
+        /// The room.
+        room: String,
+    },
+    /// The connection left a room.
+    Left {
+        /// The room.
+        room: String,
+    },
+    /// The connection lost room events (it read them too slowly).
+    Dropped {
+        /// How many.
+        count: u64,
+    },
     /// The answer to a ping.
     Pong {
         /// The client's clock, echoed.
@@ -237,6 +254,9 @@ pub struct Session {
     ip: Option<std::net::IpAddr>,
     /// The streams it follows.
     follows: Follows,
+    /// The rooms it is in and its inbox of their events; created at the
+    /// first `join` (most connections never join one).
+    rooms: Option<(Membership, mpsc::Receiver<Arc<RoomEvent>>)>,
 }
 
 /// The streams a session follows (apart from the rest of the session, so
@@ -261,6 +281,7 @@ impl Session {
             expires_at,
             ip: None,
             follows: Follows::default(),
+            rooms: None,
         }
     }
 
@@ -292,6 +313,26 @@ impl Session {
     /// Who the client is.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Whether the session is in a room (a listener, not idle).
+    pub fn in_rooms(&self) -> bool {
+        self.rooms
+            .as_ref()
+            .is_some_and(|(m, _)| !m.rooms().is_empty())
+    }
+
+    /// The next event of the rooms this session is in, and how many it lost
+    /// before it (its inbox was full); never ready while it is in no room.
+    pub async fn next_room_event(&mut self) -> (Arc<RoomEvent>, u64) {
+        let Some((membership, inbox)) = &mut self.rooms else {
+            return std::future::pending().await;
+        };
+        match inbox.recv().await {
+            Some(event) => (event, membership.take_dropped()),
+            // The membership holds the sender: the inbox cannot close first.
+            None => std::future::pending().await,
+        }
     }
 
     /// Runs one command.
@@ -368,8 +409,49 @@ impl Session {
                     },
                 }))
             }
-            Command::Join { .. } | Command::Leave { .. } | Command::Broadcast { .. } => {
-                Err(Error::Unsupported("Rooms are not available on this server yet").into())
+            Command::Join { room } => {
+                crate::rooms::check_room_name(&room).map_err(Error::InvalidMessage)?;
+                let Some(project) = crate::rooms::project_of(&room) else {
+                    return Err(Error::InvalidMessage(format!(
+                        "a room is a project's: {}<id>",
+                        crate::rooms::PROJECT_PREFIX
+                    ))
+                    .into());
+                };
+                self.state
+                    .conversations
+                    .open_project(&self.identity, project)
+                    .await?;
+                let (membership, _) = self.rooms.get_or_insert_with(|| {
+                    self.state.rooms.member(&self.identity.conversation_owner())
+                });
+                membership
+                    .join(&room)
+                    .map_err(|e| Error::RateLimited(e.to_string()))?;
+                Ok(Outcome::Reply(Reply::Joined { room }))
+            }
+            Command::Leave { room } => {
+                if let Some((membership, _)) = &mut self.rooms {
+                    membership.leave(&room);
+                }
+                Ok(Outcome::Reply(Reply::Left { room }))
+            }
+            Command::Broadcast { room, message } => {
+                let Some((membership, _)) = &self.rooms else {
+                    return Err(Error::Forbidden.into());
+                };
+                if !membership.is_in(&room) {
+                    return Err(Error::Forbidden.into());
+                }
+                let from = membership.user().to_owned();
+                self.state.rooms.publish(
+                    &room,
+                    RoomEventKind::Event {
+                        event: "message".into(),
+                        data: serde_json::json!({"text": message, "from": from}),
+                    },
+                );
+                Ok(Outcome::Done)
             }
         }
     }
@@ -389,6 +471,21 @@ impl Session {
             if self.expires_at().is_some_and(|at| unix_now_secs() >= at) {
                 return Err(Error::AuthFailed(TokenError::Expired).into());
             }
+        }
+        if let Command::Broadcast { message, .. } = command {
+            // A room message is a question's worth: the same length and rates.
+            let config = &self.state.config;
+            let chars = message.chars().count();
+            if chars > config.max_message_chars {
+                return Err(Error::QuestionTooLong {
+                    chars,
+                    limit: config.max_message_chars,
+                }
+                .into());
+            }
+            self.state
+                .limits
+                .check_message(self.identity.owner(), self.ip)?;
         }
         if let Command::Message(request) = command {
             // Checked before anything starts, so a refused message costs nothing.
@@ -432,6 +529,10 @@ impl Session {
                         name: Some("Guest".into()),
                     },
                 };
+                // Rooms were joined as someone else: leave them.
+                if identity.conversation_owner() != self.identity.conversation_owner() {
+                    self.rooms = None;
+                }
                 self.identity = identity;
                 self.expires_at = expires_at;
                 Reply::Authenticated {

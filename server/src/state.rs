@@ -61,6 +61,8 @@ pub struct AppState {
     pub connections: Connections,
     /// Question rates and connection caps.
     pub limits: Arc<crate::limits::Limits>,
+    /// Rooms and their members (projects' notifications, presence, broadcast).
+    pub rooms: Arc<crate::rooms::Rooms>,
     /// Cancelled when the server shuts down; every connection watches it.
     pub shutdown: CancellationToken,
 }
@@ -138,6 +140,7 @@ impl AppState {
             started: Instant::now(),
             connections: Connections::default(),
             limits: Arc::new(crate::limits::Limits::new(config_limits)),
+            rooms: Arc::new(crate::rooms::Rooms::default()),
             shutdown: CancellationToken::new(),
         })
     }

@@ -235,8 +235,9 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
     const JWT: &str = "jwt-secret-canary-7f3a";
     const KEY: &str = "sk-canary-openai-9b1c";
     const PASSWORD: &str = "pw-canary-5d2e";
+    const API_KEY: &str = "rooms-canary-3e8a";
     let leaks = |text: &str| {
-        [JWT, KEY, PASSWORD]
+        [JWT, KEY, PASSWORD, API_KEY]
             .into_iter()
             .filter(|secret| text.contains(secret))
             .collect::<Vec<_>>()
@@ -257,6 +258,8 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
             "openai",
             "--openai-api-key",
             KEY,
+            "--api-key",
+            API_KEY,
         ])
         .env("RUST_LOG", "debug")
         .output()
@@ -292,6 +295,8 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
             "openai",
             "--openai-api-key",
             KEY,
+            "--api-key",
+            API_KEY,
         ])
         .args([
             "--openai-base-url",
@@ -328,6 +333,11 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
             reqwest::Method::GET,
             "/api/v1/conversations?token=forged.token.here",
             None,
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/rooms/project_1/publish",
+            Some(json!({"event": "x"})),
         ),
     ] {
         let mut request = client.request(method, format!("http://{addr}{path}"));

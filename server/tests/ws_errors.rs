@@ -140,11 +140,15 @@ async fn unknown_streams_cannot_be_resumed_or_cancelled() {
 }
 
 #[tokio::test]
-async fn rooms_are_reported_unsupported() {
+async fn a_room_that_is_not_a_projects_is_an_invalid_message() {
     let server = start().await;
     let mut ws = server.ws().await;
     send(&mut ws, json!({"type": "join", "room": "lobby"})).await;
-    expect_error(&mut ws, "UNSUPPORTED").await;
+    let error = expect_error(&mut ws, "INVALID_MESSAGE").await;
+    assert!(
+        error["error"].as_str().unwrap().contains("project_"),
+        "{error}"
+    );
     assert_usable(&mut ws).await;
 }
 

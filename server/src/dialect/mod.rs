@@ -30,6 +30,7 @@ use rill_protocol::FinishReason;
 use crate::error::Error;
 use crate::events::StreamEvent;
 use crate::hub::Sequenced;
+use crate::rooms::RoomEvent;
 use crate::session::{Command, Reply};
 
 pub use native::Native;
@@ -279,6 +280,17 @@ pub trait Dialect: Send + Sync + 'static {
     /// anything.
     fn encode_turn(&self, _turn: &Turn) -> Option<Bytes> {
         None
+    }
+
+    /// A room's event as a frame; by default the native dialect's
+    /// `room_event` and `presence` frames.
+    fn encode_room_event(&self, event: &RoomEvent) -> Bytes {
+        native::room_event_frame(event)
+    }
+
+    /// A room event's frame, encoded once and shared by every member.
+    fn encoded_room_event(&self, event: &RoomEvent) -> Bytes {
+        event.encoded(self.slot(), |event| self.encode_room_event(event))
     }
 
     /// The event's frame, encoded once and shared by every reader.

@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rill_protocol::{
-    ClientFrame, ErrorCode, PROTOCOL_VERSION, ProgressStep, ServerEvent, parse_client_frame,
+    ClientFrame, ErrorCode, PROTOCOL_VERSION, PresenceStatus, ProgressStep, ServerEvent,
+    parse_client_frame,
 };
 
 use super::Dialect;
 use crate::error::Error;
 use crate::events::{Failure, StreamEvent};
 use crate::hub::Sequenced;
+use crate::rooms::{RoomEvent, RoomEventKind};
 use crate::session::{Command, Reply};
 
 /// Stream events the native dialect has encoded since the process started: one
@@ -101,6 +103,27 @@ impl Native {
             }
         }
     }
+}
+
+/// A room event as `room_event` or `presence`.
+pub(crate) fn room_event_frame(event: &RoomEvent) -> Bytes {
+    let frame = match &event.kind {
+        RoomEventKind::Event { event: name, data } => ServerEvent::RoomEvent {
+            room: event.room.to_string(),
+            event: name.clone(),
+            data: data.clone(),
+        },
+        RoomEventKind::Presence { joined, user } => ServerEvent::Presence {
+            room: event.room.to_string(),
+            status: if *joined {
+                PresenceStatus::Joined
+            } else {
+                PresenceStatus::Left
+            },
+            user: user.clone(),
+        },
+    };
+    Bytes::from(frame.to_json())
 }
 
 /// A `token` frame, serialized from borrowed parts (no copies of the text).
@@ -240,6 +263,9 @@ impl Dialect for Native {
                 code: ErrorCode::AuthFailed,
             },
             Reply::Echo(text) => return Bytes::from(format!("Echo: {text}")),
+            Reply::Joined { room } => ServerEvent::Joined { room: room.clone() },
+            Reply::Left { room } => ServerEvent::Left { room: room.clone() },
+            Reply::Dropped { count } => ServerEvent::Dropped { count: *count },
             Reply::Pong {
                 timestamp,
                 server_time,

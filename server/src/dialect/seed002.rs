@@ -375,7 +375,10 @@ impl Dialect for Seed002 {
     fn encode_reply(&self, reply: &Reply) -> Bytes {
         let frame = match reply {
             Reply::Echo(text) => return Bytes::from(format!("Echo: {text}")),
-            Reply::Hello { .. } => return super::Native.encode_reply(reply),
+            Reply::Hello { .. }
+            | Reply::Joined { .. }
+            | Reply::Left { .. }
+            | Reply::Dropped { .. } => return super::Native.encode_reply(reply),
             Reply::Authenticated {
                 user,
                 connection_id,

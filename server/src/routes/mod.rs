@@ -3,19 +3,23 @@
 //! into frames or responses.
 //!
 //! - [`extract`]: who is calling ([`extract::Caller`]) and size-limited bodies.
-//! - [`ws`]: `GET /ws/chat`, the native WebSocket dialect; the connection loop
-//!   any dialect can use.
+//! - [`ws`]: `GET /ws/chat` (native, and seed 000's plain text) and `GET /ws`
+//!   (seed 002); the connection loop any dialect can use.
+//! - [`broadcast`]: `GET /ws/broadcast`, seed 000's every-message-to-everyone socket.
+//! - [`rooms`]: the publish API and presence of rooms.
 //! - [`conversations`]: `/api/v1/conversations…` and guest identities.
 //! - [`http`]: `POST /api/v1/chat`, `POST /api/v1/streams`, cancel, `GET /health`.
 //! - [`sse`]: server-sent events (`/api/v1/chat/stream`, `/api/v1/streams/{id}/events`).
 //! - [`poll`]: long-poll (`/api/v1/streams/{id}/poll`).
-//! - [`pages`]: the Leptos UI, `GET /ws/test`, and the compiled site's files.
+//! - [`pages`]: the Leptos UI, `GET /ws/test`, `GET /chat`, and the compiled site's files.
 
+pub mod broadcast;
 pub mod conversations;
 pub mod extract;
 pub mod http;
 pub mod pages;
 pub mod poll;
+pub mod rooms;
 pub mod sse;
 pub mod ws;
 
@@ -61,6 +65,21 @@ pub(crate) fn caller_identity(
         }
     }
     Ok(state.keys.verify_token(cookie).ok().unwrap_or_default())
+}
+
+/// Who opens a WebSocket, checked before the upgrade: a browser page of a
+/// foreign origin is refused (403; browsers let any page open a WebSocket to
+/// any server), and so is a bad token (401 `AUTH_FAILED`, so a client never
+/// believes it is authenticated when it is not).
+pub(crate) fn socket_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Verified, Error> {
+    if let Origin::Foreign(origin) = origin_of(state, headers) {
+        return Err(Error::OriginNotAllowed(origin));
+    }
+    caller_identity(state, headers, query_token)
 }
 
 /// Where a request comes from, by its `Origin` header.
@@ -125,6 +144,8 @@ pub fn app(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(sse::router())
         .merge(poll::router())
+        .merge(rooms::router())
+        .merge(broadcast::router())
         .merge(pages::router());
     let router = match cors(&state.config.allow_origins) {
         Some(cors) => router.layer(cors),

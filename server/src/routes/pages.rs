@@ -1,5 +1,6 @@
 //! Pages: the Leptos chat UI (server-rendered, then hydrated), the plain protocol
-//! test page at `/ws/test`, seed 000's plain-text chat page at `/chat`, and the
+//! test page at `/ws/test`, seed 000's plain-text chat page at `/chat` and its
+//! broadcast page at `/broadcast`, and the
 //! compiled site's files (embedded in release builds, read from `--site-root`
 //! otherwise).
 
@@ -25,6 +26,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/c/{id}", get(conversation))
         .route("/ws/test", get(ws_test))
         .route("/chat", get(plain_chat))
+        .route("/broadcast", get(broadcast_page))
         .fallback(site_file)
 }
 
@@ -154,6 +156,12 @@ fn inline_page(html: &'static str) -> Response {
 /// own version: every text is inserted as text, never as HTML.
 async fn plain_chat() -> Response {
     inline_page(include_str!("../../assets/chat.html"))
+}
+
+/// Seed 000's broadcast test page (over `/ws/broadcast`): what one tab sends,
+/// every tab shows.
+async fn broadcast_page() -> Response {
+    inline_page(include_str!("../../assets/broadcast.html"))
 }
 
 /// Serves a file of the compiled site, or 404.

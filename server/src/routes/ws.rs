@@ -36,6 +36,7 @@ use crate::error::Error;
 use crate::events::StreamEvent;
 use crate::hub::Sequenced;
 use crate::limits::Slot;
+use crate::rooms::RoomEvent;
 use crate::session::{CloseReason, Command, Following, Outcome, Reply, Session};
 use crate::state::AppState;
 
@@ -82,14 +83,7 @@ async fn upgrade<D: Dialect + Clone + Default>(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
-    // A browser page of a foreign origin is refused before the upgrade (403):
-    // browsers let any page open a WebSocket to any server.
-    if let super::Origin::Foreign(origin) = super::origin_of(&state, &headers) {
-        return Err(Error::OriginNotAllowed(origin));
-    }
-    // A bad token is refused before the upgrade (401 AUTH_FAILED), so a client
-    // never believes it is authenticated when it is not.
-    let identity = super::caller_identity(&state, &headers, query.token.as_deref())?;
+    let identity = super::socket_caller(&state, &headers, query.token.as_deref())?;
     let partial = matches!(query.partial.as_deref(), Some("1" | "true" | "yes"));
     let hard_limit = state.config.ws_hard_limit();
     Ok(upgrade
@@ -282,12 +276,22 @@ pub(crate) async fn run<D: Dialect + Clone>(
                     Err(Closed(reason)) => break reason,
                 }
             }
+            (event, dropped) = connection.session.next_room_event() => {
+                match connection.write_room_event(&mut socket, &event, dropped).await {
+                    Ok(()) => continue,
+                    Err(Closed(reason)) => break reason,
+                }
+            }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= interval + state.config.heartbeat_timeout {
                     break CloseReason::HeartbeatTimeout;
                 }
                 let idle = state.config.connection_idle;
-                if !idle.is_zero() && connection.streams.is_empty() && last_active.elapsed() >= idle {
+                if !idle.is_zero()
+                    && connection.streams.is_empty()
+                    && !connection.session.in_rooms()
+                    && last_active.elapsed() >= idle
+                {
                     break CloseReason::Idle;
                 }
                 match connection.write(&mut socket, Message::Ping(Bytes::new())).await {
@@ -455,6 +459,23 @@ impl<D: Dialect + Clone> Connection<D> {
 
     async fn reply(&self, socket: &mut WebSocket, reply: Reply) -> Result<(), Closed> {
         match text_message(self.dialect.encode_reply(&reply)) {
+            Some(message) => self.write(socket, message).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A room event, after telling how many were lost before it.
+    async fn write_room_event(
+        &self,
+        socket: &mut WebSocket,
+        event: &RoomEvent,
+        dropped: u64,
+    ) -> Result<(), Closed> {
+        if dropped > 0 {
+            self.reply(socket, Reply::Dropped { count: dropped })
+                .await?;
+        }
+        match text_message(self.dialect.encoded_room_event(event)) {
             Some(message) => self.write(socket, message).await,
             None => Ok(()),
         }

@@ -215,6 +215,13 @@ pub trait Store: Send + Sync {
         title: &str,
     ) -> Result<Conversation, StoreError>;
 
+    /// The project `id` for `owner`: created if unknown (clients choose their
+    /// own ids), `Forbidden` if someone else's.
+    async fn ensure_project(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Who owns project `id`, if it exists.
+    async fn project_owner(&self, id: &str) -> Result<Option<String>, StoreError>;
+
     /// The conversation `id` if `owner` owns it.
     async fn owned_conversation(&self, owner: &str, id: &str) -> Result<Conversation, StoreError>;
 

@@ -75,6 +75,13 @@ pub(super) const CHECKPOINT: &str =
     "UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'";
 
 /// Finalizes a reply.
+/// Creates a project for its owner unless it exists.
+pub(super) const ENSURE_PROJECT: &str = "INSERT INTO projects (id, owner, created_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING";
+
+/// A project's owner.
+pub(super) const PROJECT_OWNER: &str = "SELECT owner FROM projects WHERE id = $1";
+
 /// The persona and model routing chose for a reply, and how sure it was.
 pub(super) const SET_PERSONA: &str =
     "UPDATE messages SET persona = $1, model = $2, confidence = $3 WHERE id = $4";

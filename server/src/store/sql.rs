@@ -22,7 +22,7 @@ use super::{
 
 /// Migrations embedded in the binary, in order: version, description, SQL
 /// (see `migrations/README.md`).
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (
         1,
         "conversations",
@@ -37,6 +37,11 @@ const MIGRATIONS: [(i64, &str, &str); 3] = [
         3,
         "routing confidence",
         include_str!("../../migrations/0003_routing_confidence.sql"),
+    ),
+    (
+        4,
+        "projects",
+        include_str!("../../migrations/0004_projects.sql"),
     ),
 ];
 
@@ -191,6 +196,8 @@ pub(super) enum Write {
     Add(OwnedMessage),
     /// [`Store::checkpoint`].
     Checkpoint { id: String, content: String },
+    /// [`Store::ensure_project`] when the project was not found.
+    EnsureProject { id: String, owner: String },
     /// [`Store::set_persona`].
     SetPersona {
         id: String,
@@ -293,6 +300,19 @@ pub(super) async fn apply(
                 .execute(&mut *connection)
                 .await?;
             Ok(Answer::Done)
+        }
+        Write::EnsureProject { id, owner } => {
+            sqlx::query(q::ENSURE_PROJECT)
+                .bind(id.as_str())
+                .bind(owner.as_str())
+                .bind(now_ms())
+                .execute(&mut *connection)
+                .await?;
+            let found: Option<String> = sqlx::query_scalar(q::PROJECT_OWNER)
+                .bind(id.as_str())
+                .fetch_optional(&mut *connection)
+                .await?;
+            project_owned_by(found, owner).map(|()| Answer::Done)
         }
         Write::SetPersona {
             id,
@@ -575,6 +595,16 @@ async fn messages_of(
         .collect::<Result<_, _>>()?)
 }
 
+/// Whether the project's owner (`found`, absent if no such project) is
+/// `owner`: `Forbidden` if someone else, `NotFound` if none.
+pub(super) fn project_owned_by(found: Option<String>, owner: &str) -> Result<(), StoreError> {
+    match found {
+        Some(found) if found == owner => Ok(()),
+        Some(_) => Err(StoreError::Forbidden),
+        None => Err(StoreError::NotFound),
+    }
+}
+
 impl Answer {
     /// What the writer answered to another kind of write (a bug, never a
     /// client's doing): named, not formatted, so no write pays for it.
@@ -633,6 +663,27 @@ impl Store for SqlStore {
             })
             .await?;
         answer.conversation()
+    }
+
+    async fn project_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(q::PROJECT_OWNER)
+            .bind(id)
+            .fetch_optional(&mut *self.reader().await?)
+            .await?)
+    }
+
+    async fn ensure_project(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        // Known projects are read, not written: joining a room is frequent.
+        let found = self.project_owner(id).await?;
+        if found.is_some() {
+            return project_owned_by(found, owner);
+        }
+        self.write(Write::EnsureProject {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn owned_conversation(&self, owner: &str, id: &str) -> Result<Conversation, StoreError> {

@@ -132,6 +132,14 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             execute(tx, q::CHECKPOINT, params![content, now_ms(), id])?;
             Ok(Answer::Done)
         }
+        Write::EnsureProject { id, owner } => {
+            execute(tx, q::ENSURE_PROJECT, params![id, owner, now_ms()])?;
+            let found: Option<String> = tx
+                .prepare_cached(q::PROJECT_OWNER)
+                .and_then(|mut s| s.query_row(params![id], |row| row.get(0)).optional())
+                .map_err(database)?;
+            super::sql::project_owned_by(found, owner).map(|()| Answer::Done)
+        }
         Write::SetPersona {
             id,
             persona,
