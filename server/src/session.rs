@@ -254,9 +254,12 @@ pub struct Session {
     ip: Option<std::net::IpAddr>,
     /// The streams it follows.
     follows: Follows,
-    /// The rooms it is in and its inbox of their events; created at the
-    /// first `join` (most connections never join one).
-    rooms: Option<(Membership, mpsc::Receiver<Arc<RoomEvent>>)>,
+    /// The rooms it is in; created at the first `join` (most connections
+    /// never join one).
+    rooms: Option<Membership>,
+    /// The inbox of their events, until a transport takes it to read
+    /// elsewhere ([`Session::take_room_inbox`]).
+    inbox: Option<mpsc::Receiver<Arc<RoomEvent>>>,
 }
 
 /// The streams a session follows (apart from the rest of the session, so
@@ -282,6 +285,7 @@ impl Session {
             ip: None,
             follows: Follows::default(),
             rooms: None,
+            inbox: None,
         }
     }
 
@@ -317,15 +321,26 @@ impl Session {
 
     /// Whether the session is in a room (a listener, not idle).
     pub fn in_rooms(&self) -> bool {
-        self.rooms
-            .as_ref()
-            .is_some_and(|(m, _)| !m.rooms().is_empty())
+        self.rooms.as_ref().is_some_and(|m| !m.rooms().is_empty())
+    }
+
+    /// The inbox of the rooms' events, for a transport that reads it in its
+    /// own task (after the first `join`); [`Session::next_room_event`] then
+    /// never returns. Events lost to a full inbox are counted in
+    /// [`Session::take_dropped`].
+    pub fn take_room_inbox(&mut self) -> Option<mpsc::Receiver<Arc<RoomEvent>>> {
+        self.inbox.take()
+    }
+
+    /// How many room events were lost since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.rooms.as_ref().map_or(0, Membership::take_dropped)
     }
 
     /// The next event of the rooms this session is in, and how many it lost
     /// before it (its inbox was full); never ready while it is in no room.
     pub async fn next_room_event(&mut self) -> (Arc<RoomEvent>, u64) {
-        let Some((membership, inbox)) = &mut self.rooms else {
+        let (Some(membership), Some(inbox)) = (&self.rooms, &mut self.inbox) else {
             return std::future::pending().await;
         };
         match inbox.recv().await {
@@ -422,22 +437,28 @@ impl Session {
                     .conversations
                     .open_project(&self.identity, project)
                     .await?;
-                let (membership, _) = self.rooms.get_or_insert_with(|| {
-                    self.state.rooms.member(&self.identity.conversation_owner())
-                });
+                if self.rooms.is_none() {
+                    let (membership, inbox) =
+                        self.state.rooms.member(&self.identity.conversation_owner());
+                    self.rooms = Some(membership);
+                    self.inbox = Some(inbox);
+                }
+                let Some(membership) = self.rooms.as_mut() else {
+                    return Err(Error::Internal("no membership after creating it".into()).into());
+                };
                 membership
                     .join(&room)
                     .map_err(|e| Error::RateLimited(e.to_string()))?;
                 Ok(Outcome::Reply(Reply::Joined { room }))
             }
             Command::Leave { room } => {
-                if let Some((membership, _)) = &mut self.rooms {
+                if let Some(membership) = &mut self.rooms {
                     membership.leave(&room);
                 }
                 Ok(Outcome::Reply(Reply::Left { room }))
             }
             Command::Broadcast { room, message } => {
-                let Some((membership, _)) = &self.rooms else {
+                let Some(membership) = &self.rooms else {
                     return Err(Error::Forbidden.into());
                 };
                 if !membership.is_in(&room) {
@@ -532,6 +553,7 @@ impl Session {
                 // Rooms were joined as someone else: leave them.
                 if identity.conversation_owner() != self.identity.conversation_owner() {
                     self.rooms = None;
+                    self.inbox = None;
                 }
                 self.identity = identity;
                 self.expires_at = expires_at;

@@ -7,6 +7,7 @@
 //!   (seed 002); the connection loop any dialect can use.
 //! - [`broadcast`]: `GET /ws/broadcast`, seed 000's every-message-to-everyone socket.
 //! - [`rooms`]: the publish API and presence of rooms.
+//! - [`socketio`]: Socket.IO at `/socket.io/` (seed 004's events).
 //! - [`conversations`]: `/api/v1/conversations…` and guest identities.
 //! - [`http`]: `POST /api/v1/chat`, `POST /api/v1/streams`, cancel, `GET /health`.
 //! - [`sse`]: server-sent events (`/api/v1/chat/stream`, `/api/v1/streams/{id}/events`).
@@ -20,6 +21,7 @@ pub mod http;
 pub mod pages;
 pub mod poll;
 pub mod rooms;
+pub mod socketio;
 pub mod sse;
 pub mod ws;
 
@@ -146,7 +148,9 @@ pub fn app(state: AppState) -> Router {
         .merge(poll::router())
         .merge(rooms::router())
         .merge(broadcast::router())
-        .merge(pages::router());
+        .merge(pages::router())
+        // Socket.IO answers its own path (`/socket.io/`) in front of the routes.
+        .layer(socketio::layer(&state));
     let router = match cors(&state.config.allow_origins) {
         Some(cors) => router.layer(cors),
         None => router,

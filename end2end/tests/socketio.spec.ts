@@ -1,0 +1,145 @@
+// Seed 004's Socket.IO clients against the real binary: socket.io-client v4
+// under Node over WebSocket only, polling only, and polling upgraded to
+// WebSocket; python-socketio's AsyncClient; auth accepted and refused;
+// notifications published through the API reaching exactly the project's
+// members on Socket.IO and the native dialect; a reply in flight finished
+// with resume_stream after a drop.
+import { test, expect } from '@playwright/test';
+import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import WebSocket from 'ws';
+import { JWT_SECRET, PORT, RILL_BIN } from '../playwright.config';
+import { startRill } from './helpers';
+
+const URL = `http://127.0.0.1:${PORT}`;
+const CLIENT = path.resolve(__dirname, '../compat/seed004_client.mjs');
+
+function lastJsonLine(output: string): any {
+  const lines = output.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+function nodeClient(url: string, ...args: string[]): any {
+  return lastJsonLine(execFileSync('node', [CLIENT, url, ...args], { timeout: 60_000 }).toString());
+}
+
+function mintToken(sub: string, secret = JWT_SECRET): string {
+  return execFileSync(RILL_BIN, ['--jwt-secret', secret, 'token', '--sub', sub]).toString().trim();
+}
+
+for (const transports of ['websocket', 'polling', 'upgrade', 'websocket,polling']) {
+  test(`seed 004's socket.io-client flow over ${transports}`, async () => {
+    const summary = nodeClient(URL, transports);
+    expect(summary.end).toBe('done');
+    expect(summary.errors).toEqual([]);
+    expect(summary.status).toBe('connected');
+    expect(summary.joined).toBe(1);
+    expect(summary.received).toBe(1);
+    expect(summary.sources).toEqual([]);
+    expect(summary.text).toContain('What is this document about?');
+    expect(summary.complete.response).toBe(summary.text);
+    expect(summary.complete.metadata.model).toBe('demo');
+    expect(summary.complete.metadata.sources_count).toBe(0);
+    expect(summary.latency).toBeGreaterThanOrEqual(0);
+    expect(summary.latency).toBeLessThan(5000);
+    expect(summary.left).toBe(1);
+    expect(summary.transport).toBe(transports === 'polling' ? 'polling' : 'websocket');
+  });
+}
+
+test("seed 004's events from python-socketio's AsyncClient, both transports", async () => {
+  const python = path.resolve(__dirname, '../.venv/bin/python');
+  const script = path.resolve(__dirname, '../compat/seed004_client.py');
+  for (const transports of ['websocket', 'polling']) {
+    const summary = lastJsonLine(execFileSync(python, [script, URL, transports], { timeout: 60_000 }).toString());
+    expect(summary.connect_error).toBeNull();
+    expect(summary.errors).toEqual([]);
+    expect(summary.joined).toBe(1);
+    expect(summary.complete.response).toBe(summary.text);
+    expect(summary.text).toContain('Hello from Python');
+  }
+});
+
+test('a Socket.IO client that drops mid-reply finishes it with resume_stream, word-perfect', async () => {
+  const script = path.resolve(__dirname, '../compat/seed004_resume.mjs');
+  const summary = lastJsonLine(execFileSync('node', [script, URL], { timeout: 60_000 }).toString());
+  expect(summary.end).toBe('complete');
+  expect(summary.errors).toEqual([]);
+  expect(summary.rest.length).toBeGreaterThan(0);
+  expect(summary.first + summary.rest).toBe(summary.response);
+});
+
+test('auth: a bad token is a connect_error; --auth-required refuses no token and accepts a good one', async () => {
+  expect(nodeClient(URL, 'websocket', 'not-a-token').connect_error).toBe('Invalid token');
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-sio-auth-'));
+  const rill = await startRill(['--data-dir', dataDir, '--jwt-secret', 'sio-secret', '--auth-required', '--demo-delay-ms', '2']);
+  try {
+    const refused = nodeClient(rill.url, 'websocket');
+    expect(refused.end).toBe('connect_error');
+    expect(refused.connect_error).toContain('Authentication required');
+    const accepted = nodeClient(rill.url, 'polling', mintToken('sio-user', 'sio-secret'));
+    expect(accepted.end).toBe('done');
+    expect(accepted.complete.response).toBe(accepted.text);
+  } finally {
+    await rill.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("a published notification reaches exactly the project's members, on Socket.IO and the native dialect", async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-sio-rooms-'));
+  const rill = await startRill(['--data-dir', dataDir, '--api-key', 'rooms-key']);
+  try {
+    // A Socket.IO member of project 1 waiting for document_status.
+    const member = spawn('node', [CLIENT, rill.url, 'websocket', '', 'document_status']);
+    let out = '';
+    member.stdout.on('data', (chunk) => (out += chunk));
+    await expect.poll(() => out.includes('WAITING'), { timeout: 20_000 }).toBe(true);
+    // A native member of the same project, and one of another project.
+    const native = new WebSocket(`ws://127.0.0.1:${rill.port}/ws/chat`);
+    const other = new WebSocket(`ws://127.0.0.1:${rill.port}/ws/chat`);
+    const frames: any[] = [];
+    const otherFrames: any[] = [];
+    native.on('message', (data) => frames.push(JSON.parse(String(data))));
+    other.on('message', (data) => otherFrames.push(JSON.parse(String(data))));
+    await Promise.all([native, other].map((ws) => new Promise((r) => ws.once('open', r))));
+    native.send(JSON.stringify({ type: 'join', room: 'project_1' }));
+    other.send(JSON.stringify({ type: 'join', room: 'project_2' }));
+    await expect.poll(() => frames.some((f) => f.type === 'joined')).toBe(true);
+    await expect.poll(() => otherFrames.some((f) => f.type === 'joined')).toBe(true);
+
+    const presence = await (await fetch(`${rill.url}/api/v1/rooms/project_1/presence`, {
+      headers: { authorization: 'Bearer rooms-key' },
+    })).json();
+    expect(presence.members).toEqual([{ user: 'public', connections: 2 }]);
+
+    const denied = await fetch(`${rill.url}/api/v1/rooms/project_1/publish`, {
+      method: 'POST',
+      body: JSON.stringify({ event: 'document_status', data: {} }),
+    });
+    expect(denied.status).toBe(401);
+    const published = await fetch(`${rill.url}/api/v1/rooms/project_1/publish`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer rooms-key' },
+      body: JSON.stringify({ event: 'document_status', data: { document_id: 5, status: 'completed', progress: 100 } }),
+    });
+    expect((await published.json()).delivered).toBe(2);
+    await new Promise((resolve) => member.once('exit', resolve));
+    const summary = lastJsonLine(out);
+    expect(summary.end).toBe('notified');
+    expect(summary.notifications).toEqual([
+      { event: 'document_status', data: { document_id: 5, status: 'completed', progress: 100 } },
+    ]);
+    await expect
+      .poll(() => frames.find((f) => f.type === 'room_event'))
+      .toEqual({ type: 'room_event', room: 'project_1', event: 'document_status', data: { document_id: 5, status: 'completed', progress: 100 } });
+    expect(otherFrames.filter((f) => f.type === 'room_event')).toEqual([]);
+    native.close();
+    other.close();
+  } finally {
+    await rill.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});

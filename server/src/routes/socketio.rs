@@ -1,0 +1,449 @@
+//! Socket.IO at `/socket.io/` (socketioxide: Engine.IO v4 / Socket.IO v5, HTTP
+//! long-polling and WebSocket with upgrade), speaking seed 004's events over
+//! the same [`Session`] as every other dialect: the same auth, limits,
+//! ownership and error codes (`docs/dialects.md`).
+//!
+//! - connect (auth `{token}`, or `?token=`/`Authorization`): `connection_status
+//!   {status: "connected"}`; a refused token, or none with `--auth-required`,
+//!   is a `connect_error` saying why.
+//! - `join_project {project_id}` → `project_joined`; one project room at a time.
+//! - `leave_project {project_id}` → `project_left`.
+//! - `send_message {chat_id, message, model?, temperature?, include_history?}` →
+//!   `message_received`, `message_sources`, `message_token` × n,
+//!   `message_complete` (with rill's `stream_id` and `seq`).
+//! - `resume_stream {stream_id, after_seq, chat_id?}`: the rest of a reply.
+//! - `ping` → `pong {timestamp}` (server milliseconds).
+//! - Room events arrive as events named as published (`document_status`,
+//!   `project_update` …) and `presence`.
+//! - Anything invalid: `error {message, code, chat_id?}`; the socket stays.
+//!
+//! Each socket keeps its session in its extensions; the tasks that forward
+//! replies and room events stop when it disconnects.
+
+use std::sync::Arc;
+
+use rill_protocol::MessageRequest;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{Data, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::events::StreamEvent;
+use crate::limits::Slot;
+use crate::rooms::{PROJECT_PREFIX, RoomEventKind};
+use crate::session::{Command, Following, Outcome, Session};
+use crate::state::AppState;
+
+/// A socket's part of rill: its session, its connection slot, and the signal
+/// that stops its tasks.
+#[derive(Clone)]
+struct Conn {
+    session: Arc<Mutex<Session>>,
+    /// Counted against the connection caps while the socket lives.
+    _slot: Arc<Slot>,
+    /// Cancelled when the socket disconnects.
+    gone: CancellationToken,
+    /// The project room it is in (one at a time).
+    project: Arc<Mutex<Option<String>>>,
+}
+
+/// The Socket.IO layer for the app's router.
+pub(crate) fn layer(state: &AppState) -> SocketIoLayer {
+    let config = &state.config;
+    let (layer, io) = SocketIo::builder()
+        .with_state(state.clone())
+        .max_payload(config.max_frame_bytes as u64)
+        .ws_max_message_size(config.max_frame_bytes)
+        .ping_interval(config.heartbeat)
+        .ping_timeout(config.heartbeat_timeout)
+        .build_layer();
+    io.ns("/", on_connect.with(authenticate));
+    layer
+}
+
+/// Why a connection is refused (the `connect_error` message).
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The token of the connect packet's auth (`io(url, {auth: {token}})`).
+#[derive(Debug, Default, Deserialize)]
+struct Auth {
+    token: Option<String>,
+}
+
+/// Checks origin and token, applies the connection caps, and opens the
+/// socket's session.
+async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Auth>,
+    State(state): State<AppState>,
+) -> Result<(), Refused> {
+    let parts = socket.req_parts();
+    let query_token = parts
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")))
+        .map(str::to_owned);
+    let token = auth.ok().and_then(|a| a.token).or(query_token);
+    let caller = super::socket_caller(&state, &parts.headers, token.as_deref())
+        .map_err(|e| Refused(e.client_message()))?;
+    if state.config.auth_required && !caller.identity.is_authenticated() {
+        return Err(Refused(Error::AuthRequired.client_message()));
+    }
+    let ip = super::extract::peer_ip(&state, parts);
+    let slot = state
+        .limits
+        .connect(ip, caller.identity.owner())
+        .map_err(|e| Refused(e.client_message()))?;
+    let session = Session::new(&state, caller).with_peer(ip);
+    socket.extensions.insert(Conn {
+        session: Arc::new(Mutex::new(session)),
+        _slot: Arc::new(slot),
+        gone: CancellationToken::new(),
+        project: Arc::new(Mutex::new(None)),
+    });
+    Ok(())
+}
+
+async fn on_connect(socket: SocketRef) {
+    let _ = socket.emit("connection_status", &json!({"status": "connected"}));
+    socket.on("join_project", join_project);
+    socket.on("leave_project", leave_project);
+    socket.on("send_message", send_message);
+    socket.on("resume_stream", resume_stream);
+    socket.on("ping", |socket: SocketRef| async move {
+        let timestamp = crate::session::unix_now_millis();
+        let _ = socket.emit("pong", &json!({"timestamp": timestamp}));
+    });
+    socket.on_disconnect(|socket: SocketRef| async move {
+        // Ends the session (its streams keep running; its rooms are left).
+        if let Some(conn) = socket.extensions.remove::<Conn>() {
+            conn.gone.cancel();
+        }
+    });
+}
+
+/// This socket's part of rill (absent once it disconnected).
+fn conn(socket: &SocketRef) -> Option<Conn> {
+    socket.extensions.get::<Conn>()
+}
+
+/// Tells the client what went wrong; the socket stays.
+fn refuse(socket: &SocketRef, error: &Error, chat_id: Option<&Value>) {
+    let mut data = json!({"message": error.client_message(), "code": error.code()});
+    if let Some(chat_id) = chat_id {
+        data["chat_id"] = chat_id.clone();
+    }
+    if let Some(ms) = error.retry_after_ms() {
+        data["retry_after_ms"] = json!(ms);
+    }
+    let _ = socket.emit("error", &data);
+}
+
+/// An id sent as a number or a string, as text.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// The socket's part of rill and the project `data.project_id` names (as
+/// sent, and its room); `None` after telling the client what is missing.
+fn project_request(
+    socket: &SocketRef,
+    data: Option<Value>,
+    event: &str,
+) -> Option<(Conn, Value, String)> {
+    let conn = conn(socket)?;
+    let sent = data.map(|d| d["project_id"].clone()).unwrap_or_default();
+    let Some(project_id) = id_text(&sent) else {
+        let error = Error::InvalidMessage(format!("{event} needs project_id"));
+        refuse(socket, &error, None);
+        return None;
+    };
+    Some((conn, sent, format!("{PROJECT_PREFIX}{project_id}")))
+}
+
+async fn join_project(socket: SocketRef, TryData(data): TryData<Value>) {
+    let Some((conn, project_id, room)) = project_request(&socket, data.ok(), "join_project") else {
+        return;
+    };
+    let mut session = conn.session.lock().await;
+    if let Err(refusal) = session.handle(Command::Join { room: room.clone() }).await {
+        refuse(&socket, &refusal.error, None);
+        return;
+    }
+    // One project room at a time: joining another leaves the previous.
+    let mut current = conn.project.lock().await;
+    if let Some(previous) = current.replace(room.clone())
+        && previous != room
+    {
+        let _ = session.handle(Command::Leave { room: previous }).await;
+    }
+    if let Some(inbox) = session.take_room_inbox() {
+        tokio::spawn(forward_room_events(socket.clone(), conn.clone(), inbox));
+    }
+    let _ = socket.emit("project_joined", &json!({"project_id": project_id}));
+}
+
+async fn leave_project(socket: SocketRef, TryData(data): TryData<Value>) {
+    let Some((conn, project_id, room)) = project_request(&socket, data.ok(), "leave_project")
+    else {
+        return;
+    };
+    let mut session = conn.session.lock().await;
+    let _ = session.handle(Command::Leave { room: room.clone() }).await;
+    let mut current = conn.project.lock().await;
+    if current.as_deref() == Some(room.as_str()) {
+        *current = None;
+    }
+    let _ = socket.emit("project_left", &json!({"project_id": project_id}));
+}
+
+/// `send_message`'s data (unknown fields ignored).
+#[derive(Debug, Deserialize)]
+struct SendMessage {
+    chat_id: Option<Value>,
+    message: Option<Value>,
+    model: Option<String>,
+    temperature: Option<f64>,
+    include_history: Option<bool>,
+    persona_id: Option<String>,
+    max_tokens: Option<u32>,
+}
+
+async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
+    let Some(conn) = conn(&socket) else { return };
+    let data = data.unwrap_or(Value::Null);
+    let chat_id = data.get("chat_id").cloned().filter(|v| !v.is_null());
+    let parsed: Result<SendMessage, _> = serde_json::from_value(data);
+    let request = match parsed {
+        Ok(SendMessage {
+            chat_id: Some(chat),
+            message: Some(Value::String(message)),
+            model,
+            temperature,
+            include_history,
+            persona_id,
+            max_tokens,
+        }) => match id_text(&chat) {
+            Some(id) => MessageRequest {
+                message: Some(message),
+                chat_id: Some(id),
+                model,
+                temperature,
+                include_history,
+                persona_id,
+                max_tokens,
+                ..MessageRequest::default()
+            },
+            None => {
+                let error = Error::InvalidMessage("chat_id must be a number or a string".into());
+                refuse(&socket, &error, chat_id.as_ref());
+                return;
+            }
+        },
+        Ok(_) => {
+            let error =
+                Error::InvalidMessage("send_message needs chat_id and message (a string)".into());
+            refuse(&socket, &error, chat_id.as_ref());
+            return;
+        }
+        Err(e) => {
+            let error = Error::InvalidMessage(format!("invalid send_message data: {e}"));
+            refuse(&socket, &error, chat_id.as_ref());
+            return;
+        }
+    };
+    let chat_id = chat_id.unwrap_or(Value::Null);
+    let outcome = conn
+        .session
+        .lock()
+        .await
+        .handle(Command::Message(request))
+        .await;
+    match outcome {
+        Ok(Outcome::Started { streams, .. }) => {
+            let _ = socket.emit("message_received", &json!({"chat_id": chat_id}));
+            let _ = socket.emit(
+                "message_sources",
+                &json!({"chat_id": chat_id, "sources": []}),
+            );
+            for following in streams {
+                tokio::spawn(forward_reply(
+                    socket.clone(),
+                    conn.gone.clone(),
+                    following,
+                    chat_id.clone(),
+                ));
+            }
+        }
+        Ok(_) => {}
+        Err(refusal) => refuse(&socket, &refusal.error, Some(&chat_id)),
+    }
+}
+
+/// `resume_stream`'s data.
+#[derive(Debug, Deserialize)]
+struct ResumeStream {
+    stream_id: String,
+    #[serde(default)]
+    after_seq: u64,
+    #[serde(default)]
+    chat_id: Value,
+}
+
+async fn resume_stream(socket: SocketRef, Data(data): Data<Value>) {
+    let Some(conn) = conn(&socket) else { return };
+    let ResumeStream {
+        stream_id,
+        after_seq,
+        chat_id,
+    } = match serde_json::from_value(data) {
+        Ok(resume) => resume,
+        Err(e) => {
+            let error = Error::InvalidMessage(format!("resume_stream needs stream_id: {e}"));
+            refuse(&socket, &error, None);
+            return;
+        }
+    };
+    let outcome = conn
+        .session
+        .lock()
+        .await
+        .handle(Command::Resume {
+            stream_id,
+            after_seq,
+        })
+        .await;
+    match outcome {
+        Ok(Outcome::Following(following)) => {
+            tokio::spawn(forward_reply(socket, conn.gone.clone(), following, chat_id));
+        }
+        Ok(_) => {}
+        Err(refusal) => refuse(&socket, &refusal.error, Some(&chat_id)),
+    }
+}
+
+/// Sends one reply's events as seed 004's `message_token` and
+/// `message_complete` (an `error` if it failed) until it ends, the session
+/// stops following it, or the socket goes.
+async fn forward_reply(
+    socket: SocketRef,
+    gone: CancellationToken,
+    mut following: Following,
+    chat_id: Value,
+) {
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        let read = tokio::select! {
+            () = gone.cancelled() => return,
+            read = following.subscription.next_into(&mut batch) => read,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                let error = Error::StreamNotFound;
+                refuse(&socket, &error, Some(&chat_id));
+                return;
+            }
+        }
+        if following.is_stopped() {
+            return;
+        }
+        for event in &batch {
+            let (stream_id, seq) = (event.stream_id.as_ref(), event.seq);
+            let sent = match &event.event {
+                StreamEvent::Token(token) => socket.emit(
+                    "message_token",
+                    &json!({"chat_id": chat_id, "token": token, "stream_id": stream_id, "seq": seq}),
+                ),
+                StreamEvent::Completed {
+                    response,
+                    metadata,
+                    message_id,
+                    ..
+                } => socket.emit(
+                    "message_complete",
+                    &json!({
+                        "chat_id": chat_id,
+                        "metadata": {
+                            "model": metadata.model,
+                            "sources_count": metadata.sources.len(),
+                            "agent": metadata.agent,
+                            "finish_reason": metadata.finish_reason,
+                            "usage": metadata.usage,
+                        },
+                        "response": response,
+                        "message_id": message_id,
+                        "stream_id": stream_id,
+                        "seq": seq,
+                    }),
+                ),
+                StreamEvent::Failed(_) => {
+                    let encoded = crate::dialect::Native::server_event(event);
+                    let message = match &encoded {
+                        rill_protocol::ServerEvent::Error { error, .. } => error.clone(),
+                        _ => "The reply failed".to_owned(),
+                    };
+                    socket.emit(
+                        "error",
+                        &json!({"message": message, "chat_id": chat_id, "stream_id": stream_id, "seq": seq}),
+                    )
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends a project room's events to the socket: each published event under
+/// its own name (`document_status`, `project_update` …) with its data, and
+/// `presence {room, status, user}`.
+async fn forward_room_events(
+    socket: SocketRef,
+    conn: Conn,
+    mut inbox: tokio::sync::mpsc::Receiver<Arc<crate::rooms::RoomEvent>>,
+) {
+    loop {
+        let event = tokio::select! {
+            () = conn.gone.cancelled() => return,
+            event = inbox.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        let dropped = conn.session.lock().await.take_dropped();
+        if dropped > 0 {
+            let _ = socket.emit("dropped", &json!({"count": dropped}));
+        }
+        let sent = match &event.kind {
+            RoomEventKind::Event { event: name, data } => socket.emit(name, data),
+            RoomEventKind::Presence { joined, user } => socket.emit(
+                "presence",
+                &json!({"room": event.room.as_ref(), "status": if *joined { "joined" } else { "left" }, "user": user}),
+            ),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}

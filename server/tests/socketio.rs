@@ -1,0 +1,120 @@
+//! Socket.IO's wire at `/socket.io/`, spoken by hand over Engine.IO polling
+//! against the real router: the handshake, seed 004's `connection_status`,
+//! and a refused token as a `connect_error` that says why. (Seed 004's real
+//! clients — socket.io-client v4, python-socketio — run in
+//! `end2end/tests/socketio.spec.ts`.)
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Opens an Engine.IO polling session: its sid.
+async fn handshake(server: &TestServer) -> String {
+    let body = reqwest::get(server.http("/socket.io/?EIO=4&transport=polling"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // "0{...}": the open packet.
+    let open: Value =
+        serde_json::from_str(body.strip_prefix('0').expect("an open packet")).unwrap();
+    open["sid"].as_str().unwrap().to_owned()
+}
+
+/// Sends one Socket.IO packet over polling, then polls until `wanted`
+/// Socket.IO packets came back (Engine.IO's pings skipped).
+async fn exchange(server: &TestServer, sid: &str, packet: &str, wanted: usize) -> Vec<String> {
+    let url = server.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let client = reqwest::Client::new();
+    let sent = client
+        .post(&url)
+        .body(packet.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let mut packets = Vec::new();
+    while packets.len() < wanted {
+        let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+        // Packets are separated by the record separator; "2" is a ping.
+        packets.extend(
+            body.split('\u{1e}')
+                .filter(|p| !p.is_empty() && *p != "2")
+                .map(str::to_owned),
+        );
+    }
+    packets
+}
+
+#[tokio::test]
+async fn a_connect_is_answered_with_connection_status() {
+    let server = start().await;
+    let sid = handshake(&server).await;
+    let packets = exchange(&server, &sid, "40", 2).await;
+    // The namespace's connect packet, then seed 004's status event.
+    assert!(packets[0].starts_with("40{"), "{packets:?}");
+    assert_eq!(
+        packets[1],
+        r#"42["connection_status",{"status":"connected"}]"#
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_is_a_connect_error_that_says_why() {
+    let server = start_with(|c| c.auth_required = true).await;
+    for (packet, reason) in [
+        (r#"40{"token":"forged"}"#, "Invalid token"),
+        ("40", "Authentication required"),
+    ] {
+        let sid = handshake(&server).await;
+        let packets = exchange(&server, &sid, packet, 1).await;
+        let error: Value =
+            serde_json::from_str(packets[0].strip_prefix("44").expect("a connect_error")).unwrap();
+        assert!(
+            error["message"].as_str().unwrap().contains(reason),
+            "{packets:?}"
+        );
+    }
+    let sid = handshake(&server).await;
+    let token = server.token("alice");
+    let packets = exchange(&server, &sid, &format!(r#"40{{"token":"{token}"}}"#), 1).await;
+    assert!(
+        packets[0].starts_with("40{"),
+        "a good token connects: {packets:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_data_is_an_error_event_and_the_socket_stays_usable() {
+    let server = start().await;
+    let sid = handshake(&server).await;
+    exchange(&server, &sid, "40", 2).await;
+    for (packet, needle) in [
+        (r#"42["send_message",{"message":"no chat"}]"#, "chat_id"),
+        (r#"42["send_message",{"chat_id":1}]"#, "message"),
+        (
+            r#"42["send_message",{"chat_id":1,"message":"  "}]"#,
+            "empty",
+        ),
+        (r#"42["join_project",{}]"#, "project_id"),
+        (r#"42["resume_stream",{"stream_id":"nope"}]"#, "not found"),
+    ] {
+        let packets = exchange(&server, &sid, packet, 1).await;
+        let event: Value = serde_json::from_str(packets[0].strip_prefix("42").unwrap()).unwrap();
+        assert_eq!(event[0], "error", "{packet} → {packets:?}");
+        assert!(
+            event[1]["message"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(needle),
+            "{packet} → {event}"
+        );
+    }
+    let packets = exchange(&server, &sid, r#"42["ping"]"#, 1).await;
+    let pong: Value = serde_json::from_str(packets[0].strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(pong[0], "pong");
+    assert!(pong[1]["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+}
