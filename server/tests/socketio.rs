@@ -59,6 +59,8 @@ async fn a_connect_is_answered_with_connection_status() {
         packets[1],
         r#"42["connection_status",{"status":"connected"}]"#
     );
+    // Counted like a WebSocket.
+    assert_eq!(get_json(&server, "/health").await["connections"], 1);
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@
 //! - Anything invalid: `error {message, code, chat_id?}`; the socket stays.
 //!
 //! Each socket keeps its session in its extensions; the tasks that forward
-//! replies and room events stop when it disconnects.
+//! replies and room events stop when it disconnects. Sockets count in
+//! `/health` like WebSockets, and are disconnected at shutdown.
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ struct Conn {
     session: Arc<Mutex<Session>>,
     /// Counted against the connection caps while the socket lives.
     _slot: Arc<Slot>,
+    /// Counted in `/health` (and waited for at shutdown) while it lives.
+    _counted: Arc<crate::state::ConnectionGuard>,
     /// Cancelled when the socket disconnects.
     gone: CancellationToken,
     /// The project room it is in (one at a time).
@@ -63,6 +66,15 @@ pub(crate) fn layer(state: &AppState) -> SocketIoLayer {
         .ping_timeout(config.heartbeat_timeout)
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
+    // At shutdown every socket is told to go (its client reconnects, and can
+    // finish a reply in flight with resume_stream).
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        if let Err(error) = io.disconnect().await {
+            tracing::debug!(%error, "socket.io: disconnecting at shutdown");
+        }
+    });
     layer
 }
 
@@ -110,6 +122,7 @@ async fn authenticate(
     socket.extensions.insert(Conn {
         session: Arc::new(Mutex::new(session)),
         _slot: Arc::new(slot),
+        _counted: Arc::new(state.connections.open()),
         gone: CancellationToken::new(),
         project: Arc::new(Mutex::new(None)),
     });
