@@ -148,3 +148,26 @@ test('a reload mid-reply shows what was saved and follows the reply to its end',
   expect(await assistant(page).first().getAttribute('data-raw')).toBe(expected);
   await expect(user(page)).toHaveCount(1);
 });
+
+test('the open conversation downloads as Markdown and JSON', async ({ page }) => {
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, 'Download this chat');
+  await expect(page.locator('article.msg.assistant').last()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  const reply = await page.locator('article.msg.assistant').last().getAttribute('data-raw');
+  const [markdown] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('link', { name: 'Export .md' }).click(),
+  ]);
+  expect(markdown.suggestedFilename()).toBe('rill-download-this-chat.md');
+  const text = fs.readFileSync((await markdown.path())!, 'utf8');
+  expect(text).toContain('# Download this chat');
+  expect(text).toContain(reply!.trim());
+  const [json] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('link', { name: '.json' }).click(),
+  ]);
+  const detail = JSON.parse(fs.readFileSync((await json.path())!, 'utf8'));
+  expect(detail.messages.map((m: any) => m.role)).toEqual(['user', 'assistant']);
+  expect(detail.messages[1].content).toBe(reply);
+});

@@ -751,3 +751,83 @@ async fn deleting_a_conversation_cancels_its_running_reply() {
     let (status, _) = get_as(&server, "/api/v1/conversations/doomed", Some(&token)).await;
     assert_eq!(status, 404, "nothing is written back after the delete");
 }
+
+#[tokio::test]
+async fn a_conversation_exports_as_markdown_and_json_for_its_owner_only() {
+    let server = start().await;
+    let alice = server.token("alice");
+    let mut ws = server.ws_at(&format!("/ws/chat?token={alice}")).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "Export me, please", "session_id": "export-1",
+               "persona_ids": ["tech_enthusiast", "creative_writer"]}),
+    )
+    .await;
+    let frames = recv_until_done(&mut ws, 2).await;
+    let replies: Vec<String> = frames
+        .iter()
+        .filter(|f| f["type"] == "complete")
+        .map(|f| f["response"].as_str().unwrap().to_owned())
+        .collect();
+    let client = reqwest::Client::new();
+    let get = |format: &str, token: &str| {
+        client
+            .get(server.http(&format!(
+                "/api/v1/conversations/export-1/export?format={format}"
+            )))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    let markdown = get("markdown", &alice).await.unwrap();
+    assert_eq!(markdown.status(), 200);
+    assert_eq!(
+        markdown.headers()["content-type"],
+        "text/markdown; charset=utf-8"
+    );
+    assert_eq!(
+        markdown.headers()["content-disposition"],
+        "attachment; filename=\"rill-export-me-please.md\""
+    );
+    let text = markdown.text().await.unwrap();
+    assert!(text.starts_with("# Export me, please\n"), "{text}");
+    assert!(text.contains("### You · "), "{text}");
+    assert!(text.contains("### Tech Enthusiast · demo · "), "{text}");
+    assert!(text.contains("### Creative Writer · demo · "), "{text}");
+    for reply in &replies {
+        assert!(text.contains(reply.trim_end()), "every reply, whole");
+    }
+
+    let json = get("json", &alice).await.unwrap();
+    assert_eq!(json.status(), 200);
+    assert!(
+        json.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .ends_with(".json\"")
+    );
+    let exported: Value = json.json().await.unwrap();
+    let read = client
+        .get(server.http("/api/v1/conversations/export-1"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        exported, read,
+        "the JSON export is the conversation as the API reads it"
+    );
+
+    let bob = server.token("bob");
+    assert_eq!(get("markdown", &bob).await.unwrap().status(), 403);
+    assert_eq!(get("pdf", &alice).await.unwrap().status(), 400);
+    let missing = client
+        .get(server.http("/api/v1/conversations/nope/export"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

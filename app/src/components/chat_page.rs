@@ -28,6 +28,16 @@ pub fn ChatPage() -> impl IntoView {
             <header class="topbar">
                 <h1 class="brand">"rill"</h1>
                 <div class="topbar-end">
+                    <Show when=move || state.session_id.with(Option::is_some)>
+                        <nav class="export" aria-label="Export this conversation">
+                            <a href=move || export_href(state, "markdown") download rel="external">
+                                "Export .md"
+                            </a>
+                            <a href=move || export_href(state, "json") download rel="external">
+                                ".json"
+                            </a>
+                        </nav>
+                    </Show>
                     <ModelPicker/>
                     <StatusBadge state=state.connection/>
                 </div>
@@ -64,6 +74,16 @@ pub fn ChatPage() -> impl IntoView {
             </div>
         </div>
     }
+}
+
+/// The open conversation's export link (same origin: the page's cookie
+/// authenticates the download).
+fn export_href(state: ChatState, format: &str) -> String {
+    let id = state.session_id.get().unwrap_or_default();
+    format!(
+        "/api/v1/conversations/{}/export?format={format}",
+        crate::components::sidebar::urlencoding(&id)
+    )
 }
 
 /// A row of the conversation: one message, or the replies to one question that

@@ -104,7 +104,7 @@ fn ConversationEntry(conversation: ConversationSummary) -> impl IntoView {
 }
 
 /// Percent-encodes an id for a path segment.
-fn urlencoding(id: &str) -> String {
+pub(crate) fn urlencoding(id: &str) -> String {
     id.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -28,6 +28,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/api/v1/conversations/{id}",
             get(read).patch(rename).delete(delete),
         )
+        .route("/api/v1/conversations/{id}/export", get(export))
 }
 
 /// The `Set-Cookie` value that keeps `token` in the browser.
@@ -88,6 +89,63 @@ async fn read(
     Path(id): Path<String>,
 ) -> Result<Json<ConversationDetail>, Error> {
     Ok(Json(state.conversations.detail(&identity, &id).await?))
+}
+
+/// `?format=` of the export.
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/v1/conversations/{id}/export?format=markdown|json`: the
+/// conversation as a file to download.
+async fn export(
+    State(state): State<AppState>,
+    Caller(identity, _): Caller,
+    Path(id): Path<String>,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, Error> {
+    let detail = state.conversations.detail(&identity, &id).await?;
+    let (body, content_type, extension) = match query.format.as_deref().unwrap_or("markdown") {
+        "markdown" | "md" => {
+            let names = |persona: &str| {
+                state
+                    .engine
+                    .personas()
+                    .get(persona)
+                    .map_or_else(|| persona.to_owned(), |p| p.name.clone())
+            };
+            (
+                crate::conversations::to_markdown(&detail, names),
+                "text/markdown; charset=utf-8",
+                "md",
+            )
+        }
+        "json" => (
+            serde_json::to_string_pretty(&detail)
+                .map_err(|e| Error::Internal(format!("export: {e}")))?,
+            "application/json",
+            "json",
+        ),
+        _ => {
+            return Err(Error::InvalidMessage(
+                "format must be markdown or json".into(),
+            ));
+        }
+    };
+    let filename = format!(
+        "rill-{}.{extension}",
+        crate::conversations::file_stem(&detail.conversation.title)
+    );
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `PATCH /api/v1/conversations/{id}` with `{"title": …}`.
