@@ -806,15 +806,7 @@ async fn a_conversation_exports_as_markdown_and_json_for_its_owner_only() {
             .ends_with(".json\"")
     );
     let exported: Value = json.json().await.unwrap();
-    let read = client
-        .get(server.http("/api/v1/conversations/export-1"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let read = get_json_as(&server, "/api/v1/conversations/export-1", &alice).await;
     assert_eq!(
         exported, read,
         "the JSON export is the conversation as the API reads it"

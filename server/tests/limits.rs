@@ -97,15 +97,7 @@ async fn questions_over_the_users_rate_wait_and_the_connection_stays() {
         "complete"
     );
     // Nothing was lost: every answered question is stored, no refused one is.
-    let stored = reqwest::Client::new()
-        .get(server.http("/api/v1/conversations/flood"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let stored = get_json_as(&server, "/api/v1/conversations/flood", &token).await;
     let questions = stored["messages"]
         .as_array()
         .unwrap()

@@ -263,15 +263,7 @@ async fn seed_000_broadcast_reaches_every_client_within_the_rates() {
     // Every tab is in the room before anyone speaks.
     let mut present = 0;
     while present < 3 {
-        let presence = reqwest::Client::new()
-            .get(server.http("/api/v1/rooms/broadcast/presence"))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
+        let presence = get_json_as(&server, "/api/v1/rooms/broadcast/presence", API_KEY).await;
         present = presence["members"][0]["connections"].as_u64().unwrap_or(0);
     }
     tabs[0]

@@ -188,6 +188,19 @@ pub async fn get_json(server: &TestServer, path: &str) -> Value {
         .unwrap()
 }
 
+/// `GET path` as JSON with `Authorization: Bearer <bearer>` (any status).
+pub async fn get_json_as(server: &TestServer, path: &str, bearer: &str) -> Value {
+    reqwest::Client::new()
+        .get(server.http(path))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `POST /api/v1/chat` with a raw body and an optional bearer token: (status, JSON body).
 pub async fn post_chat(
     server: &TestServer,
