@@ -234,6 +234,9 @@ pub struct ChatState {
     /// Who answers new questions: one persona, several (side by side), or
     /// `auto`. Never empty.
     pub chosen: RwSignal<Vec<String>>,
+    /// A question to open for editing (its key): the Up arrow in an empty
+    /// composer asks for the last one; the message takes it and clears it.
+    pub edit_request: RwSignal<Option<u64>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -267,6 +270,7 @@ impl ChatState {
             conversations: RwSignal::new(Vec::new()),
             personas: RwSignal::new(Vec::new()),
             chosen: RwSignal::new(vec![rill_protocol::client::DEFAULT_PERSONA.to_owned()]),
+            edit_request: RwSignal::new(None),
             owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
@@ -548,6 +552,36 @@ impl ChatState {
                 .find(|p| p.id == id)
                 .map_or_else(|| id.to_owned(), |p| p.name.clone())
         })
+    }
+
+    /// Stops every reply still streaming or waiting (Esc); whether there was one.
+    pub fn stop_streaming(&self) -> bool {
+        let running: Vec<MessageView> = self.messages.with_untracked(|m| {
+            m.iter()
+                .filter(|v| {
+                    v.role == Role::Assistant
+                        && matches!(
+                            v.status.get_untracked(),
+                            ReplyStatus::Streaming | ReplyStatus::Waiting
+                        )
+                })
+                .copied()
+                .collect()
+        });
+        for reply in &running {
+            self.stop(*reply);
+        }
+        !running.is_empty()
+    }
+
+    /// Opens the last question for editing (Up arrow in an empty composer);
+    /// whether there is one.
+    pub fn edit_last_question(&self) -> bool {
+        let last = self
+            .messages
+            .with_untracked(|m| m.iter().rev().find(|v| v.role == Role::User).map(|v| v.key));
+        self.edit_request.set(last);
+        last.is_some()
     }
 
     /// Asks the server to stop a streaming reply.

@@ -136,3 +136,44 @@ test('a streaming reply stays in view at the end of the page, and a reader who s
   await ask(page, 'Back to the end');
   await expect.poll(atEnd).toBe(true);
 });
+
+test('keyboard shortcuts: ? lists them, Esc stops the reply, Up edits the last question, Ctrl+Shift+O starts a new chat', async ({ page }) => {
+  await page.goto('/');
+  await waitLive(page);
+  const dialog = page.getByRole('dialog', { name: 'Keyboard shortcuts' });
+  // `?` outside a text box opens the list; Esc closes it.
+  await page.locator('.log').click();
+  await page.keyboard.press('?');
+  await expect(dialog).toBeVisible();
+  await expect(dialog).toContainText('Stop the reply being written');
+  await page.keyboard.press('Escape');
+  await expect(dialog).toHaveCount(0);
+  // In the composer `?` is just text.
+  const input = page.locator('#composer-input');
+  await input.focus();
+  await page.keyboard.press('?');
+  await expect(input).toHaveValue('?');
+  await expect(dialog).toHaveCount(0);
+  await input.fill('');
+
+  // Esc stops the reply being written.
+  await ask(page, 'Stop me with Escape');
+  const reply = page.locator('article.msg.assistant').last();
+  await expect(reply).toHaveAttribute('data-status', 'streaming');
+  await page.keyboard.press('Escape');
+  await expect(reply).toHaveAttribute('data-status', 'stopped');
+
+  // Up in the empty composer opens the last question for editing.
+  await input.focus();
+  await page.keyboard.press('ArrowUp');
+  const editor = page.locator('article.msg.user .edit-input');
+  await expect(editor).toBeFocused();
+  await expect(editor).toHaveValue('Stop me with Escape');
+
+  // Ctrl+Shift+O: a new chat.
+  await expect(page).toHaveURL(/\/c\//);
+  await page.keyboard.press('Control+Shift+O');
+  await expect(page).toHaveURL(/127\.0\.0\.1:\d+\/$/);
+  await waitLive(page);
+  await expect(page.locator('article.msg')).toHaveCount(0);
+});

@@ -9,6 +9,7 @@ use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
 use crate::components::persona_picker::PersonaPicker;
+use crate::components::shortcuts::Shortcuts;
 use crate::components::sidebar::Sidebar;
 use crate::components::status_badge::StatusBadge;
 
@@ -70,6 +71,7 @@ pub fn ChatPage() -> impl IntoView {
                 <Notices/>
                 <PersonaPicker/>
                 <Composer/>
+                <Shortcuts/>
             </main>
             </div>
         </div>

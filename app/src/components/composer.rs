@@ -30,13 +30,18 @@ pub fn Composer() -> impl IntoView {
             <textarea
                 id="composer-input"
                 rows="2"
-                placeholder="Ask something… (Enter sends, Shift+Enter adds a line)"
+                placeholder="Ask something… (Enter sends, Shift+Enter adds a line, ? lists shortcuts)"
                 prop:value=move || draft.get()
                 on:input=move |ev| draft.set(event_target_value(&ev))
                 on:keydown=move |ev: leptos::ev::KeyboardEvent| {
                     if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                         ev.prevent_default();
                         submit();
+                    } else if ev.key() == "ArrowUp"
+                        && draft.with(|d| d.is_empty())
+                        && state.edit_last_question()
+                    {
+                        ev.prevent_default();
                     }
                 }
             ></textarea>

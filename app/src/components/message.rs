@@ -27,6 +27,23 @@ pub fn MessageItem(
     if message.role == Role::User {
         let editing = RwSignal::new(false);
         let draft = RwSignal::new(String::new());
+        let input = NodeRef::<leptos::html::Textarea>::new();
+        // The Up arrow in an empty composer opens the last question here.
+        Effect::new(move |_| {
+            if state.edit_request.get() == Some(message.key) {
+                state.edit_request.set(None);
+                draft.set(message.text.get_value());
+                editing.set(true);
+            }
+        });
+        // An edit form that opens takes the focus, with the cursor at the end.
+        Effect::new(move |_| {
+            if let Some(textarea) = input.get() {
+                let _ = textarea.focus();
+                let end = textarea.value().encode_utf16().count() as u32;
+                let _ = textarea.set_selection_range(end, end);
+            }
+        });
         let resend = move || {
             if state.edit(message, draft.get_untracked()) {
                 editing.set(false);
@@ -53,6 +70,7 @@ pub fn MessageItem(
                     }>
                         <label class="visually-hidden">"Edit your message"</label>
                         <textarea
+                            node_ref=input
                             class="edit-input"
                             rows="3"
                             prop:value=move || draft.get()

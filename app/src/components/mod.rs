@@ -6,5 +6,6 @@ pub mod message;
 pub mod model_picker;
 pub mod notices;
 pub mod persona_picker;
+pub mod shortcuts;
 pub mod sidebar;
 pub mod status_badge;

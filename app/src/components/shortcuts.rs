@@ -1,0 +1,95 @@
+//! Keyboard shortcuts, and the dialog that lists them (`?`):
+//! Esc stops the streaming reply, Ctrl/Cmd+Shift+O starts a new chat, the Up
+//! arrow in an empty composer edits the last question (in the composer),
+//! Enter sends and Shift+Enter adds a line (in the composer).
+
+use leptos::prelude::*;
+
+use crate::chat::ChatState;
+
+/// The shortcuts, as the dialog lists them.
+const SHORTCUTS: [(&str, &str); 6] = [
+    ("Enter", "Send the message"),
+    ("Shift + Enter", "New line in the message"),
+    ("Esc", "Stop the reply being written"),
+    ("Ctrl/⌘ + Shift + O", "New chat"),
+    ("↑ (empty message box)", "Edit your last question"),
+    ("?", "Show these shortcuts"),
+];
+
+/// Listens for the page's shortcuts; shows their list on `?`.
+#[component]
+pub fn Shortcuts() -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let open = RwSignal::new(false);
+    // Effects run only in the browser: that is where the keys are.
+    Effect::new(move |_| {
+        #[cfg(feature = "browser")]
+        {
+            let handle = window_event_listener(leptos::ev::keydown, move |ev| {
+                on_key(state, open, &ev);
+            });
+            on_cleanup(move || handle.remove());
+        }
+        #[cfg(not(feature = "browser"))]
+        let _ = state;
+    });
+    view! {
+        <Show when=move || open.get()>
+            <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
+                <div
+                    class="shortcuts"
+                    role="dialog"
+                    aria-modal="true"
+                    aria-labelledby="shortcuts-title"
+                    on:click=|ev| ev.stop_propagation()
+                >
+                    <h2 id="shortcuts-title">"Keyboard shortcuts"</h2>
+                    <dl>
+                        {SHORTCUTS
+                            .iter()
+                            .map(|(keys, what)| view! { <dt><kbd>{*keys}</kbd></dt><dd>{*what}</dd> })
+                            .collect_view()}
+                    </dl>
+                    <button type="button" class="close" on:click=move |_| open.set(false)>
+                        "Close"
+                    </button>
+                </div>
+            </div>
+        </Show>
+    }
+    .into_any()
+}
+
+/// One key press anywhere on the page.
+#[cfg(feature = "browser")]
+fn on_key(state: ChatState, open: RwSignal<bool>, ev: &web_sys::KeyboardEvent) {
+    use wasm_bindgen::JsCast;
+    let key = ev.key();
+    if key == "Escape" {
+        if open.get_untracked() {
+            open.set(false);
+            ev.prevent_default();
+        } else if state.stop_streaming() {
+            ev.prevent_default();
+        }
+        return;
+    }
+    if (ev.ctrl_key() || ev.meta_key()) && ev.shift_key() && key.eq_ignore_ascii_case("o") {
+        ev.prevent_default();
+        let _ = window().location().set_href("/");
+        return;
+    }
+    // `?` is text while typing: only outside inputs.
+    let typing = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::HtmlElement>().ok())
+        .is_some_and(|el| {
+            matches!(el.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT")
+                || el.is_content_editable()
+        });
+    if key == "?" && !typing {
+        ev.prevent_default();
+        open.set(true);
+    }
+}
