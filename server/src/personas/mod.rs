@@ -53,14 +53,21 @@ impl Persona {
 /// Every persona this server offers, in a stable order (built-ins first,
 /// then the file's in its order; a file entry with a built-in's id replaces it
 /// in place).
+///
+/// Cheap to clone (one shared, immutable registry): every connection's
+/// state holds a clone.
 #[derive(Debug, Clone)]
-pub struct Personas {
+pub struct Personas(Arc<Registry>);
+
+/// What [`Personas`] shares.
+#[derive(Debug)]
+struct Registry {
     /// In order.
     list: Vec<Arc<Persona>>,
     /// Index into `list` by id.
     by_id: HashMap<String, usize>,
     /// The keyword scorer over `list`, built once.
-    router: Arc<Router>,
+    router: Router,
 }
 
 impl Personas {
@@ -91,39 +98,39 @@ impl Personas {
             .enumerate()
             .map(|(i, p)| (p.id.clone(), i))
             .collect();
-        let router = Arc::new(Router::new(&list));
-        Personas {
+        let router = Router::new(&list);
+        Personas(Arc::new(Registry {
             list,
             by_id,
             router,
-        }
+        }))
     }
 
     /// The persona `id`, if this server has it.
     pub fn get(&self, id: &str) -> Option<&Arc<Persona>> {
-        self.by_id.get(id).map(|&i| &self.list[i])
+        self.0.by_id.get(id).map(|&i| &self.0.list[i])
     }
 
     /// The persona that answers when none is named, and when routing fails.
     pub fn default_persona(&self) -> &Arc<Persona> {
         // Always present: a file may redefine `assistant` but not remove it.
-        self.get(DEFAULT_PERSONA).unwrap_or(&self.list[0])
+        self.get(DEFAULT_PERSONA).unwrap_or(&self.0.list[0])
     }
 
     /// Every persona, in order.
     pub fn all(&self) -> &[Arc<Persona>] {
-        &self.list
+        &self.0.list
     }
 
     /// The keyword scorer over these personas.
     pub fn router(&self) -> &Router {
-        &self.router
+        &self.0.router
     }
 
     /// What `GET /api/v1/personas` answers.
     pub fn list(&self) -> PersonaList {
         PersonaList {
-            personas: self.list.iter().map(|p| p.info()).collect(),
+            personas: self.0.list.iter().map(|p| p.info()).collect(),
             default: DEFAULT_PERSONA.to_owned(),
             auto: AUTO_PERSONA.to_owned(),
         }
@@ -134,7 +141,7 @@ impl Personas {
     pub fn check<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
         for id in ids {
             if id != AUTO_PERSONA && self.get(id).is_none() {
-                let known: Vec<&str> = self.list.iter().map(|p| p.id.as_str()).collect();
+                let known: Vec<&str> = self.0.list.iter().map(|p| p.id.as_str()).collect();
                 return Err(format!(
                     "unknown persona_id {:?}: this server has {} (or \"auto\" to let it choose)",
                     id.chars().take(64).collect::<String>(),
