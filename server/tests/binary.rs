@@ -236,6 +236,17 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
     const KEY: &str = "sk-canary-openai-9b1c";
     const PASSWORD: &str = "pw-canary-5d2e";
     const API_KEY: &str = "rooms-canary-3e8a";
+    // Every secret the server is given, as flags (both runs below get them all).
+    let secrets = [
+        "--jwt-secret",
+        JWT,
+        "--provider",
+        "openai",
+        "--openai-api-key",
+        KEY,
+        "--api-key",
+        API_KEY,
+    ];
     let leaks = |text: &str| {
         [JWT, KEY, PASSWORD, API_KEY]
             .into_iter()
@@ -251,16 +262,7 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
             "--database-url",
             &format!("postgres://rill:{PASSWORD}@127.0.0.1:5432/rill_no_such_database"),
         ])
-        .args([
-            "--jwt-secret",
-            JWT,
-            "--provider",
-            "openai",
-            "--openai-api-key",
-            KEY,
-            "--api-key",
-            API_KEY,
-        ])
+        .args(secrets)
         .env("RUST_LOG", "debug")
         .output()
         .unwrap();
@@ -288,16 +290,7 @@ async fn secrets_never_appear_in_logs_errors_or_health() {
     let child = Command::new(RILL)
         .args(["--addr", &addr, "--data-dir"])
         .arg(&data_dir)
-        .args([
-            "--jwt-secret",
-            JWT,
-            "--provider",
-            "openai",
-            "--openai-api-key",
-            KEY,
-            "--api-key",
-            API_KEY,
-        ])
+        .args(secrets)
         .args([
             "--openai-base-url",
             "http://127.0.0.1:1/v1",

@@ -54,18 +54,12 @@ const KEYS: [&str; 20] = [
     "previous_response_id",
     "protocol",
 ];
-const TYPES: [&str; 10] = [
-    "auth",
-    "message",
-    "cancel",
-    "resume",
-    "ping",
-    "hello",
-    "join",
-    "leave",
-    "broadcast",
-    "pong",
-];
+/// Every type a client may send, and one it may not (`pong` is the server's).
+fn types() -> Vec<&'static str> {
+    let mut types = rill_protocol::ClientFrame::TYPES.to_vec();
+    types.push("pong");
+    types
+}
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -76,7 +70,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,40}".prop_map(Value::String),
-        prop::sample::select(TYPES.to_vec()).prop_map(|t| json!(t)),
+        prop::sample::select(types()).prop_map(|t| json!(t)),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
         prop_oneof![
@@ -91,7 +85,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// A frame with the protocol's shape and random values.
 fn frame_like() -> impl Strategy<Value = String> {
     (
-        prop::sample::select(TYPES.to_vec()),
+        prop::sample::select(types()),
         prop::collection::vec((prop::sample::select(KEYS.to_vec()), json_value()), 0..6),
     )
         .prop_map(|(kind, fields)| {
