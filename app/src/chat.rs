@@ -237,6 +237,8 @@ pub struct ChatState {
     /// A question to open for editing (its key): the Up arrow in an empty
     /// composer asks for the last one; the message takes it and clears it.
     pub edit_request: RwSignal<Option<u64>>,
+    /// Whether the search dialog is open (Ctrl/Cmd+K, the topbar's button).
+    pub search_open: RwSignal<bool>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -271,6 +273,7 @@ impl ChatState {
             personas: RwSignal::new(Vec::new()),
             chosen: RwSignal::new(vec![rill_protocol::client::DEFAULT_PERSONA.to_owned()]),
             edit_request: RwSignal::new(None),
+            search_open: RwSignal::new(false),
             owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),

@@ -820,3 +820,114 @@ pub fn copy_text(state: ChatState, text: String) {
         }
     });
 }
+
+/// One page of a search of the caller's conversations (`GET /api/v1/search`);
+/// the error is the text to show.
+pub async fn search(
+    query: &str,
+    cursor: Option<&str>,
+) -> Result<rill_protocol::conversations::SearchResults, String> {
+    let mut url = format!(
+        "{}/api/v1/search?limit=20&q={}",
+        api_base(),
+        js_sys::encode_uri_component(query)
+    );
+    if let Some(cursor) = cursor {
+        url.push_str("&cursor=");
+        url.push_str(&String::from(js_sys::encode_uri_component(cursor)));
+    }
+    match Request::get(&url).send().await {
+        Ok(response) if response.ok() => response
+            .json()
+            .await
+            .map_err(|_| "the server's answer was not understood".to_owned()),
+        Ok(response) => Err(error_text(response).await),
+        Err(_) => Err("the server cannot be reached".to_owned()),
+    }
+}
+
+/// What the share dialog asks of `/api/v1/conversations/{id}/share`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareAction {
+    /// `GET`: the live link, if any.
+    Read,
+    /// `POST`: make the link (or move its snapshot to now), lasting the
+    /// given seconds or until revoked.
+    Share(Option<u64>),
+    /// `DELETE`: revoke it.
+    Revoke,
+}
+
+/// Runs `action` on conversation `id`'s link: the live link after it
+/// (`None`: not shared); the error is the text to show.
+pub async fn share(
+    id: &str,
+    action: ShareAction,
+) -> Result<Option<rill_protocol::conversations::ShareLink>, String> {
+    let url = format!(
+        "{}/api/v1/conversations/{}/share",
+        api_base(),
+        js_sys::encode_uri_component(id)
+    );
+    let sent = match action {
+        ShareAction::Read => Request::get(&url).send().await,
+        ShareAction::Revoke => Request::delete(&url).send().await,
+        ShareAction::Share(expires_in) => {
+            let body =
+                serde_json::to_string(&rill_protocol::conversations::ShareRequest { expires_in })
+                    .unwrap_or_default();
+            match Request::post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+            {
+                Ok(request) => request.send().await,
+                Err(error) => Err(error),
+            }
+        }
+    };
+    match sent {
+        Ok(response) if response.status() == 204 || response.status() == 404 => {
+            if action == ShareAction::Read || response.status() == 204 {
+                Ok(None)
+            } else {
+                Err(error_text(response).await)
+            }
+        }
+        Ok(response) if response.ok() => response
+            .json()
+            .await
+            .map(Some)
+            .map_err(|_| "the server's answer was not understood".to_owned()),
+        Ok(response) => Err(error_text(response).await),
+        Err(_) => Err("the server cannot be reached".to_owned()),
+    }
+}
+
+/// The address of a path of the API's server, as someone else would open it.
+pub fn absolute(path: &str) -> String {
+    format!("{}{path}", api_base())
+}
+
+/// Goes to `href` (`/c/<id>#m-<message>`): in the open conversation, to the
+/// message on this page when it is here; else loads that page.
+pub fn open_message(href: &str) {
+    let window = leptos::prelude::window();
+    let location = window.location();
+    let (path, fragment) = href.split_once('#').unwrap_or((href, ""));
+    let here = location.pathname().ok().as_deref() == Some(path);
+    let found = window
+        .document()
+        .and_then(|d| d.get_element_by_id(fragment));
+    if here && found.is_some() {
+        let _ = location.set_hash(fragment);
+        if let Some(element) = found {
+            element.scroll_into_view();
+        }
+        return;
+    }
+    let _ = location.set_href(href);
+    if here {
+        // Only the fragment changed: the page does not load by itself.
+        let _ = location.reload();
+    }
+}

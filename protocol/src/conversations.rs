@@ -137,3 +137,63 @@ mod tests {
         assert_eq!(title_from(&unbroken).chars().count(), TITLE_CHARS + 1);
     }
 }
+
+/// One message found by `GET /api/v1/search`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The message (`#m-<id>` on its conversation's page).
+    pub message_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// The conversation's title.
+    pub conversation_title: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// The persona that answered (replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// The best passage of the message, as plain text.
+    pub snippet: String,
+    /// The same passage as HTML: the text escaped, matched words in `<mark>`.
+    pub snippet_html: String,
+    /// Relevance, higher is better (comparable within one result only).
+    pub score: f64,
+}
+
+/// `GET /api/v1/search?q=`: one page of results, best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResults {
+    /// The words searched for, as the server understood them.
+    pub terms: Vec<String>,
+    /// The results of this page.
+    pub results: Vec<SearchHit>,
+    /// Pass as `?cursor=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/share`'s body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// Seconds until the link stops working; absent: it works until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// A conversation's public read-only link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareLink {
+    /// The link's secret.
+    pub token: String,
+    /// The page's path on this server: `/s/<token>`.
+    pub path: String,
+    /// The link shows the messages written up to this time (milliseconds
+    /// since the Unix epoch); sharing again moves it to now.
+    pub shared_upto: i64,
+    /// When the link stops working (milliseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}

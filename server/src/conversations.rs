@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use rill_protocol::Usage;
 use rill_protocol::conversations::{
-    ConversationDetail, ConversationList, ConversationMessage, ConversationSummary,
+    ConversationDetail, ConversationList, ConversationMessage, ConversationSummary, SearchHit,
+    SearchResults, ShareLink,
 };
 
 use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
-use crate::store::{Conversation, Store, StoredMessage};
+use crate::store::{self, Conversation, Share, Store, StoredMessage};
 
 /// A conversation as Markdown: its title, then each message under a heading
 /// naming who wrote it (a reply: its persona's name, via `name_of`, and its
@@ -85,7 +86,7 @@ pub fn file_stem(title: &str) -> String {
 }
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM UTC`.
-fn utc_minute(ms: i64) -> String {
+pub fn utc_minute(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to a civil date (the proleptic Gregorian calendar; H. Hinnant's
@@ -104,6 +105,114 @@ fn utc_minute(ms: i64) -> String {
         rest / 3600,
         rest % 3600 / 60
     )
+}
+
+/// Most words a search takes (more are ignored).
+pub const MAX_SEARCH_TERMS: usize = 16;
+
+/// Longest search query, in characters.
+pub const MAX_QUERY_CHARS: usize = 500;
+
+/// Most results one page of a search may hold.
+pub const MAX_SEARCH_PAGE: i64 = 50;
+
+/// How far a search pages (results past it are not worth reading).
+const MAX_SEARCH_OFFSET: i64 = 1_000;
+
+/// Longest a shared link may last: ten years, in seconds.
+pub const MAX_SHARE_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// The words of a search query as both stores' indexes split text: runs of
+/// letters and digits, lower-cased, each once, in order, at most
+/// [`MAX_SEARCH_TERMS`] of at most 64 characters.
+pub fn search_terms(query: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in query.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        let term: String = word.chars().flat_map(char::to_lowercase).take(64).collect();
+        if !terms.contains(&term) {
+            terms.push(term);
+        }
+        if terms.len() == MAX_SEARCH_TERMS {
+            break;
+        }
+    }
+    terms
+}
+
+/// A store snippet as plain text (its match markers removed) and as HTML (the
+/// text escaped, the matched words in `<mark>`).
+pub fn snippet_text_and_html(snippet: &str) -> (String, String) {
+    let mut text = String::with_capacity(snippet.len());
+    let mut html = String::with_capacity(snippet.len() + 32);
+    let mut open = false;
+    for c in snippet.chars() {
+        match c {
+            store::MARK_START if !open => {
+                html.push_str("<mark>");
+                open = true;
+            }
+            store::MARK_END if open => {
+                html.push_str("</mark>");
+                open = false;
+            }
+            store::MARK_START | store::MARK_END => {}
+            c => {
+                text.push(c);
+                push_escaped(&mut html, c);
+            }
+        }
+    }
+    if open {
+        html.push_str("</mark>");
+    }
+    (text, html)
+}
+
+/// Appends `c` to HTML text or a quoted attribute, escaped.
+pub fn push_escaped(html: &mut String, c: char) {
+    match c {
+        '&' => html.push_str("&amp;"),
+        '<' => html.push_str("&lt;"),
+        '>' => html.push_str("&gt;"),
+        '"' => html.push_str("&quot;"),
+        '\'' => html.push_str("&#39;"),
+        c => html.push(c),
+    }
+}
+
+/// `text` escaped for HTML.
+pub fn escape_html(text: &str) -> String {
+    let mut html = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut html, c);
+    }
+    html
+}
+
+/// What a shared link shows.
+#[derive(Debug)]
+pub enum Shared {
+    /// The conversation up to the link's snapshot.
+    Live(ConversationDetail),
+    /// The owner revoked the link.
+    Revoked,
+    /// The link expired at this time (milliseconds since the Unix epoch).
+    Expired(i64),
+    /// No such link.
+    Unknown,
+}
+
+/// A stored link as the API shows it.
+fn share_link(share: Share) -> ShareLink {
+    ShareLink {
+        path: format!("/s/{}", share.token),
+        token: share.token,
+        shared_upto: share.shared_upto,
+        expires_at: share.expires_at,
+    }
 }
 
 /// Longest title, in characters.
@@ -203,6 +312,149 @@ impl Conversations {
         Ok(summary(self.store.rename(&owner, id, title).await?))
     }
 
+    /// The caller's messages matching every word of `query` (the last also as
+    /// a prefix: search as you type), best first, `limit` per page from
+    /// `cursor`. Needs an identity, as the list does.
+    pub async fn search(
+        &self,
+        identity: &Identity,
+        query: &str,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<SearchResults> {
+        let owner = identity.owner().ok_or(Error::AuthRequired)?;
+        if query.chars().count() > MAX_QUERY_CHARS {
+            return Err(Error::InvalidMessage(format!(
+                "q must be at most {MAX_QUERY_CHARS} characters"
+            )));
+        }
+        let terms = search_terms(query);
+        if terms.is_empty() {
+            return Err(Error::InvalidMessage(
+                "q must contain at least one word (letters or digits)".into(),
+            ));
+        }
+        if !(1..=MAX_SEARCH_PAGE).contains(&limit) {
+            return Err(Error::InvalidMessage(format!(
+                "limit must be between 1 and {MAX_SEARCH_PAGE}"
+            )));
+        }
+        let offset = match cursor {
+            None => 0,
+            Some(cursor) => cursor
+                .parse::<i64>()
+                .ok()
+                .filter(|offset| (0..=MAX_SEARCH_OFFSET).contains(offset))
+                .ok_or_else(|| {
+                    Error::InvalidMessage(
+                        "cursor must be the `next` of a previous page of this search".into(),
+                    )
+                })?,
+        };
+        let page = self.store.search(&owner, &terms, limit, offset).await?;
+        let next = (page.more && offset + limit <= MAX_SEARCH_OFFSET)
+            .then(|| (offset + limit).to_string());
+        let results = page
+            .hits
+            .into_iter()
+            .map(|hit| {
+                let (snippet, snippet_html) = snippet_text_and_html(&hit.snippet);
+                SearchHit {
+                    message_id: hit.message_id,
+                    conversation_id: hit.conversation_id,
+                    conversation_title: hit.conversation_title,
+                    role: hit.role,
+                    persona_id: hit.persona,
+                    created_at: hit.created_at,
+                    snippet,
+                    snippet_html,
+                    score: hit.score,
+                }
+            })
+            .collect();
+        Ok(SearchResults {
+            terms,
+            results,
+            next,
+        })
+    }
+
+    /// Shares the caller's conversation read-only: its link (the same token
+    /// if it already has a live one, with the snapshot moved to now), lasting
+    /// `expires_in` seconds or until revoked.
+    pub async fn share(
+        &self,
+        identity: &Identity,
+        id: &str,
+        expires_in: Option<u64>,
+    ) -> Result<ShareLink> {
+        let expires_at = match expires_in {
+            None => None,
+            Some(secs) if (1..=MAX_SHARE_SECS).contains(&secs) => {
+                Some(store::now_ms().saturating_add(i64::try_from(secs).unwrap_or(i64::MAX) * 1000))
+            }
+            Some(_) => {
+                return Err(Error::InvalidMessage(format!(
+                    "expires_in must be between 1 and {MAX_SHARE_SECS} seconds"
+                )));
+            }
+        };
+        let owner = identity.conversation_owner();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let share = self.store.share(&owner, id, &token, expires_at).await?;
+        Ok(share_link(share))
+    }
+
+    /// The caller's conversation's live link (`NOT_FOUND` if it has none).
+    pub async fn live_share(&self, identity: &Identity, id: &str) -> Result<ShareLink> {
+        let owner = identity.conversation_owner();
+        self.store
+            .live_share(&owner, id)
+            .await?
+            .map(share_link)
+            .ok_or(Error::NotFound("This conversation has no live shared link"))
+    }
+
+    /// Revokes the caller's conversation's links; how many were live.
+    pub async fn unshare(&self, identity: &Identity, id: &str) -> Result<u64> {
+        let owner = identity.conversation_owner();
+        Ok(self.store.unshare(&owner, id).await?)
+    }
+
+    /// What the link `token` shows, for anyone who has it.
+    pub async fn shared(&self, token: &str) -> Result<Shared> {
+        // Tokens are 32 lower-case hex digits: anything else is not asked for.
+        if token.len() != 32
+            || !token
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Ok(Shared::Unknown);
+        }
+        let Some(share) = self.store.share_by_token(token).await? else {
+            return Ok(Shared::Unknown);
+        };
+        if share.revoked_at.is_some() {
+            return Ok(Shared::Revoked);
+        }
+        if let Some(at) = share.expires_at.filter(|at| *at <= store::now_ms()) {
+            return Ok(Shared::Expired(at));
+        }
+        let (conversation, messages) = match self.store.shared_messages(&share).await {
+            Ok(found) => found,
+            Err(crate::store::StoreError::NotFound) => return Ok(Shared::Unknown),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(Shared::Live(ConversationDetail {
+            conversation: ConversationSummary {
+                // The owner's customer reference is theirs, not the reader's.
+                customer_id: None,
+                ..summary(conversation)
+            },
+            messages: messages.into_iter().map(message).collect(),
+        }))
+    }
+
     /// Deletes the caller's conversation; replies still generating in it are
     /// cancelled.
     pub async fn delete(&self, identity: &Identity, id: &str) -> Result<()> {
@@ -247,6 +499,38 @@ fn message(message: StoredMessage) -> ConversationMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_terms_are_the_words_of_the_query() {
+        assert_eq!(
+            search_terms("  Rust's  \"borrow-checker\" RUST 2024! "),
+            ["rust", "s", "borrow", "checker", "2024"]
+        );
+        assert_eq!(search_terms("Café crème"), ["café", "crème"]);
+        assert!(search_terms("*** \" ( :* & | ! -").is_empty());
+        // Operators of either database's syntax are only words here.
+        assert_eq!(search_terms("NEAR(x OR y"), ["near", "x", "or", "y"]);
+        assert_eq!(search_terms(&"w ".repeat(40)).len(), 1);
+        let many: String = (0..40).map(|i| format!("w{i} ")).collect();
+        assert_eq!(search_terms(&many).len(), MAX_SEARCH_TERMS);
+        assert_eq!(search_terms(&"x".repeat(500))[0].len(), 64);
+    }
+
+    #[test]
+    fn snippets_are_escaped_before_they_are_marked() {
+        let raw = format!(
+            "a <b>{}bold</b>{} & \"{}x",
+            store::MARK_START,
+            store::MARK_END,
+            store::MARK_START
+        );
+        let (text, html) = snippet_text_and_html(&raw);
+        assert_eq!(text, "a <b>bold</b> & \"x");
+        assert_eq!(
+            html,
+            "a &lt;b&gt;<mark>bold&lt;/b&gt;</mark> &amp; &quot;<mark>x</mark>"
+        );
+    }
 
     #[test]
     fn times_are_civil_utc() {

@@ -823,3 +823,268 @@ async fn a_conversation_exports_as_markdown_and_json_for_its_owner_only() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn search_finds_the_callers_words_with_escaped_marked_snippets_and_refuses_bad_queries() {
+    let server = start().await;
+    let alice = server.token("alice");
+    let bob = server.token("bob");
+    for (token, session, text) in [
+        (
+            &alice,
+            "find-1",
+            "Where did <b>Grandma</b> keep the zanzibar spices?",
+        ),
+        (&alice, "find-2", "Plan a trip: zanzibar in March"),
+        (&bob, "find-3", "Bob also asks about zanzibar"),
+    ] {
+        let frames = ask(
+            &server,
+            Some(token),
+            json!({"type": "message", "message": text, "session_id": session}),
+        )
+        .await;
+        assert_eq!(frames.last().unwrap()["type"], "complete", "{frames:?}");
+    }
+    let (status, found) = get_as(&server, "/api/v1/search?q=Zanzibar", Some(&alice)).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["terms"], json!(["zanzibar"]));
+    // Alice's two questions and the demo's two replies (they quote the
+    // question); never Bob's.
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{found}");
+    let sessions: Vec<&str> = results
+        .iter()
+        .map(|r| r["conversation_id"].as_str().unwrap())
+        .collect();
+    assert!(sessions.contains(&"find-1") && sessions.contains(&"find-2"));
+    assert!(!sessions.contains(&"find-3"), "{sessions:?}");
+    let grandma = results
+        .iter()
+        .find(|r| r["conversation_id"] == "find-1" && r["role"] == "user")
+        .unwrap();
+    assert_eq!(grandma["role"], "user");
+    let html = grandma["snippet_html"].as_str().unwrap();
+    assert!(
+        html.contains("&lt;b&gt;Grandma&lt;/b&gt;"),
+        "escaped: {html}"
+    );
+    assert!(html.contains("<mark>zanzibar</mark>"), "marked: {html}");
+    assert!(!grandma["snippet"].as_str().unwrap().contains("<mark>"));
+    // Two words: both must be there. Paging with a cursor.
+    let (_, both) = get_as(&server, "/api/v1/search?q=zanzibar%20march", Some(&alice)).await;
+    let both = both["results"].as_array().unwrap();
+    assert_eq!(both.len(), 2, "the March question and its reply");
+    assert!(both.iter().all(|r| r["conversation_id"] == "find-2"));
+    let (_, first) = get_as(&server, "/api/v1/search?q=zanzibar&limit=3", Some(&alice)).await;
+    assert_eq!(first["results"].as_array().unwrap().len(), 3);
+    let cursor = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = get_as(
+        &server,
+        &format!("/api/v1/search?q=zanzibar&limit=3&cursor={cursor}"),
+        Some(&alice),
+    )
+    .await;
+    assert_eq!(second["results"].as_array().unwrap().len(), 1);
+    assert!(second.get("next").is_none(), "{second}");
+    assert_ne!(
+        first["results"][0]["message_id"],
+        second["results"][0]["message_id"]
+    );
+
+    // Bad queries: clear errors, never a server error.
+    for (path, code) in [
+        ("/api/v1/search", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=%22%20*%20:%20%26", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=a&limit=0", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=a&limit=abc", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=a&limit=51", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=a&cursor=-1", "INVALID_MESSAGE"),
+        ("/api/v1/search?q=a&cursor=zz", "INVALID_MESSAGE"),
+    ] {
+        let (status, body) = get_as(&server, path, Some(&alice)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let long = format!("/api/v1/search?q={}", "a".repeat(501));
+    let (status, body) = get_as(&server, &long, Some(&alice)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_MESSAGE"))
+    );
+    // Query syntax of either database is only words to rill.
+    for hostile in [
+        "NEAR(zanzibar",
+        "zanzibar%20OR%20x",
+        "zanzibar:*%20%7C%20!x",
+        "%27zanzibar%27",
+    ] {
+        let (status, body) = get_as(
+            &server,
+            &format!("/api/v1/search?q={hostile}"),
+            Some(&alice),
+        )
+        .await;
+        assert_eq!(status, 200, "{hostile}: {body}");
+    }
+    let (status, body) = get_as(&server, "/api/v1/search?q=zanzibar", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("AUTH_REQUIRED")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_shared_link_shows_the_conversation_read_only_until_revoked() {
+    let server = start().await;
+    let alice = server.token("alice");
+    let frames = ask(
+        &server,
+        Some(&alice),
+        json!({"type": "message", "message": "Share <i>this</i> please", "session_id": "shared-1",
+               "customer_id": "customer-secret-42"}),
+    )
+    .await;
+    let reply = frames.last().unwrap()["response"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = "/api/v1/conversations/shared-1/share";
+    let (status, body) = get_as(&server, path, Some(&alice)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "not shared yet"
+    );
+    let bob = server.token("bob");
+    let (status, _) = call(&server, reqwest::Method::POST, path, Some(&bob), None).await;
+    assert_eq!(status, 403, "only the owner shares");
+    for bad in [
+        json!({"expires_in": 0}),
+        json!({"expires_in": -5}),
+        json!({"expiry": 5}),
+    ] {
+        let (status, body) = call(
+            &server,
+            reqwest::Method::POST,
+            path,
+            Some(&alice),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("INVALID_MESSAGE")),
+            "{bad}: {body}"
+        );
+    }
+    let (status, link) = call(&server, reqwest::Method::POST, path, Some(&alice), None).await;
+    assert_eq!(status, 200, "{link}");
+    let page_path = link["path"].as_str().unwrap().to_owned();
+    assert_eq!(page_path, format!("/s/{}", link["token"].as_str().unwrap()));
+    assert!(link.get("expires_at").is_none());
+    let (_, again) = call(
+        &server,
+        reqwest::Method::POST,
+        path,
+        Some(&alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        again["token"], link["token"],
+        "one live link per conversation"
+    );
+    let (_, live) = get_as(&server, path, Some(&alice)).await;
+    assert_eq!(live["token"], link["token"]);
+
+    // Anyone with the link, no identity at all: the conversation, read-only.
+    let page = reqwest::get(server.http(&page_path)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("default-src 'none'") && !policy.contains("script-src"),
+        "{policy}"
+    );
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Share &lt;i&gt;this&lt;/i&gt; please"),
+        "question escaped: {html}"
+    );
+    let first_words: String = reply
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        html.contains(&first_words),
+        "the reply is there: {first_words}"
+    );
+    assert!(!html.contains("<script"), "no script on the page");
+    assert!(
+        !html.contains("alice") && !html.contains("customer-secret-42"),
+        "no owner identity"
+    );
+    assert!(!html.contains("sidebar"), "no sidebar");
+
+    // Revoked: the page says so (410), the API has no live link.
+    let (status, _) = call(&server, reqwest::Method::DELETE, path, Some(&alice), None).await;
+    assert_eq!(status, 204);
+    let gone = reqwest::get(server.http(&page_path)).await.unwrap();
+    assert_eq!(gone.status(), 410);
+    assert!(gone.text().await.unwrap().contains("This link was revoked"));
+    let (status, _) = get_as(&server, path, Some(&alice)).await;
+    assert_eq!(status, 404);
+
+    // An expiring link stops working when it expires.
+    let (_, short) = call(
+        &server,
+        reqwest::Method::POST,
+        path,
+        Some(&alice),
+        Some(json!({"expires_in": 1})),
+    )
+    .await;
+    assert_ne!(short["token"], link["token"], "a new link after a revoke");
+    let short_path = short["path"].as_str().unwrap().to_owned();
+    assert_eq!(
+        reqwest::get(server.http(&short_path))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = reqwest::get(server.http(&short_path)).await.unwrap();
+    assert_eq!(expired.status(), 410);
+    assert!(
+        expired
+            .text()
+            .await
+            .unwrap()
+            .contains("This link has expired")
+    );
+
+    // Unknown and malformed tokens.
+    for token in [
+        "0123456789abcdef0123456789abcdef",
+        "nope",
+        "%3Cscript%3E",
+        &"A".repeat(32),
+    ] {
+        let missing = reqwest::get(server.http(&format!("/s/{token}")))
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404, "{token}");
+        assert!(!missing.text().await.unwrap().contains("<script>"));
+    }
+}

@@ -369,6 +369,8 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
         "CREATE TABLE rill_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         "INSERT INTO rill_migrations VALUES (1, 0)",
         "INSERT INTO conversations VALUES ('kept', 'user:ann', 'Old one', NULL, 1, 2)",
+        "INSERT INTO messages (id, conversation_id, role, content, status, created_at, updated_at) \
+         VALUES ('old-q', 'kept', 'user', 'Where is the lighthouse?', 'complete', 1, 1)",
     ] {
         sqlx::query(statement).execute(&old).await.unwrap();
     }
@@ -379,6 +381,13 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
         .expect("the old database opens");
     let kept = store.owned_conversation("user:ann", "kept").await.unwrap();
     assert_eq!(kept.title, "Old one");
+    // The search migration indexed what was already there.
+    let found = store
+        .search("user:ann", &["lighthouse".to_owned()], 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(found.hits.len(), 1);
+    assert_eq!(found.hits[0].message_id, "old-q");
     let check = sqlx::AnyPool::connect(&url).await.unwrap();
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
@@ -564,6 +573,249 @@ async fn projects_are_created_for_their_first_owner_and_kept_from_others() {
             ),
             "{backend}"
         );
+    }
+    cleanup.run().await;
+}
+
+/// `text`'s words as the search service passes them.
+fn terms(text: &str) -> Vec<String> {
+    rill::conversations::search_terms(text)
+}
+
+#[tokio::test]
+async fn search_finds_finished_messages_of_the_owner_ranked_with_marked_snippets() {
+    use rill::store::{MARK_END, MARK_START};
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        for (id, owner, title) in [
+            ("s1", "user:ann", "Boats"),
+            ("s2", "user:ann", "Cooking"),
+            ("s3", "user:bob", "Bob's boats"),
+        ] {
+            store
+                .ensure_conversation(id, owner, None, title)
+                .await
+                .unwrap();
+        }
+        store
+            .add_message(user_message(
+                "q1",
+                "s1",
+                "How do I repaint a wooden sailboat hull?",
+            ))
+            .await
+            .unwrap();
+        store
+            .add_message(user_message(
+                "q2",
+                "s2",
+                "A recipe for sailboat-shaped cookies, sailboat sailboat: sails of sugar",
+            ))
+            .await
+            .unwrap();
+        store
+            .add_message(user_message("q3", "s3", "Bob's sailboat is private"))
+            .await
+            .unwrap();
+        // A reply still streaming is not searched; once finished, it is.
+        store
+            .add_message(NewMessage {
+                id: "r1",
+                conversation_id: "s1",
+                role: "assistant",
+                persona: Some("assistant"),
+                model: Some("demo"),
+                content: "",
+                status: MessageStatus::Streaming,
+                stream_id: Some("st1"),
+            })
+            .await
+            .unwrap();
+        store
+            .checkpoint("r1", "Sand the hull with marinegrade paper")
+            .await
+            .unwrap();
+        let streaming = store
+            .search("user:ann", &terms("marinegrade"), 10, 0)
+            .await
+            .unwrap();
+        assert!(streaming.hits.is_empty(), "{backend}: {streaming:?}");
+        store
+            .finish_message(
+                "r1",
+                "Sand the hull with marinegrade paper, then prime it.",
+                MessageStatus::Complete,
+                None,
+            )
+            .await
+            .unwrap();
+        let finished = store
+            .search("user:ann", &terms("marinegrade"), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(finished.hits.len(), 1, "{backend}");
+        assert_eq!(finished.hits[0].message_id, "r1");
+        assert_eq!(finished.hits[0].role, "assistant");
+        assert_eq!(finished.hits[0].persona.as_deref(), Some("assistant"));
+
+        // Every word must match; other owners' messages never appear.
+        let page = store
+            .search("user:ann", &terms("sailboat"), 10, 0)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.hits.iter().map(|h| h.message_id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "{backend}: {ids:?}");
+        assert!(!ids.contains(&"q3"), "{backend}: another owner's message");
+        // The message that says it three times ranks first.
+        assert_eq!(ids[0], "q2", "{backend}: ranked by relevance");
+        assert_eq!(page.hits[0].conversation_title, "Cooking");
+        assert!(page.hits[0].score >= page.hits[1].score, "{backend}");
+        let snippet = &page.hits[0].snippet;
+        assert!(
+            snippet.contains(&format!("{MARK_START}sailboat{MARK_END}")),
+            "{backend}: {snippet:?}"
+        );
+        let both = store
+            .search("user:ann", &terms("wooden sailboat"), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(both.hits.len(), 1, "{backend}");
+        assert_eq!(both.hits[0].message_id, "q1");
+        // The last word matches as a prefix (search as you type).
+        let typing = store
+            .search("user:ann", &terms("wooden sailb"), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(typing.hits.len(), 1, "{backend}");
+        // Upper case and diacritics of the query do not matter to SQLite;
+        // case does not matter to either.
+        let upper = store
+            .search("user:ann", &terms("WOODEN"), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(upper.hits.len(), 1, "{backend}");
+        // Paging: one per page, then the next.
+        let first = store
+            .search("user:ann", &terms("sailboat"), 1, 0)
+            .await
+            .unwrap();
+        assert!(first.more, "{backend}");
+        let second = store
+            .search("user:ann", &terms("sailboat"), 1, 1)
+            .await
+            .unwrap();
+        assert!(!second.more, "{backend}");
+        assert_ne!(first.hits[0].message_id, second.hits[0].message_id);
+        // Deleting a conversation removes its messages from the results;
+        // truncating too.
+        store.delete_conversation("user:ann", "s2").await.unwrap();
+        let after_delete = store
+            .search("user:ann", &terms("sailboat"), 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(after_delete.hits.len(), 1, "{backend}");
+        store.truncate_from("user:ann", "s1", "q1").await.unwrap();
+        let after_truncate = store
+            .search("user:ann", &terms("sailboat"), 10, 0)
+            .await
+            .unwrap();
+        assert!(after_truncate.hits.is_empty(), "{backend}");
+        // Nothing matches nothing.
+        let none = store.search("user:ann", &[], 10, 0).await.unwrap();
+        assert!(none.hits.is_empty());
+    }
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn a_shared_link_shows_a_snapshot_until_revoked_or_expired() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        store
+            .ensure_conversation("sh", "user:ann", Some("cust-9"), "Shared")
+            .await
+            .unwrap();
+        store
+            .add_message(user_message("a1", "sh", "first"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.live_share("user:ann", "sh").await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(matches!(
+            store.share("user:bob", "sh", &"b".repeat(32), None).await,
+            Err(StoreError::Forbidden)
+        ));
+        assert!(matches!(
+            store.share("user:ann", "nope", &"c".repeat(32), None).await,
+            Err(StoreError::NotFound)
+        ));
+        let token = "a".repeat(32);
+        let share = store.share("user:ann", "sh", &token, None).await.unwrap();
+        assert_eq!(share.token, token);
+        assert_eq!(share.expires_at, None);
+        // Messages after the snapshot are not shown...
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store
+            .add_message(user_message("a2", "sh", "second"))
+            .await
+            .unwrap();
+        let (conversation, shown) = store.shared_messages(&share).await.unwrap();
+        assert_eq!(conversation.title, "Shared");
+        assert_eq!(shown.len(), 1, "{backend}");
+        // ...until it is shared again: the same token, the snapshot moved.
+        let again = store
+            .share("user:ann", "sh", &"d".repeat(32), Some(i64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.token, token,
+            "{backend}: one live link per conversation"
+        );
+        assert_eq!(again.expires_at, Some(i64::MAX));
+        assert!(again.shared_upto >= share.shared_upto);
+        let (_, shown) = store.shared_messages(&again).await.unwrap();
+        assert_eq!(shown.len(), 2, "{backend}");
+        assert_eq!(
+            store
+                .live_share("user:ann", "sh")
+                .await
+                .unwrap()
+                .map(|s| s.token),
+            Some(token.clone())
+        );
+        // Revoked: the row stays (the page says so), no live link is left.
+        assert!(matches!(
+            store.unshare("user:bob", "sh").await,
+            Err(StoreError::Forbidden)
+        ));
+        assert_eq!(store.unshare("user:ann", "sh").await.unwrap(), 1);
+        assert_eq!(store.unshare("user:ann", "sh").await.unwrap(), 0);
+        let revoked = store.share_by_token(&token).await.unwrap().unwrap();
+        assert!(revoked.revoked_at.is_some(), "{backend}");
+        assert_eq!(store.live_share("user:ann", "sh").await.unwrap(), None);
+        // Sharing after a revoke makes a new token.
+        let fresh = store
+            .share("user:ann", "sh", &"e".repeat(32), Some(1))
+            .await
+            .unwrap();
+        assert_eq!(fresh.token, "e".repeat(32), "{backend}");
+        // An expired link is not live: sharing again makes another.
+        let next = store
+            .share("user:ann", "sh", &"f".repeat(32), None)
+            .await
+            .unwrap();
+        assert_eq!(next.token, "f".repeat(32), "{backend}");
+        // Deleting the conversation deletes its links.
+        store.delete_conversation("user:ann", "sh").await.unwrap();
+        assert_eq!(
+            store.share_by_token(&"f".repeat(32)).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert_eq!(store.share_by_token(&token).await.unwrap(), None);
     }
     cleanup.run().await;
 }

@@ -9,6 +9,8 @@ use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
 use crate::components::persona_picker::PersonaPicker;
+use crate::components::search::SearchDialog;
+use crate::components::share::ShareButton;
 use crate::components::shortcuts::Shortcuts;
 use crate::components::sidebar::Sidebar;
 use crate::components::status_badge::StatusBadge;
@@ -29,7 +31,17 @@ pub fn ChatPage() -> impl IntoView {
             <header class="topbar">
                 <h1 class="brand">"rill"</h1>
                 <div class="topbar-end">
+                    <button
+                        type="button"
+                        class="search-open"
+                        aria-haspopup="dialog"
+                        aria-keyshortcuts="Control+K Meta+K"
+                        on:click=move |_| state.search_open.set(true)
+                    >
+                        "Search"
+                    </button>
                     <Show when=move || state.session_id.with(Option::is_some)>
+                        <ShareButton/>
                         <nav class="export" aria-label="Export this conversation">
                             <a href=move || export_href(state, "markdown") download rel="external">
                                 "Export .md"
@@ -72,6 +84,9 @@ pub fn ChatPage() -> impl IntoView {
                 <PersonaPicker/>
                 <Composer/>
                 <Shortcuts/>
+                <Show when=move || state.search_open.get()>
+                    <SearchDialog/>
+                </Show>
             </main>
             </div>
         </div>

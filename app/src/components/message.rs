@@ -50,7 +50,7 @@ pub fn MessageItem(
             }
         };
         return view! {
-            <article class="msg user" data-role="user">
+            <article class="msg user" data-role="user" id=message.id.get_value().map(|id| format!("m-{id}"))>
                 <Show
                     when=move || editing.get()
                     fallback=move || view! {
@@ -109,6 +109,7 @@ pub fn MessageItem(
         <article
             class="msg assistant"
             data-role="assistant"
+            id=message.id.get_value().map(|id| format!("m-{id}"))
             data-status=move || status.get().as_str()
             data-raw=move || message.raw.get()
             data-persona=move || persona.get()

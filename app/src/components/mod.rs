@@ -6,6 +6,8 @@ pub mod message;
 pub mod model_picker;
 pub mod notices;
 pub mod persona_picker;
+pub mod search;
+pub mod share;
 pub mod shortcuts;
 pub mod sidebar;
 pub mod status_badge;

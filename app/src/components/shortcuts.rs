@@ -1,5 +1,6 @@
 //! Keyboard shortcuts, and the dialog that lists them (`?`):
-//! Esc stops the streaming reply, Ctrl/Cmd+Shift+O starts a new chat, the Up
+//! Esc stops the streaming reply, Ctrl/Cmd+Shift+O starts a new chat,
+//! Ctrl/Cmd+K opens the search, the Up
 //! arrow in an empty composer edits the last question (in the composer),
 //! Enter sends and Shift+Enter adds a line (in the composer).
 
@@ -8,11 +9,12 @@ use leptos::prelude::*;
 use crate::chat::ChatState;
 
 /// The shortcuts, as the dialog lists them.
-const SHORTCUTS: [(&str, &str); 6] = [
+const SHORTCUTS: [(&str, &str); 7] = [
     ("Enter", "Send the message"),
     ("Shift + Enter", "New line in the message"),
     ("Esc", "Stop the reply being written"),
     ("Ctrl/⌘ + Shift + O", "New chat"),
+    ("Ctrl/⌘ + K", "Search your conversations"),
     ("↑ (empty message box)", "Edit your last question"),
     ("?", "Show these shortcuts"),
 ];
@@ -73,6 +75,12 @@ fn on_key(state: ChatState, open: RwSignal<bool>, ev: &web_sys::KeyboardEvent) {
         } else if state.stop_streaming() {
             ev.prevent_default();
         }
+        return;
+    }
+    if (ev.ctrl_key() || ev.meta_key()) && !ev.shift_key() && key.eq_ignore_ascii_case("k") {
+        ev.prevent_default();
+        open.set(false);
+        state.search_open.set(true);
         return;
     }
     if (ev.ctrl_key() || ev.meta_key()) && ev.shift_key() && key.eq_ignore_ascii_case("o") {

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rill_protocol::conversations::{
     ConversationDetail, ConversationList, ConversationSummary, GuestToken, RenameConversation,
+    SearchResults,
 };
 use serde::Deserialize;
 
@@ -29,6 +30,44 @@ pub(crate) fn router() -> Router<AppState> {
             get(read).patch(rename).delete(delete),
         )
         .route("/api/v1/conversations/{id}/export", get(export))
+        .route("/api/v1/search", get(search))
+}
+
+/// `?q=&limit=&cursor=` of a search.
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    /// Read as text so a bad number gets rill's error, not the extractor's.
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/search?q=`: the caller's messages that contain every word.
+async fn search(
+    State(state): State<AppState>,
+    Caller(identity, _): Caller,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SearchResults>, Error> {
+    let Query(query) =
+        query.map_err(|e| Error::InvalidMessage(format!("bad search parameters: {e}")))?;
+    let q = query
+        .q
+        .ok_or_else(|| Error::InvalidMessage("q is required: the words to search for".into()))?;
+    let limit = match query.limit.as_deref() {
+        None => 20,
+        Some(text) => text.parse().map_err(|_| {
+            Error::InvalidMessage(format!(
+                "limit must be a number between 1 and {}",
+                crate::conversations::MAX_SEARCH_PAGE
+            ))
+        })?,
+    };
+    Ok(Json(
+        state
+            .conversations
+            .search(&identity, &q, limit, query.cursor.as_deref())
+            .await?,
+    ))
 }
 
 /// The `Set-Cookie` value that keeps `token` in the browser.

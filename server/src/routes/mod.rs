@@ -21,6 +21,7 @@ pub mod http;
 pub mod pages;
 pub mod poll;
 pub mod rooms;
+pub mod share;
 pub mod socketio;
 pub mod sse;
 pub mod ws;
@@ -144,6 +145,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ws::router())
         .merge(http::router())
         .merge(conversations::router())
+        .merge(share::router())
         .merge(sse::router())
         .merge(poll::router())
         .merge(rooms::router())

@@ -194,6 +194,60 @@ pub struct ConversationPage {
     pub next: Option<String>,
 }
 
+/// Where a search snippet's matched words start and end: characters of
+/// Unicode's private use area, which the HTTP layer turns into `<mark>` after
+/// escaping the text (so no stored text can write markup).
+pub const MARK_START: char = '\u{E000}';
+/// See [`MARK_START`].
+pub const MARK_END: char = '\u{E001}';
+
+/// A message found by [`Store::search`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The message.
+    pub message_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// The conversation's title.
+    pub conversation_title: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// The persona that answered (replies).
+    pub persona: Option<String>,
+    /// When it was written (milliseconds since the Unix epoch).
+    pub created_at: i64,
+    /// The best passage, matched words between [`MARK_START`] and [`MARK_END`].
+    pub snippet: String,
+    /// Relevance, higher is better (comparable within one result only).
+    pub score: f64,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// Best first.
+    pub hits: Vec<SearchHit>,
+    /// Whether a next page has results.
+    pub more: bool,
+}
+
+/// A public read-only link to a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The secret of the link (`/s/<token>`).
+    pub token: String,
+    /// The conversation shown.
+    pub conversation_id: String,
+    /// When the link was made.
+    pub created_at: i64,
+    /// The link shows the messages written up to this time.
+    pub shared_upto: i64,
+    /// When the link stops working, if ever.
+    pub expires_at: Option<i64>,
+    /// When the owner revoked it.
+    pub revoked_at: Option<i64>,
+}
+
 /// Conversations and their messages. Every method that names a conversation
 /// checks that `owner` owns it.
 #[async_trait::async_trait]
@@ -292,6 +346,47 @@ pub trait Store: Send + Sync {
 
     /// Deletes `owner`'s conversation and its messages.
     async fn delete_conversation(&self, owner: &str, id: &str) -> Result<(), StoreError>;
+
+    /// `owner`'s messages matching every word of `terms` (lower-case words of
+    /// letters and digits; the last also matches as a prefix), best first,
+    /// `limit` from `offset`. Replies still streaming are not searched.
+    async fn search(
+        &self,
+        owner: &str,
+        terms: &[String],
+        limit: i64,
+        offset: i64,
+    ) -> Result<SearchPage, StoreError>;
+
+    /// Shares `owner`'s conversation: its live link with the snapshot moved to
+    /// now and `expires_at` set, or a new link with `token` if it has none.
+    async fn share(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        token: &str,
+        expires_at: Option<i64>,
+    ) -> Result<Share, StoreError>;
+
+    /// Revokes every live link of `owner`'s conversation. Returns how many.
+    async fn unshare(&self, owner: &str, conversation_id: &str) -> Result<u64, StoreError>;
+
+    /// The live link of `owner`'s conversation, if it has one.
+    async fn live_share(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Share>, StoreError>;
+
+    /// The link `token`, live or not (`None` if there never was one).
+    async fn share_by_token(&self, token: &str) -> Result<Option<Share>, StoreError>;
+
+    /// What link `share` shows: its conversation and the messages written up
+    /// to its snapshot, oldest first.
+    async fn shared_messages(
+        &self,
+        share: &Share,
+    ) -> Result<(Conversation, Vec<StoredMessage>), StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -101,6 +101,40 @@ pub(super) const MESSAGE_TIME: &str =
 pub(super) const TRUNCATE: &str = "DELETE FROM messages WHERE conversation_id = $1 \
      AND (created_at > $2 OR (created_at = $2 AND id >= $3))";
 
+/// The columns of a shared link, in the readers' order.
+macro_rules! share_columns {
+    () => {
+        "token, conversation_id, created_at, shared_upto, expires_at, revoked_at"
+    };
+}
+
+/// The live link of a conversation at time `$2`, newest first.
+pub(super) const LIVE_SHARE: &str = concat!(
+    "SELECT ",
+    share_columns!(),
+    " FROM shares WHERE conversation_id = $1 AND revoked_at IS NULL \
+     AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC LIMIT 1"
+);
+
+/// A link by its token.
+pub(super) const SHARE_BY_TOKEN: &str =
+    concat!("SELECT ", share_columns!(), " FROM shares WHERE token = $1");
+
+/// A new link.
+pub(super) const INSERT_SHARE: &str = "INSERT INTO shares \
+     (token, conversation_id, created_at, shared_upto, expires_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// A live link shared again: its snapshot moves to now, its expiry is the new one.
+pub(super) const RESHARE: &str =
+    "UPDATE shares SET shared_upto = $1, expires_at = $2 WHERE token = $3";
+
+/// Revokes a conversation's live links.
+pub(super) const REVOKE_SHARES: &str =
+    "UPDATE shares SET revoked_at = $1 WHERE conversation_id = $2 AND revoked_at IS NULL";
+
+/// Deletes a conversation's links (explicitly, not by foreign key).
+pub(super) const DELETE_SHARES: &str = "DELETE FROM shares WHERE conversation_id = $1";
+
 /// Inserts a question and its `replies` empty replies: ten values per row, in
 /// [`INSERT_MESSAGE`]'s column order.
 pub(super) fn insert_turn_sql(replies: usize) -> String {

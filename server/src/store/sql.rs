@@ -16,52 +16,74 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 use super::queries::{self as q, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use super::writer::Writer;
 use super::{
-    Conversation, ConversationPage, MessageStatus, NewMessage, Store, StoreError, StoredMessage,
-    Turn, now_ms,
+    Conversation, ConversationPage, MessageStatus, NewMessage, SearchHit, SearchPage, Share, Store,
+    StoreError, StoredMessage, Turn, now_ms,
 };
 
-/// Migrations embedded in the binary, in order: version, description, SQL
-/// (see `migrations/README.md`).
-const MIGRATIONS: [(i64, &str, &str); 4] = [
-    (
-        1,
-        "conversations",
-        include_str!("../../migrations/0001_conversations.sql"),
-    ),
-    (
+/// One migration embedded in the binary: its SQL for SQLite and for
+/// PostgreSQL (the same text unless full-text search needs each its own).
+struct Step {
+    version: i64,
+    description: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// A migration whose portable SQL serves both databases.
+macro_rules! portable {
+    ($version:expr, $description:expr, $file:literal) => {
+        Step {
+            version: $version,
+            description: $description,
+            sqlite: include_str!(concat!("../../migrations/", $file)),
+            postgres: include_str!(concat!("../../migrations/", $file)),
+        }
+    };
+}
+
+/// The migrations, in order (see `migrations/README.md`).
+const MIGRATIONS: [Step; 6] = [
+    portable!(1, "conversations", "0001_conversations.sql"),
+    portable!(
         2,
         "drop the old migration log",
-        include_str!("../../migrations/0002_drop_rill_migrations.sql"),
+        "0002_drop_rill_migrations.sql"
     ),
-    (
-        3,
-        "routing confidence",
-        include_str!("../../migrations/0003_routing_confidence.sql"),
-    ),
-    (
-        4,
-        "projects",
-        include_str!("../../migrations/0004_projects.sql"),
-    ),
+    portable!(3, "routing confidence", "0003_routing_confidence.sql"),
+    portable!(4, "projects", "0004_projects.sql"),
+    Step {
+        version: 5,
+        description: "full-text search",
+        sqlite: include_str!("../../migrations/0005_search.sqlite.sql"),
+        postgres: include_str!("../../migrations/0005_search.postgres.sql"),
+    },
+    portable!(6, "shared links", "0006_shares.sql"),
 ];
 
 /// The embedded migrations, as a source for sqlx's migrator (the `migrate!`
 /// macro would compile sqlx's macro crate, and SQLite a second time for the
-/// host, to embed the same files).
+/// host, to embed the same files), for one kind of database.
 #[derive(Debug)]
-struct Embedded;
+struct Embedded {
+    postgres: bool,
+}
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async {
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
-                .map(|(version, description, sql)| {
+                .map(|step| {
                     Migration::new(
-                        *version,
-                        (*description).into(),
+                        step.version,
+                        step.description.into(),
                         MigrationType::Simple,
-                        (*sql).into(),
+                        if self.postgres {
+                            step.postgres
+                        } else {
+                            step.sqlite
+                        }
+                        .into(),
                         false,
                     )
                 })
@@ -106,6 +128,8 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
 pub struct SqlStore {
     /// Connections for reads.
     pool: AnyPool,
+    /// Whether the database is PostgreSQL (full-text search differs).
+    postgres: bool,
     /// The one writer of this database.
     writer: Writer,
 }
@@ -150,7 +174,10 @@ impl SqlStore {
             })
             .connect(&url)
             .await?;
-        Migrator::new(Embedded).await?.run(&pool).await?;
+        Migrator::new(Embedded { postgres: !sqlite })
+            .await?
+            .run(&pool)
+            .await?;
         let writer = match sqlite_file(&url)? {
             // An SQLite file: batches run on a thread of their own (`sqlite.rs`).
             Some(path) => super::sqlite::start(&path)?,
@@ -158,7 +185,11 @@ impl SqlStore {
             // writer's connection leaves the pool, it is the writer's alone.
             None => Writer::start(pool.acquire().await?.detach()),
         };
-        Ok(SqlStore { pool, writer })
+        Ok(SqlStore {
+            pool,
+            postgres: !sqlite,
+            writer,
+        })
     }
 
     /// A connection for reading.
@@ -228,6 +259,18 @@ pub(super) enum Write {
     },
     /// [`Store::delete_conversation`].
     Delete { owner: String, id: String },
+    /// [`Store::share`].
+    Share {
+        owner: String,
+        conversation_id: String,
+        token: String,
+        expires_at: Option<i64>,
+    },
+    /// [`Store::unshare`].
+    Unshare {
+        owner: String,
+        conversation_id: String,
+    },
 }
 
 /// A write's answer.
@@ -237,6 +280,7 @@ pub(super) enum Answer {
     Count(u64),
     Conversation(Conversation),
     History(Vec<StoredMessage>),
+    Share(Share),
 }
 
 /// A message to insert, owned.
@@ -376,17 +420,103 @@ pub(super) async fn apply(
         Write::Delete { owner, id } => {
             owned(connection, owner, id).await?;
             // Explicit, so it does not depend on foreign-key enforcement.
-            sqlx::query(q::DELETE_MESSAGES)
-                .bind(id.as_str())
-                .execute(&mut *connection)
-                .await?;
+            for sql in [q::DELETE_SHARES, q::DELETE_MESSAGES] {
+                sqlx::query(sql)
+                    .bind(id.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+            }
             sqlx::query(q::DELETE_CONVERSATION)
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
             Ok(Answer::Done)
         }
+        Write::Share {
+            owner,
+            conversation_id,
+            token,
+            expires_at,
+        } => {
+            owned(connection, owner, conversation_id).await?;
+            let now = now_ms();
+            let live = sqlx::query(q::LIVE_SHARE)
+                .bind(conversation_id.as_str())
+                .bind(now)
+                .fetch_optional(&mut *connection)
+                .await?
+                .map(|row| share_from_row(&row))
+                .transpose()?;
+            let share = match live {
+                Some(live) => {
+                    sqlx::query(q::RESHARE)
+                        .bind(now)
+                        .bind(*expires_at)
+                        .bind(live.token.as_str())
+                        .execute(&mut *connection)
+                        .await?;
+                    Share {
+                        shared_upto: now,
+                        expires_at: *expires_at,
+                        ..live
+                    }
+                }
+                None => {
+                    sqlx::query(q::INSERT_SHARE)
+                        .bind(token.as_str())
+                        .bind(conversation_id.as_str())
+                        .bind(now)
+                        .bind(now)
+                        .bind(*expires_at)
+                        .execute(&mut *connection)
+                        .await?;
+                    new_share(token, conversation_id, now, *expires_at)
+                }
+            };
+            Ok(Answer::Share(share))
+        }
+        Write::Unshare {
+            owner,
+            conversation_id,
+        } => {
+            owned(connection, owner, conversation_id).await?;
+            let result = sqlx::query(q::REVOKE_SHARES)
+                .bind(now_ms())
+                .bind(conversation_id.as_str())
+                .execute(&mut *connection)
+                .await?;
+            Ok(Answer::Count(result.rows_affected()))
+        }
     }
+}
+
+/// A link just made.
+pub(super) fn new_share(
+    token: &str,
+    conversation_id: &str,
+    now: i64,
+    expires_at: Option<i64>,
+) -> Share {
+    Share {
+        token: token.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        created_at: now,
+        shared_upto: now,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+/// Reads a `shares` row.
+fn share_from_row(row: &AnyRow) -> Result<Share, sqlx::Error> {
+    Ok(Share {
+        token: row.try_get("token")?,
+        conversation_id: row.try_get("conversation_id")?,
+        created_at: row.try_get("created_at")?,
+        shared_upto: row.try_get("shared_upto")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }
 
 /// A question's whole write: the conversation (created if new, or marked as
@@ -614,6 +744,7 @@ impl Answer {
             Answer::Count(_) => "a count",
             Answer::Conversation(_) => "a conversation",
             Answer::History(_) => "a history",
+            Answer::Share(_) => "a link",
         };
         StoreError::UnexpectedAnswer(format!("wanted {wanted}, got {got}"))
     }
@@ -629,6 +760,13 @@ impl Answer {
         match self {
             Answer::Conversation(conversation) => Ok(conversation),
             other => Err(other.unexpected("a conversation")),
+        }
+    }
+
+    fn share(self) -> Result<Share, StoreError> {
+        match self {
+            Answer::Share(share) => Ok(share),
+            other => Err(other.unexpected("a link")),
         }
     }
 
@@ -849,4 +987,154 @@ impl Store for SqlStore {
         .await
         .map(drop)
     }
+
+    async fn search(
+        &self,
+        owner: &str,
+        terms: &[String],
+        limit: i64,
+        offset: i64,
+    ) -> Result<SearchPage, StoreError> {
+        let Some((last, rest)) = terms.split_last() else {
+            return Ok(SearchPage {
+                hits: Vec::new(),
+                more: false,
+            });
+        };
+        let limit = limit.clamp(1, 100);
+        // Terms are letters and digits only (the caller's contract), so they
+        // need no quoting beyond what each syntax asks for.
+        let (sql, query) = if self.postgres {
+            let mut query: Vec<String> = rest.to_vec();
+            query.push(format!("{last}:*"));
+            (SEARCH_POSTGRES, query.join(" & "))
+        } else {
+            let mut query: Vec<String> = rest.iter().map(|t| format!("\"{t}\"")).collect();
+            query.push(format!("\"{last}\"*"));
+            (SEARCH_SQLITE, query.join(" "))
+        };
+        let rows = sqlx::query(sql)
+            .bind(query)
+            .bind(owner)
+            .bind(limit + 1)
+            .bind(offset.max(0))
+            .fetch_all(&mut *self.reader().await?)
+            .await?;
+        let mut hits = rows
+            .iter()
+            .map(|row| {
+                Ok(SearchHit {
+                    message_id: row.try_get("id")?,
+                    conversation_id: row.try_get("conversation_id")?,
+                    conversation_title: row.try_get("title")?,
+                    role: row.try_get("role")?,
+                    persona: row.try_get("persona")?,
+                    created_at: row.try_get("created_at")?,
+                    snippet: row.try_get("snippet")?,
+                    score: row.try_get("score")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let more = hits.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        hits.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(SearchPage { hits, more })
+    }
+
+    async fn share(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        token: &str,
+        expires_at: Option<i64>,
+    ) -> Result<Share, StoreError> {
+        let answer = self
+            .write(Write::Share {
+                owner: owner.to_owned(),
+                conversation_id: conversation_id.to_owned(),
+                token: token.to_owned(),
+                expires_at,
+            })
+            .await?;
+        answer.share()
+    }
+
+    async fn unshare(&self, owner: &str, conversation_id: &str) -> Result<u64, StoreError> {
+        let answer = self
+            .write(Write::Unshare {
+                owner: owner.to_owned(),
+                conversation_id: conversation_id.to_owned(),
+            })
+            .await?;
+        answer.count()
+    }
+
+    async fn live_share(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Share>, StoreError> {
+        let mut connection = self.reader().await?;
+        owned(&mut connection, owner, conversation_id).await?;
+        Ok(sqlx::query(q::LIVE_SHARE)
+            .bind(conversation_id)
+            .bind(now_ms())
+            .fetch_optional(&mut *connection)
+            .await?
+            .map(|row| share_from_row(&row))
+            .transpose()?)
+    }
+
+    async fn share_by_token(&self, token: &str) -> Result<Option<Share>, StoreError> {
+        Ok(sqlx::query(q::SHARE_BY_TOKEN)
+            .bind(token)
+            .fetch_optional(&mut *self.reader().await?)
+            .await?
+            .map(|row| share_from_row(&row))
+            .transpose()?)
+    }
+
+    async fn shared_messages(
+        &self,
+        share: &Share,
+    ) -> Result<(Conversation, Vec<StoredMessage>), StoreError> {
+        let mut connection = self.reader().await?;
+        let row = sqlx::query(q::CONVERSATION)
+            .bind(share.conversation_id.as_str())
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let conversation = conversation_from_row(&row)?;
+        let messages = messages_of(&mut connection, &share.conversation_id)
+            .await?
+            .into_iter()
+            .filter(|message| message.created_at <= share.shared_upto)
+            .collect();
+        Ok((conversation, messages))
+    }
 }
+
+/// Search on SQLite: the FTS5 index, ranked by BM25 (lower is better, so
+/// negated), the best passage of up to 24 words. `$1` the FTS5 query, `$2`
+/// the owner, `$3` how many, `$4` from where.
+const SEARCH_SQLITE: &str = "SELECT m.id, m.conversation_id, c.title, m.role, m.persona, \
+     m.created_at, snippet(messages_fts, 0, char(57344), char(57345), '…', 24) AS snippet, \
+     -bm25(messages_fts) AS score \
+     FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid \
+     JOIN conversations c ON c.id = m.conversation_id \
+     WHERE messages_fts MATCH $1 AND c.owner = $2 \
+     ORDER BY bm25(messages_fts), m.created_at DESC LIMIT $3 OFFSET $4";
+
+/// Search on PostgreSQL: the GIN index (same expression and condition),
+/// ranked by `ts_rank`; passages are made for the page's rows only.
+const SEARCH_POSTGRES: &str = "SELECT m.id, m.conversation_id, c.title, m.role, m.persona, \
+     m.created_at, ts_headline('simple', m.content, to_tsquery('simple', $1), \
+     'StartSel=' || chr(57344) || ', StopSel=' || chr(57345) || \
+     ', MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet, \
+     hit.score FROM (\
+       SELECT m.id, ts_rank(to_tsvector('simple', m.content), to_tsquery('simple', $1))::float8 AS score \
+       FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+       WHERE c.owner = $2 AND m.status <> 'streaming' \
+       AND to_tsvector('simple', m.content) @@ to_tsquery('simple', $1) \
+       ORDER BY score DESC, m.created_at DESC LIMIT $3 OFFSET $4\
+     ) hit JOIN messages m ON m.id = hit.id JOIN conversations c ON c.id = m.conversation_id \
+     ORDER BY hit.score DESC, m.created_at DESC";

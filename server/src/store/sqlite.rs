@@ -17,9 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::mpsc;
 
 use super::queries as q;
-use super::sql::{Answer, OwnedMessage, Write};
+use super::sql::{Answer, OwnedMessage, Write, new_share};
 use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
-use super::{Conversation, MessageStatus, StoreError, StoredMessage, Turn, now_ms};
+use super::{Conversation, MessageStatus, Share, StoreError, StoredMessage, Turn, now_ms};
 
 /// Opens the database file at `path` for writing and starts its writer thread.
 pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
@@ -182,11 +182,66 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
         }
         Write::Delete { owner, id } => {
             owned(tx, owner, id)?;
+            execute(tx, q::DELETE_SHARES, params![id])?;
             execute(tx, q::DELETE_MESSAGES, params![id])?;
             execute(tx, q::DELETE_CONVERSATION, params![id])?;
             Ok(Answer::Done)
         }
+        Write::Share {
+            owner,
+            conversation_id,
+            token,
+            expires_at,
+        } => {
+            owned(tx, owner, conversation_id)?;
+            let now = now_ms();
+            let live = tx
+                .prepare_cached(q::LIVE_SHARE)
+                .and_then(|mut s| {
+                    s.query_row(params![conversation_id, now], share_from_row)
+                        .optional()
+                })
+                .map_err(database)?;
+            let share = match live {
+                Some(live) => {
+                    execute(tx, q::RESHARE, params![now, expires_at, live.token])?;
+                    Share {
+                        shared_upto: now,
+                        expires_at: *expires_at,
+                        ..live
+                    }
+                }
+                None => {
+                    execute(
+                        tx,
+                        q::INSERT_SHARE,
+                        params![token, conversation_id, now, now, expires_at],
+                    )?;
+                    new_share(token, conversation_id, now, *expires_at)
+                }
+            };
+            Ok(Answer::Share(share))
+        }
+        Write::Unshare {
+            owner,
+            conversation_id,
+        } => {
+            owned(tx, owner, conversation_id)?;
+            execute(tx, q::REVOKE_SHARES, params![now_ms(), conversation_id]).map(Answer::Count)
+        }
     }
+}
+
+/// A `shares` row, columns in the queries' order.
+fn share_from_row(row: &Row<'_>) -> rusqlite::Result<Share> {
+    Ok(Share {
+        token: row.get(0)?,
+        conversation_id: row.get(1)?,
+        created_at: row.get(2)?,
+        shared_upto: row.get(3)?,
+        expires_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+    })
 }
 
 /// Runs a statement (prepared once per connection); how many rows it changed.
