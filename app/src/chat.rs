@@ -8,7 +8,8 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use rill_protocol::conversations::{ConversationMessage, ConversationSummary, title_from};
 use rill_protocol::{
-    AUTO_PERSONA, ClientFrame, ErrorCode, FinishReason, MessageRequest, PersonaInfo, ServerEvent,
+    AUTO_PERSONA, ClientFrame, Cost, ErrorCode, FinishReason, MessageRequest, PersonaInfo,
+    ServerEvent, Timing, Usage,
 };
 
 use crate::history::InitialChat;
@@ -142,6 +143,8 @@ pub struct MessageView {
     pub persona: RwSignal<Option<String>>,
     /// How sure routing was of `persona` (replies to `auto`).
     pub confidence: RwSignal<Option<f64>>,
+    /// A finished reply's token counts, timing and cost.
+    pub figures: RwSignal<Option<ReplyFigures>>,
     /// A reply loaded from history while still streaming: it shows the saved
     /// text until the stream's replay from the start replaces it.
     replaying: StoredValue<bool>,
@@ -170,6 +173,7 @@ impl MessageView {
             id: StoredValue::new(None),
             persona: RwSignal::new(None),
             confidence: RwSignal::new(None),
+            figures: RwSignal::new(None),
             replaying: StoredValue::new(false),
             renderer: StoredValue::new(IncrementalMarkdown::new()),
         }
@@ -188,6 +192,140 @@ impl MessageView {
         self.renderer.set_value(IncrementalMarkdown::new());
         self.blocks.set(Vec::new());
         self.tail.set(String::new());
+    }
+}
+
+/// A finished reply's figures, as the page shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyFigures {
+    /// Token counts (maybe estimated).
+    pub usage: Option<Usage>,
+    /// How long it took.
+    pub timing: Option<Timing>,
+    /// What it cost.
+    pub cost: Option<Cost>,
+}
+
+impl ReplyFigures {
+    /// The figures of a reply, if it has any.
+    pub fn of(usage: Option<Usage>, timing: Option<Timing>, cost: Option<Cost>) -> Option<Self> {
+        (usage.is_some() || timing.is_some()).then_some(ReplyFigures {
+            usage,
+            timing,
+            cost,
+        })
+    }
+
+    /// One line: "12 in · 230 out tokens · first token 0.42 s · 48 tokens/s · $0.0003"
+    /// (counts rill estimated are marked with ≈).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(usage) = &self.usage {
+            let about = if usage.estimated { "≈" } else { "" };
+            parts.push(format!(
+                "{about}{} in · {about}{} out tokens",
+                grouped(u64::from(usage.prompt_tokens)),
+                grouped(u64::from(usage.completion_tokens))
+            ));
+        }
+        if let Some(timing) = &self.timing {
+            parts.push(format!(
+                "first token {:.2} s",
+                timing.first_token_ms as f64 / 1000.0
+            ));
+            let rate = self
+                .usage
+                .and_then(|u| timing.tokens_per_second(u.completion_tokens));
+            if let Some(rate) = rate {
+                parts.push(format!("{rate:.0} tokens/s"));
+            }
+        }
+        if let Some(cost) = &self.cost {
+            parts.push(money(cost.amount, &cost.currency));
+        }
+        parts.join(" · ")
+    }
+}
+
+/// A conversation's totals over its replies' figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Reply tokens.
+    pub completion: u64,
+    /// Whether any count was estimated.
+    pub estimated: bool,
+    /// The summed cost and its currency, when every priced reply agrees on one.
+    pub cost: Option<(f64, String)>,
+}
+
+impl Totals {
+    /// The totals of `figures`; `None` when no reply has counts.
+    pub fn of<'a>(figures: impl IntoIterator<Item = &'a ReplyFigures>) -> Option<Self> {
+        let mut totals = Totals::default();
+        let mut counted = false;
+        for figures in figures {
+            if let Some(usage) = figures.usage {
+                counted = true;
+                totals.prompt += u64::from(usage.prompt_tokens);
+                totals.completion += u64::from(usage.completion_tokens);
+                totals.estimated |= usage.estimated;
+            }
+            if let Some(cost) = &figures.cost {
+                totals.cost = match totals.cost.take() {
+                    None => Some((cost.amount, cost.currency.clone())),
+                    Some((sum, currency)) if currency == cost.currency => {
+                        Some((sum + cost.amount, currency))
+                    }
+                    Some(other) => Some(other),
+                };
+            }
+        }
+        counted.then_some(totals)
+    }
+
+    /// One line: "1,234 tokens in · 5,678 out · $0.0120".
+    pub fn summary(&self) -> String {
+        let about = if self.estimated { "≈" } else { "" };
+        let mut text = format!(
+            "{about}{} tokens in · {about}{} out",
+            grouped(self.prompt),
+            grouped(self.completion)
+        );
+        if let Some((amount, currency)) = &self.cost {
+            text.push_str(" · ");
+            text.push_str(&money(*amount, currency));
+        }
+        text
+    }
+}
+
+/// `1234567` as "1,234,567".
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An amount of money: "$0.0003" for dollars, "0.0003 EUR" otherwise; four
+/// decimals below one cent, two above.
+fn money(amount: f64, currency: &str) -> String {
+    let number = if amount < 0.01 {
+        format!("{amount:.4}")
+    } else {
+        format!("{amount:.2}")
+    };
+    if currency == "USD" {
+        format!("${number}")
+    } else {
+        format!("{number} {currency}")
     }
 }
 
@@ -259,6 +397,15 @@ impl Default for ChatState {
 }
 
 impl ChatState {
+    /// The open conversation's totals over its replies' figures.
+    pub fn totals(&self) -> Option<Totals> {
+        self.messages.with(|messages| {
+            let figures: Vec<ReplyFigures> =
+                messages.iter().filter_map(|m| m.figures.get()).collect();
+            Totals::of(&figures)
+        })
+    }
+
     /// An empty chat, connecting.
     pub fn new() -> Self {
         ChatState {
@@ -362,6 +509,8 @@ impl ChatState {
         }
         view.persona.set(stored.persona_id);
         view.confidence.set(stored.confidence);
+        view.figures
+            .set(ReplyFigures::of(stored.usage, stored.timing, stored.cost));
         view.renderer.update_value(|r| {
             r.push(&stored.content);
         });
@@ -760,6 +909,11 @@ impl ChatState {
             } => {
                 if let Some(message) = self.stream_message(&stream_id, seq) {
                     self.finish(message);
+                    message.figures.set(ReplyFigures::of(
+                        metadata.usage,
+                        metadata.timing,
+                        metadata.cost.clone(),
+                    ));
                     message.persona.set(Some(metadata.agent.clone()));
                     if metadata.confidence.is_some() {
                         message.confidence.set(metadata.confidence);
@@ -918,6 +1072,51 @@ impl ChatState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_read_as_one_line_and_sum_per_conversation() {
+        let usage = |prompt, completion, estimated| Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            estimated,
+        };
+        let priced = ReplyFigures::of(
+            Some(usage(1_234, 201, false)),
+            Some(Timing {
+                first_token_ms: 420,
+                total_ms: 4_420,
+            }),
+            Some(Cost {
+                amount: 0.00031,
+                currency: "USD".into(),
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            priced.summary(),
+            "1,234 in · 201 out tokens · first token 0.42 s · 50 tokens/s · $0.0003"
+        );
+        let estimated = ReplyFigures::of(Some(usage(10, 1_000_000, true)), None, None).unwrap();
+        assert_eq!(estimated.summary(), "≈10 in · ≈1,000,000 out tokens");
+        assert_eq!(ReplyFigures::of(None, None, None), None);
+        let totals = Totals::of([&priced, &estimated, &priced]).unwrap();
+        assert_eq!(
+            totals.summary(),
+            "≈2,478 tokens in · ≈1,000,402 out · $0.0006"
+        );
+        let euros = ReplyFigures {
+            cost: Some(Cost {
+                amount: 12.5,
+                currency: "EUR".into(),
+            }),
+            ..priced.clone()
+        };
+        assert_eq!(
+            Totals::of([&euros]).unwrap().summary(),
+            "1,234 tokens in · 201 out · 12.50 EUR"
+        );
+        assert_eq!(Totals::of(std::iter::empty()), None);
+    }
     use futures::channel::mpsc;
     use rill_protocol::Metadata;
 
@@ -983,6 +1182,8 @@ mod tests {
                 confidence: None,
                 routing: None,
                 reasoning: None,
+                timing: None,
+                cost: None,
             },
         }
     }
@@ -1148,6 +1349,8 @@ mod tests {
                         stream_id: stream.map(str::to_owned),
                         created_at: 0,
                         confidence: None,
+                        timing: None,
+                        cost: None,
                     }
                 };
             chat.load(InitialChat {

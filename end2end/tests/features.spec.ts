@@ -1,8 +1,12 @@
-// Finding and sharing: search across conversations (Ctrl/Cmd+K) that opens the
+// Usage and speed per reply and per conversation (with a price table);
+// finding and sharing: search across conversations (Ctrl/Cmd+K) that opens the
 // message it found, and a public read-only link that a stranger can open and
 // that stops working when revoked.
 import { test, expect } from '@playwright/test';
-import { ask, waitLive } from './helpers';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ask, startRill, waitLive } from './helpers';
 
 test('Ctrl+K finds a word from an older conversation and jumps to the message', async ({ page }) => {
   await page.goto('/');
@@ -91,4 +95,47 @@ test('a shared link opens read-only in a fresh browser and stops working after r
   }
   await dialog.getByRole('button', { name: 'Close' }).click();
   await expect(dialog).toBeHidden();
+});
+
+test('each reply shows its tokens, speed and cost, the conversation its totals, after a reload too', async ({ page }) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-prices-'));
+  const prices = path.join(dir, 'prices.toml');
+  fs.writeFileSync(prices, '[[price]]\nmodel = "demo"\ninput_per_million = 3000\noutput_per_million = 15000\n');
+  const rill = await startRill(['--data-dir', dir, '--prices', prices, '--demo-delay-ms', '5', '--demo-tokens', '60']);
+  try {
+    await page.goto(`${rill.url}/`);
+    await waitLive(page);
+    const figuresLine = /^\d+ in · \d+ out tokens · first token \d+\.\d\d s · \d+ tokens\/s · \$\d+\.\d{2,4}$/;
+    await ask(page, 'How fast are you today?');
+    const first = page.locator('article.msg.assistant').last();
+    await expect(first).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+    await expect(first.locator('.figures')).toHaveText(figuresLine);
+    await ask(page, 'And a second question');
+    const second = page.locator('article.msg.assistant').last();
+    await expect(second).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+    await expect(page.locator('article.msg.assistant .figures')).toHaveCount(2);
+    // The totals are the sum of the two replies' counts.
+    const counts = async () => {
+      let prompt = 0;
+      let completion = 0;
+      for (const line of await page.locator('article.msg.assistant .figures').allTextContents()) {
+        const [, p, c] = line.match(/^(\d+) in · (\d+) out/)!;
+        prompt += Number(p);
+        completion += Number(c);
+      }
+      return { prompt, completion };
+    };
+    const sum = await counts();
+    const totals = page.locator('p.totals');
+    await expect(totals).toHaveText(new RegExp(`^This conversation: ${sum.prompt} tokens in · ${sum.completion} out · \\$\\d+\\.\\d{2,4}$`));
+    const before = await page.locator('article.msg.assistant .figures').allTextContents();
+    const totalsBefore = await totals.textContent();
+    await page.reload();
+    await waitLive(page);
+    await expect(page.locator('article.msg.assistant .figures')).toHaveText(before);
+    await expect(totals).toHaveText(totalsBefore!);
+  } finally {
+    await rill.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

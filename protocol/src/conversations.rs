@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Usage;
+use crate::{Cost, Timing, Usage};
 
 /// A conversation in a list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,12 @@ pub struct ConversationMessage {
     /// How sure routing was of `persona_id`, for replies to `persona_id: "auto"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// How long the reply took (replies that produced text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// What the reply cost, when its model has a price (`--prices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 /// `GET /api/v1/conversations/{id}`: the conversation and its messages, oldest first.

@@ -21,8 +21,8 @@ pub use client::{ClientFrame, FrameError, MessageRequest, parse_client_frame};
 pub use error::{ErrorCode, close};
 pub use personas::{AUTO_PERSONA, PersonaInfo, PersonaList, Routing};
 pub use server::{
-    AuthUser, Context, FinishReason, Limits, Metadata, PresenceStatus, ProgressStep, ServerEvent,
-    TurnReply, Usage,
+    AuthUser, Context, Cost, FinishReason, Limits, Metadata, PresenceStatus, ProgressStep,
+    ServerEvent, Timing, TurnReply, Usage,
 };
 
 /// The protocol version a server of this crate speaks (`hello.protocol`).

@@ -353,6 +353,12 @@ pub struct Metadata {
     /// (`include_reasoning`) and the model gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
+    /// How long the reply took, when it produced any text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// What it cost, when the model has a price (`--prices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 /// `complete.metadata.context` (seed 003).
@@ -386,4 +392,37 @@ pub struct Usage {
     pub prompt_tokens: u32,
     /// Tokens in the reply.
     pub completion_tokens: u32,
+    /// True when the provider reported no usage and rill estimated both
+    /// counts (about four characters per token); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+/// How long a reply took, measured by the server from the moment its stream
+/// started (the question stored) — what a client sees, less the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Until the first token (routing and the provider's own wait included).
+    pub first_token_ms: u64,
+    /// Until the last token.
+    pub total_ms: u64,
+}
+
+impl Timing {
+    /// Reply tokens per second while they streamed (after the first one), if
+    /// that can be told.
+    pub fn tokens_per_second(&self, completion_tokens: u32) -> Option<f64> {
+        let streaming_ms = self.total_ms.checked_sub(self.first_token_ms)?;
+        (streaming_ms > 0 && completion_tokens > 1)
+            .then(|| f64::from(completion_tokens - 1) * 1000.0 / streaming_ms as f64)
+    }
+}
+
+/// What a reply cost, from the server's price table (`--prices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// The amount, in `currency`.
+    pub amount: f64,
+    /// The price table's currency (`USD` unless it says otherwise).
+    pub currency: String,
 }

@@ -15,12 +15,15 @@ fn sample_metadata() -> Metadata {
         usage: Some(Usage {
             prompt_tokens: 5,
             completion_tokens: 3,
+            estimated: false,
         }),
         sources: vec![],
         context: Context::default(),
         confidence: None,
         routing: None,
         reasoning: None,
+        timing: None,
+        cost: None,
     }
 }
 

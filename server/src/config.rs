@@ -194,6 +194,12 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_PERSONAS")]
     pub personas: Option<PathBuf>,
 
+    /// What each model costs, from a TOML file (`currency`, then
+    /// `[[price]]` tables of model, input_per_million, output_per_million):
+    /// replies and conversations show their cost (docs/protocol.md).
+    #[arg(long, env = "RILL_PRICES")]
+    pub prices: Option<PathBuf>,
+
     /// Most personas one message may ask for (one stream each).
     #[arg(long, env = "RILL_MAX_PERSONAS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_personas: u32,
@@ -345,6 +351,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// The personas file, if any.
     pub personas: Option<PathBuf>,
+    /// The prices file, if any.
+    pub prices: Option<PathBuf>,
     /// Most personas per message.
     pub max_personas: usize,
     /// Most replies generating at once on one connection.
@@ -447,6 +455,7 @@ impl Config {
             demo_tokens: args.demo_tokens as usize,
             max_frame_bytes: args.max_frame_bytes as usize,
             personas: args.personas.clone(),
+            prices: args.prices.clone(),
             max_personas: args.max_personas as usize,
             max_streams_per_connection: args.max_streams_per_connection as usize,
             max_streams: args.max_streams as usize,
@@ -606,6 +615,7 @@ mod tests {
             ("--max-frame-bytes", "RILL_MAX_FRAME_BYTES"),
             ("--max-personas", "RILL_MAX_PERSONAS"),
             ("--personas", "RILL_PERSONAS"),
+            ("--prices", "RILL_PRICES"),
             ("--stream-retention-secs", "RILL_STREAM_RETENTION_SECS"),
             (
                 "--max-streams-per-connection",

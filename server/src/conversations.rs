@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
-use rill_protocol::Usage;
 use rill_protocol::conversations::{
     ConversationDetail, ConversationList, ConversationMessage, ConversationSummary, SearchHit,
     SearchResults, ShareLink,
 };
+use rill_protocol::{Timing, Usage};
 
 use crate::auth::Identity;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
+use crate::prices::Prices;
 use crate::store::{self, Conversation, Share, Store, StoredMessage};
 
 /// A conversation as Markdown: its title, then each message under a heading
@@ -228,12 +229,15 @@ pub struct Conversations {
     store: Arc<dyn Store>,
     /// Where their replies stream (a deleted conversation's are cancelled).
     hub: Arc<dyn Hub>,
+    /// What each model costs (a reply's cost).
+    prices: Arc<Prices>,
 }
 
 impl Conversations {
-    /// The service over `store`, cancelling replies in `hub` on delete.
-    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>) -> Self {
-        Conversations { store, hub }
+    /// The service over `store`, cancelling replies in `hub` on delete,
+    /// pricing replies with `prices`.
+    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, prices: Arc<Prices>) -> Self {
+        Conversations { store, hub, prices }
     }
 
     /// Opens project `id` for the caller: created for them if unknown,
@@ -288,7 +292,10 @@ impl Conversations {
         let messages = self.store.messages(&owner, id).await?;
         Ok(ConversationDetail {
             conversation: summary(conversation),
-            messages: messages.into_iter().map(message).collect(),
+            messages: messages
+                .into_iter()
+                .map(|m| message(m, &self.prices))
+                .collect(),
         })
     }
 
@@ -451,7 +458,10 @@ impl Conversations {
                 customer_id: None,
                 ..summary(conversation)
             },
-            messages: messages.into_iter().map(message).collect(),
+            messages: messages
+                .into_iter()
+                .map(|m| message(m, &self.prices))
+                .collect(),
         }))
     }
 
@@ -478,18 +488,36 @@ fn summary(conversation: Conversation) -> ConversationSummary {
     }
 }
 
-fn message(message: StoredMessage) -> ConversationMessage {
+/// A stored message as the API shows it, its cost from `prices`.
+fn message(message: StoredMessage, prices: &Prices) -> ConversationMessage {
+    let usage = message.figures.usage.map(|(prompt, completion)| Usage {
+        prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
+        completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
+        estimated: message.figures.usage_estimated,
+    });
+    let timing = message
+        .figures
+        .first_token_ms
+        .zip(message.figures.total_ms)
+        .map(|(first, total)| Timing {
+            first_token_ms: u64::try_from(first).unwrap_or(0),
+            total_ms: u64::try_from(total).unwrap_or(0),
+        });
+    let cost = message
+        .model
+        .as_deref()
+        .zip(usage.as_ref())
+        .and_then(|(model, usage)| prices.cost(model, usage));
     ConversationMessage {
+        timing,
+        cost,
         id: message.id,
         role: message.role,
         persona_id: message.persona,
         model: message.model,
         content: message.content,
         status: message.status.as_str().to_owned(),
-        usage: message.usage.map(|(prompt, completion)| Usage {
-            prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
-            completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
-        }),
+        usage,
         stream_id: message.stream_id,
         created_at: message.created_at,
         confidence: message.confidence,

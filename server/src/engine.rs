@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rill_protocol::server::Context;
-use rill_protocol::{FinishReason, MessageRequest, Metadata, ProgressStep, Routing, Usage};
+use rill_protocol::{FinishReason, MessageRequest, Metadata, ProgressStep, Routing, Timing, Usage};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Identity;
@@ -20,8 +20,11 @@ use crate::error::{Error, Result};
 use crate::events::{Failure, StreamEvent};
 use crate::hub::{Hub, HubError, NewStream, StopReason, StreamInfo, StreamWriter, Subscription};
 use crate::personas::{Choice, Persona, Personas};
+use crate::prices::Prices;
 use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
-use crate::store::{MessageStatus, NewReply, Store, StoreError, StoredMessage, Turn, title_from};
+use crate::store::{
+    Figures, MessageStatus, NewReply, Store, StoreError, StoredMessage, Turn, title_from,
+};
 
 /// Longest accepted id (session, persona, model, client message) in characters.
 const MAX_ID_CHARS: usize = 128;
@@ -44,6 +47,8 @@ pub struct Engine {
     /// The provider's model list and when it was fetched (upstream lists change
     /// rarely; asking on every page load would be slow and rate-limited).
     models: Arc<tokio::sync::Mutex<Option<CachedModels>>>,
+    /// What each model costs (`complete.metadata.cost`).
+    prices: Arc<Prices>,
 }
 
 /// A model list and when it was fetched.
@@ -114,6 +119,8 @@ struct Generation {
     /// For `auto`: what routing needs, and what the client asked for itself
     /// (the chosen persona's model and temperature apply only where it did not).
     routing: Option<RoutingJob>,
+    /// What each model costs.
+    prices: Arc<Prices>,
 }
 
 /// Routing to do before generating.
@@ -140,7 +147,14 @@ impl Engine {
             limits,
             tasks: TaskTracker::new(),
             models: Arc::new(tokio::sync::Mutex::new(None)),
+            prices: Arc::new(Prices::none()),
         }
+    }
+
+    /// The same engine pricing replies with `prices`.
+    pub fn with_prices(mut self, prices: Arc<Prices>) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// The models on offer, cached for five minutes. If the provider fails, a
@@ -358,6 +372,7 @@ impl Engine {
                 writer.id().clone(),
                 Generation {
                     writer,
+                    prices: self.prices.clone(),
                     store: self.store.clone(),
                     checkpoint_interval: self.limits.checkpoint_interval,
                     session_id: session_id.clone(),
@@ -566,7 +581,9 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         client_message_id,
         mut request,
         routing,
+        prices,
     } = generation;
+    let started = tokio::time::Instant::now();
     let id = writer.id().clone();
     let stopped = writer.stopped();
     tokio::pin!(stopped);
@@ -622,6 +639,12 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         }
     }
 
+    // What an estimate of the prompt's tokens counts: every message sent.
+    let prompt_chars: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.chars().count())
+        .sum();
     let mut out = Produced::default();
     let (finish_reason, usage) = match stopped_early {
         Some(reason) => (reason, None),
@@ -641,13 +664,33 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
             {
                 Ok(end) => end,
                 Err(failure) => {
-                    finish_stored(&*store, &message_id, "", MessageStatus::Error, None).await;
+                    finish_stored(
+                        &*store,
+                        &message_id,
+                        "",
+                        MessageStatus::Error,
+                        Figures::default(),
+                    )
+                    .await;
                     writer.publish(StreamEvent::Failed(failure));
                     return;
                 }
             }
         }
     };
+    // A reply with text has figures: the provider's counts or an estimate,
+    // and its timing.
+    let usage = usage.or_else(|| {
+        (!out.reply.is_empty()).then(|| Usage {
+            prompt_tokens: estimate_tokens(prompt_chars),
+            completion_tokens: estimate_tokens(out.reply.chars().count()),
+            estimated: true,
+        })
+    });
+    let timing = out.first_token_at.map(|first| Timing {
+        first_token_ms: millis(first - started),
+        total_ms: millis(started.elapsed()),
+    });
     // Stop the provider, and store the reply, before announcing the end: a
     // client that reloads on `complete` finds it final.
     finish_stored(
@@ -655,11 +698,19 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         &message_id,
         &out.reply,
         stored_status(finish_reason),
-        usage.map(|u| (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))),
+        Figures {
+            usage: usage.map(|u| (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))),
+            usage_estimated: usage.is_some_and(|u| u.estimated),
+            first_token_ms: timing.map(|t| i64::try_from(t.first_token_ms).unwrap_or(i64::MAX)),
+            total_ms: timing.map(|t| i64::try_from(t.total_ms).unwrap_or(i64::MAX)),
+        },
     )
     .await;
+    let cost = usage.as_ref().and_then(|u| prices.cost(&model, u));
     let mut metadata = metadata(persona, model, finish_reason, usage, choice);
     metadata.reasoning = Some(out.reasoning).filter(|r| !r.is_empty());
+    metadata.timing = timing;
+    metadata.cost = cost;
     writer.publish(StreamEvent::Completed {
         response: out.reply,
         message_id,
@@ -675,6 +726,19 @@ struct Produced {
     reply: String,
     /// The model's reasoning summary, if it was asked for and given.
     reasoning: String,
+    /// When the first token arrived.
+    first_token_at: Option<tokio::time::Instant>,
+}
+
+/// About how many tokens `chars` characters make (OpenAI's rule of thumb for
+/// English: four characters a token), at least one.
+fn estimate_tokens(chars: usize) -> u32 {
+    u32::try_from(chars.div_ceil(4).max(1)).unwrap_or(u32::MAX)
+}
+
+/// A duration in whole milliseconds.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Streams the provider's reply into `writer` (and `reply`), checkpointing it,
@@ -706,6 +770,9 @@ async fn generate(
             Some(Ok(ProviderEvent::Token(token))) => {
                 if token.is_empty() {
                     continue;
+                }
+                if out.first_token_at.is_none() {
+                    out.first_token_at = Some(tokio::time::Instant::now());
                 }
                 out.reply.push_str(&token);
                 writer.publish(StreamEvent::Token(token));
@@ -799,10 +866,10 @@ async fn finish_stored(
     message_id: &str,
     content: &str,
     status: MessageStatus,
-    usage: Option<(i64, i64)>,
+    figures: Figures,
 ) {
     if let Err(error) = store
-        .finish_message(message_id, content, status, usage)
+        .finish_message(message_id, content, status, figures)
         .await
     {
         tracing::error!(%message_id, %error, "could not store the finished reply");
@@ -829,6 +896,8 @@ fn metadata(
             fallback_reason: c.fallback_reason,
         }),
         reasoning: None,
+        timing: None,
+        cost: None,
     }
 }
 

@@ -40,6 +40,7 @@ pub mod events;
 pub mod hub;
 pub mod limits;
 pub mod personas;
+pub mod prices;
 pub mod provider;
 pub mod rooms;
 pub mod routes;

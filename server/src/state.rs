@@ -36,6 +36,9 @@ pub enum StartupError {
     /// The personas file is unusable (its line and field named).
     #[error("{0}")]
     Personas(#[from] crate::personas::PersonaFileError),
+    /// The prices file is unusable.
+    #[error("{0}")]
+    Prices(#[from] crate::prices::PriceFileError),
     /// The provider's configuration is unusable.
     #[error("cannot set up the provider: {0}")]
     Provider(String),
@@ -80,6 +83,7 @@ impl AppState {
     pub async fn new(config: Config) -> Result<Self, StartupError> {
         let keys = JwtKeys::load(&config.key_sources(), &config.data_dir)?;
         let personas = crate::personas::Personas::load(config.personas.as_deref())?;
+        let prices = Arc::new(crate::prices::Prices::load(config.prices.as_deref())?);
         let location = config.database_url.as_ref().map_or_else(
             || format!("SQLite {}", config.data_dir.join("rill.db").display()),
             DatabaseUrl::redacted,
@@ -123,7 +127,8 @@ impl AppState {
                 history_max_chars: config.history_max_chars,
                 checkpoint_interval: config.checkpoint_interval,
             },
-        );
+        )
+        .with_prices(prices.clone());
         let leptos = LeptosOptions::builder()
             .output_name("rill")
             .site_root(config.site_root.to_string_lossy().into_owned())
@@ -134,7 +139,7 @@ impl AppState {
         Ok(AppState {
             config: Arc::new(config),
             engine,
-            conversations: Conversations::new(store, hub),
+            conversations: Conversations::new(store, hub, prices.clone()),
             keys,
             leptos,
             started: Instant::now(),

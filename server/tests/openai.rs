@@ -120,10 +120,64 @@ async fn lenient_with_real_server_quirks() {
     );
     assert_eq!(tokens(&frames), "héllo 🌍 done");
     assert_eq!(complete["metadata"]["finish_reason"], "stop");
-    assert!(
-        complete["metadata"].get("usage").is_none(),
-        "no usage reported, none invented"
-    );
+    // No usage reported: an estimate, marked as one (about four characters
+    // a token: "héllo 🌍 done" is 12 characters).
+    let usage = &complete["metadata"]["usage"];
+    assert_eq!(usage["estimated"], true, "{usage}");
+    assert_eq!(usage["completion_tokens"], 3, "{usage}");
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 2, "{usage}");
+}
+
+#[tokio::test]
+async fn replies_carry_their_timing_and_cost_from_the_price_table_and_keep_them() {
+    let upstream = start_upstream().await;
+    let dir = temp_dir();
+    let prices = dir.join("prices.toml");
+    std::fs::write(
+        &prices,
+        "currency = \"EUR\"\n[[price]]\nmodel = \"gpt-ok\"\ninput_per_million = 2.0\noutput_per_million = 10.0\n",
+    )
+    .unwrap();
+    let settings = settings(&upstream, API_KEY);
+    let server = start_with(move |c| {
+        c.provider = ProviderConfig::OpenAi(settings);
+        c.prices = Some(prices);
+    })
+    .await;
+    let token = server.token("pricey");
+    let mut ws = server.ws_at(&format!("/ws/chat?token={token}")).await;
+    for (session, model) in [("priced", "gpt-ok"), ("unpriced", "length")] {
+        send(
+            &mut ws,
+            json!({"type": "message", "message": "Say hello", "model": model, "session_id": session}),
+        )
+        .await;
+        let frames = recv_until_done(&mut ws, 1).await;
+        let complete = frames.last().unwrap();
+        let metadata = &complete["metadata"];
+        let timing = &metadata["timing"];
+        let first = timing["first_token_ms"].as_u64().expect("timing");
+        assert!(first <= timing["total_ms"].as_u64().unwrap(), "{timing}");
+        if model == "gpt-ok" {
+            // 12 prompt tokens at 2.0 and 3 reply tokens at 10.0 per million.
+            let cost = &metadata["cost"];
+            assert_eq!(cost["currency"], "EUR");
+            let amount = cost["amount"].as_f64().unwrap();
+            assert!((amount - 54e-6).abs() < 1e-12, "{cost}");
+        } else {
+            assert!(
+                metadata.get("cost").is_none(),
+                "a model without a price: {metadata}"
+            );
+        }
+        // The same figures come back with the conversation.
+        let read = get_json_as(&server, &format!("/api/v1/conversations/{session}"), &token).await;
+        let reply = &read["messages"][1];
+        assert_eq!(reply["timing"], *timing, "{read}");
+        assert_eq!(reply["usage"], metadata["usage"]);
+        assert_eq!(reply.get("cost"), metadata.get("cost"));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -541,4 +595,32 @@ async fn tools_and_reasoning_go_to_the_responses_api() {
         error["error"].as_str().unwrap().contains("The tool broke"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_bad_prices_file_stops_startup_naming_the_file_and_the_mistake() {
+    let dir = temp_dir();
+    let file = dir.join("prices.toml");
+    for (text, expected) in [
+        (
+            "[[price]]\nmodel = \"m\"\ninput_per_million = -2\noutput_per_million = 1\n",
+            "at least 0",
+        ),
+        (
+            "[[price]]\nmodel = \"m\"\ninput_per_milion = 2\n",
+            "unknown field",
+        ),
+        ("[[price]\n", "line 1"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let mut config = rill::Config::for_tests(temp_dir());
+        config.prices = Some(file.clone());
+        let error = match rill::AppState::new(config).await {
+            Ok(_) => panic!("started with a bad prices file: {text}"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains(&file.display().to_string()), "{error}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use rill::store::{MessageStatus, NewMessage, NewReply, SqlStore, Store, StoreError, Turn};
+use rill::store::{
+    Figures, MessageStatus, NewMessage, NewReply, SqlStore, Store, StoreError, Turn,
+};
 
 /// Where the PostgreSQL tests connect.
 fn postgres_url() -> String {
@@ -159,7 +161,12 @@ async fn a_reply_is_created_checkpointed_and_finalized() {
                 "m2",
                 "The engine makes 300 kW.",
                 MessageStatus::Complete,
-                Some((5, 6)),
+                Figures {
+                    usage: Some((5, 6)),
+                    usage_estimated: true,
+                    first_token_ms: Some(40),
+                    total_ms: Some(900),
+                },
             )
             .await
             .unwrap();
@@ -171,7 +178,21 @@ async fn a_reply_is_created_checkpointed_and_finalized() {
         assert_eq!(messages[0].content, "What is the engine power?");
         assert_eq!(messages[1].content, "The engine makes 300 kW.", "{backend}");
         assert_eq!(messages[1].status, MessageStatus::Complete);
-        assert_eq!(messages[1].usage, Some((5, 6)));
+        assert_eq!(
+            messages[1].figures,
+            Figures {
+                usage: Some((5, 6)),
+                usage_estimated: true,
+                first_token_ms: Some(40),
+                total_ms: Some(900),
+            },
+            "{backend}"
+        );
+        assert_eq!(
+            messages[0].figures,
+            Figures::default(),
+            "a question has none"
+        );
         assert_eq!(messages[1].stream_id.as_deref(), Some("s1"));
         assert_eq!(messages[1].model.as_deref(), Some("demo"));
     }
@@ -645,7 +666,7 @@ async fn search_finds_finished_messages_of_the_owner_ranked_with_marked_snippets
                 "r1",
                 "Sand the hull with marinegrade paper, then prime it.",
                 MessageStatus::Complete,
-                None,
+                Figures::default(),
             )
             .await
             .unwrap();

@@ -80,6 +80,12 @@ pub fn ChatPage() -> impl IntoView {
                         }}
                     </For>
                 </section>
+                <Show when=move || state.totals().is_some()>
+                    <p class="totals">
+                        "This conversation: "
+                        {move || state.totals().map(|t| t.summary())}
+                    </p>
+                </Show>
                 <Notices/>
                 <PersonaPicker/>
                 <Composer/>

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rill_protocol::AUTO_PERSONA;
 use rill_protocol::client::DEFAULT_PERSONA;
 
-use crate::chat::{ChatState, MessageView, ReplyStatus, Role};
+use crate::chat::{ChatState, MessageView, ReplyFigures, ReplyStatus, Role};
 
 /// A message of the conversation.
 #[component]
@@ -163,6 +163,11 @@ pub fn MessageItem(
                             "Stop"
                         </button>
                     </div>
+                </Show>
+                <Show when=move || message.figures.with(Option::is_some)>
+                    <p class="figures">
+                        {move || message.figures.with(|f| f.as_ref().map(ReplyFigures::summary))}
+                    </p>
                 </Show>
             </div>
         </article>

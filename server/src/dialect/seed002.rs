@@ -533,6 +533,8 @@ mod tests {
                 confidence: None,
                 routing: None,
                 reasoning: None,
+                timing: None,
+                cost: None,
             },
         };
         let end = values(&Seed002.encode_event(&sequenced(5, completed.clone())));

@@ -75,6 +75,7 @@ impl Provider for DemoProvider {
         let usage = Usage {
             prompt_tokens: count_u32(split_tokens(&question).len()),
             completion_tokens: count_u32(tokens.len()),
+            estimated: false,
         };
         let finish_reason = if cut_by_max_tokens {
             FinishReason::Length
@@ -456,7 +457,8 @@ mod tests {
                 finish_reason: FinishReason::Stop,
                 usage: Some(Usage {
                     prompt_tokens: 5,
-                    completion_tokens: words as u32
+                    completion_tokens: words as u32,
+                    estimated: false,
                 })
             })
         );

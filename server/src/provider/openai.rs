@@ -620,6 +620,7 @@ fn parse_usage(object: &Value, prompt: &str, completion: &str) -> Option<Usage> 
     Some(Usage {
         prompt_tokens: count(prompt)?,
         completion_tokens: count(completion)?,
+        estimated: false,
     })
 }
 

@@ -116,14 +116,29 @@ pub struct StoredMessage {
     pub content: String,
     /// Where it is in its life.
     pub status: MessageStatus,
-    /// Token counts, when known.
-    pub usage: Option<(i64, i64)>,
     /// The stream that produced it (replies).
     pub stream_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
     /// How sure routing was of `persona` (replies to `persona_id: "auto"`).
     pub confidence: Option<f64>,
+    /// A finished reply's token counts and timing, as far as known.
+    pub figures: Figures,
+}
+
+/// A finished reply's figures: token counts (prompt, reply) and whether they
+/// were estimated; milliseconds from its stream's start to its first and last
+/// token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Token counts (prompt, reply), when known.
+    pub usage: Option<(i64, i64)>,
+    /// Whether rill estimated `usage` (the provider reported none).
+    pub usage_estimated: bool,
+    /// Until the first token.
+    pub first_token_ms: Option<i64>,
+    /// Until the last token.
+    pub total_ms: Option<i64>,
 }
 
 /// A message to store.
@@ -303,13 +318,13 @@ pub trait Store: Send + Sync {
         confidence: f64,
     ) -> Result<(), StoreError>;
 
-    /// Finalizes a reply: its whole text, how it ended, its usage.
+    /// Finalizes a reply: its whole text, how it ended, its figures.
     async fn finish_message(
         &self,
         message_id: &str,
         content: &str,
         status: MessageStatus,
-        usage: Option<(i64, i64)>,
+        figures: Figures,
     ) -> Result<(), StoreError>;
 
     /// At startup: replies left `streaming` by a crash or a cut become

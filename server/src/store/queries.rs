@@ -15,7 +15,8 @@ macro_rules! conversation_columns {
 macro_rules! message_columns {
     () => {
         "id, conversation_id, role, persona, model, content, status, \
-         prompt_tokens, completion_tokens, stream_id, created_at, confidence"
+         prompt_tokens, completion_tokens, stream_id, created_at, confidence, \
+         usage_estimated, first_token_ms, total_ms"
     };
 }
 
@@ -87,7 +88,8 @@ pub(super) const SET_PERSONA: &str =
     "UPDATE messages SET persona = $1, model = $2, confidence = $3 WHERE id = $4";
 
 pub(super) const FINISH: &str = "UPDATE messages SET content = $1, status = $2, \
-     prompt_tokens = $3, completion_tokens = $4, updated_at = $5 WHERE id = $6";
+     prompt_tokens = $3, completion_tokens = $4, updated_at = $5, usage_estimated = $6, \
+     first_token_ms = $7, total_ms = $8 WHERE id = $9";
 
 /// Marks every reply still streaming as interrupted (at startup).
 pub(super) const MARK_INTERRUPTED: &str =

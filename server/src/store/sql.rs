@@ -16,8 +16,8 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 use super::queries::{self as q, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use super::writer::Writer;
 use super::{
-    Conversation, ConversationPage, MessageStatus, NewMessage, SearchHit, SearchPage, Share, Store,
-    StoreError, StoredMessage, Turn, now_ms,
+    Conversation, ConversationPage, Figures, MessageStatus, NewMessage, SearchHit, SearchPage,
+    Share, Store, StoreError, StoredMessage, Turn, now_ms,
 };
 
 /// One migration embedded in the binary: its SQL for SQLite and for
@@ -42,7 +42,7 @@ macro_rules! portable {
 }
 
 /// The migrations, in order (see `migrations/README.md`).
-const MIGRATIONS: [Step; 6] = [
+const MIGRATIONS: [Step; 7] = [
     portable!(1, "conversations", "0001_conversations.sql"),
     portable!(
         2,
@@ -58,6 +58,7 @@ const MIGRATIONS: [Step; 6] = [
         postgres: include_str!("../../migrations/0005_search.postgres.sql"),
     },
     portable!(6, "shared links", "0006_shares.sql"),
+    portable!(7, "reply figures", "0007_reply_figures.sql"),
 ];
 
 /// The embedded migrations, as a source for sqlx's migrator (the `migrate!`
@@ -116,10 +117,15 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
         model: row.try_get("model")?,
         content: row.try_get("content")?,
         status: MessageStatus::parse(&row.try_get::<String, _>("status")?),
-        usage: prompt.zip(completion),
         stream_id: row.try_get("stream_id")?,
         created_at: row.try_get("created_at")?,
         confidence: row.try_get("confidence")?,
+        figures: Figures {
+            usage: prompt.zip(completion),
+            usage_estimated: row.try_get::<Option<i64>, _>("usage_estimated")? == Some(1),
+            first_token_ms: row.try_get("first_token_ms")?,
+            total_ms: row.try_get("total_ms")?,
+        },
     })
 }
 
@@ -241,7 +247,7 @@ pub(super) enum Write {
         id: String,
         content: String,
         status: MessageStatus,
-        usage: Option<(i64, i64)>,
+        figures: Figures,
     },
     /// [`Store::mark_interrupted`].
     MarkInterrupted,
@@ -377,15 +383,18 @@ pub(super) async fn apply(
             id,
             content,
             status,
-            usage,
+            figures,
         } => {
-            let (prompt, completion) = usage.unzip();
+            let (prompt, completion) = figures.usage.unzip();
             sqlx::query(q::FINISH)
                 .bind(content.as_str())
                 .bind(status.as_str())
                 .bind(prompt)
                 .bind(completion)
                 .bind(now_ms())
+                .bind(figures.usage.map(|_| i64::from(figures.usage_estimated)))
+                .bind(figures.first_token_ms)
+                .bind(figures.total_ms)
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
@@ -880,13 +889,13 @@ impl Store for SqlStore {
         message_id: &str,
         content: &str,
         status: MessageStatus,
-        usage: Option<(i64, i64)>,
+        figures: Figures,
     ) -> Result<(), StoreError> {
         self.write(Write::Finish {
             id: message_id.to_owned(),
             content: content.to_owned(),
             status,
-            usage,
+            figures,
         })
         .await
         .map(drop)

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::queries as q;
 use super::sql::{Answer, OwnedMessage, Write, new_share};
 use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
-use super::{Conversation, MessageStatus, Share, StoreError, StoredMessage, Turn, now_ms};
+use super::{Conversation, Figures, MessageStatus, Share, StoreError, StoredMessage, Turn, now_ms};
 
 /// Opens the database file at `path` for writing and starts its writer thread.
 pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
@@ -153,13 +153,23 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             id,
             content,
             status,
-            usage,
+            figures,
         } => {
-            let (prompt, completion) = usage.unzip();
+            let (prompt, completion) = figures.usage.unzip();
             execute(
                 tx,
                 q::FINISH,
-                params![content, status.as_str(), prompt, completion, now_ms(), id],
+                params![
+                    content,
+                    status.as_str(),
+                    prompt,
+                    completion,
+                    now_ms(),
+                    figures.usage.map(|_| i64::from(figures.usage_estimated)),
+                    figures.first_token_ms,
+                    figures.total_ms,
+                    id
+                ],
             )?;
             Ok(Answer::Done)
         }
@@ -419,9 +429,14 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         model: row.get(4)?,
         content: row.get(5)?,
         status: MessageStatus::parse(&row.get::<_, String>(6)?),
-        usage: prompt.zip(completion),
         stream_id: row.get(9)?,
         created_at: row.get(10)?,
         confidence: row.get(11)?,
+        figures: Figures {
+            usage: prompt.zip(completion),
+            usage_estimated: row.get::<_, Option<i64>>(12)? == Some(1),
+            first_token_ms: row.get(13)?,
+            total_ms: row.get(14)?,
+        },
     })
 }
