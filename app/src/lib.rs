@@ -20,8 +20,10 @@
 
 pub mod chat;
 pub mod components;
+pub mod highlight;
 pub mod history;
 pub mod markdown;
+pub mod math;
 #[cfg(feature = "browser")]
 pub mod transport;
 

@@ -7,16 +7,63 @@
 //! a new tab with `rel="noopener noreferrer nofollow"`: the page they lead to
 //! gets no handle on this one, no referrer, and no ranking from it.
 
-use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, TagEnd, html};
+use pulldown_cmark::{CodeBlockKind, CowStr, Event, Options, Parser, Tag, TagEnd, html};
 use pulldown_cmark_escape::{escape_href, escape_html};
 
+use crate::highlight;
+
 fn options() -> Options {
-    Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
+    Options::ENABLE_TABLES
+        | Options::ENABLE_STRIKETHROUGH
+        | Options::ENABLE_TASKLISTS
+        | Options::ENABLE_MATH
 }
 
-/// Renders markdown to safe HTML.
+/// Renders markdown to safe HTML. Code blocks come with a language label,
+/// a copy button and highlighting (`highlight`); formulas are MathML
+/// (`math`).
 pub fn render(markdown: &str) -> String {
-    let events = Parser::new_ext(markdown, options()).map(|event| match event {
+    let markdown = &*crate::math::normalize_delimiters(markdown);
+    let mut events = Vec::new();
+    // The code block being read: its fence's info string and its text.
+    let mut code: Option<(String, String)> = None;
+    for event in Parser::new_ext(markdown, options()) {
+        match event {
+            Event::Start(Tag::CodeBlock(kind)) => {
+                let info = match kind {
+                    CodeBlockKind::Fenced(info) => info.into_string(),
+                    CodeBlockKind::Indented => String::new(),
+                };
+                code = Some((info, String::new()));
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                if let Some((info, text)) = code.take() {
+                    events.push(Event::Html(code_block(&info, &text).into()));
+                }
+            }
+            Event::Text(text) if code.is_some() => {
+                if let Some((_, code)) = code.as_mut() {
+                    code.push_str(&text);
+                }
+            }
+            Event::InlineMath(tex) => {
+                events.push(Event::InlineHtml(crate::math::html(&tex, false).into()));
+            }
+            Event::DisplayMath(tex) => {
+                events.push(Event::InlineHtml(crate::math::html(&tex, true).into()));
+            }
+            other => events.push(safe_event(other)),
+        }
+    }
+    let mut out = String::with_capacity(markdown.len() * 3 / 2);
+    html::push_html(&mut out, events.into_iter());
+    out
+}
+
+/// An event of the parser, made safe: raw HTML becomes text, links get a
+/// new tab and no referrer, URLs only safe schemes.
+fn safe_event(event: Event<'_>) -> Event<'_> {
+    match event {
         // Raw HTML is shown, never interpreted.
         Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
         Event::Start(Tag::Link {
@@ -35,10 +82,39 @@ pub fn render(markdown: &str) -> String {
             id,
         }),
         other => other,
-    });
-    let mut out = String::with_capacity(markdown.len() * 3 / 2);
-    html::push_html(&mut out, events);
-    out
+    }
+}
+
+/// A code block: a head with the language's label and a copy button (the
+/// page handles its clicks), then the code, highlighted.
+fn code_block(info: &str, text: &str) -> String {
+    let mut html = String::with_capacity(text.len() * 2 + 200);
+    html.push_str("<div class=\"code-block\"><div class=\"code-head\"><span class=\"code-lang\">");
+    let _ = escape_html(
+        &mut html,
+        &highlight::label(info).unwrap_or_else(|| "Code".to_owned()),
+    );
+    html.push_str(
+        "</span><button type=\"button\" class=\"code-copy\" aria-label=\"Copy the code\">Copy</button></div><pre><code",
+    );
+    // The language as a class, as other renderers write it (letters, digits, + # - _ only).
+    let class: String = info
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '#' | '-' | '_'))
+        .take(32)
+        .collect();
+    if !class.is_empty() {
+        html.push_str(" class=\"language-");
+        html.push_str(&class);
+        html.push('"');
+    }
+    html.push('>');
+    highlight::highlight(info, text, &mut html);
+    html.push_str("</code></pre></div>\n");
+    html
 }
 
 /// The opening tag of a link, every value escaped (this is the one place markup
@@ -268,9 +344,40 @@ mod tests {
     fn code_blocks_render_as_code() {
         let html = render("```rust\nfn main() {}\n```\n");
         assert!(
-            html.contains("<pre><code class=\"language-rust\">"),
+            html.contains("<pre><code class=\"language-rust\"><span class=\"hl-kw\">fn</span>"),
             "{html}"
         );
+        assert!(
+            html.contains("<span class=\"code-lang\">Rust</span>"),
+            "{html}"
+        );
+        assert!(html.contains("class=\"code-copy\""), "{html}");
+        // A fence's info string cannot break out of the class attribute.
+        let hostile = render("```x\"onload=alert(1)\n<b>\n```\n");
+        assert!(!hostile.contains("\"onload"), "{hostile}");
+        assert!(hostile.contains("&lt;b&gt;"), "{hostile}");
+        // A half-written block (still streaming) is highlighted as far as it goes.
+        let half = render("```python\ndef f(");
+        assert!(half.contains("<span class=\"hl-kw\">def</span>"), "{half}");
+    }
+
+    #[test]
+    fn every_prefix_of_a_tricky_reply_renders() {
+        // What a reply looks like at every point while it streams: cut inside
+        // characters of several bytes, delimiters, fences and formulas.
+        let text = concat!(
+            "é — \\(x^2\\) ü `\\[code\\]` $$\\sqrt{ü}$$ — $a_1$ 🌍\n\n",
+            "```rust\nlet s = \"é — 🌍\"; // ü\nfn f<'a>() -> char { 'é' }\n```\n\n",
+            "```html\n<a href=\"é\">—</a><!-- ü\n```\n\n",
+            "```py\n'''é\n```\n\n| a | b |\n|---|---|\n| é | — |\n"
+        );
+        let mut cuts = 0;
+        for (at, _) in text.char_indices().chain([(text.len(), ' ')]) {
+            let html = render(&text[..at]);
+            assert!(!html.contains("<script"), "{html}");
+            cuts += 1;
+        }
+        assert!(cuts > 100);
     }
 
     fn stream_in(text: &str, chunk: usize) -> IncrementalMarkdown {

@@ -931,3 +931,87 @@ pub fn open_message(href: &str) {
         let _ = location.reload();
     }
 }
+
+/// A click in a reply's markdown: on a code block's copy button, copies that
+/// block's code and says so on the button for a moment.
+pub fn copy_code(state: ChatState, ev: &web_sys::MouseEvent) {
+    let Some(button) = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+        .and_then(|el| el.closest(".code-copy").ok().flatten())
+    else {
+        return;
+    };
+    let code = button
+        .closest(".code-block")
+        .ok()
+        .flatten()
+        .and_then(|block| block.query_selector("code").ok().flatten())
+        .and_then(|code| code.text_content());
+    let Some(code) = code else {
+        return;
+    };
+    copy_text(state, code);
+    button.set_text_content(Some("Copied"));
+    spawn_local(async move {
+        TimeoutFuture::new(1_500).await;
+        button.set_text_content(Some("Copy"));
+    });
+}
+
+/// Asks the server for the formulas rendering met unknown (one batch,
+/// `POST /api/v1/math`), keeps the answers, and puts them in place of the
+/// placeholders on the page. Nothing to do: returns at once.
+pub fn typeset() {
+    use crate::math::{Formula, MathRequest, MathResponse, cache};
+    let formulas = cache::take_wanted();
+    if formulas.is_empty() {
+        return;
+    }
+    spawn_local(async move {
+        let url = format!("{}/api/v1/math", api_base());
+        let body = serde_json::to_string(&MathRequest {
+            formulas: formulas.clone(),
+        })
+        .unwrap_or_default();
+        let answer = match Request::post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+        {
+            Ok(request) => request.send().await,
+            Err(error) => Err(error),
+        };
+        // Without an answer the formulas stay shown as their TeX.
+        let Ok(response) = answer else { return };
+        if !response.ok() {
+            return;
+        }
+        let Ok(MathResponse { results }) = response.json::<MathResponse>().await else {
+            return;
+        };
+        cache::keep(formulas.into_iter().zip(results));
+        let Some(document) = leptos::prelude::window().document() else {
+            return;
+        };
+        let Ok(pending) = document.query_selector_all(".math-pending") else {
+            return;
+        };
+        for index in 0..pending.length() {
+            let Some(element) = pending
+                .item(index)
+                .and_then(|node| node.dyn_into::<web_sys::Element>().ok())
+            else {
+                continue;
+            };
+            let formula = Formula {
+                tex: element.get_attribute("data-tex").unwrap_or_default(),
+                display: element
+                    .get_attribute("class")
+                    .is_some_and(|class| class.contains("math-display")),
+            };
+            if cache::get(&formula).is_some() {
+                element.set_outer_html(&crate::math::html(&formula.tex, formula.display));
+            }
+        }
+    });
+}

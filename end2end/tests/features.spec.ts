@@ -1,4 +1,4 @@
-// Usage and speed per reply and per conversation (with a price table);
+// Highlighted code with a copy button; math as MathML; usage and speed per reply and per conversation (with a price table);
 // finding and sharing: search across conversations (Ctrl/Cmd+K) that opens the
 // message it found, and a public read-only link that a stranger can open and
 // that stops working when revoked.
@@ -138,4 +138,52 @@ test('each reply shows its tokens, speed and cost, the conversation its totals, 
     await rill.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('code is highlighted while it streams, labelled, and its copy button copies it', async ({ browser }) => {
+  const rill = await startRill(['--demo-delay-ms', '25', '--demo-tokens', '120']);
+  const context = await browser.newContext();
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: rill.url });
+  const page = await context.newPage();
+  try {
+    await page.goto(`${rill.url}/`);
+    await waitLive(page);
+    await ask(page, 'Show me some code');
+    const reply = page.locator('article.msg.assistant').last();
+    const block = reply.locator('.code-block').first();
+    // Highlighted before the reply ends: only the growing block is redone.
+    await expect(block.locator('.hl-kw').first()).toBeVisible({ timeout: 30_000 });
+    await expect(reply).toHaveAttribute('data-status', 'streaming');
+    await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+    await expect(block.locator('.code-lang')).toHaveText('Rust');
+    await expect(block.locator('pre > code.language-rust .hl-kw', { hasText: 'fn' }).first()).toBeVisible();
+    const code = (await block.locator('code').textContent())!;
+    expect(code).toContain('fn main()');
+    const copy = block.getByRole('button', { name: 'Copy the code' });
+    await copy.click();
+    await expect(copy).toHaveText('Copied');
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(code);
+    await expect(copy).toHaveText('Copy', { timeout: 5_000 });
+  } finally {
+    await context.close();
+    await rill.stop();
+  }
+});
+
+test('math renders as MathML, the same after a reload; TeX that does not parse shows as code', async ({ page }) => {
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, String.raw`Explain $\frac{a}{b}$ and \[\sqrt{x^2+1}\] but not $\notacommand{x}$ today`);
+  const reply = page.locator('article.msg.assistant').last();
+  await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  const check = async () => {
+    await expect(reply.locator('.math math mfrac').first()).toBeVisible();
+    await expect(reply.locator('.math-display math msqrt').first()).toBeVisible();
+    await expect(reply.locator('code.math-error').first()).toContainText(String.raw`\notacommand{x}`);
+    await expect(reply.locator('.math-pending')).toHaveCount(0);
+  };
+  await check();
+  await page.reload();
+  await waitLive(page);
+  await check();
 });

@@ -237,3 +237,55 @@ async fn the_demo_lists_its_one_model() {
         json!({"provider": "demo", "default": "demo", "models": [{"id": "demo"}]})
     );
 }
+
+#[tokio::test]
+async fn formulas_become_mathml_and_bad_ones_say_why() {
+    let server = start().await;
+    let client = reqwest::Client::new();
+    let post =
+        |body: serde_json::Value| client.post(server.http("/api/v1/math")).json(&body).send();
+    let answer = post(json!({"formulas": [
+        {"tex": "\\frac{a}{b}", "display": true},
+        {"tex": "x^2"},
+        {"tex": "\\frac{1}{"},
+        {"tex": "\\text{<script>alert(1)</script>}"},
+        {"tex": "{".repeat(100)},
+    ]}))
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    let block = results[0]["mathml"].as_str().unwrap();
+    assert!(
+        block.starts_with("<math") && block.contains("<mfrac>"),
+        "{block}"
+    );
+    assert!(block.contains("display=\"block\""), "{block}");
+    assert!(results[1]["mathml"].as_str().unwrap().contains("<msup>"));
+    assert!(results[2]["error"].is_string(), "{body}");
+    let text = results[3]["mathml"].as_str().unwrap();
+    assert!(!text.contains("<script"), "{text}");
+    assert!(
+        results[4]["error"].as_str().unwrap().contains("nest"),
+        "{body}"
+    );
+
+    // Bad requests: clear errors, the server stays up.
+    for bad in [
+        json!({"formulas": "x"}),
+        json!({"formula": []}),
+        json!({"formulas": vec![json!({"tex": "x"}); 65]}),
+    ] {
+        let answer = post(bad.clone()).await.unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["code"], "INVALID_MESSAGE", "{bad}: {body}");
+    }
+    let huge = post(json!({"formulas": [{"tex": "x".repeat(200_000)}]}))
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(post(json!({"formulas": []})).await.unwrap().status(), 200);
+}

@@ -105,6 +105,13 @@ pub fn MessageItem(
             None => name,
         })
     };
+    // Formulas met while rendering are asked of the server in a batch.
+    Effect::new(move |_| {
+        message.blocks.track();
+        message.tail.track();
+        #[cfg(feature = "browser")]
+        crate::transport::typeset();
+    });
     view! {
         <article
             class="msg assistant"
@@ -125,7 +132,14 @@ pub fn MessageItem(
                 <Show when=move || status.get() == ReplyStatus::Waiting && message.progress.with(Option::is_none)>
                     <p class="progress">"Waiting for the server…"</p>
                 </Show>
-                <div class="markdown">
+                // A code block's copy button (in the rendered markdown) is
+                // handled here, for every block of the reply.
+                <div class="markdown" on:click=move |ev| {
+                    #[cfg(feature = "browser")]
+                    crate::transport::copy_code(state, &ev);
+                    #[cfg(not(feature = "browser"))]
+                    let _ = ev;
+                }>
                     // Keyed by the block's allocation: a block is inserted once and never re-rendered.
                     <For
                         each=move || message.blocks.get()

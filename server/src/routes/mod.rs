@@ -18,6 +18,7 @@ pub mod broadcast;
 pub mod conversations;
 pub mod extract;
 pub mod http;
+pub mod math;
 pub mod pages;
 pub mod poll;
 pub mod rooms;
@@ -146,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .merge(http::router())
         .merge(conversations::router())
         .merge(share::router())
+        .merge(math::router())
         .merge(sse::router())
         .merge(poll::router())
         .merge(rooms::router())
