@@ -377,6 +377,8 @@ pub struct ChatState {
     pub edit_request: RwSignal<Option<u64>>,
     /// Whether the search dialog is open (Ctrl/Cmd+K, the topbar's button).
     pub search_open: RwSignal<bool>,
+    /// The cursor of the sidebar's next (older) page of conversations.
+    pub conversations_next: RwSignal<Option<String>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -421,6 +423,7 @@ impl ChatState {
             chosen: RwSignal::new(vec![rill_protocol::client::DEFAULT_PERSONA.to_owned()]),
             edit_request: RwSignal::new(None),
             search_open: RwSignal::new(false),
+            conversations_next: RwSignal::new(None),
             owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
@@ -480,6 +483,7 @@ impl ChatState {
     /// Starts from what the server rendered: the sidebar and the open conversation.
     pub fn load(&self, initial: InitialChat) {
         self.conversations.set(initial.conversations);
+        self.conversations_next.set(initial.next);
         if let Some(problem) = initial.problem {
             self.notify(problem);
         }

@@ -14,6 +14,9 @@ pub const INITIAL_ID: &str = "rill-initial";
 pub struct InitialChat {
     /// The caller's conversations, newest first (first page).
     pub conversations: Vec<ConversationSummary>,
+    /// The cursor of the next (older) page, if there is one.
+    #[serde(default)]
+    pub next: Option<String>,
     /// The conversation in the URL (`/c/{id}`), with its messages.
     pub current: Option<ConversationDetail>,
     /// Why the conversation in the URL could not be opened.

@@ -724,6 +724,21 @@ fn follow_bottom_if_reading() {
     });
 }
 
+/// Whether the end of the page is in view (within the follow slack).
+pub fn at_end() -> bool {
+    let window = leptos::prelude::window();
+    let Some(root) = window.document().and_then(|d| d.document_element()) else {
+        return true;
+    };
+    let seen = window.scroll_y().unwrap_or(0.0)
+        + window
+            .inner_height()
+            .ok()
+            .and_then(|h| h.as_f64())
+            .unwrap_or(0.0);
+    f64::from(root.scroll_height()) - seen <= FOLLOW_SLACK_PX
+}
+
 /// Brings the end of the page into view once the next frame is laid out (the
 /// reader just sent a question: its replies are what they read next).
 pub fn scroll_to_end() {
@@ -1014,4 +1029,24 @@ pub fn typeset() {
             }
         }
     });
+}
+
+/// The page of the caller's conversations after cursor `after`
+/// (`GET /api/v1/conversations?after=`); the error is the text to show.
+pub async fn older_conversations(
+    after: &str,
+) -> Result<rill_protocol::conversations::ConversationList, String> {
+    let url = format!(
+        "{}/api/v1/conversations?limit=50&after={}",
+        api_base(),
+        js_sys::encode_uri_component(after)
+    );
+    match Request::get(&url).send().await {
+        Ok(response) if response.ok() => response
+            .json()
+            .await
+            .map_err(|_| "the server's answer was not understood".to_owned()),
+        Ok(response) => Err(error_text(response).await),
+        Err(_) => Err("the server cannot be reached".to_owned()),
+    }
 }

@@ -131,6 +131,12 @@ test('a streaming reply stays in view at the end of the page, and a reader who s
   await expect(second).toHaveAttribute('data-status', 'complete');
   await page.waitForTimeout(100);
   expect(await page.evaluate(() => window.scrollY)).toBe(0);
+  // Away from the end, a button brings it back.
+  const jump = page.getByRole('button', { name: '↓ Jump to latest' });
+  await expect(jump).toBeVisible();
+  await jump.click();
+  await expect.poll(atEnd).toBe(true);
+  await expect(jump).toBeHidden();
 
   // Sending a question brings the end of the page, where its reply is, into view.
   await ask(page, 'Back to the end');

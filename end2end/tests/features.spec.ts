@@ -187,3 +187,34 @@ test('math renders as MathML, the same after a reload; TeX that does not parse s
   await waitLive(page);
   await check();
 });
+
+test('the sidebar loads older conversations as the reader scrolls down', async ({ page }) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-paging-'));
+  const rill = await startRill(['--data-dir', dir, '--demo-tokens', '3', '--demo-delay-ms', '0']);
+  try {
+    await page.setViewportSize({ width: 1000, height: 600 });
+    await page.goto(`${rill.url}/`); // the guest cookie
+    await waitLive(page);
+    for (let i = 0; i < 55; i++) {
+      const answer = await page.request.post(`${rill.url}/api/v1/chat`, {
+        data: { message: `Topic number ${i}`, session_id: `paged-${i}` },
+      });
+      expect(answer.ok()).toBe(true);
+    }
+    await page.reload();
+    await waitLive(page);
+    const entries = page.locator('.sidebar .conversation');
+    await expect(entries).toHaveCount(50); // the first page
+    await expect(entries.first()).toContainText('Topic number 54');
+    const older = page.getByRole('button', { name: 'Older conversations' });
+    await expect(older).toBeVisible();
+    // Scrolling to the end of the page loads the rest by itself.
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    await expect(entries).toHaveCount(55);
+    await expect(entries.last()).toContainText('Topic number 0');
+    await expect(older).toHaveCount(0);
+  } finally {
+    await rill.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

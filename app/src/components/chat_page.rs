@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use crate::chat::{ChatState, MessageView, Role};
 use crate::components::composer::Composer;
+use crate::components::jump::JumpToLatest;
 use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
@@ -88,6 +89,7 @@ pub fn ChatPage() -> impl IntoView {
                 </Show>
                 <Notices/>
                 <PersonaPicker/>
+                <JumpToLatest/>
                 <Composer/>
                 <Shortcuts/>
                 <Show when=move || state.search_open.get()>

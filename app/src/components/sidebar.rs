@@ -10,6 +10,57 @@ use crate::chat::ChatState;
 #[component]
 pub fn Sidebar() -> impl IntoView {
     let state = expect_context::<ChatState>();
+    let loading = RwSignal::new(false);
+    let older = NodeRef::<leptos::html::Button>::new();
+    // The next page of older conversations, added to the end of the list.
+    let load_older = move || {
+        if loading.get_untracked() {
+            return;
+        }
+        let Some(after) = state.conversations_next.get_untracked() else {
+            return;
+        };
+        loading.set(true);
+        #[cfg(feature = "browser")]
+        leptos::task::spawn_local(async move {
+            match crate::transport::older_conversations(&after).await {
+                Ok(page) => {
+                    state.conversations.update(|list| {
+                        for conversation in page.conversations {
+                            if !list.iter().any(|c| c.id == conversation.id) {
+                                list.push(conversation);
+                            }
+                        }
+                    });
+                    state.conversations_next.set(page.next);
+                }
+                Err(why) => state.notify(format!("Could not load older conversations: {why}")),
+            }
+            loading.set(false);
+        });
+        #[cfg(not(feature = "browser"))]
+        let _ = after;
+    };
+    // Scrolling near the end of the list loads the next page by itself.
+    Effect::new(move |_| {
+        #[cfg(feature = "browser")]
+        {
+            let handle = window_event_listener(leptos::ev::scroll, move |_| {
+                let Some(button) = older.get_untracked() else {
+                    return;
+                };
+                let near = window()
+                    .inner_height()
+                    .ok()
+                    .and_then(|h| h.as_f64())
+                    .is_some_and(|height| button.get_bounding_client_rect().top() < height + 200.0);
+                if near {
+                    load_older();
+                }
+            });
+            on_cleanup(move || handle.remove());
+        }
+    });
     view! {
         <nav class="sidebar" aria-label="Conversations">
             // rel=external: a real navigation, so the server renders the history.
@@ -25,6 +76,17 @@ pub fn Sidebar() -> impl IntoView {
             </ul>
             <Show when=move || state.conversations.with(Vec::is_empty)>
                 <p class="sidebar-empty">"Your conversations appear here."</p>
+            </Show>
+            <Show when=move || state.conversations_next.with(Option::is_some)>
+                <button
+                    type="button"
+                    class="load-older"
+                    node_ref=older
+                    disabled=move || loading.get()
+                    on:click=move |_| load_older()
+                >
+                    {move || if loading.get() { "Loading…" } else { "Older conversations" }}
+                </button>
             </Show>
         </nav>
     }

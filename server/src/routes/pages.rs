@@ -96,7 +96,10 @@ async fn initial_chat(state: &AppState, identity: &Identity, id: Option<&str>) -
     let mut initial = InitialChat::default();
     if identity.owner().is_some() {
         match state.conversations.list(identity, 50, None).await {
-            Ok(page) => initial.conversations = page.conversations,
+            Ok(page) => {
+                initial.conversations = page.conversations;
+                initial.next = page.next;
+            }
             Err(error) => tracing::warn!(%error, "page: cannot list conversations"),
         }
     }
