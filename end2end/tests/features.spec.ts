@@ -1,8 +1,9 @@
 // Highlighted code with a copy button; math as MathML; usage and speed per reply and per conversation (with a price table);
-// finding and sharing: search across conversations (Ctrl/Cmd+K) that opens the
+// finding and sharing; accessibility (axe): search across conversations (Ctrl/Cmd+K) that opens the
 // message it found, and a public read-only link that a stranger can open and
 // that stops working when revoked.
 import { test, expect } from '@playwright/test';
+import AxeBuilder from '@axe-core/playwright';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -216,5 +217,41 @@ test('the sidebar loads older conversations as the reader scrolls down', async (
   } finally {
     await rill.stop();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('axe finds no serious or critical violation on the chat page, the search dialog and a shared page, light and dark', async ({ page, browser }) => {
+  const serious = async (builder: AxeBuilder) =>
+    (await builder.analyze()).violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, String.raw`Show me some code and $x^2$`);
+  await expect(page.locator('article.msg.assistant').last()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  await page.getByRole('button', { name: 'Share' }).click();
+  await page.getByRole('button', { name: 'Create link' }).click();
+  const input = page.getByLabel('Link', { exact: true });
+  await expect(input).toHaveValue(/\/s\//);
+  const link = await input.inputValue();
+  await page.getByRole('dialog').getByRole('button', { name: 'Close' }).click();
+  const stranger = await browser.newContext();
+  try {
+    const shared = await stranger.newPage();
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMedia({ colorScheme: scheme });
+      expect(await serious(new AxeBuilder({ page })), `chat page, ${scheme}`).toEqual([]);
+      await page.keyboard.press('Control+k');
+      await page.getByRole('combobox').fill('code');
+      await expect(page.locator('.search-hit').first()).toBeVisible();
+      expect(await serious(new AxeBuilder({ page }).include('.search')), `search, ${scheme}`).toEqual([]);
+      await page.keyboard.press('Escape');
+      await expect(page.getByRole('dialog')).toBeHidden();
+      await shared.emulateMedia({ colorScheme: scheme });
+      await shared.goto(link);
+      expect(await serious(new AxeBuilder({ page: shared })), `shared page, ${scheme}`).toEqual([]);
+    }
+  } finally {
+    await stranger.close();
   }
 });

@@ -191,22 +191,21 @@ pub fn SearchDialog() -> impl IntoView {
                                     role="option"
                                     class="search-hit"
                                     aria-selected=move || if selected.get() == index { "true" } else { "false" }
+                                    data-href=link
                                     on:mouseenter=move |_| selected.set(index)
+                                    on:click=move |_| {
+                                        selected.set(index);
+                                        open_selected();
+                                    }
                                 >
-                                    <a
-                                        href=link
-                                        tabindex="-1"
-                                        on:click=move |ev| {
-                                            ev.prevent_default();
-                                            selected.set(index);
-                                            open_selected();
-                                        }
-                                    >
+                                    // Options hold no links (nothing interactive inside an
+                                    // option): the combobox's Enter or a click opens it.
+                                    <div class="search-hit-body">
                                         <span class="search-hit-title">{title}</span>
                                         <span class="search-hit-who">{who}</span>
                                         // The server escapes the text and adds only <mark>.
                                         <span class="search-hit-snippet" inner_html=hit.snippet_html.clone()></span>
-                                    </a>
+                                    </div>
                                 </li>
                             }
                         }
