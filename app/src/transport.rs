@@ -851,14 +851,7 @@ pub async fn search(
         url.push_str("&cursor=");
         url.push_str(&String::from(js_sys::encode_uri_component(cursor)));
     }
-    match Request::get(&url).send().await {
-        Ok(response) if response.ok() => response
-            .json()
-            .await
-            .map_err(|_| "the server's answer was not understood".to_owned()),
-        Ok(response) => Err(error_text(response).await),
-        Err(_) => Err("the server cannot be reached".to_owned()),
-    }
+    get_json(&url).await
 }
 
 /// What the share dialog asks of `/api/v1/conversations/{id}/share`.
@@ -1041,7 +1034,12 @@ pub async fn older_conversations(
         api_base(),
         js_sys::encode_uri_component(after)
     );
-    match Request::get(&url).send().await {
+    get_json(&url).await
+}
+
+/// `GET url` read as JSON; the error is the text to show.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
+    match Request::get(url).send().await {
         Ok(response) if response.ok() => response
             .json()
             .await
