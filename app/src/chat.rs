@@ -145,6 +145,9 @@ pub struct MessageView {
     pub confidence: RwSignal<Option<f64>>,
     /// A finished reply's token counts, timing and cost.
     pub figures: RwSignal<Option<ReplyFigures>>,
+    /// The stored ids of its versions, itself included, oldest first, when it
+    /// has others (an edited question, a regenerated reply); else empty.
+    pub versions: RwSignal<Vec<String>>,
     /// A reply loaded from history while still streaming: it shows the saved
     /// text until the stream's replay from the start replaces it.
     replaying: StoredValue<bool>,
@@ -174,8 +177,48 @@ impl MessageView {
             persona: RwSignal::new(None),
             confidence: RwSignal::new(None),
             figures: RwSignal::new(None),
+            versions: RwSignal::new(Vec::new()),
             replaying: StoredValue::new(false),
             renderer: StoredValue::new(IncrementalMarkdown::new()),
+        }
+    }
+
+    /// Learns its stored id; a new version (whose versions were copied from
+    /// the one it replaces) counts itself among them.
+    fn stored_as(&self, id: String) {
+        // The id first: the switcher reads it when the versions change.
+        self.id.set_value(Some(id.clone()));
+        self.versions.update(|versions| {
+            if !versions.is_empty() && !versions.contains(&id) {
+                versions.push(id);
+            }
+        });
+    }
+
+    /// Which version it is, and of how many (`None` when it has no others).
+    pub fn version_position(&self) -> Option<(usize, usize)> {
+        let id = self.id.get_value()?;
+        self.versions.with(|versions| {
+            let at = versions.iter().position(|v| *v == id)?;
+            (versions.len() > 1).then_some((at + 1, versions.len()))
+        })
+    }
+
+    /// The id of the version `step` away from this one (-1: the previous).
+    pub fn version_at(&self, step: isize) -> Option<String> {
+        let (at, _) = self.version_position()?;
+        let index = (at - 1).checked_add_signed(step)?;
+        self.versions
+            .with_untracked(|versions| versions.get(index).cloned())
+    }
+
+    /// The ids to carry to a new version of this message: its versions, or
+    /// itself alone.
+    fn lineage(&self) -> Vec<String> {
+        let versions = self.versions.get_untracked();
+        match (versions.is_empty(), self.id.get_value()) {
+            (true, Some(id)) => vec![id],
+            _ => versions,
         }
     }
 
@@ -329,11 +372,12 @@ fn money(amount: f64, currency: &str) -> String {
     }
 }
 
-/// Shows `/c/{id}` in the address bar once a new chat has its id, so a reload
+/// Shows the conversation's address (`/c/{id}`; the static build's
+/// `?c={id}`) in the address bar once a new chat has its id, so a reload
 /// opens it again.
-#[cfg(feature = "hydrate")]
+#[cfg(feature = "browser")]
 fn show_conversation_url(id: &str) {
-    let path = format!("/c/{}", js_sys::encode_uri_component(id));
+    let path = crate::components::sidebar::conversation_href(id);
     if let Ok(history) = leptos::prelude::window().history() {
         let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
     }
@@ -499,6 +543,49 @@ impl ChatState {
         self.messages.set(views);
     }
 
+    /// Shows the conversation as the server now shows it (after switching to
+    /// another version): messages already on the page stay as they are,
+    /// others are added from the store, and a reply among them that is still
+    /// being written is followed from its start.
+    pub fn show_branch(&self, detail: rill_protocol::conversations::ConversationDetail) {
+        if self.session_id.get_untracked().as_deref() != Some(detail.conversation.id.as_str()) {
+            return;
+        }
+        let on_page: HashMap<String, MessageView> = self.messages.with_untracked(|messages| {
+            messages
+                .iter()
+                .filter_map(|view| Some((view.id.get_value()?, *view)))
+                .collect()
+        });
+        let mut follow = Vec::new();
+        let views: Vec<MessageView> = detail
+            .messages
+            .into_iter()
+            .map(|stored| match on_page.get(&stored.id) {
+                Some(view) => {
+                    view.versions.set(stored.versions);
+                    *view
+                }
+                None => {
+                    let view = self.stored_view(stored);
+                    if view.replaying.get_value()
+                        && let Some(stream_id) = view.stream_id.get_value()
+                    {
+                        follow.push(ClientFrame::Resume {
+                            stream_id,
+                            after_seq: 0,
+                        });
+                    }
+                    view
+                }
+            })
+            .collect();
+        self.messages.set(views);
+        for frame in follow {
+            self.send_frame(&frame);
+        }
+    }
+
     /// A message of the history as the page shows it.
     fn stored_view(&self, stored: ConversationMessage) -> MessageView {
         let role = if stored.role == "user" {
@@ -508,6 +595,7 @@ impl ChatState {
         };
         let view = self.new_view(role, stored.content.clone());
         view.id.set_value(Some(stored.id));
+        view.versions.set(stored.versions);
         if role == Role::User {
             return view;
         }
@@ -550,42 +638,85 @@ impl ChatState {
     /// Sends a question: adds it and a waiting reply to the page. False (and a
     /// notice) when no transport is connected, so the composer keeps the draft.
     pub fn ask(&self, text: String) -> bool {
-        self.send_question(text, None, Vec::new())
+        self.send_question(text, None)
     }
 
-    /// Asks `question`'s text again in place of it and everything after it,
-    /// of the same personas as that turn (every persona of a side-by-side
-    /// turn; `auto` again for a routed reply).
+    /// Shows another version of a message (`message_id`, one of its
+    /// versions): the page then shows the branch the server shows.
+    pub fn select_version(&self, message_id: String) {
+        let Some(conversation) = self.session_id.get_untracked() else {
+            return;
+        };
+        #[cfg(feature = "browser")]
+        crate::transport::select_version(*self, conversation, message_id);
+        #[cfg(not(feature = "browser"))]
+        let _ = (conversation, message_id);
+    }
+
+    /// Answers `reply`'s question again, by the same persona (routing again
+    /// for a routed reply): the new answer takes the reply's place and the old
+    /// one stays as an earlier version. Only this reply of a side-by-side turn
+    /// is answered again; what follows it stays.
     pub fn regenerate(&self, reply: MessageView) {
-        let turn = self.messages.with_untracked(|m| {
+        let Some(reply_id) = reply.id.get_value() else {
+            self.notify("This reply is not saved yet: try again in a moment.");
+            return;
+        };
+        if !self.connection.get_untracked().can_send() {
+            self.notify("Not connected: try again once the badge says Live.");
+            return;
+        }
+        let question = self.messages.with_untracked(|m| {
             let at = m.iter().position(|v| v.key == reply.key)?;
             let start = m[..at].iter().rposition(|v| v.role == Role::User)?;
-            let personas: Vec<String> = m[start + 1..]
-                .iter()
-                .take_while(|v| v.role == Role::Assistant)
-                .filter_map(|v| match v.confidence.get_untracked() {
-                    Some(_) => Some(AUTO_PERSONA.to_owned()),
-                    None => v.persona.get_untracked(),
-                })
-                .collect();
-            Some((m[start], personas))
+            Some(m[start])
         });
-        match turn {
-            Some((question, personas)) => {
-                self.edit_as(question, question.text.get_value(), personas);
+        let Some(question) = question else {
+            self.notify("There is no question to answer again.");
+            return;
+        };
+        let persona = match reply.confidence.get_untracked() {
+            Some(_) => AUTO_PERSONA.to_owned(),
+            None => reply
+                .persona
+                .get_untracked()
+                .unwrap_or_else(|| rill_protocol::client::DEFAULT_PERSONA.to_owned()),
+        };
+        let fresh = self.new_view(Role::Assistant, String::new());
+        fresh.persona.set(Some(persona.clone()));
+        fresh.versions.set(reply.lineage());
+        self.messages.update(|m| {
+            if let Some(slot) = m.iter_mut().find(|v| v.key == reply.key) {
+                *slot = fresh;
             }
-            None => self.notify("There is no question to answer again."),
+        });
+        let client_id = format!("c{}", fresh.key);
+        self.by_client_id.update_value(|m| {
+            m.insert(
+                client_id.clone(),
+                Waiting {
+                    question,
+                    replies: vec![(persona, fresh)],
+                },
+            );
+        });
+        let frame = ClientFrame::Message(MessageRequest {
+            model: self.model.get_untracked(),
+            session_id: self.session_id.get_untracked(),
+            client_message_id: Some(client_id),
+            regenerate: Some(reply_id),
+            ..Default::default()
+        });
+        if !self.send_frame(&frame) {
+            fresh.status.set(ReplyStatus::Failed);
+            fresh.error.set(Some("Not connected".into()));
         }
     }
 
-    /// Sends `text` in place of the question `question` and everything after it
-    /// (later messages are replaced, on the page and in the store).
+    /// Sends `text` as a new version of the question `question`: on the page
+    /// it takes the question's place and what followed goes; in the store the
+    /// old version and its branch are kept (the switcher shows them again).
     pub fn edit(&self, question: MessageView, text: String) -> bool {
-        self.edit_as(question, text, Vec::new())
-    }
-
-    /// [`ChatState::edit`], answered by `personas` (empty: the current choice).
-    fn edit_as(&self, question: MessageView, text: String, personas: Vec<String>) -> bool {
         if text.trim().is_empty() {
             return false;
         }
@@ -614,28 +745,24 @@ impl ChatState {
         }
         self.messages
             .update(|m| m.retain(|v| !dropped.iter().any(|d| d.key == v.key)));
-        self.send_question(text, Some(id), personas)
+        self.send_question(text, Some((id, question.lineage())))
     }
 
-    /// Sends a question answered by `personas` (empty: the current choice).
-    fn send_question(
-        &self,
-        text: String,
-        replace_from: Option<String>,
-        personas: Vec<String>,
-    ) -> bool {
+    /// Sends a question, answered by the personas chosen; `replacing` names
+    /// the stored question it is a new version of, with that one's versions.
+    fn send_question(&self, text: String, replacing: Option<(String, Vec<String>)>) -> bool {
         if !self.connection.get_untracked().can_send() {
             self.notify(
                 "Not connected: your message is kept; send it again once the badge says Live.",
             );
             return false;
         }
-        let chosen = if personas.is_empty() {
-            self.chosen.get_untracked()
-        } else {
-            personas
-        };
+        let chosen = self.chosen.get_untracked();
         let user = self.new_view(Role::User, text.clone());
+        let replace_from = replacing.map(|(id, versions)| {
+            user.versions.set(versions);
+            id
+        });
         let replies: Vec<(String, MessageView)> = chosen
             .iter()
             .map(|persona| {
@@ -836,10 +963,12 @@ impl ChatState {
                         .flatten()
                 });
                 if let Some((_, question)) = waiting {
-                    question.id.set_value(user_message_id);
+                    if let Some(id) = user_message_id {
+                        question.stored_as(id);
+                    }
                     if first_of_conversation {
                         self.note_activity(Some(&session_id), &question.text.get_value());
-                        #[cfg(feature = "hydrate")]
+                        #[cfg(feature = "browser")]
                         show_conversation_url(&session_id);
                     }
                 }
@@ -858,7 +987,7 @@ impl ChatState {
                         self.messages.update(|m| m.push(message));
                         message
                     });
-                message.id.set_value(Some(message_id));
+                message.stored_as(message_id);
                 message.persona.set(Some(persona_id));
                 message.stream_id.set_value(Some(stream_id.clone()));
                 message.last_seq.set_value(seq);
@@ -1355,6 +1484,8 @@ mod tests {
                         confidence: None,
                         timing: None,
                         cost: None,
+                        parent_id: None,
+                        versions: Vec::new(),
                     }
                 };
             chat.load(InitialChat {
@@ -1390,6 +1521,123 @@ mod tests {
                 reply(&chat).raw.get_untracked().as_deref(),
                 Some("saved so far")
             );
+        });
+    }
+
+    /// A stored message for [`ChatState::load`] and [`ChatState::show_branch`].
+    fn stored(id: &str, role: &str, content: &str, versions: &[&str]) -> ConversationMessage {
+        ConversationMessage {
+            id: id.into(),
+            role: role.into(),
+            persona_id: (role == "assistant").then(|| "assistant".to_owned()),
+            model: None,
+            content: content.into(),
+            status: "complete".into(),
+            usage: None,
+            stream_id: None,
+            created_at: 0,
+            confidence: None,
+            timing: None,
+            cost: None,
+            parent_id: None,
+            versions: versions.iter().map(|v| (*v).to_owned()).collect(),
+        }
+    }
+
+    fn detail(
+        messages: Vec<ConversationMessage>,
+    ) -> rill_protocol::conversations::ConversationDetail {
+        rill_protocol::conversations::ConversationDetail {
+            conversation: ConversationSummary {
+                id: "conv-1".into(),
+                title: "t".into(),
+                customer_id: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+            messages,
+        }
+    }
+
+    #[test]
+    fn regenerating_a_reply_asks_for_a_new_version_in_its_place() {
+        reactive(|| {
+            let (chat, mut frames) = live_chat();
+            chat.load(InitialChat {
+                current: Some(detail(vec![
+                    stored("q", "user", "question", &[]),
+                    stored("old", "assistant", "old answer", &[]),
+                ])),
+                ..Default::default()
+            });
+            let old = reply(&chat);
+            assert_eq!(old.version_position(), None);
+            chat.regenerate(old);
+            let request = match frames.try_recv() {
+                Ok(ClientFrame::Message(request)) => request,
+                other => panic!("expected a message frame, got {other:?}"),
+            };
+            assert_eq!(request.regenerate.as_deref(), Some("old"));
+            assert_eq!(request.session_id.as_deref(), Some("conv-1"));
+            assert_eq!(
+                request.message, None,
+                "the server answers the stored question"
+            );
+            // The new version stands where the old one stood, waiting.
+            let fresh = reply(&chat);
+            assert_eq!(chat.messages.get_untracked().len(), 2);
+            assert_ne!(fresh.key, old.key);
+            assert_eq!(fresh.status.get_untracked(), ReplyStatus::Waiting);
+            // Its start names it: it is version 2 of 2, the old one 1 of 2.
+            chat.apply(start("s1", request.client_message_id.as_deref()));
+            assert_eq!(fresh.version_position(), Some((2, 2)));
+            assert_eq!(fresh.version_at(-1).as_deref(), Some("old"));
+            assert_eq!(fresh.version_at(1), None);
+        });
+    }
+
+    #[test]
+    fn another_branch_replaces_the_page_keeping_the_messages_it_shares() {
+        reactive(|| {
+            let (chat, mut frames) = live_chat();
+            chat.load(InitialChat {
+                current: Some(detail(vec![
+                    stored("q1", "user", "first", &[]),
+                    stored("a1", "assistant", "one", &[]),
+                    stored("q2b", "user", "second, edited", &["q2", "q2b"]),
+                    stored("a2b", "assistant", "two b", &[]),
+                ])),
+                ..Default::default()
+            });
+            let kept = chat.messages.get_untracked()[1];
+            let mut streaming = stored("a2", "assistant", "two so", &[]);
+            streaming.status = "streaming".into();
+            streaming.stream_id = Some("s2".into());
+            chat.show_branch(detail(vec![
+                stored("q1", "user", "first", &[]),
+                stored("a1", "assistant", "one", &[]),
+                stored("q2", "user", "second", &["q2", "q2b"]),
+                streaming,
+            ]));
+            let shown = chat.messages.get_untracked();
+            assert_eq!(shown.len(), 4);
+            assert_eq!(shown[1].key, kept.key, "a shared message is not rebuilt");
+            assert_eq!(shown[2].text.get_value(), "second");
+            assert_eq!(shown[2].version_position(), Some((1, 2)));
+            assert_eq!(shown[2].version_at(1).as_deref(), Some("q2b"));
+            // The reply still being written is followed from its start.
+            assert_eq!(
+                frames.try_recv().ok(),
+                Some(ClientFrame::Resume {
+                    stream_id: "s2".into(),
+                    after_seq: 0
+                })
+            );
+            // Another conversation's answer (the user moved on) changes nothing.
+            let mut other = detail(vec![stored("x", "user", "elsewhere", &[])]);
+            other.conversation.id = "conv-2".into();
+            chat.show_branch(other);
+            assert_eq!(chat.messages.get_untracked().len(), 4);
         });
     }
 }

@@ -85,6 +85,52 @@ fn api_base() -> String {
     configured.unwrap_or_else(|| window.location().origin().unwrap_or_default())
 }
 
+/// Where the static build keeps its guest token (local storage).
+#[cfg(feature = "csr")]
+const TOKEN_KEY: &str = "rill_token";
+
+/// The static build's guest token (local storage, made by
+/// [`ensure_guest`]): it goes with every request, as the page's cookie does
+/// for the server-rendered UI (which has no token here).
+fn bearer() -> Option<String> {
+    #[cfg(feature = "csr")]
+    {
+        leptos::prelude::window()
+            .local_storage()
+            .ok()
+            .flatten()
+            .and_then(|storage| storage.get_item(TOKEN_KEY).ok().flatten())
+            .filter(|token| !token.is_empty())
+    }
+    #[cfg(not(feature = "csr"))]
+    {
+        None
+    }
+}
+
+/// `request` with the static build's token, if it has one.
+fn authorized(request: gloo_net::http::RequestBuilder) -> gloo_net::http::RequestBuilder {
+    match bearer() {
+        Some(token) => request.header("authorization", &format!("Bearer {token}")),
+        None => request,
+    }
+}
+
+/// `url` with the static build's token as `token=` (for what cannot send
+/// headers: an EventSource, a download link).
+pub fn with_token(url: String) -> String {
+    match bearer() {
+        Some(token) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!(
+                "{url}{separator}token={}",
+                js_sys::encode_uri_component(&token)
+            )
+        }
+        None => url,
+    }
+}
+
 fn ws_url() -> String {
     let base = api_base();
     let base = match base.strip_prefix("https://") {
@@ -126,20 +172,127 @@ async fn pause(ms: u32, network: &mut NetworkEvents) {
     }
 }
 
-/// Starts the transport; it runs for the page's lifetime.
+/// Starts the transport; it runs for the page's lifetime. The static build
+/// first gets its identity and the page's conversations.
 pub fn start(state: ChatState) {
     let (outbox, commands) = mpsc::unbounded::<ClientFrame>();
     state.outbox.set_value(Some(outbox));
-    spawn_local(controller(state, commands, network_events()));
+    let network = network_events();
+    spawn_local(async move {
+        #[cfg(feature = "csr")]
+        open_static(state).await;
+        controller(state, commands, network).await;
+    });
     spawn_local(load_models(state));
     spawn_local(load_personas(state));
+}
+
+/// The static build's start: a guest identity (kept in local storage, like
+/// the server-rendered UI's cookie), then the sidebar's conversations and the
+/// conversation in the address (`?c=<id>`), as the server renders them for
+/// its own pages.
+#[cfg(feature = "csr")]
+async fn open_static(state: ChatState) {
+    use rill_protocol::conversations::{ConversationDetail, ConversationList};
+    let list_url = format!("{}/api/v1/conversations?limit=50", api_base());
+    let mut list = None;
+    for _ in 0..2 {
+        if bearer().is_none() {
+            mint_guest().await;
+        }
+        match authorized(Request::get(&list_url)).send().await {
+            Ok(response) if response.status() == 401 && bearer().is_some() => {
+                // Expired, or signed by a key the server no longer has.
+                forget_token();
+            }
+            Ok(response) if response.ok() => {
+                list = response.json::<ConversationList>().await.ok();
+                break;
+            }
+            _ => break,
+        }
+    }
+    let mut initial = crate::history::InitialChat::default();
+    if let Some(list) = list {
+        initial.conversations = list.conversations;
+        initial.next = list.next;
+    }
+    let open = web_sys::UrlSearchParams::new_with_str(
+        &leptos::prelude::window()
+            .location()
+            .search()
+            .unwrap_or_default(),
+    )
+    .ok()
+    .and_then(|params| params.get("c"))
+    .filter(|id| !id.is_empty());
+    if let Some(id) = open {
+        let url = format!(
+            "{}/api/v1/conversations/{}",
+            api_base(),
+            js_sys::encode_uri_component(&id)
+        );
+        // The same words as the server-rendered page's.
+        initial.problem = match authorized(Request::get(&url)).send().await {
+            Ok(response) if response.ok() => match response.json::<ConversationDetail>().await {
+                Ok(detail) => {
+                    initial.current = Some(detail);
+                    None
+                }
+                Err(_) => Some("This conversation could not be read.".to_owned()),
+            },
+            Ok(response) if response.status() == 403 => {
+                Some("This conversation belongs to someone else.".to_owned())
+            }
+            Ok(response) if response.status() == 404 => {
+                Some("This conversation does not exist (it may have been deleted).".to_owned())
+            }
+            Ok(response) => Some(format!(
+                "This conversation cannot be opened: {}",
+                error_text(response).await
+            )),
+            Err(_) => {
+                Some("This conversation cannot be opened: the server cannot be reached.".to_owned())
+            }
+        };
+    }
+    state.load(initial);
+}
+
+/// Asks the server for a guest identity and keeps its token; without one
+/// (the server requires sign-in) the page chats anonymously.
+#[cfg(feature = "csr")]
+async fn mint_guest() {
+    let url = format!("{}/api/v1/auth/guest", api_base());
+    let Ok(response) = Request::post(&url).send().await else {
+        return;
+    };
+    if !response.ok() {
+        return;
+    }
+    let Ok(guest) = response
+        .json::<rill_protocol::conversations::GuestToken>()
+        .await
+    else {
+        return;
+    };
+    if let Some(storage) = leptos::prelude::window().local_storage().ok().flatten() {
+        let _ = storage.set_item(TOKEN_KEY, &guest.token);
+    }
+}
+
+#[cfg(feature = "csr")]
+fn forget_token() {
+    if let Some(storage) = leptos::prelude::window().local_storage().ok().flatten() {
+        let _ = storage.remove_item(TOKEN_KEY);
+    }
 }
 
 /// Fills the persona picker from `GET /api/v1/personas`; without it the
 /// default persona answers.
 async fn load_personas(state: ChatState) {
     let url = format!("{}/api/v1/personas", api_base());
-    let Ok(response) = Request::get(&url).send().await else {
+    let Ok(response) = authorized(Request::get(&url)).send().await else {
         return;
     };
     if !response.ok() {
@@ -163,7 +316,7 @@ async fn load_models(state: ChatState) {
         models: Vec<Entry>,
     }
     let url = format!("{}/api/v1/models", api_base());
-    let Ok(response) = Request::get(&url).send().await else {
+    let Ok(response) = authorized(Request::get(&url)).send().await else {
         return;
     };
     if !response.ok() {
@@ -246,7 +399,16 @@ async fn run_websocket(
     let hello = to_text(&ClientFrame::Hello {
         protocol: Some(PROTOCOL_VERSION),
     });
-    if !send_first(&mut sink, &mut source, hello).await {
+    // The static build authenticates with its token first (the server
+    // answers in order, so `hello`'s answer comes after the auth's).
+    let first = match bearer() {
+        Some(token) => to_text(&ClientFrame::Auth { token }),
+        None => hello.clone(),
+    };
+    if !send_first(&mut sink, &mut source, first.clone()).await {
+        return false;
+    }
+    if first != hello && sink.send(Message::Text(hello)).await.is_err() {
         return false;
     }
     let mut live = false;
@@ -446,7 +608,7 @@ async fn run_http(
                 },
                 Some(ClientFrame::Cancel { stream_id }) => {
                     let url = format!("{}/api/v1/streams/{stream_id}/cancel", api_base());
-                    let _ = Request::post(&url).send().await;
+                    let _ = authorized(Request::post(&url)).send().await;
                 }
                 Some(ClientFrame::Resume { stream_id, .. }) => follow(&mut followers, stream_id),
                 Some(_) => {}
@@ -502,7 +664,7 @@ async fn post_streams(request: &MessageRequest) -> Result<Vec<String>, Option<Bo
         stream_ids: Vec<String>,
     }
     let url = format!("{}/api/v1/streams", api_base());
-    let request = Request::post(&url)
+    let request = authorized(Request::post(&url))
         .header("content-type", "application/json")
         .body(serde_json::to_string(request).unwrap_or_default())
         .map_err(|_| None)?;
@@ -545,11 +707,11 @@ impl Drop for EventSourceGuard {
 /// Follows one stream over SSE until its terminal event. A browser EventSource
 /// reconnects by itself with Last-Event-ID; we start after our last applied seq.
 async fn follow_sse(state: ChatState, stream_id: String, refused: mpsc::UnboundedSender<()>) {
-    let url = format!(
+    let url = with_token(format!(
         "{}/api/v1/streams/{stream_id}/events?after={}",
         api_base(),
         state.last_seq(&stream_id)
-    );
+    ));
     let Ok(source) = web_sys::EventSource::new(&url) else {
         let _ = refused.unbounded_send(());
         return;
@@ -638,7 +800,7 @@ async fn poll_once(
         "{}/api/v1/streams/{stream_id}/poll?after={after}&wait_ms={wait_ms}",
         api_base()
     );
-    let response = Request::get(&url).send().await.ok()?;
+    let response = authorized(Request::get(&url)).send().await.ok()?;
     let body = response.text().await.ok()?;
     if !response.ok() {
         return Some(Err(Box::new(error_event(&body, Some(stream_id)))));
@@ -760,13 +922,7 @@ pub fn rename_conversation(state: ChatState, id: String, title: String) {
             js_sys::encode_uri_component(&id)
         );
         let body = serde_json::json!({ "title": title }).to_string();
-        let answer = match Request::patch(&url)
-            .header("content-type", "application/json")
-            .body(body)
-        {
-            Ok(request) => request.send().await,
-            Err(error) => Err(error),
-        };
+        let answer = send_json(Request::patch(&url), body).await;
         match answer {
             Ok(response) if response.ok() => {
                 if let Ok(renamed) = response
@@ -797,11 +953,13 @@ pub fn delete_conversation(state: ChatState, id: String) {
             api_base(),
             js_sys::encode_uri_component(&id)
         );
-        match Request::delete(&url).send().await {
+        match authorized(Request::delete(&url)).send().await {
             Ok(response) if response.ok() => {
                 state.forget_conversation(&id);
                 if state.session_id.get_untracked().as_deref() == Some(id.as_str()) {
-                    let _ = leptos::prelude::window().location().set_href("/");
+                    let _ = leptos::prelude::window()
+                        .location()
+                        .set_href(crate::components::sidebar::NEW_CHAT_HREF);
                 }
             }
             Ok(response) => {
@@ -810,6 +968,50 @@ pub fn delete_conversation(state: ChatState, id: String) {
             Err(_) => state.notify("Could not delete: the server cannot be reached."),
         }
     });
+}
+
+/// Shows version `message_id` of conversation `id`
+/// (`POST /api/v1/conversations/{id}/select`), then the conversation as the
+/// server now shows it.
+pub fn select_version(state: ChatState, id: String, message_id: String) {
+    spawn_local(async move {
+        let url = format!(
+            "{}/api/v1/conversations/{}/select",
+            api_base(),
+            js_sys::encode_uri_component(&id)
+        );
+        let body =
+            serde_json::to_string(&rill_protocol::conversations::SelectVersion { message_id })
+                .unwrap_or_default();
+        let answer = send_json(Request::post(&url), body).await;
+        match answer {
+            Ok(response) if response.ok() => match response
+                .json::<rill_protocol::conversations::ConversationDetail>()
+                .await
+            {
+                Ok(detail) => state.show_branch(detail),
+                Err(_) => state
+                    .notify("Could not switch versions: the server's answer was not understood."),
+            },
+            Ok(response) => state.notify(format!(
+                "Could not switch versions: {}",
+                error_text(response).await
+            )),
+            Err(_) => state.notify("Could not switch versions: the server cannot be reached."),
+        }
+    });
+}
+
+/// Sends `body` as JSON with the static build's token.
+async fn send_json(
+    request: gloo_net::http::RequestBuilder,
+    body: String,
+) -> Result<gloo_net::http::Response, gloo_net::Error> {
+    authorized(request)
+        .header("content-type", "application/json")
+        .body(body)?
+        .send()
+        .await
 }
 
 /// The human text of an error response (`{"error": …, "code": …}`).
@@ -878,19 +1080,13 @@ pub async fn share(
         js_sys::encode_uri_component(id)
     );
     let sent = match action {
-        ShareAction::Read => Request::get(&url).send().await,
-        ShareAction::Revoke => Request::delete(&url).send().await,
+        ShareAction::Read => authorized(Request::get(&url)).send().await,
+        ShareAction::Revoke => authorized(Request::delete(&url)).send().await,
         ShareAction::Share(expires_in) => {
             let body =
                 serde_json::to_string(&rill_protocol::conversations::ShareRequest { expires_in })
                     .unwrap_or_default();
-            match Request::post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-            {
-                Ok(request) => request.send().await,
-                Err(error) => Err(error),
-            }
+            send_json(Request::post(&url), body).await
         }
     };
     match sent {
@@ -922,7 +1118,13 @@ pub fn open_message(href: &str) {
     let window = leptos::prelude::window();
     let location = window.location();
     let (path, fragment) = href.split_once('#').unwrap_or((href, ""));
-    let here = location.pathname().ok().as_deref() == Some(path);
+    // The static build's links are queries (`?c=<id>`), the server's paths.
+    let current = if path.starts_with('?') {
+        location.search()
+    } else {
+        location.pathname()
+    };
+    let here = current.ok().as_deref() == Some(path);
     let found = window
         .document()
         .and_then(|d| d.get_element_by_id(fragment));
@@ -982,13 +1184,7 @@ pub fn typeset() {
             formulas: formulas.clone(),
         })
         .unwrap_or_default();
-        let answer = match Request::post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-        {
-            Ok(request) => request.send().await,
-            Err(error) => Err(error),
-        };
+        let answer = send_json(Request::post(&url), body).await;
         // Without an answer the formulas stay shown as their TeX.
         let Ok(response) = answer else { return };
         if !response.ok() {
@@ -1039,7 +1235,7 @@ pub async fn older_conversations(
 
 /// `GET url` read as JSON; the error is the text to show.
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
-    match Request::get(url).send().await {
+    match authorized(Request::get(url)).send().await {
         Ok(response) if response.ok() => response
             .json()
             .await

@@ -1,7 +1,9 @@
 // The browser part of `./x bench` (BENCHMARKS.md): how the UI holds up while a
-// very long reply streams in, and how much the browser has to download.
+// very long reply streams in, how it opens and scrolls a long conversation,
+// and how much the browser has to download.
 //
-//   node end2end/bench/browser.mjs --rill target/release/rill --out target/bench [--tokens 10000] [--runs 3]
+//   node end2end/bench/browser.mjs --rill target/release/rill --out target/bench \
+//        [--tokens 10000] [--runs 3] [--messages 1000]
 //
 // For each run it starts the release binary on a free port (fresh data dir, demo
 // provider at full speed, replies of `--tokens` words), opens the UI in Debian's
@@ -9,7 +11,13 @@
 // (the browser's own Long Tasks API) and every long animation frame from the
 // question to the reply's `complete`. It also weighs the wasm of both UI builds
 // (the hydrate build the binary embeds, and trunk's static build if present),
-// raw and gzip'd at level 9. Writes browser.json next to the suite's report.
+// raw and gzip'd at level 9.
+//
+// The long-chat case stores a conversation of `--messages` messages (half
+// questions, half demo replies with a code block) through the HTTP API as the
+// browser's own guest, opens its page, and records the main thread's long tasks
+// while the page loads and hydrates, then while it is scrolled from top to
+// bottom a screen at a time. Writes browser.json next to the suite's report.
 import { chromium } from '@playwright/test';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -29,6 +37,7 @@ const rillBin = path.resolve(args.rill ?? path.join(root, 'target/release/rill')
 const outDir = path.resolve(args.out ?? path.join(root, 'target/bench'));
 const tokens = Number(args.tokens ?? 10000);
 const runs = Number(args.runs ?? 3);
+const longChatMessages = Number(args.messages ?? 1000);
 const serverCore = args['server-core'];
 
 function freePort() {
@@ -42,10 +51,13 @@ function freePort() {
   });
 }
 
-async function startRill() {
+async function startRill(replyTokens = tokens, extra = []) {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-bench-browser-'));
-  const rillArgs = ['--addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--demo-delay-ms', '0', '--demo-tokens', String(tokens)];
+  const rillArgs = [
+    '--addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--demo-delay-ms', '0',
+    '--demo-tokens', String(replyTokens), ...extra,
+  ];
   const [cmd, cmdArgs] = serverCore !== undefined ? ['taskset', ['-c', serverCore, rillBin, ...rillArgs]] : [rillBin, rillArgs];
   const child = spawn(cmd, cmdArgs, { cwd: os.tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -72,14 +84,10 @@ async function startRill() {
   };
 }
 
-/** One question, one very long reply: the main thread's long tasks meanwhile. */
-async function oneRun(browser) {
-  const rill = await startRill();
-  try {
-    const page = await browser.newPage();
-    // Observers from the first script on, so nothing before the question is missed
-    // (entries before the question are dropped below).
-    await page.addInitScript(() => {
+/** Records the page's long tasks and long animation frames in `window.__long`
+ * from its first script on. */
+async function observeLongTasks(page) {
+  await page.addInitScript(() => {
       window.__long = { tasks: [], frames: [] };
       new PerformanceObserver((list) => {
         for (const e of list.getEntries()) window.__long.tasks.push({ start: e.startTime, duration: e.duration });
@@ -101,7 +109,17 @@ async function oneRun(browser) {
       } catch {
         // older browsers: no long animation frames
       }
-    });
+  });
+}
+
+/** One question, one very long reply: the main thread's long tasks meanwhile. */
+async function oneRun(browser) {
+  const rill = await startRill();
+  try {
+    const page = await browser.newPage();
+    // Observers from the first script on, so nothing before the question is missed
+    // (entries before the question are dropped below).
+    await observeLongTasks(page);
     await page.goto(rill.url);
     await page.locator('.badge[data-state="live"]').waitFor({ timeout: 30_000 });
     const asked = await page.evaluate(() => performance.now());
@@ -134,6 +152,74 @@ async function oneRun(browser) {
       // most blocked frame.
       long_task_at_ms: tasks.map((t) => Math.round(t.start - asked)),
       worst_frame_scripts: worstFrame?.scripts ?? [],
+    };
+  } finally {
+    await rill.stop();
+  }
+}
+
+/** A conversation of `messages` messages: how its page opens and scrolls. */
+async function longChatRun(browser, messages) {
+  // No question rate: the conversation is stored as fast as the API answers.
+  const rill = await startRill(60, ['--rate-limit-user', '0', '--rate-limit-ip', '0']);
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    await page.goto(rill.url);
+    await page.locator('.badge[data-state="live"]').waitFor({ timeout: 30_000 });
+    // The browser's guest identity (its cookie) asks every question.
+    const token = (await context.cookies()).find((c) => c.name === 'rill_token').value;
+    const session = `long-chat-${Date.now()}`;
+    const started = Date.now();
+    for (let i = 0; i < messages / 2; i++) {
+      const response = await fetch(`${rill.url}/api/v1/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ message: `Question ${i + 1}: show me some code about streaming`, session_id: session }),
+      });
+      if (!response.ok) throw new Error(`question ${i + 1}: HTTP ${response.status} ${await response.text()}`);
+    }
+    const storeMs = Date.now() - started;
+    await page.close();
+
+    const view = await context.newPage();
+    await observeLongTasks(view);
+    const opened = Date.now();
+    await view.goto(`${rill.url}/c/${session}`);
+    await view.locator('.badge[data-state="live"]').waitFor({ timeout: 60_000 });
+    const openMs = Date.now() - opened;
+    await view.waitForTimeout(500);
+    const shown = await view.locator('article.msg').count();
+    const afterOpen = await view.evaluate(() => performance.now());
+    // Scroll from the top to the bottom, a screen per frame.
+    const steps = await view.evaluate(async () => {
+      window.scrollTo(0, 0);
+      await new Promise((r) => requestAnimationFrame(r));
+      let steps = 0;
+      while (window.scrollY + window.innerHeight < document.documentElement.scrollHeight - 2 && steps < 5000) {
+        window.scrollBy(0, window.innerHeight);
+        steps++;
+        await new Promise((r) => requestAnimationFrame(r));
+      }
+      return steps;
+    });
+    await view.waitForTimeout(300);
+    const long = await view.evaluate(() => window.__long);
+    await context.close();
+    const opening = long.tasks.filter((t) => t.start < afterOpen);
+    const scrolling = long.tasks.filter((t) => t.start >= afterOpen);
+    const scrollFrames = long.frames.filter((f) => f.start >= afterOpen);
+    return {
+      messages_stored: messages,
+      messages_shown: shown,
+      store_ms: storeMs,
+      open_to_live_ms: openMs,
+      open_long_tasks: opening.length,
+      open_longest_task_ms: Math.round(Math.max(0, ...opening.map((t) => t.duration))),
+      scroll_screens: steps,
+      scroll_long_tasks: scrolling.length,
+      scroll_longest_task_ms: Math.round(Math.max(0, ...scrolling.map((t) => t.duration))),
+      scroll_long_frames: scrollFrames.length,
     };
   } finally {
     await rill.stop();
@@ -179,11 +265,17 @@ const browser = await chromium.launch({
   ],
 });
 const results = [];
+const longChats = [];
 try {
   for (let i = 0; i < runs; i++) {
     const result = await oneRun(browser);
     results.push(result);
     console.log(`browser run ${i + 1}/${runs}: ${JSON.stringify(result)}`);
+  }
+  for (let i = 0; longChatMessages > 0 && i < runs; i++) {
+    const result = await longChatRun(browser, longChatMessages);
+    longChats.push(result);
+    console.log(`long chat run ${i + 1}/${runs}: ${JSON.stringify(result)}`);
   }
 } finally {
   await browser.close();
@@ -199,6 +291,16 @@ const report = {
     longest_frame_blocking_ms: median(results.map((r) => r.longest_frame_blocking_ms)),
   },
   worst_task_ms: Math.max(...results.map((r) => r.longest_task_ms)),
+  long_chat: longChats.length
+    ? {
+        runs: longChats,
+        median: Object.fromEntries(
+          ['open_to_live_ms', 'open_long_tasks', 'open_longest_task_ms', 'scroll_long_tasks', 'scroll_longest_task_ms'].map(
+            (key) => [key, median(longChats.map((r) => r[key]))],
+          ),
+        ),
+      }
+    : null,
   wasm: {
     hydrate: weigh(findWasm(path.join(root, 'target/site/pkg'))),
     static: staticWasm ? weigh(staticWasm) : null,
@@ -211,6 +313,13 @@ console.log(
   `browser: ${tokens}-word reply in ${report.median.question_to_complete_ms} ms; ` +
     `main-thread tasks over 50 ms: ${report.median.long_tasks} (longest ${report.median.longest_task_ms} ms, worst run ${report.worst_task_ms} ms)`,
 );
+if (report.long_chat) {
+  const m = report.long_chat.median;
+  console.log(
+    `long chat: ${longChatMessages} messages open (to live) in ${m.open_to_live_ms} ms with ${m.open_long_tasks} tasks over 50 ms ` +
+      `(longest ${m.open_longest_task_ms} ms); scrolling: ${m.scroll_long_tasks} (longest ${m.scroll_longest_task_ms} ms)`,
+  );
+}
 for (const [name, w] of Object.entries(report.wasm)) {
   if (!w) continue;
   const served = [w.served_gzip && `served .gz ${kib(w.served_gzip)}`, w.served_brotli && `.br ${kib(w.served_brotli)}`]

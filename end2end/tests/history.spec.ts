@@ -1,5 +1,5 @@
 // Conversations as a user meets them: history that survives a reload and a
-// server killed mid-reply, the sidebar, regenerate, edit-and-resend, delete.
+// server killed mid-reply, the sidebar, branches (regenerate, edit-and-resend), delete.
 import { test, expect, Page } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -62,7 +62,7 @@ test('history survives a reload and a killed server; the cut reply is marked int
   }
 });
 
-test('regenerate, edit-and-resend and delete', async ({ page }) => {
+test('regenerate and edit keep every version behind a switcher; rename and delete', async ({ page }) => {
   await page.goto('/');
   await waitLive(page);
   await ask(page, 'Alpha question');
@@ -72,15 +72,24 @@ test('regenerate, edit-and-resend and delete', async ({ page }) => {
   const stored = async () => (await (await page.request.get(`/api/v1/conversations/${encodeURIComponent(id)}`)).json()).messages;
   const before = await stored();
   expect(before.map((m: any) => m.role)).toEqual(['user', 'assistant']);
+  await expect(page.locator('.versions')).toHaveCount(0);
 
-  // Regenerate: the reply is replaced, not added.
+  // Regenerate: a new version in the reply's place, the old one kept.
   await assistant(page).first().locator('button.regenerate').click();
   await expect(assistant(page)).toHaveCount(1);
   await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  const replySwitch = assistant(page).first().locator('.versions');
+  await expect(replySwitch.locator('.version-label')).toHaveText('2/2');
   await expect.poll(async () => (await stored())[1].id).not.toBe(before[1].id);
   expect((await stored()).length).toBe(2);
+  expect((await stored())[1].versions).toEqual([before[1].id, (await stored())[1].id]);
+  // ‹ shows the first answer again, and the choice is the server's.
+  await replySwitch.locator('.version-prev').click();
+  await expect(replySwitch.locator('.version-label')).toHaveText('1/2');
+  await expect.poll(async () => (await stored())[1].id).toBe(before[1].id);
+  await expect(replySwitch.locator('.version-prev')).toBeDisabled();
 
-  // Edit the question: it and what followed are replaced by the edited one.
+  // Edit the question: a new branch; the old one and its follow-up are kept.
   await ask(page, 'A follow-up');
   await expect(assistant(page).nth(1)).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
   await user(page).first().locator('button.edit').click();
@@ -90,10 +99,25 @@ test('regenerate, edit-and-resend and delete', async ({ page }) => {
   await expect(user(page).first()).toContainText('Alpha question, edited');
   await expect(assistant(page).first()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
   await expect(assistant(page).first()).toHaveAttribute('data-raw', /Alpha question, edited/);
+  const questionSwitch = user(page).first().locator('.versions');
+  await expect(questionSwitch.locator('.version-label')).toHaveText('2/2');
   await page.reload();
   await waitLive(page);
   await expect(user(page)).toHaveCount(1);
   await expect(user(page).first()).toContainText('Alpha question, edited');
+  await expect(questionSwitch.locator('.version-label')).toHaveText('2/2');
+  // Back to the first version: its branch returns, follow-up included, and
+  // survives a reload.
+  await questionSwitch.locator('.version-prev').click();
+  await expect(user(page)).toHaveCount(2);
+  await expect(user(page).first()).toContainText('Alpha question');
+  await expect(user(page).nth(1)).toContainText('A follow-up');
+  await expect(questionSwitch.locator('.version-label')).toHaveText('1/2');
+  await page.reload();
+  await waitLive(page);
+  await expect(user(page)).toHaveCount(2);
+  await expect(user(page).first().locator('.version-label')).toHaveText('1/2');
+  await expect(assistant(page).first().locator('.version-label')).toHaveText('1/2');
 
   // Rename in the sidebar.
   const entry = page.locator(`.conversation[data-id="${id}"]`);

@@ -66,3 +66,53 @@ test('the static UI falls back to SSE across origins (CORS)', async ({ page }) =
   await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
   await expect(reply).toHaveAttribute('data-raw', await referenceReply(API, question));
 });
+
+test('the static UI is the same product: a guest identity, the sidebar, addresses, export', async ({ page, browser }) => {
+  const site = `http://127.0.0.1:${STATIC_PORT}/`;
+  await page.goto(site);
+  await expect(page.locator('.badge')).toHaveText('Live · WebSocket');
+  // A guest identity, kept in local storage (the API is on another origin:
+  // no cookie of the page's reaches it).
+  const token = await page.evaluate(() => localStorage.getItem('rill_token'));
+  expect(token).toBeTruthy();
+  const question = 'Remember me, static page';
+  await ask(page, question);
+  await expect(page.locator('article.msg.assistant').last()).toHaveAttribute('data-status', 'complete');
+  await expect(page).toHaveURL(/\?c=[^&#]+$/);
+  await expect(page.locator('.conversation.current .conversation-link')).toHaveText(question);
+  // The server keeps it for this guest.
+  const mine = await page.request.get(`${API}/api/v1/conversations`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  expect((await mine.json()).conversations.map((c: any) => c.title)).toContain(question);
+
+  // A reload opens it again, history and sidebar from the server.
+  const url = page.url();
+  await page.reload();
+  await expect(page.locator('.badge')).toHaveText('Live · WebSocket');
+  await expect(page.locator('article.msg.user')).toHaveText([new RegExp(question)]);
+  await expect(page.locator('article.msg.assistant')).toHaveAttribute('data-status', 'complete');
+  await expect(page.locator('.conversation-link', { hasText: question })).toHaveCount(1);
+
+  // New chat, then back through the sidebar.
+  await page.locator('a.new-chat').click();
+  await expect(page.locator('.badge')).toHaveText('Live · WebSocket');
+  await expect(page.locator('article.msg')).toHaveCount(0);
+  await page.locator('.conversation-link', { hasText: question }).click();
+  await expect(page.locator('article.msg.user')).toHaveCount(1);
+
+  // Export goes to the API's server with the guest's token.
+  const href = await page.locator('nav.export a').first().getAttribute('href');
+  expect(href).toContain(`${API}/api/v1/conversations/`);
+  const exported = await page.request.get(href!);
+  expect(exported.status()).toBe(200);
+  expect(await exported.text()).toContain(question);
+
+  // Another browser has its own identity: the address does not open it.
+  const stranger = await browser.newContext();
+  const other = await stranger.newPage();
+  await other.goto(url);
+  await expect(other.locator('.notices')).toContainText('belongs to someone else');
+  await expect(other.locator('article.msg')).toHaveCount(0);
+  await stranger.close();
+});

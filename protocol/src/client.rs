@@ -135,11 +135,18 @@ pub struct MessageRequest {
     /// openai provider offers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_reasoning: Option<bool>,
-    /// Regenerate / edit-and-resend: the id of a stored message of this
-    /// conversation (usually a user message) that this message replaces. That
-    /// message and every later one are deleted before this one is stored.
+    /// Edit-and-resend: the id of a stored question of this conversation (or
+    /// of a reply: its question) that this message is a new version of. The
+    /// old version and the branch after it are kept (`versions` in the
+    /// conversation; `POST …/select` shows it again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace_from: Option<String>,
+    /// Answer again: the id of a stored reply. Its question is answered anew
+    /// (`message` is not needed, and is ignored) by the same persona unless
+    /// one `persona_id` is named (`auto` routes again); the new reply is a
+    /// version of the old one, which is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regenerate: Option<String>,
 }
 
 /// Reads an optional id sent as a string or as an integer.

@@ -65,6 +65,23 @@ pub struct ConversationMessage {
     /// What the reply cost, when its model has a price (`--prices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
+    /// A question's previous question on its branch; a reply's question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// When it has other versions (an edited question's earlier texts, a
+    /// regenerated reply's earlier answers): their ids, itself included,
+    /// oldest first. `POST /api/v1/conversations/{id}/select` shows another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/select`: show this version of a message
+/// (and the branch that continues from it, as it was left).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectVersion {
+    /// One of a message's `versions`.
+    pub message_id: String,
 }
 
 /// `GET /api/v1/conversations/{id}`: the conversation and its messages, oldest first.

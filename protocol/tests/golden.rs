@@ -429,6 +429,14 @@ fn every_seed_name_for_the_conversation_parses() {
     };
     assert_eq!(request.previous_response_id.as_deref(), Some("r-1"));
     assert_eq!(request.replace_from.as_deref(), Some("m-1"));
+    // Answering again needs no text: the reply names its question.
+    let frame =
+        rill_protocol::parse_client_frame(r#"{"type":"message","regenerate":"r-2"}"#).unwrap();
+    let rill_protocol::ClientFrame::Message(request) = frame else {
+        panic!("a message")
+    };
+    assert_eq!(request.regenerate.as_deref(), Some("r-2"));
+    assert_eq!(request.text(), None);
     assert!(
         rill_protocol::parse_client_frame(r#"{"type":"message","message":"hi","chat_id":{"a":1}}"#)
             .is_err()

@@ -299,6 +299,29 @@ impl Conversations {
         })
     }
 
+    /// Shows version `message_id` of the caller's conversation (and the
+    /// branch after it as it was left); answers with the conversation as it
+    /// now shows.
+    pub async fn select(
+        &self,
+        identity: &Identity,
+        id: &str,
+        message_id: &str,
+    ) -> Result<ConversationDetail> {
+        let owner = identity.conversation_owner();
+        match self.store.select_version(&owner, id, message_id).await {
+            Err(store::StoreError::NotFound) => {
+                // Say which was not found: the conversation, or the message in it.
+                self.store.owned_conversation(&owner, id).await?;
+                return Err(Error::NotFound(
+                    "message_id: no such message in this conversation",
+                ));
+            }
+            other => other?,
+        }
+        self.detail(identity, id).await
+    }
+
     /// Renames the caller's conversation (1 to 200 characters, no control characters).
     pub async fn rename(
         &self,
@@ -521,6 +544,12 @@ fn message(message: StoredMessage, prices: &Prices) -> ConversationMessage {
         stream_id: message.stream_id,
         created_at: message.created_at,
         confidence: message.confidence,
+        parent_id: message.parent_id,
+        versions: if message.versions.len() > 1 {
+            message.versions
+        } else {
+            Vec::new()
+        },
     }
 }
 

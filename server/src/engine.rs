@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use rill_protocol::client::DEFAULT_PERSONA;
 use rill_protocol::server::Context;
-use rill_protocol::{FinishReason, MessageRequest, Metadata, ProgressStep, Routing, Timing, Usage};
+use rill_protocol::{
+    AUTO_PERSONA, FinishReason, MessageRequest, Metadata, ProgressStep, Routing, Timing, Usage,
+};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Identity;
@@ -23,7 +26,8 @@ use crate::personas::{Choice, Persona, Personas};
 use crate::prices::Prices;
 use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
 use crate::store::{
-    Figures, MessageStatus, NewReply, Store, StoreError, StoredMessage, Turn, title_from,
+    Figures, MessageStatus, NewReply, Regenerate, Store, StoreError, StoredMessage, Turn,
+    title_from,
 };
 
 /// Longest accepted id (session, persona, model, client message) in characters.
@@ -232,8 +236,32 @@ impl Engine {
     /// the caller if new; `FORBIDDEN` if another owner's), and starts one stream
     /// per persona. The streams run in the server whatever happens to the caller.
     pub async fn start(&self, identity: &Identity, request: MessageRequest) -> Result<Started> {
-        let question = request.text().ok_or(Error::EmptyMessage)?.to_owned();
-        let personas = request.personas();
+        let owner = identity.conversation_owner();
+        let regenerate = self.regenerate_target(&owner, &request).await?;
+        let question = match &regenerate {
+            Some(target) => target.question.clone(),
+            None => request.text().ok_or(Error::EmptyMessage)?.to_owned(),
+        };
+        let personas = match &regenerate {
+            // The same persona as the reply it replaces (routing again for a
+            // routed one), unless the request names one.
+            Some(target) if request.persona_ids.is_none() && request.persona_id.is_none() => {
+                vec![if target.routed {
+                    AUTO_PERSONA.to_owned()
+                } else {
+                    target
+                        .persona
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_PERSONA.to_owned())
+                }]
+            }
+            Some(_) if request.personas().len() != 1 => {
+                return Err(Error::InvalidMessage(
+                    "regenerate answers with one persona: name one persona_id, or none".into(),
+                ));
+            }
+            _ => request.personas(),
+        };
         if personas.len() > self.limits.max_personas {
             return Err(Error::InvalidMessage(format!(
                 "too many personas: at most {} per message",
@@ -289,8 +317,10 @@ impl Engine {
                 "temperature must be between 0 and 2".into(),
             ));
         }
-        let owner = identity.conversation_owner();
-        let session_id = self.resolve_conversation(&owner, &request).await?;
+        let session_id = match &regenerate {
+            Some(target) => target.conversation_id.clone(),
+            None => self.resolve_conversation(&owner, &request).await?,
+        };
         // One stream per persona (`None`: routing chooses); if storing fails
         // below, dropping their writers ends them unseen.
         let writers: Vec<PersonaStream> = personas
@@ -315,7 +345,10 @@ impl Engine {
         // The question and its empty `streaming` replies are stored, in one
         // write, before anything is generated: a crash at any later point
         // leaves the replies to be marked interrupted.
-        let user_message_id = uuid::Uuid::now_v7().to_string();
+        let user_message_id = match &regenerate {
+            Some(target) => target.question_id.clone(),
+            None => uuid::Uuid::now_v7().to_string(),
+        };
         let replies: Vec<NewReply> = writers
             .iter()
             .map(|(id, persona, writer)| NewReply {
@@ -334,6 +367,7 @@ impl Engine {
                 customer_id: request.customer_id.clone(),
                 title: title_from(&question),
                 replace_from: request.replace_from.clone(),
+                regenerate,
                 include_history: request.include_history.unwrap_or(true),
                 history_limit: self.limits.history_max_messages,
                 question_id: user_message_id.clone(),
@@ -408,6 +442,40 @@ impl Engine {
             session_id,
             stream_ids,
         })
+    }
+
+    /// The reply a request asks to `regenerate`, if it does: `NOT_FOUND` if
+    /// the caller has no such reply (in the conversation it names, if any),
+    /// `INVALID_MESSAGE` beside `replace_from`.
+    async fn regenerate_target(
+        &self,
+        owner: &str,
+        request: &MessageRequest,
+    ) -> Result<Option<Regenerate>> {
+        let Some(reply) = request.regenerate.as_deref() else {
+            return Ok(None);
+        };
+        check_id("regenerate", reply)?;
+        if request.replace_from.is_some() {
+            return Err(Error::InvalidMessage(
+                "regenerate and replace_from cannot be combined: regenerate answers a stored \
+                 question again, replace_from stores a new version of it"
+                    .into(),
+            ));
+        }
+        let not_found = || Error::NotFound("regenerate: no such reply in this conversation");
+        let target = match self.store.regenerate_target(owner, reply).await {
+            Ok(target) => target,
+            Err(StoreError::NotFound | StoreError::Forbidden) => return Err(not_found()),
+            Err(other) => return Err(other.into()),
+        };
+        if request
+            .conversation_id()
+            .is_some_and(|id| id != target.conversation_id)
+        {
+            return Err(not_found());
+        }
+        Ok(Some(target))
     }
 
     /// The conversation a request continues: `session_id`/`chat_id`; else the

@@ -422,49 +422,9 @@ async fn conversation_ids_resolve_under_every_name() {
     );
 }
 
-#[tokio::test]
-async fn replace_from_regenerates_and_edits_replacing_what_followed() {
-    let server = start().await;
-    let token = server.token("dave");
-    let first = ask(
-        &server,
-        Some(&token),
-        json!({"type": "message", "message": "first", "session_id": "d"}),
-    )
-    .await;
-    let second = ask(
-        &server,
-        Some(&token),
-        json!({"type": "message", "message": "second", "session_id": "d"}),
-    )
-    .await;
-    let first_question = first[0]["user_message_id"].as_str().unwrap();
-    let second_question = second[0]["user_message_id"].as_str().unwrap();
-    // Regenerate the last reply: the same question replaces itself and its reply.
-    ask(&server, Some(&token), json!({"type": "message", "message": "second", "session_id": "d", "replace_from": second_question})).await;
-    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
-    let contents: Vec<&str> = d["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, ["user", "assistant", "user", "assistant"]);
-    assert_eq!(d["messages"][2]["content"], "second");
-    assert_ne!(d["messages"][2]["id"], second_question);
-    // Edit the first question: everything after it is replaced.
-    ask(&server, Some(&token), json!({"type": "message", "message": "first, edited", "session_id": "d", "replace_from": first_question})).await;
-    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
-    let messages = d["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 2);
-    assert_eq!(messages[0]["content"], "first, edited");
-    assert_eq!(messages[1]["status"], "complete");
-}
-
-#[tokio::test]
-async fn history_reaches_the_model_within_its_budget() {
-    let upstream = start_upstream().await;
-    let settings = OpenAiSettings {
+/// The openai provider against the local upstream.
+fn upstream_settings(upstream: &common::upstream::UpstreamServer) -> OpenAiSettings {
+    OpenAiSettings {
         base_url: upstream.base_url(),
         api_key: API_KEY.to_owned(),
         default_model: "gpt-ok".to_owned(),
@@ -474,7 +434,197 @@ async fn history_reaches_the_model_within_its_budget() {
         idle_timeout: Duration::from_secs(5),
         retries: 0,
         retry_backoff: Duration::from_millis(10),
+    }
+}
+
+/// The messages a conversation shows: (role, content, versions).
+fn shown(detail: &Value) -> Vec<(String, String, usize)> {
+    detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+                m["versions"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn edits_and_regenerations_are_versions_and_history_follows_the_one_shown() {
+    let upstream = start_upstream().await;
+    let settings = upstream_settings(&upstream);
+    let server = start_with(move |c| c.provider = ProviderConfig::OpenAi(settings)).await;
+    let token = server.token("dave");
+    let question = |text: &str| json!({"type": "message", "message": text, "session_id": "d"});
+    let first = ask(&server, Some(&token), question("first")).await;
+    let second = ask(&server, Some(&token), question("second")).await;
+    let first_question = first[0]["user_message_id"].as_str().unwrap().to_owned();
+    let second_reply = second[0]["message_id"].as_str().unwrap().to_owned();
+
+    // Regenerate the second reply: a new version in its place, the question
+    // not stored again, the old reply kept.
+    let again = ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "session_id": "d", "regenerate": second_reply}),
+    )
+    .await;
+    assert_eq!(again[0]["type"], "start", "{again:?}");
+    assert_eq!(
+        again[0]["user_message_id"], second[0]["user_message_id"],
+        "the same question is answered again"
+    );
+    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
+    assert_eq!(
+        shown(&d),
+        [
+            ("user".into(), "first".into(), 0),
+            ("assistant".into(), "Hello world!".into(), 0),
+            ("user".into(), "second".into(), 0),
+            ("assistant".into(), "Hello world!".into(), 2),
+        ]
+    );
+    assert_eq!(d["messages"][3]["versions"][0], second_reply.as_str());
+    assert_eq!(d["messages"][3]["id"], again[0]["message_id"]);
+    // The model was asked the same question with the same history.
+    let requests = upstream.requests();
+    assert_eq!(requests[2]["messages"], requests[1]["messages"]);
+
+    // Edit the first question: a new branch from the start.
+    ask(
+        &server,
+        Some(&token),
+        json!({"type": "message", "message": "first, edited", "session_id": "d", "replace_from": first_question}),
+    )
+    .await;
+    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
+    assert_eq!(
+        shown(&d),
+        [
+            ("user".into(), "first, edited".into(), 2),
+            ("assistant".into(), "Hello world!".into(), 0),
+        ]
+    );
+    // The next question's history is the edited branch only.
+    ask(&server, Some(&token), question("third")).await;
+    let contents = |request: &Value| -> Vec<String> {
+        request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
     };
+    assert_eq!(
+        contents(&upstream.requests()[4]),
+        ["first, edited", "Hello world!", "third"]
+    );
+
+    // Switch back to the first version: its branch returns as it was left.
+    let (status, d) = call(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/conversations/d/select",
+        Some(&token),
+        Some(json!({"message_id": first_question})),
+    )
+    .await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(
+        shown(&d)
+            .iter()
+            .map(|(_, c, _)| c.as_str())
+            .collect::<Vec<_>>(),
+        ["first", "Hello world!", "second", "Hello world!"]
+    );
+    ask(&server, Some(&token), question("fourth")).await;
+    assert_eq!(
+        contents(&upstream.requests()[5]),
+        ["first", "Hello world!", "second", "Hello world!", "fourth"]
+    );
+    // The export follows the branch shown too.
+    let (_, exported) = get_as(
+        &server,
+        "/api/v1/conversations/d/export?format=json",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(exported["messages"].as_array().unwrap().len(), 6);
+
+    // Refusals: each with its code, nothing changed.
+    let mallory = server.token("mallory");
+    for (who, body, status, code) in [
+        (&token, json!({"message_id": "no-such"}), 404, "NOT_FOUND"),
+        (&token, json!({"id": "x"}), 400, "INVALID_MESSAGE"),
+        (
+            &mallory,
+            json!({"message_id": first_question}),
+            403,
+            "FORBIDDEN",
+        ),
+    ] {
+        let (got, answer) = call(
+            &server,
+            reqwest::Method::POST,
+            "/api/v1/conversations/d/select",
+            Some(who),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    for (who, frame, code) in [
+        (
+            &token,
+            json!({"type": "message", "session_id": "d", "regenerate": "no-such-reply"}),
+            "NOT_FOUND",
+        ),
+        (
+            &token,
+            json!({"type": "message", "session_id": "d", "regenerate": first_question}),
+            "NOT_FOUND",
+        ),
+        (
+            &token,
+            json!({"type": "message", "session_id": "other", "regenerate": second_reply}),
+            "NOT_FOUND",
+        ),
+        (
+            &token,
+            json!({"type": "message", "session_id": "d", "regenerate": second_reply, "replace_from": first_question}),
+            "INVALID_MESSAGE",
+        ),
+        (
+            &token,
+            json!({"type": "message", "session_id": "d", "regenerate": second_reply, "persona_ids": ["assistant", "data_scientist"]}),
+            "INVALID_MESSAGE",
+        ),
+        (
+            &mallory,
+            json!({"type": "message", "regenerate": second_reply}),
+            "NOT_FOUND",
+        ),
+    ] {
+        let answer = ask(&server, Some(who), frame.clone()).await;
+        assert_eq!(answer[0]["code"], code, "{frame}");
+    }
+    let (_, d) = get_as(&server, "/api/v1/conversations/d", Some(&token)).await;
+    assert_eq!(d["messages"].as_array().unwrap().len(), 6, "nothing stored");
+}
+
+#[tokio::test]
+async fn history_reaches_the_model_within_its_budget() {
+    let upstream = start_upstream().await;
+    let settings = upstream_settings(&upstream);
     let server = start_with(move |c| {
         c.provider = ProviderConfig::OpenAi(settings);
         c.history_max_messages = 3;

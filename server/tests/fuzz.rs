@@ -32,7 +32,7 @@ const DECODE_CODES: [&str; 4] = [
 ];
 
 /// Names the protocol uses, so generated objects hit real fields.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "type",
     "message",
     "token",
@@ -48,6 +48,7 @@ const KEYS: [&str; 20] = [
     "include_history",
     "client_message_id",
     "replace_from",
+    "regenerate",
     "timestamp",
     "room",
     "customer_id",

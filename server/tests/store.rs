@@ -348,23 +348,17 @@ async fn rename_truncate_and_find_by_message_respect_the_owner() {
             store.conversation_of_message("guest:g", "nope").await,
             Err(StoreError::NotFound)
         ));
-        assert!(matches!(
-            store.truncate_from("guest:h", "c", "m2").await,
-            Err(StoreError::Forbidden)
-        ));
-        assert!(matches!(
-            store.truncate_from("guest:g", "c", "nope").await,
-            Err(StoreError::NotFound)
-        ));
-        assert_eq!(store.truncate_from("guest:g", "c", "m2").await.unwrap(), 2);
-        let left: Vec<String> = store
-            .messages("guest:g", "c")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.content)
+        // Each question follows the one before on the conversation's branch.
+        let all = store.messages("guest:g", "c").await.unwrap();
+        let chain: Vec<(&str, Option<&str>)> = all
+            .iter()
+            .map(|m| (m.content.as_str(), m.parent_id.as_deref()))
             .collect();
-        assert_eq!(left, ["one"], "{backend}");
+        assert_eq!(
+            chain,
+            [("one", None), ("two", Some("m1")), ("three", Some("m2"))],
+            "{backend}"
+        );
     }
     cleanup.run().await;
 }
@@ -392,6 +386,11 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
         "INSERT INTO conversations VALUES ('kept', 'user:ann', 'Old one', NULL, 1, 2)",
         "INSERT INTO messages (id, conversation_id, role, content, status, created_at, updated_at) \
          VALUES ('old-q', 'kept', 'user', 'Where is the lighthouse?', 'complete', 1, 1)",
+        "INSERT INTO messages (id, conversation_id, role, persona, content, status, created_at, updated_at) \
+         VALUES ('old-r', 'kept', 'assistant', 'assistant', 'On the cape.', 'complete', 1, 1), \
+         ('old-s', 'kept', 'assistant', 'data_scientist', 'At 48.1 N.', 'complete', 1, 1), \
+         ('old-t', 'kept', 'user', NULL, 'How tall?', 'complete', 2, 2), \
+         ('old-u', 'kept', 'assistant', 'assistant', 'Forty metres.', 'complete', 2, 2)",
     ] {
         sqlx::query(statement).execute(&old).await.unwrap();
     }
@@ -402,6 +401,31 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
         .expect("the old database opens");
     let kept = store.owned_conversation("user:ann", "kept").await.unwrap();
     assert_eq!(kept.title, "Old one");
+    // The branches migration made the old conversation one branch, in order:
+    // each message after the question before it, side-by-side replies in
+    // their slots, the last question its leaf.
+    assert_eq!(kept.leaf_id.as_deref(), Some("old-t"));
+    let shown = store.messages("user:ann", "kept").await.unwrap();
+    let tree: Vec<(&str, Option<&str>, i64)> = shown
+        .iter()
+        .map(|m| (m.id.as_str(), m.parent_id.as_deref(), m.slot))
+        .collect();
+    assert_eq!(
+        tree,
+        [
+            ("old-q", None, 0),
+            ("old-r", Some("old-q"), 0),
+            ("old-s", Some("old-q"), 1),
+            ("old-t", Some("old-q"), 0),
+            ("old-u", Some("old-t"), 0),
+        ]
+    );
+    // A new question continues it, with all of it as history.
+    let history = store
+        .start_turn(turn("kept", "user:ann", "new-q", "And its light?"))
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 5);
     // The search migration indexed what was already there.
     let found = store
         .search("user:ann", &["lighthouse".to_owned()], 10, 0)
@@ -437,6 +461,7 @@ fn turn(conversation: &str, owner: &str, question_id: &str, question: &str) -> T
         customer_id: None,
         title: question.into(),
         replace_from: None,
+        regenerate: None,
         include_history: true,
         history_limit: 40,
         question_id: question_id.into(),
@@ -504,7 +529,6 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, ["q1-reply", "q2"], "{backend}");
-        store.truncate_from("user:ann", "t-1", "q2b").await.unwrap();
 
         // Someone else's conversation: refused, nothing written.
         assert!(matches!(
@@ -520,19 +544,175 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
             store.start_turn(bad).await,
             Err(StoreError::NotFound)
         ));
-        // A good one replaces from that message on.
+        // A good one is a new version of that question: the branch shown
+        // goes through it, the old version and what followed it are kept.
         let mut again = turn("t-1", "user:ann", "q5", "Second, better?");
         again.replace_from = Some("q2".into());
-        again.include_history = false;
-        assert!(store.start_turn(again).await.unwrap().is_empty());
-        let ids: Vec<String> = store
-            .messages("user:ann", "t-1")
+        let history = store.start_turn(again).await.unwrap();
+        assert_eq!(ids_of(&history), ["q1", "q1-reply"], "{backend}");
+        let shown = store.messages("user:ann", "t-1").await.unwrap();
+        assert_eq!(
+            ids_of(&shown),
+            ["q1", "q1-reply", "q5", "q5-reply"],
+            "{backend}"
+        );
+        assert_eq!(shown[2].versions, ["q2", "q5"], "{backend}");
+        assert!(shown[0].versions.len() == 1, "{backend}");
+    }
+    cleanup.run().await;
+}
+
+fn ids_of(messages: &[rill::store::StoredMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn branches_keep_every_version_and_history_follows_the_one_shown() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        // q1 → q2 → q3, each answered; q1 by two personas side by side.
+        let mut first = turn("b", "user:ann", "q1", "Where?");
+        first.replies.push(NewReply {
+            id: "q1-second".into(),
+            persona: "data_scientist".into(),
+            model: "demo".into(),
+            stream_id: "q1-second-stream".into(),
+        });
+        store.start_turn(first).await.unwrap();
+        for (id, text) in [("q1-reply", "Here."), ("q1-second", "At 48 N.")] {
+            store
+                .finish_message(id, text, MessageStatus::Complete, Figures::default())
+                .await
+                .unwrap();
+        }
+        for (id, text) in [("q2", "Why?"), ("q3", "When?")] {
+            store
+                .start_turn(turn("b", "user:ann", id, text))
+                .await
+                .unwrap();
+            store
+                .finish_message(
+                    &format!("{id}-reply"),
+                    &format!("Answer to {text}"),
+                    MessageStatus::Complete,
+                    Figures::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // Edit q2: a new branch from q1.
+        let mut edit = turn("b", "user:ann", "q2b", "Why not?");
+        edit.replace_from = Some("q2-reply".into()); // a reply names its question
+        store.start_turn(edit).await.unwrap();
+        let shown = store.messages("user:ann", "b").await.unwrap();
+        assert_eq!(
+            ids_of(&shown),
+            ["q1", "q1-reply", "q1-second", "q2b", "q2b-reply"],
+            "{backend}"
+        );
+        // The next question follows the edited branch: its history has q2b,
+        // not q2 or q3.
+        let history = store
+            .start_turn(turn("b", "user:ann", "q4", "Then?"))
             .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(ids, ["q1", "q1-reply", "q5", "q5-reply"], "{backend}");
+            .unwrap();
+        assert_eq!(
+            ids_of(&history),
+            ["q1", "q1-reply", "q1-second", "q2b"],
+            "{backend}: q2b's reply has no text yet"
+        );
+
+        // Back to q2: its branch comes back as it was left, down to q3.
+        store.select_version("user:ann", "b", "q2").await.unwrap();
+        let shown = store.messages("user:ann", "b").await.unwrap();
+        assert_eq!(
+            ids_of(&shown),
+            [
+                "q1",
+                "q1-reply",
+                "q1-second",
+                "q2",
+                "q2-reply",
+                "q3",
+                "q3-reply"
+            ],
+            "{backend}"
+        );
+        assert_eq!(shown[3].versions, ["q2", "q2b"], "{backend}");
+
+        // Regenerate the second of q1's side-by-side replies: a version in
+        // its slot; the first reply and the questions after stay.
+        let target = store
+            .regenerate_target("user:ann", "q1-second")
+            .await
+            .unwrap();
+        assert_eq!(target.question_id, "q1", "{backend}");
+        assert_eq!(target.question, "Where?", "{backend}");
+        assert_eq!(target.question_parent, None, "{backend}");
+        assert_eq!(target.slot, 1, "{backend}");
+        assert_eq!(target.persona.as_deref(), Some("data_scientist"));
+        let mut again = turn("b", "user:ann", "unused", "ignored");
+        again.replies[0].id = "q1-third".into();
+        again.regenerate = Some(target);
+        assert!(store.start_turn(again).await.unwrap().is_empty());
+        let shown = store.messages("user:ann", "b").await.unwrap();
+        assert_eq!(
+            ids_of(&shown),
+            [
+                "q1", "q1-reply", "q1-third", "q2", "q2-reply", "q3", "q3-reply"
+            ],
+            "{backend}: the new version shows in the old one's place"
+        );
+        assert_eq!(shown[2].versions, ["q1-second", "q1-third"], "{backend}");
+        assert!(
+            store
+                .messages("user:ann", "b")
+                .await
+                .unwrap()
+                .iter()
+                .all(|m| m.id != "unused"),
+            "{backend}: regenerating stores no question"
+        );
+        // Selecting the old reply shows it again, and history follows.
+        store
+            .select_version("user:ann", "b", "q1-second")
+            .await
+            .unwrap();
+        let history = store
+            .start_turn(turn("b", "user:ann", "q5", "And?"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids_of(&history),
+            [
+                "q1",
+                "q1-reply",
+                "q1-second",
+                "q2",
+                "q2-reply",
+                "q3",
+                "q3-reply"
+            ],
+            "{backend}"
+        );
+
+        // Refusals: someone else's, and messages that are not there.
+        assert!(matches!(
+            store.select_version("user:bob", "b", "q2").await,
+            Err(StoreError::Forbidden)
+        ));
+        assert!(matches!(
+            store.select_version("user:ann", "b", "nope").await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.regenerate_target("user:bob", "q1-reply").await,
+            Err(StoreError::Forbidden)
+        ));
+        assert!(matches!(
+            store.regenerate_target("user:ann", "q1").await,
+            Err(StoreError::NotFound)
+        ));
     }
     cleanup.run().await;
 }
@@ -727,20 +907,13 @@ async fn search_finds_finished_messages_of_the_owner_ranked_with_marked_snippets
             .unwrap();
         assert!(!second.more, "{backend}");
         assert_ne!(first.hits[0].message_id, second.hits[0].message_id);
-        // Deleting a conversation removes its messages from the results;
-        // truncating too.
+        // Deleting a conversation removes its messages from the results.
         store.delete_conversation("user:ann", "s2").await.unwrap();
         let after_delete = store
             .search("user:ann", &terms("sailboat"), 10, 0)
             .await
             .unwrap();
         assert_eq!(after_delete.hits.len(), 1, "{backend}");
-        store.truncate_from("user:ann", "s1", "q1").await.unwrap();
-        let after_truncate = store
-            .search("user:ann", &terms("sailboat"), 10, 0)
-            .await
-            .unwrap();
-        assert!(after_truncate.hits.is_empty(), "{backend}");
         // Nothing matches nothing.
         let none = store.search("user:ann", &[], 10, 0).await.unwrap();
         assert!(none.hits.is_empty());

@@ -101,14 +101,23 @@ pub fn ChatPage() -> impl IntoView {
     }
 }
 
-/// The open conversation's export link (same origin: the page's cookie
-/// authenticates the download).
+/// The open conversation's export link: on the server-rendered page the
+/// page's cookie authenticates the download; the static build's link goes
+/// to the API's server with its token.
 fn export_href(state: ChatState, format: &str) -> String {
     let id = state.session_id.get().unwrap_or_default();
-    format!(
+    let path = format!(
         "/api/v1/conversations/{}/export?format={format}",
         crate::components::sidebar::urlencoding(&id)
-    )
+    );
+    #[cfg(feature = "csr")]
+    {
+        crate::transport::with_token(crate::transport::absolute(&path))
+    }
+    #[cfg(not(feature = "csr"))]
+    {
+        path
+    }
 }
 
 /// A row of the conversation: one message, or the replies to one question that

@@ -61,6 +61,7 @@ pub fn MessageItem(
                                 draft.set(message.text.get_value());
                                 editing.set(true);
                             }>"Edit"</button>
+                            <Versions message=message/>
                         </div>
                     }
                 >
@@ -82,7 +83,7 @@ pub fn MessageItem(
                                 "Cancel"
                             </button>
                         </div>
-                        <p class="hint">"Sending replaces this message and everything after it."</p>
+                        <p class="hint">"The edited question starts a new branch; ‹ › switches back to this one."</p>
                     </form>
                 </Show>
             </article>
@@ -169,6 +170,7 @@ pub fn MessageItem(
                             <button type="button" class="regenerate" on:click=move |_| state.regenerate(message)>
                                 "Regenerate"
                             </button>
+                            <Versions message=message/>
                         </div>
                     }
                 >
@@ -187,4 +189,50 @@ pub fn MessageItem(
         </article>
     }
     .into_any()
+}
+
+/// `‹ 2/3 ›` on a message that has other versions: which one this is, and
+/// buttons to the previous and next (the page then shows that branch).
+#[component]
+fn Versions(
+    /// The message whose versions are offered.
+    message: MessageView,
+) -> impl IntoView {
+    let state = expect_context::<ChatState>();
+    let position = move || {
+        message.versions.track();
+        message.version_position()
+    };
+    let go = move |step: isize| {
+        if let Some(id) = message.version_at(step) {
+            state.select_version(id);
+        }
+    };
+    view! {
+        <Show when=move || position().is_some()>
+            <span class="versions" role="group" aria-label="Versions">
+                <button
+                    type="button"
+                    class="version-prev"
+                    aria-label="Previous version"
+                    disabled=move || position().is_none_or(|(at, _)| at <= 1)
+                    on:click=move |_| go(-1)
+                >
+                    "‹"
+                </button>
+                <span class="version-label">
+                    {move || position().map(|(at, of)| format!("{at}/{of}"))}
+                </span>
+                <button
+                    type="button"
+                    class="version-next"
+                    aria-label="Next version"
+                    disabled=move || position().is_none_or(|(at, of)| at >= of)
+                    on:click=move |_| go(1)
+                >
+                    "›"
+                </button>
+            </span>
+        </Show>
+    }
 }

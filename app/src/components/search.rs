@@ -25,7 +25,11 @@ enum Status {
 
 /// The link to a result: its conversation's page, at the message.
 fn href(hit: &SearchHit) -> String {
-    format!("/c/{}#m-{}", hit.conversation_id, hit.message_id)
+    format!(
+        "{}#m-{}",
+        crate::components::sidebar::conversation_href(&hit.conversation_id),
+        hit.message_id
+    )
 }
 
 /// The search dialog; shown while `state.search_open`.

@@ -85,7 +85,9 @@ fn on_key(state: ChatState, open: RwSignal<bool>, ev: &web_sys::KeyboardEvent) {
     }
     if (ev.ctrl_key() || ev.meta_key()) && ev.shift_key() && key.eq_ignore_ascii_case("o") {
         ev.prevent_default();
-        let _ = window().location().set_href("/");
+        let _ = window()
+            .location()
+            .set_href(crate::components::sidebar::NEW_CHAT_HREF);
         return;
     }
     // `?` is text while typing: only outside inputs.

@@ -64,7 +64,7 @@ pub fn Sidebar() -> impl IntoView {
     view! {
         <nav class="sidebar" aria-label="Conversations">
             // rel=external: a real navigation, so the server renders the history.
-            <a class="new-chat" href="/" rel="external">"+ New chat"</a>
+            <a class="new-chat" href=NEW_CHAT_HREF rel="external">"+ New chat"</a>
             <ul class="conversations">
                 <For
                     each=move || state.conversations.get()
@@ -93,13 +93,27 @@ pub fn Sidebar() -> impl IntoView {
     .into_any()
 }
 
+/// The address of conversation `id`: `/c/<id>`, which the server renders
+/// with its history; in the static build `?c=<id>`, whose page loads it (a
+/// static host serves one page).
+pub fn conversation_href(id: &str) -> String {
+    if cfg!(feature = "csr") {
+        format!("?c={}", urlencoding(id))
+    } else {
+        format!("/c/{}", urlencoding(id))
+    }
+}
+
+/// The address of a new chat (the static build: its own page, no query).
+pub const NEW_CHAT_HREF: &str = if cfg!(feature = "csr") { "?" } else { "/" };
+
 /// One conversation of the list.
 #[component]
 fn ConversationEntry(conversation: ConversationSummary) -> impl IntoView {
     let state = expect_context::<ChatState>();
     let id = StoredValue::new(conversation.id.clone());
     let title = conversation.title.clone();
-    let href = format!("/c/{}", urlencoding(&conversation.id));
+    let href = conversation_href(&conversation.id);
     let current = move || {
         state
             .session_id

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rill_protocol::conversations::{
     ConversationDetail, ConversationList, ConversationSummary, GuestToken, RenameConversation,
-    SearchResults,
+    SearchResults, SelectVersion,
 };
 use serde::Deserialize;
 
@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<AppState> {
             get(read).patch(rename).delete(delete),
         )
         .route("/api/v1/conversations/{id}/export", get(export))
+        .route("/api/v1/conversations/{id}/select", post(select))
         .route("/api/v1/search", get(search))
 }
 
@@ -185,6 +186,25 @@ async fn export(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// `POST /api/v1/conversations/{id}/select` with `{"message_id": …}`: shows
+/// that version; answers with the conversation as it now shows.
+async fn select(
+    State(state): State<AppState>,
+    Caller(identity, _): Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<ConversationDetail>, Error> {
+    let bytes = read_body(&state, body).await?;
+    let SelectVersion { message_id } = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidMessage(format!("expected {{\"message_id\": \"…\"}}: {e}")))?;
+    Ok(Json(
+        state
+            .conversations
+            .select(&identity, &id, &message_id)
+            .await?,
+    ))
 }
 
 /// `PATCH /api/v1/conversations/{id}` with `{"title": …}`.

@@ -12,6 +12,7 @@
 //! `guest:<id>` or `public`), and nothing reads, continues or deletes another
 //! owner's conversation ([`StoreError::Forbidden`]).
 
+pub mod branch;
 mod queries;
 mod sql;
 mod sqlite;
@@ -97,6 +98,8 @@ pub struct Conversation {
     pub created_at: i64,
     /// Milliseconds since the Unix epoch; the list is ordered by it.
     pub updated_at: i64,
+    /// The last question of the branch it shows (`None` before the first).
+    pub leaf_id: Option<String>,
 }
 
 /// A message as stored.
@@ -124,6 +127,16 @@ pub struct StoredMessage {
     pub confidence: Option<f64>,
     /// A finished reply's token counts and timing, as far as known.
     pub figures: Figures,
+    /// A question's previous question on its branch; a reply's question.
+    pub parent_id: Option<String>,
+    /// A reply's place among its question's side-by-side replies (0, 1, …).
+    pub slot: i64,
+    /// When it was last chosen among its versions (milliseconds since the
+    /// Unix epoch): the version selected last is shown.
+    pub selected_at: i64,
+    /// The ids of its versions, itself included, oldest first (only where a
+    /// branch was chosen: [`Store::messages`]; otherwise empty).
+    pub versions: Vec<String>,
 }
 
 /// A finished reply's figures: token counts (prompt, reply) and whether they
@@ -173,8 +186,12 @@ pub struct Turn {
     pub customer_id: Option<String>,
     /// A new conversation's title.
     pub title: String,
-    /// A stored message this question replaces, with everything after it.
+    /// A stored message this question is a new version of (a reply: its
+    /// question); the old version and its branch are kept.
     pub replace_from: Option<String>,
+    /// A reply to answer again: no question is stored, `replies` holds its
+    /// one new version.
+    pub regenerate: Option<Regenerate>,
     /// Whether to read the history before the question.
     pub include_history: bool,
     /// Most earlier messages to read as history (the newest that have text).
@@ -185,6 +202,25 @@ pub struct Turn {
     pub question: String,
     /// One empty `streaming` reply per persona.
     pub replies: Vec<NewReply>,
+}
+
+/// A stored reply to generate again ([`Store::regenerate_target`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regenerate {
+    /// The reply's conversation.
+    pub conversation_id: String,
+    /// The question it answers.
+    pub question_id: String,
+    /// That question's text.
+    pub question: String,
+    /// The question before it on its branch (where the history ends).
+    pub question_parent: Option<String>,
+    /// The persona that answered (the one routing chose, if `routed`).
+    pub persona: Option<String>,
+    /// Whether routing chose the persona (`persona_id: "auto"`).
+    pub routed: bool,
+    /// Its place among the question's side-by-side replies.
+    pub slot: i64,
 }
 
 /// A reply about to be generated.
@@ -268,10 +304,12 @@ pub struct Share {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Stores a question and its empty replies in one write: the conversation
-    /// (created if unknown, `Forbidden` if someone else's), what `replace_from`
-    /// replaces (`NotFound` if no such message in it), the question, one
-    /// `streaming` reply per persona. Returns the conversation's messages
-    /// before the question (empty unless `include_history`).
+    /// (created if unknown, `Forbidden` if someone else's), the question (after
+    /// the last question of the branch shown, or as a new version of
+    /// `replace_from`: `NotFound` if no such message in it) made the branch's
+    /// last, one `streaming` reply per persona. With `regenerate`, only the
+    /// reply's new version. Returns the branch's messages before the question
+    /// (empty unless `include_history`).
     async fn start_turn(&self, turn: Turn) -> Result<Vec<StoredMessage>, StoreError>;
 
     /// The conversation `id` for `owner`: created (with `title`) if unknown —
@@ -331,21 +369,32 @@ pub trait Store: Send + Sync {
     /// `interrupted`, keeping their last checkpoint. Returns how many.
     async fn mark_interrupted(&self) -> Result<u64, StoreError>;
 
-    /// A conversation's messages, oldest first.
+    /// The branch a conversation shows, oldest first, each message with its
+    /// versions.
     async fn messages(
         &self,
         owner: &str,
         conversation_id: &str,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Deletes message `message_id` and every later message of the conversation
-    /// (regenerate and edit-and-resend replace what followed). Returns how many.
-    async fn truncate_from(
+    /// The reply `reply_id` of `owner`'s, with its question, to generate again
+    /// (`NotFound` if no such reply, or it answers no question).
+    async fn regenerate_target(
+        &self,
+        owner: &str,
+        reply_id: &str,
+    ) -> Result<Regenerate, StoreError>;
+
+    /// Shows version `message_id` of `owner`'s conversation: it and its
+    /// branch up to the first question become the selected versions, and the
+    /// conversation shows the branch down from it as it was left (`NotFound`
+    /// if no such message in it).
+    async fn select_version(
         &self,
         owner: &str,
         conversation_id: &str,
         message_id: &str,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<(), StoreError>;
 
     /// `owner`'s conversations, most recently updated first, `limit` per page,
     /// starting after the cursor `after` of a previous page.
@@ -396,12 +445,107 @@ pub trait Store: Send + Sync {
     /// The link `token`, live or not (`None` if there never was one).
     async fn share_by_token(&self, token: &str) -> Result<Option<Share>, StoreError>;
 
-    /// What link `share` shows: its conversation and the messages written up
-    /// to its snapshot, oldest first.
+    /// What link `share` shows: its conversation and the branch it shows,
+    /// of the messages written up to the link's snapshot, oldest first.
     async fn shared_messages(
         &self,
         share: &Share,
     ) -> Result<(Conversation, Vec<StoredMessage>), StoreError>;
+}
+
+/// One message of a turn's insert (`queries::insert_turn_sql`'s row).
+pub(crate) struct TurnRow<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) role: &'static str,
+    pub(crate) persona: Option<&'a str>,
+    pub(crate) model: Option<&'a str>,
+    pub(crate) content: &'a str,
+    pub(crate) status: &'static str,
+    pub(crate) stream_id: Option<&'a str>,
+    pub(crate) parent_id: Option<&'a str>,
+    pub(crate) slot: i64,
+}
+
+/// How many messages `turn` inserts: its question (unless it regenerates a
+/// reply) and its replies.
+pub(crate) fn turn_rows(turn: &Turn) -> usize {
+    turn.replies.len() + usize::from(turn.regenerate.is_none())
+}
+
+/// The messages `turn` inserts: the question after `parent`, then its
+/// replies in slots 0, 1, …; or, regenerating, the reply's new version in
+/// its slot.
+pub(crate) fn turn_values<'a>(turn: &'a Turn, parent: Option<&'a str>) -> Vec<TurnRow<'a>> {
+    let reply = |reply: &'a NewReply, question: &'a str, slot: i64| TurnRow {
+        id: &reply.id,
+        role: "assistant",
+        persona: Some(&reply.persona),
+        model: Some(&reply.model),
+        content: "",
+        status: MessageStatus::Streaming.as_str(),
+        stream_id: Some(&reply.stream_id),
+        parent_id: Some(question),
+        slot,
+    };
+    match &turn.regenerate {
+        Some(target) => turn
+            .replies
+            .iter()
+            .map(|r| reply(r, &target.question_id, target.slot))
+            .collect(),
+        None => std::iter::once(TurnRow {
+            id: &turn.question_id,
+            role: "user",
+            persona: None,
+            model: None,
+            content: &turn.question,
+            status: MessageStatus::Complete.as_str(),
+            stream_id: None,
+            parent_id: parent,
+            slot: 0,
+        })
+        .chain(
+            turn.replies
+                .iter()
+                .zip(0..)
+                .map(|(r, slot)| reply(r, &turn.question_id, slot)),
+        )
+        .collect(),
+    }
+}
+
+/// The history a question after `anchor` is sent with, from `rows` (the
+/// branch's last questions and their replies): the shown versions that
+/// have text, the newest `limit` of them, oldest first (an empty reply,
+/// failed before any text, says nothing to the model).
+pub(crate) fn history(rows: Vec<StoredMessage>, anchor: &str, limit: usize) -> Vec<StoredMessage> {
+    let mut shown: Vec<StoredMessage> = branch::shown(rows, Some(anchor))
+        .into_iter()
+        .filter(|m| !m.content.is_empty())
+        .collect();
+    let skip = shown.len().saturating_sub(limit);
+    shown.drain(..skip);
+    for message in &mut shown {
+        message.versions = Vec::new();
+    }
+    shown
+}
+
+/// Milliseconds since the Unix epoch, strictly increasing in this process:
+/// the time of writes that order versions (a message's `selected_at`), so
+/// that of two selections the later one wins even within one millisecond.
+pub(crate) fn tick() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

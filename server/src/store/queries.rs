@@ -7,7 +7,7 @@
 /// The columns of a conversation, in the readers' order.
 macro_rules! conversation_columns {
     () => {
-        "id, owner, title, customer_id, created_at, updated_at"
+        "id, owner, title, customer_id, created_at, updated_at, leaf_id"
     };
 }
 
@@ -16,7 +16,7 @@ macro_rules! message_columns {
     () => {
         "id, conversation_id, role, persona, model, content, status, \
          prompt_tokens, completion_tokens, stream_id, created_at, confidence, \
-         usage_estimated, first_token_ms, total_ms"
+         usage_estimated, first_token_ms, total_ms, parent_id, slot, selected_at"
     };
 }
 
@@ -43,7 +43,38 @@ pub(super) const CLAIM_CONVERSATION: &str = "INSERT INTO conversations \
      (id, owner, title, customer_id, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6) \
      ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
-     WHERE conversations.owner = excluded.owner RETURNING id";
+     WHERE conversations.owner = excluded.owner RETURNING leaf_id";
+
+/// Makes a question the last of the branch its conversation shows.
+pub(super) const SET_LEAF: &str = "UPDATE conversations SET leaf_id = $1 WHERE id = $2";
+
+/// Selects a message among its versions.
+pub(super) const SELECT_VERSION: &str = "UPDATE messages SET selected_at = $1 WHERE id = $2";
+
+/// The parent of a question that replaces message `$1` of conversation `$2`:
+/// that question's parent, or, for a reply, its question's parent. No row if
+/// the message is not in the conversation; NULL for the first question.
+pub(super) const REPLACED_PARENT: &str = "SELECT CASE WHEN m.role = 'user' THEN m.parent_id \
+     ELSE q.parent_id END AS parent_id FROM messages m LEFT JOIN messages q ON q.id = m.parent_id \
+     WHERE m.id = $1 AND m.conversation_id = $2";
+
+/// A reply with its question, to generate it again.
+pub(super) const REGENERATE_TARGET: &str = "SELECT r.conversation_id, r.persona, r.confidence, \
+     r.slot, q.id AS question_id, q.content AS question, q.parent_id AS question_parent \
+     FROM messages r JOIN messages q ON q.id = r.parent_id \
+     WHERE r.id = $1 AND r.role = 'assistant' AND q.role = 'user'";
+
+/// The branch that ends at question `$1`, at most `$2` questions back from
+/// it, with every reply to those questions (the caller keeps the selected
+/// version of each): the history a question on that branch is sent with.
+pub(super) const BRANCH_MESSAGES: &str = concat!(
+    "WITH RECURSIVE path (id, depth) AS (SELECT CAST($1 AS TEXT), 1 \
+     UNION ALL SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id \
+     WHERE m.parent_id IS NOT NULL AND path.depth < $2) SELECT ",
+    message_columns!(),
+    " FROM messages WHERE id IN (SELECT id FROM path) \
+     OR (role = 'assistant' AND parent_id IN (SELECT id FROM path))"
+);
 
 /// Marks a conversation as just updated.
 pub(super) const TOUCH_CONVERSATION: &str =
@@ -58,18 +89,16 @@ pub(super) const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE conversatio
 /// Deletes a conversation.
 pub(super) const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE id = $1";
 
-/// Inserts one message.
+/// Appends one message to the branch its conversation shows: a question
+/// follows the branch's last question (the caller then makes it the last), a
+/// reply answers that question in the next free slot.
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
-     (id, conversation_id, role, persona, model, content, status, stream_id, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
-/// The newest messages of a conversation that have text (newest first).
-pub(super) const RECENT_MESSAGES: &str = concat!(
-    "SELECT ",
-    message_columns!(),
-    " FROM messages WHERE conversation_id = $1 AND content <> '' \
-     ORDER BY created_at DESC, id DESC LIMIT $2"
-);
+     (id, conversation_id, role, persona, model, content, status, stream_id, created_at, \
+     updated_at, parent_id, slot, selected_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $9, c.leaf_id, \
+     CASE WHEN $3 = 'user' THEN 0 ELSE (SELECT COUNT(*) FROM messages r \
+     WHERE r.parent_id = c.leaf_id AND r.role = 'assistant') END, $9 \
+     FROM conversations c WHERE c.id = $2";
 
 /// Saves the text so far of a reply still streaming.
 pub(super) const CHECKPOINT: &str =
@@ -94,14 +123,6 @@ pub(super) const FINISH: &str = "UPDATE messages SET content = $1, status = $2, 
 /// Marks every reply still streaming as interrupted (at startup).
 pub(super) const MARK_INTERRUPTED: &str =
     "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'";
-
-/// When a message was written (to truncate from it).
-pub(super) const MESSAGE_TIME: &str =
-    "SELECT created_at FROM messages WHERE id = $1 AND conversation_id = $2";
-
-/// Deletes a message and every later one, in the list order (created_at, id).
-pub(super) const TRUNCATE: &str = "DELETE FROM messages WHERE conversation_id = $1 \
-     AND (created_at > $2 OR (created_at = $2 AND id >= $3))";
 
 /// The columns of a shared link, in the readers' order.
 macro_rules! share_columns {
@@ -137,26 +158,38 @@ pub(super) const REVOKE_SHARES: &str =
 /// Deletes a conversation's links (explicitly, not by foreign key).
 pub(super) const DELETE_SHARES: &str = "DELETE FROM shares WHERE conversation_id = $1";
 
-/// Inserts a question and its `replies` empty replies: ten values per row, in
-/// [`INSERT_MESSAGE`]'s column order.
-pub(super) fn insert_turn_sql(replies: usize) -> String {
-    const COLUMNS: usize = 10;
+/// How many values [`insert_turn_sql`] takes per row.
+pub(super) const TURN_COLUMNS: usize = 11;
+
+/// Inserts `rows` messages (a question and its empty replies, or one reply
+/// regenerated): [`TURN_COLUMNS`] values per row, in this column order
+/// (`updated_at` and `selected_at` take `created_at`).
+pub(super) fn insert_turn_sql(rows: usize) -> String {
+    const COLUMNS: usize = TURN_COLUMNS;
     let mut sql = String::from(
         "INSERT INTO messages (id, conversation_id, role, persona, model, content, status, \
-         stream_id, created_at, updated_at) VALUES ",
+         stream_id, created_at, updated_at, parent_id, slot, selected_at) VALUES ",
     );
-    for row in 0..=replies {
+    for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
+        // created_at, once more as updated_at, after parent_id and slot as selected_at.
+        let at = |column: usize| (row * COLUMNS + column + 1).to_string();
         for column in 0..COLUMNS {
             if column > 0 {
                 sql.push_str(", ");
             }
             sql.push('$');
-            sql.push_str(&(row * COLUMNS + column + 1).to_string());
+            sql.push_str(&at(column));
+            if column == 8 {
+                sql.push_str(", $");
+                sql.push_str(&at(8));
+            }
         }
+        sql.push_str(", $");
+        sql.push_str(&at(8));
         sql.push(')');
     }
     sql
@@ -167,12 +200,12 @@ mod tests {
     #[test]
     fn a_turn_insert_numbers_every_value() {
         assert_eq!(
-            super::insert_turn_sql(1)
+            super::insert_turn_sql(2)
                 .split_once("VALUES ")
                 .map(|(_, values)| values),
             Some(
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), \
-                 ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $9), \
+                 ($12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21, $22, $20)"
             )
         );
     }

@@ -16,8 +16,8 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 use super::queries::{self as q, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use super::writer::Writer;
 use super::{
-    Conversation, ConversationPage, Figures, MessageStatus, NewMessage, SearchHit, SearchPage,
-    Share, Store, StoreError, StoredMessage, Turn, now_ms,
+    Conversation, ConversationPage, Figures, MessageStatus, NewMessage, Regenerate, SearchHit,
+    SearchPage, Share, Store, StoreError, StoredMessage, Turn, branch, now_ms,
 };
 
 /// One migration embedded in the binary: its SQL for SQLite and for
@@ -42,7 +42,7 @@ macro_rules! portable {
 }
 
 /// The migrations, in order (see `migrations/README.md`).
-const MIGRATIONS: [Step; 7] = [
+const MIGRATIONS: [Step; 8] = [
     portable!(1, "conversations", "0001_conversations.sql"),
     portable!(
         2,
@@ -59,6 +59,7 @@ const MIGRATIONS: [Step; 7] = [
     },
     portable!(6, "shared links", "0006_shares.sql"),
     portable!(7, "reply figures", "0007_reply_figures.sql"),
+    portable!(8, "branches", "0008_branches.sql"),
 ];
 
 /// The embedded migrations, as a source for sqlx's migrator (the `migrate!`
@@ -102,6 +103,7 @@ fn conversation_from_row(row: &AnyRow) -> Result<Conversation, sqlx::Error> {
         customer_id: row.try_get("customer_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        leaf_id: row.try_get("leaf_id")?,
     })
 }
 
@@ -126,6 +128,10 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
             first_token_ms: row.try_get("first_token_ms")?,
             total_ms: row.try_get("total_ms")?,
         },
+        parent_id: row.try_get("parent_id")?,
+        slot: row.try_get("slot")?,
+        selected_at: row.try_get("selected_at")?,
+        versions: Vec::new(),
     })
 }
 
@@ -251,11 +257,12 @@ pub(super) enum Write {
     },
     /// [`Store::mark_interrupted`].
     MarkInterrupted,
-    /// [`Store::truncate_from`].
-    Truncate {
-        owner: String,
+    /// [`Store::select_version`], once read and decided: these messages are
+    /// selected now, `leaf` ends the branch shown.
+    Select {
         conversation_id: String,
-        message_id: String,
+        selected: Vec<String>,
+        leaf: String,
     },
     /// [`Store::rename`].
     Rename {
@@ -337,8 +344,11 @@ pub(super) async fn apply(
             .await
             .map(Answer::Conversation),
         Write::Add(message) => {
-            let now = now_ms();
+            let now = super::tick();
             insert_message(connection, message, now).await?;
+            if message.role == "user" {
+                set_leaf(connection, &message.conversation_id, &message.id).await?;
+            }
             touch(connection, &message.conversation_id, now).await?;
             Ok(Answer::Done)
         }
@@ -407,15 +417,21 @@ pub(super) async fn apply(
                 .await?;
             Ok(Answer::Count(result.rows_affected()))
         }
-        Write::Truncate {
-            owner,
+        Write::Select {
             conversation_id,
-            message_id,
+            selected,
+            leaf,
         } => {
-            owned(connection, owner, conversation_id).await?;
-            truncate(connection, conversation_id, message_id)
-                .await
-                .map(Answer::Count)
+            let now = super::tick();
+            for id in selected {
+                sqlx::query(q::SELECT_VERSION)
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+            }
+            set_leaf(connection, conversation_id, leaf).await?;
+            Ok(Answer::Done)
         }
         Write::Rename { owner, id, title } => {
             owned(connection, owner, id).await?;
@@ -529,32 +545,89 @@ fn share_from_row(row: &AnyRow) -> Result<Share, sqlx::Error> {
 }
 
 /// A question's whole write: the conversation (created if new, or marked as
-/// just updated), what `replace_from` replaces, the history before the
-/// question, the question and its empty replies. Three statements (five with
-/// `replace_from`): each costs a round trip to the database.
+/// just updated), where the question goes on the tree, the history before it
+/// on its branch, the question and its empty replies, the new leaf. Four
+/// statements (five with `replace_from`; three to regenerate a reply): each
+/// costs a round trip to the database.
 async fn start_turn(
     connection: &mut AnyConnection,
     turn: &Turn,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let now = now_ms();
-    claim(connection, turn, now).await?;
-    if let Some(from) = &turn.replace_from {
-        truncate(connection, &turn.conversation_id, from).await?;
-    }
-    let history = if turn.include_history && turn.history_limit > 0 {
-        recent_messages(connection, &turn.conversation_id, turn.history_limit).await?
-    } else {
-        Vec::new()
+    let now = super::tick();
+    let leaf = claim(connection, turn, now).await?;
+    // The question the new one follows, which is also where the history ends.
+    let parent = match (&turn.regenerate, &turn.replace_from) {
+        (Some(target), _) => target.question_parent.clone(),
+        (None, Some(replaced)) => sqlx::query(q::REPLACED_PARENT)
+            .bind(replaced.as_str())
+            .bind(turn.conversation_id.as_str())
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_get("parent_id")?,
+        (None, None) => leaf,
     };
-    insert_turn(connection, turn, now).await?;
+    let history = match parent.as_deref() {
+        Some(anchor) if turn.include_history && turn.history_limit > 0 => {
+            let rows = sqlx::query(q::BRANCH_MESSAGES)
+                .bind(anchor)
+                .bind(i64::try_from(turn.history_limit).unwrap_or(i64::MAX))
+                .fetch_all(&mut *connection)
+                .await?
+                .iter()
+                .map(message_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            super::history(rows, anchor, turn.history_limit)
+        }
+        _ => Vec::new(),
+    };
+    let sql = q::insert_turn_sql(super::turn_rows(turn));
+    let mut query = sqlx::query(&sql);
+    for row in super::turn_values(turn, parent.as_deref()) {
+        query = query
+            .bind(row.id)
+            .bind(turn.conversation_id.as_str())
+            .bind(row.role)
+            .bind(row.persona)
+            .bind(row.model)
+            .bind(row.content)
+            .bind(row.status)
+            .bind(row.stream_id)
+            .bind(now)
+            .bind(row.parent_id)
+            .bind(row.slot);
+    }
+    query.execute(&mut *connection).await?;
+    if turn.regenerate.is_none() {
+        set_leaf(connection, &turn.conversation_id, &turn.question_id).await?;
+    }
     Ok(history)
+}
+
+/// Makes `question` the last of the branch conversation `id` shows.
+async fn set_leaf(
+    connection: &mut AnyConnection,
+    id: &str,
+    question: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(q::SET_LEAF)
+        .bind(question)
+        .bind(id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }
 
 /// Creates the turn's conversation for its owner, or marks it as just updated
 /// if the owner already has it; `Forbidden` if someone else does. One
-/// statement: an upsert whose update only applies to the same owner.
-async fn claim(connection: &mut AnyConnection, turn: &Turn, now: i64) -> Result<(), StoreError> {
-    sqlx::query(q::CLAIM_CONVERSATION)
+/// statement: an upsert whose update only applies to the same owner. Returns
+/// the conversation's leaf (`None` for a new one).
+async fn claim(
+    connection: &mut AnyConnection,
+    turn: &Turn,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query(q::CLAIM_CONVERSATION)
         .bind(turn.conversation_id.as_str())
         .bind(turn.owner.as_str())
         .bind(turn.title.as_str())
@@ -563,64 +636,8 @@ async fn claim(connection: &mut AnyConnection, turn: &Turn, now: i64) -> Result<
         .bind(now)
         .fetch_optional(&mut *connection)
         .await?
-        .map(|_| ())
-        .ok_or(StoreError::Forbidden)
-}
-
-/// The question and its empty `streaming` replies, in one statement.
-async fn insert_turn(
-    connection: &mut AnyConnection,
-    turn: &Turn,
-    now: i64,
-) -> Result<(), StoreError> {
-    let sql = q::insert_turn_sql(turn.replies.len());
-    let mut query = sqlx::query(&sql)
-        .bind(turn.question_id.as_str())
-        .bind(turn.conversation_id.as_str())
-        .bind("user")
-        .bind(None::<&str>)
-        .bind(None::<&str>)
-        .bind(turn.question.as_str())
-        .bind(MessageStatus::Complete.as_str())
-        .bind(None::<&str>)
-        .bind(now)
-        .bind(now);
-    for reply in &turn.replies {
-        query = query
-            .bind(reply.id.as_str())
-            .bind(turn.conversation_id.as_str())
-            .bind("assistant")
-            .bind(Some(reply.persona.as_str()))
-            .bind(Some(reply.model.as_str()))
-            .bind("")
-            .bind(MessageStatus::Streaming.as_str())
-            .bind(Some(reply.stream_id.as_str()))
-            .bind(now)
-            .bind(now);
-    }
-    query.execute(&mut *connection).await?;
-    Ok(())
-}
-
-/// The newest `limit` messages of a conversation that have text, oldest first
-/// (the history a question is sent with: an empty reply, failed before any
-/// text, says nothing to the model).
-async fn recent_messages(
-    connection: &mut AnyConnection,
-    conversation_id: &str,
-    limit: usize,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    let rows = sqlx::query(q::RECENT_MESSAGES)
-        .bind(conversation_id)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *connection)
-        .await?;
-    let mut messages = rows
-        .iter()
-        .map(message_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    messages.reverse();
-    Ok(messages)
+        .ok_or(StoreError::Forbidden)?;
+    Ok(row.try_get("leaf_id")?)
 }
 
 /// The conversation `id` for `owner`, created if unknown (insert-if-absent,
@@ -678,7 +695,6 @@ async fn insert_message(
         .bind(message.status.as_str())
         .bind(message.stream_id.as_deref())
         .bind(now)
-        .bind(now)
         .execute(&mut *connection)
         .await?;
     Ok(())
@@ -692,29 +708,6 @@ async fn touch(connection: &mut AnyConnection, id: &str, now: i64) -> Result<(),
         .execute(&mut *connection)
         .await?;
     Ok(())
-}
-
-/// Deletes `message_id` and every later message of the conversation.
-async fn truncate(
-    connection: &mut AnyConnection,
-    conversation_id: &str,
-    message_id: &str,
-) -> Result<u64, StoreError> {
-    let row = sqlx::query(q::MESSAGE_TIME)
-        .bind(message_id)
-        .bind(conversation_id)
-        .fetch_optional(&mut *connection)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let created_at: i64 = row.try_get("created_at")?;
-    // The list order is (created_at, id): delete that message and all after it.
-    let result = sqlx::query(q::TRUNCATE)
-        .bind(conversation_id)
-        .bind(created_at)
-        .bind(message_id)
-        .execute(&mut *connection)
-        .await?;
-    Ok(result.rows_affected())
 }
 
 /// A conversation's messages, oldest first.
@@ -912,24 +905,54 @@ impl Store for SqlStore {
         conversation_id: &str,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut connection = self.reader().await?;
-        owned(&mut connection, owner, conversation_id).await?;
-        messages_of(&mut connection, conversation_id).await
+        let conversation = owned(&mut connection, owner, conversation_id).await?;
+        let all = messages_of(&mut connection, conversation_id).await?;
+        Ok(branch::shown(all, conversation.leaf_id.as_deref()))
     }
 
-    async fn truncate_from(
+    async fn regenerate_target(
+        &self,
+        owner: &str,
+        reply_id: &str,
+    ) -> Result<Regenerate, StoreError> {
+        let mut connection = self.reader().await?;
+        let row = sqlx::query(q::REGENERATE_TARGET)
+            .bind(reply_id)
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let conversation_id: String = row.try_get("conversation_id")?;
+        owned(&mut connection, owner, &conversation_id).await?;
+        Ok(Regenerate {
+            conversation_id,
+            question_id: row.try_get("question_id")?,
+            question: row.try_get("question")?,
+            question_parent: row.try_get("question_parent")?,
+            persona: row.try_get("persona")?,
+            routed: row.try_get::<Option<f64>, _>("confidence")?.is_some(),
+            slot: row.try_get("slot")?,
+        })
+    }
+
+    async fn select_version(
         &self,
         owner: &str,
         conversation_id: &str,
         message_id: &str,
-    ) -> Result<u64, StoreError> {
-        let answer = self
-            .write(Write::Truncate {
-                owner: owner.to_owned(),
-                conversation_id: conversation_id.to_owned(),
-                message_id: message_id.to_owned(),
-            })
-            .await?;
-        answer.count()
+    ) -> Result<(), StoreError> {
+        let all = {
+            let mut connection = self.reader().await?;
+            owned(&mut connection, owner, conversation_id).await?;
+            messages_of(&mut connection, conversation_id).await?
+        };
+        let (selected, leaf) = branch::select(&all, message_id).ok_or(StoreError::NotFound)?;
+        self.write(Write::Select {
+            conversation_id: conversation_id.to_owned(),
+            selected,
+            leaf,
+        })
+        .await
+        .map(drop)
     }
 
     async fn conversations(
@@ -1113,11 +1136,8 @@ impl Store for SqlStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let conversation = conversation_from_row(&row)?;
-        let messages = messages_of(&mut connection, &share.conversation_id)
-            .await?
-            .into_iter()
-            .filter(|message| message.created_at <= share.shared_upto)
-            .collect();
+        let all = messages_of(&mut connection, &share.conversation_id).await?;
+        let messages = branch::shown_upto(all, conversation.leaf_id.as_deref(), share.shared_upto);
         Ok((conversation, messages))
     }
 }

@@ -119,8 +119,15 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             owned(tx, owner, id).map(Answer::Conversation)
         }
         Write::Add(message) => {
-            let now = now_ms();
+            let now = super::tick();
             insert_message(tx, message, now)?;
+            if message.role == "user" {
+                execute(
+                    tx,
+                    q::SET_LEAF,
+                    params![message.id, message.conversation_id],
+                )?;
+            }
             execute(
                 tx,
                 q::TOUCH_CONVERSATION,
@@ -177,13 +184,17 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             let count = execute(tx, q::MARK_INTERRUPTED, params![now_ms()])?;
             Ok(Answer::Count(count))
         }
-        Write::Truncate {
-            owner,
+        Write::Select {
             conversation_id,
-            message_id,
+            selected,
+            leaf,
         } => {
-            owned(tx, owner, conversation_id)?;
-            truncate(tx, conversation_id, message_id).map(Answer::Count)
+            let now = super::tick();
+            for id in selected {
+                execute(tx, q::SELECT_VERSION, params![now, id])?;
+            }
+            execute(tx, q::SET_LEAF, params![leaf, conversation_id])?;
+            Ok(Answer::Done)
         }
         Write::Rename { owner, id, title } => {
             owned(tx, owner, id)?;
@@ -267,10 +278,10 @@ fn execute(
     Ok(changed as u64)
 }
 
-/// See `sql::start_turn`: the same three statements (five with `replace_from`).
+/// See `sql::start_turn`: the same statements.
 fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, StoreError> {
-    let now = now_ms();
-    let claimed = tx
+    let now = super::tick();
+    let leaf: Option<String> = tx
         .prepare_cached(q::CLAIM_CONVERSATION)
         .and_then(|mut s| {
             s.query_row(
@@ -282,68 +293,66 @@ fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, S
                     now,
                     now
                 ],
-                |_| Ok(()),
+                |row| row.get(0),
             )
             .optional()
         })
-        .map_err(database)?;
-    if claimed.is_none() {
-        return Err(StoreError::Forbidden);
-    }
-    if let Some(from) = &turn.replace_from {
-        truncate(tx, &turn.conversation_id, from)?;
-    }
-    let history = if turn.include_history && turn.history_limit > 0 {
-        let limit = i64::try_from(turn.history_limit).unwrap_or(i64::MAX);
-        let mut statement = tx.prepare_cached(q::RECENT_MESSAGES).map_err(database)?;
-        let mut messages = statement
-            .query_map(params![turn.conversation_id, limit], message_from_row)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(database)?;
-        messages.reverse();
-        messages
-    } else {
-        Vec::new()
+        .map_err(database)?
+        .ok_or(StoreError::Forbidden)?;
+    let parent = match (&turn.regenerate, &turn.replace_from) {
+        (Some(target), _) => target.question_parent.clone(),
+        (None, Some(replaced)) => tx
+            .prepare_cached(q::REPLACED_PARENT)
+            .and_then(|mut s| {
+                s.query_row(params![replaced, turn.conversation_id], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(database)?
+            .ok_or(StoreError::NotFound)?,
+        (None, None) => leaf,
     };
-    let sql = q::insert_turn_sql(turn.replies.len());
+    let history = match parent.as_deref() {
+        Some(anchor) if turn.include_history && turn.history_limit > 0 => {
+            let limit = i64::try_from(turn.history_limit).unwrap_or(i64::MAX);
+            let mut statement = tx.prepare_cached(q::BRANCH_MESSAGES).map_err(database)?;
+            let rows = statement
+                .query_map(params![anchor, limit], message_from_row)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(database)?;
+            super::history(rows, anchor, turn.history_limit)
+        }
+        _ => Vec::new(),
+    };
+    let rows = super::turn_values(turn, parent.as_deref());
+    let sql = q::insert_turn_sql(rows.len());
     let mut statement = tx.prepare_cached(&sql).map_err(database)?;
-    // Borrowed values, ten per row in the statement's column order.
-    let none: Option<&str> = None;
-    let (user, assistant, empty) = ("user", "assistant", "");
-    let (complete, streaming) = (
-        MessageStatus::Complete.as_str(),
-        MessageStatus::Streaming.as_str(),
-    );
-    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(10 * (1 + turn.replies.len()));
-    values.extend([
-        &turn.question_id as &dyn rusqlite::ToSql,
-        &turn.conversation_id,
-        &user,
-        &none,
-        &none,
-        &turn.question,
-        &complete,
-        &none,
-        &now,
-        &now,
-    ]);
-    for reply in &turn.replies {
+    // Borrowed values, in the statement's column order.
+    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(q::TURN_COLUMNS * rows.len());
+    for row in &rows {
         values.extend([
-            &reply.id as &dyn rusqlite::ToSql,
+            &row.id as &dyn rusqlite::ToSql,
             &turn.conversation_id,
-            &assistant,
-            &reply.persona,
-            &reply.model,
-            &empty,
-            &streaming,
-            &reply.stream_id,
+            &row.role,
+            &row.persona,
+            &row.model,
+            &row.content,
+            &row.status,
+            &row.stream_id,
             &now,
-            &now,
+            &row.parent_id,
+            &row.slot,
         ]);
     }
     statement
         .execute(rusqlite::params_from_iter(values))
         .map_err(database)?;
+    if turn.regenerate.is_none() {
+        execute(
+            tx,
+            q::SET_LEAF,
+            params![turn.question_id, turn.conversation_id],
+        )?;
+    }
     Ok(history)
 }
 
@@ -364,7 +373,6 @@ fn insert_message(
             message.content,
             message.status.as_str(),
             message.stream_id.as_deref(),
-            now,
             now
         ],
     )?;
@@ -384,27 +392,6 @@ fn owned(tx: &Transaction<'_>, owner: &str, id: &str) -> Result<Conversation, St
     Ok(conversation)
 }
 
-/// Deletes `message_id` and every later message of the conversation.
-fn truncate(
-    tx: &Transaction<'_>,
-    conversation_id: &str,
-    message_id: &str,
-) -> Result<u64, StoreError> {
-    let created_at: i64 = tx
-        .prepare_cached(q::MESSAGE_TIME)
-        .and_then(|mut s| {
-            s.query_row(params![message_id, conversation_id], |row| row.get(0))
-                .optional()
-        })
-        .map_err(database)?
-        .ok_or(StoreError::NotFound)?;
-    execute(
-        tx,
-        q::TRUNCATE,
-        params![conversation_id, created_at, message_id],
-    )
-}
-
 /// A `conversations` row, columns in [`q::CONVERSATION_COLUMNS`]' order.
 fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
@@ -414,6 +401,7 @@ fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
         customer_id: row.get(3)?,
         created_at: row.get(4)?,
         updated_at: row.get(5)?,
+        leaf_id: row.get(6)?,
     })
 }
 
@@ -438,5 +426,9 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
             first_token_ms: row.get(13)?,
             total_ms: row.get(14)?,
         },
+        parent_id: row.get(15)?,
+        slot: row.get(16)?,
+        selected_at: row.get(17)?,
+        versions: Vec::new(),
     })
 }
