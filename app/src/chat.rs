@@ -383,6 +383,25 @@ fn show_conversation_url(id: &str) {
     }
 }
 
+/// How many messages a conversation opens with (its newest, whole turns):
+/// each costs the browser its markdown and its part of hydration (about a
+/// millisecond here), and a thousand of them took a main-thread task of
+/// 0.67 s (BENCHMARKS.md).
+pub const WINDOW: usize = 30;
+
+/// How many earlier messages join the page at a time.
+pub const CHUNK: usize = 30;
+
+/// Where the newest `at_most` messages of `messages` start, moved back to
+/// the question of their first turn (a turn is never split); 0 when all fit.
+fn turn_start(messages: &[ConversationMessage], at_most: usize) -> usize {
+    let mut start = messages.len().saturating_sub(at_most);
+    while start > 0 && messages[start].role != "user" {
+        start -= 1;
+    }
+    start
+}
+
 /// A question sent whose replies have not all started.
 #[derive(Clone)]
 struct Waiting {
@@ -423,6 +442,11 @@ pub struct ChatState {
     pub search_open: RwSignal<bool>,
     /// The cursor of the sidebar's next (older) page of conversations.
     pub conversations_next: RwSignal<Option<String>>,
+    /// The open conversation's messages older than those on the page, oldest
+    /// first: a long conversation opens with its newest [`WINDOW`] messages,
+    /// and earlier ones join the page [`CHUNK`] at a time as the reader scrolls
+    /// up ([`ChatState::show_earlier`]).
+    pub earlier: RwSignal<Vec<ConversationMessage>>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -445,11 +469,15 @@ impl Default for ChatState {
 impl ChatState {
     /// The open conversation's totals over its replies' figures.
     pub fn totals(&self) -> Option<Totals> {
-        self.messages.with(|messages| {
-            let figures: Vec<ReplyFigures> =
-                messages.iter().filter_map(|m| m.figures.get()).collect();
-            Totals::of(&figures)
-        })
+        let mut figures: Vec<ReplyFigures> = self.earlier.with(|earlier| {
+            earlier
+                .iter()
+                .filter_map(|m| ReplyFigures::of(m.usage, m.timing, m.cost.clone()))
+                .collect()
+        });
+        self.messages
+            .with(|messages| figures.extend(messages.iter().filter_map(|m| m.figures.get())));
+        Totals::of(&figures)
     }
 
     /// An empty chat, connecting.
@@ -468,6 +496,7 @@ impl ChatState {
             edit_request: RwSignal::new(None),
             search_open: RwSignal::new(false),
             conversations_next: RwSignal::new(None),
+            earlier: RwSignal::new(Vec::new()),
             owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
@@ -535,12 +564,70 @@ impl ChatState {
             return;
         };
         self.session_id.set(Some(current.conversation.id.clone()));
-        let views: Vec<MessageView> = current
-            .messages
+        let mut recent = current.messages;
+        let earlier = recent.drain(..turn_start(&recent, WINDOW)).collect();
+        self.earlier.set(earlier);
+        let views: Vec<MessageView> = recent
             .into_iter()
             .map(|stored| self.stored_view(stored))
             .collect();
         self.messages.set(views);
+    }
+
+    /// Puts up to [`CHUNK`] earlier messages (whole turns) on the page, before
+    /// those there; a reply among them still being written is followed.
+    /// Returns how many.
+    pub fn show_earlier(&self) -> usize {
+        let chunk = self
+            .earlier
+            .try_update(|earlier| earlier.split_off(turn_start(earlier, CHUNK)))
+            .unwrap_or_default();
+        let views: Vec<MessageView> = chunk
+            .into_iter()
+            .map(|stored| self.stored_view(stored))
+            .collect();
+        let added = views.len();
+        self.follow_replays(&views);
+        self.messages.update(|messages| {
+            let later = std::mem::replace(messages, views);
+            messages.extend(later);
+        });
+        added
+    }
+
+    /// Puts earlier messages on the page until message `id` is there; whether
+    /// it is (false if the conversation has no such message).
+    pub fn reveal(&self, id: &str) -> bool {
+        loop {
+            if self
+                .messages
+                .with_untracked(|m| m.iter().any(|v| v.id.get_value().as_deref() == Some(id)))
+            {
+                return true;
+            }
+            if !self
+                .earlier
+                .with_untracked(|e| e.iter().any(|m| m.id == id))
+                || self.show_earlier() == 0
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Follows the replies among `views` that are still being written (loaded
+    /// from the store, they replay from their start).
+    fn follow_replays(&self, views: &[MessageView]) {
+        for view in views {
+            if view.replaying.get_value()
+                && let Some(stream_id) = view.stream_id.get_value()
+            {
+                self.send_frame(&ClientFrame::Resume {
+                    stream_id,
+                    after_seq: 0,
+                });
+            }
+        }
     }
 
     /// Shows the conversation as the server now shows it (after switching to
@@ -557,9 +644,13 @@ impl ChatState {
                 .filter_map(|view| Some((view.id.get_value()?, *view)))
                 .collect()
         });
-        let mut follow = Vec::new();
-        let views: Vec<MessageView> = detail
-            .messages
+        // As many as were on the page (at least a window), whole turns.
+        let mut recent = detail.messages;
+        let shown = self.messages.with_untracked(Vec::len).max(WINDOW);
+        let earlier = recent.drain(..turn_start(&recent, shown)).collect();
+        self.earlier.set(earlier);
+        let mut added = Vec::new();
+        let views: Vec<MessageView> = recent
             .into_iter()
             .map(|stored| match on_page.get(&stored.id) {
                 Some(view) => {
@@ -568,22 +659,13 @@ impl ChatState {
                 }
                 None => {
                     let view = self.stored_view(stored);
-                    if view.replaying.get_value()
-                        && let Some(stream_id) = view.stream_id.get_value()
-                    {
-                        follow.push(ClientFrame::Resume {
-                            stream_id,
-                            after_seq: 0,
-                        });
-                    }
+                    added.push(view);
                     view
                 }
             })
             .collect();
         self.messages.set(views);
-        for frame in follow {
-            self.send_frame(&frame);
-        }
+        self.follow_replays(&added);
     }
 
     /// A message of the history as the page shows it.
@@ -1638,6 +1720,49 @@ mod tests {
             other.conversation.id = "conv-2".into();
             chat.show_branch(other);
             assert_eq!(chat.messages.get_untracked().len(), 4);
+        });
+    }
+
+    #[test]
+    fn a_long_conversation_opens_with_its_newest_turns_and_earlier_ones_come_on_demand() {
+        reactive(|| {
+            let (chat, _frames) = live_chat();
+            // 100 turns of a question and two side-by-side replies: 300 messages.
+            let mut messages = Vec::new();
+            for turn in 0..100 {
+                messages.push(stored(&format!("q{turn}"), "user", "question", &[]));
+                for side in 0..2 {
+                    let mut reply = stored(&format!("a{turn}-{side}"), "assistant", "answer", &[]);
+                    reply.usage = Some(Usage {
+                        prompt_tokens: 1,
+                        completion_tokens: 2,
+                        estimated: false,
+                    });
+                    messages.push(reply);
+                }
+            }
+            chat.load(InitialChat {
+                current: Some(detail(messages)),
+                ..Default::default()
+            });
+            let on_page = chat.messages.get_untracked();
+            assert_eq!(on_page.len(), WINDOW, "10 whole turns");
+            assert_eq!(on_page[0].role, Role::User, "a turn is never split");
+            assert_eq!(on_page[0].id.get_value().as_deref(), Some("q90"));
+            assert_eq!(chat.earlier.get_untracked().len(), 270);
+            // The totals count every reply, shown or not.
+            assert_eq!(chat.totals().map(|t| t.completion), Some(400));
+            // Scrolling up: the previous chunk goes before them.
+            assert_eq!(chat.show_earlier(), CHUNK);
+            let on_page = chat.messages.get_untracked();
+            assert_eq!(on_page[0].id.get_value().as_deref(), Some("q80"));
+            assert_eq!(on_page[CHUNK].id.get_value().as_deref(), Some("q90"));
+            // A search result's message far up: loaded until it is there.
+            assert!(chat.reveal("a3-1"));
+            assert!(chat.earlier.get_untracked().is_empty());
+            assert_eq!(chat.messages.get_untracked().len(), 300);
+            assert!(!chat.reveal("nowhere"));
+            assert_eq!(chat.show_earlier(), 0);
         });
     }
 }

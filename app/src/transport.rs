@@ -257,6 +257,7 @@ async fn open_static(state: ChatState) {
         };
     }
     state.load(initial);
+    open_at_place(state);
 }
 
 /// Asks the server for a guest identity and keeps its token; without one
@@ -908,6 +909,61 @@ pub fn scroll_to_end() {
         let window = leptos::prelude::window();
         if let Some(root) = window.document().and_then(|d| d.document_element()) {
             window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
+        }
+    });
+}
+
+/// How far the page is scrolled from its top (pixels).
+pub fn scroll_top() -> f64 {
+    leptos::prelude::window().scroll_y().unwrap_or(0.0)
+}
+
+/// Runs `change` (which adds content above what the reader sees) and, once
+/// the page is laid out again, scrolls by what it added so that what the
+/// reader saw stays where it was; then `done`.
+pub fn keep_position(change: impl FnOnce(), done: impl FnOnce() + 'static) {
+    let height = || {
+        leptos::prelude::document()
+            .document_element()
+            .map_or(0.0, |root| f64::from(root.scroll_height()))
+    };
+    let before = height();
+    change();
+    leptos::prelude::request_animation_frame(move || {
+        let added = height() - before;
+        if added > 0.0 {
+            leptos::prelude::window().scroll_by_with_x_and_y(0.0, added);
+        }
+        done();
+    });
+}
+
+/// The message named in the address (`#m-<id>`), if any.
+pub fn message_in_address() -> Option<String> {
+    let hash = leptos::prelude::window().location().hash().ok()?;
+    let id = hash.strip_prefix("#m-")?;
+    let id = js_sys::decode_uri_component(id).ok()?.as_string()?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// Where a long conversation opens: at the message in the address, else at
+/// its end (it shows its newest messages; earlier ones are above them).
+pub fn open_at_place(state: ChatState) {
+    if state.earlier.with_untracked(Vec::is_empty) {
+        return;
+    }
+    match message_in_address() {
+        Some(id) if state.reveal(&id) => scroll_to_message(&id),
+        _ => scroll_to_end(),
+    }
+}
+
+/// Brings message `id` into view once the next frame is laid out.
+pub fn scroll_to_message(id: &str) {
+    let element_id = format!("m-{id}");
+    leptos::prelude::request_animation_frame(move || {
+        if let Some(element) = leptos::prelude::document().get_element_by_id(&element_id) {
+            element.scroll_into_view();
         }
     });
 }

@@ -220,6 +220,54 @@ test('the sidebar loads older conversations as the reader scrolls down', async (
   }
 });
 
+test('a long conversation opens at its end with its newest turns; earlier ones join as the reader scrolls up', async ({ page }) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-long-'));
+  const rill = await startRill(['--data-dir', dir, '--demo-tokens', '3', '--demo-delay-ms', '0', '--rate-limit-user', '0']);
+  try {
+    await page.setViewportSize({ width: 1000, height: 700 });
+    await page.goto(`${rill.url}/`); // the guest cookie
+    await waitLive(page);
+    for (let i = 0; i < 80; i++) {
+      const answer = await page.request.post(`${rill.url}/api/v1/chat`, {
+        data: { message: `Turn number ${i}`, session_id: 'long-one' },
+      });
+      expect(answer.ok()).toBe(true);
+    }
+    const stored = (await (await page.request.get(`${rill.url}/api/v1/conversations/long-one`)).json()).messages;
+    expect(stored.length).toBe(160);
+    await page.goto(`${rill.url}/c/long-one`);
+    await waitLive(page);
+    const messages = page.locator('article.msg');
+    // The newest 15 turns, whole, with the end in view.
+    await expect(messages).toHaveCount(30);
+    await expect(messages.first()).toContainText('Turn number 65');
+    await expect(messages.last()).toBeInViewport();
+    await expect(page.getByRole('button', { name: 'Show earlier messages (130)' })).toHaveCount(1);
+    // The totals count the replies not shown yet.
+    await expect(page.locator('.totals')).toContainText('240 out');
+    // Scrolled to the top, the earlier turns join, a chunk at a time, and
+    // the message the reader was at stays in view.
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await expect(messages).toHaveCount(60);
+    await expect(page.locator(`#m-${stored[130].id}`)).toBeInViewport();
+    await expect
+      .poll(async () => {
+        await page.evaluate(() => window.scrollTo(0, 0));
+        return messages.count();
+      })
+      .toBe(160);
+    await expect(messages.first()).toContainText('Turn number 0');
+    await expect(page.locator('button.earlier')).toHaveCount(0);
+    // A link to a message far up (a search result) opens the conversation there.
+    await page.goto(`${rill.url}/c/long-one#m-${stored[2].id}`);
+    await waitLive(page);
+    await expect(page.locator(`#m-${stored[2].id}`)).toBeInViewport();
+  } finally {
+    await rill.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('axe finds no serious or critical violation on the chat page, the search dialog and a shared page, light and dark', async ({ page, browser }) => {
   const serious = async (builder: AxeBuilder) =>
     (await builder.analyze()).violations

@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use crate::chat::{ChatState, MessageView, Role};
 use crate::components::composer::Composer;
+use crate::components::earlier::EarlierMessages;
 use crate::components::jump::JumpToLatest;
 use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
@@ -60,6 +61,7 @@ pub fn ChatPage() -> impl IntoView {
             <Sidebar/>
             <main class="chat">
                 <section class="log" role="log" aria-live="polite" aria-label="Conversation">
+                    <EarlierMessages/>
                     <Show when=move || state.messages.with(Vec::is_empty)>
                         <p class="empty">"Ask anything. Replies stream in as they are written."</p>
                     </Show>
