@@ -384,13 +384,14 @@ fn show_conversation_url(id: &str) {
 }
 
 /// How many messages a conversation opens with (its newest, whole turns):
-/// each costs the browser its markdown and its part of hydration (about a
-/// millisecond here), and a thousand of them took a main-thread task of
+/// each costs the browser its markdown and its part of hydration (about two
+/// milliseconds here), and a thousand of them took a main-thread task of
 /// 0.67 s (BENCHMARKS.md).
-pub const WINDOW: usize = 30;
+pub const WINDOW: usize = 20;
 
-/// How many earlier messages join the page at a time.
-pub const CHUNK: usize = 30;
+/// How many earlier messages join the page at a time (a task of about 35 ms
+/// here).
+pub const CHUNK: usize = 16;
 
 /// Where the newest `at_most` messages of `messages` start, moved back to
 /// the question of their first turn (a turn is never split); 0 when all fit.
@@ -1746,19 +1747,30 @@ mod tests {
                 ..Default::default()
             });
             let on_page = chat.messages.get_untracked();
-            assert_eq!(on_page.len(), WINDOW, "10 whole turns");
+            assert_eq!(
+                on_page.len(),
+                21,
+                "7 whole turns: the window, grown to a turn"
+            );
             assert_eq!(on_page[0].role, Role::User, "a turn is never split");
-            assert_eq!(on_page[0].id.get_value().as_deref(), Some("q90"));
-            assert_eq!(chat.earlier.get_untracked().len(), 270);
+            assert_eq!(on_page[0].id.get_value().as_deref(), Some("q93"));
+            assert_eq!(chat.earlier.get_untracked().len(), 279);
             // The totals count every reply, shown or not.
             assert_eq!(chat.totals().map(|t| t.completion), Some(400));
             // Scrolling up: the previous chunk goes before them.
-            assert_eq!(chat.show_earlier(), CHUNK);
+            assert_eq!(chat.show_earlier(), 18, "6 whole turns");
             let on_page = chat.messages.get_untracked();
-            assert_eq!(on_page[0].id.get_value().as_deref(), Some("q80"));
-            assert_eq!(on_page[CHUNK].id.get_value().as_deref(), Some("q90"));
+            assert_eq!(on_page[0].id.get_value().as_deref(), Some("q87"));
+            assert_eq!(on_page[18].id.get_value().as_deref(), Some("q93"));
             // A search result's message far up: loaded until it is there.
             assert!(chat.reveal("a3-1"));
+            assert!(
+                chat.messages
+                    .get_untracked()
+                    .iter()
+                    .any(|m| m.id.get_value().as_deref() == Some("a3-1"))
+            );
+            while chat.show_earlier() > 0 {}
             assert!(chat.earlier.get_untracked().is_empty());
             assert_eq!(chat.messages.get_untracked().len(), 300);
             assert!(!chat.reveal("nowhere"));

@@ -905,10 +905,28 @@ pub fn at_end() -> bool {
 /// Brings the end of the page into view once the next frame is laid out (the
 /// reader just sent a question: its replies are what they read next).
 pub fn scroll_to_end() {
-    leptos::prelude::request_animation_frame(|| {
+    scroll_to_end_within(4);
+}
+
+/// [`scroll_to_end`], again on the next frames (up to `tries`) while the end
+/// is not in view: messages the browser skipped while far from the viewport
+/// (`content-visibility`) take their real height as they come into it. A
+/// reader who scrolls meanwhile is left where they went.
+fn scroll_to_end_within(tries: u32) {
+    leptos::prelude::request_animation_frame(move || {
         let window = leptos::prelude::window();
-        if let Some(root) = window.document().and_then(|d| d.document_element()) {
-            window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
+        let Some(root) = window.document().and_then(|d| d.document_element()) else {
+            return;
+        };
+        window.scroll_to_with_x_and_y(0.0, f64::from(root.scroll_height()));
+        let placed = scroll_top();
+        // Judged a frame later, once what came into view is laid out.
+        if tries > 1 {
+            leptos::prelude::request_animation_frame(move || {
+                if (scroll_top() - placed).abs() <= 2.0 && !at_end() {
+                    scroll_to_end_within(tries - 1);
+                }
+            });
         }
     });
 }
@@ -919,20 +937,21 @@ pub fn scroll_top() -> f64 {
 }
 
 /// Runs `change` (which adds content above what the reader sees) and, once
-/// the page is laid out again, scrolls by what it added so that what the
-/// reader saw stays where it was; then `done`.
+/// the page is laid out again, makes sure it scrolled by what was added, so
+/// that what the reader saw stays where it was (the browser's own scroll
+/// anchoring may have done it already, except at the very top); then `done`.
 pub fn keep_position(change: impl FnOnce(), done: impl FnOnce() + 'static) {
     let height = || {
         leptos::prelude::document()
             .document_element()
             .map_or(0.0, |root| f64::from(root.scroll_height()))
     };
-    let before = height();
+    let (before, top) = (height(), scroll_top());
     change();
     leptos::prelude::request_animation_frame(move || {
-        let added = height() - before;
-        if added > 0.0 {
-            leptos::prelude::window().scroll_by_with_x_and_y(0.0, added);
+        let wanted = top + (height() - before).max(0.0);
+        if (scroll_top() - wanted).abs() > 1.0 {
+            leptos::prelude::window().scroll_to_with_x_and_y(0.0, wanted);
         }
         done();
     });

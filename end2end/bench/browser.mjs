@@ -16,8 +16,9 @@
 // The long-chat case stores a conversation of `--messages` messages (half
 // questions, half demo replies with a code block) through the HTTP API as the
 // browser's own guest, opens its page, and records the main thread's long tasks
-// while the page loads and hydrates, then while it is scrolled from top to
-// bottom a screen at a time. Writes browser.json next to the suite's report.
+// while the page loads and hydrates, then while it is read upwards from its
+// end to its first message a screen per frame (earlier messages join the page
+// on the way) and down again. Writes browser.json next to the suite's report.
 import { chromium } from '@playwright/test';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -191,18 +192,27 @@ async function longChatRun(browser, messages) {
     await view.waitForTimeout(500);
     const shown = await view.locator('article.msg').count();
     const afterOpen = await view.evaluate(() => performance.now());
-    // Scroll from the top to the bottom, a screen per frame.
+    // Read it upwards from its end, a screen per frame, to its first message
+    // (earlier messages join the page as the top nears), then down again.
     const steps = await view.evaluate(async () => {
-      window.scrollTo(0, 0);
-      await new Promise((r) => requestAnimationFrame(r));
+      const frame = () => new Promise((r) => requestAnimationFrame(r));
       let steps = 0;
-      while (window.scrollY + window.innerHeight < document.documentElement.scrollHeight - 2 && steps < 5000) {
+      while (steps < 20000) {
+        const more = document.querySelector('button.earlier');
+        if (window.scrollY <= 0 && !more) break;
+        // At the very top a wheel moves nothing: nudge, as a reader's next turn of it would.
+        window.scrollBy(0, window.scrollY <= 0 ? 1 : -window.innerHeight);
+        steps++;
+        await frame();
+      }
+      while (window.scrollY + window.innerHeight < document.documentElement.scrollHeight - 2 && steps < 40000) {
         window.scrollBy(0, window.innerHeight);
         steps++;
-        await new Promise((r) => requestAnimationFrame(r));
+        await frame();
       }
       return steps;
     });
+    const shownAtEnd = await view.locator('article.msg').count();
     await view.waitForTimeout(300);
     const long = await view.evaluate(() => window.__long);
     await context.close();
@@ -212,6 +222,7 @@ async function longChatRun(browser, messages) {
     return {
       messages_stored: messages,
       messages_shown: shown,
+      messages_after_scrolling: shownAtEnd,
       store_ms: storeMs,
       open_to_live_ms: openMs,
       open_long_tasks: opening.length,
@@ -220,6 +231,7 @@ async function longChatRun(browser, messages) {
       scroll_long_tasks: scrolling.length,
       scroll_longest_task_ms: Math.round(Math.max(0, ...scrolling.map((t) => t.duration))),
       scroll_long_frames: scrollFrames.length,
+      scroll_task_ms: scrolling.map((t) => Math.round(t.duration)),
     };
   } finally {
     await rill.stop();

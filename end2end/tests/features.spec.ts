@@ -238,18 +238,18 @@ test('a long conversation opens at its end with its newest turns; earlier ones j
     await page.goto(`${rill.url}/c/long-one`);
     await waitLive(page);
     const messages = page.locator('article.msg');
-    // The newest 15 turns, whole, with the end in view.
-    await expect(messages).toHaveCount(30);
-    await expect(messages.first()).toContainText('Turn number 65');
+    // The newest 10 turns, whole, with the end in view.
+    await expect(messages).toHaveCount(20);
+    await expect(messages.first()).toContainText('Turn number 70');
     await expect(messages.last()).toBeInViewport();
-    await expect(page.getByRole('button', { name: 'Show earlier messages (130)' })).toHaveCount(1);
+    await expect(page.getByRole('button', { name: 'Show earlier messages (140)' })).toHaveCount(1);
     // The totals count the replies not shown yet.
     await expect(page.locator('.totals')).toContainText('240 out');
     // Scrolled to the top, the earlier turns join, a chunk at a time, and
     // the message the reader was at stays in view.
     await page.evaluate(() => window.scrollTo(0, 0));
-    await expect(messages).toHaveCount(60);
-    await expect(page.locator(`#m-${stored[130].id}`)).toBeInViewport();
+    await expect(messages).toHaveCount(36);
+    await expect(page.locator(`#m-${stored[140].id}`)).toBeInViewport();
     await expect
       .poll(async () => {
         await page.evaluate(() => window.scrollTo(0, 0));

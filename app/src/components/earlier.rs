@@ -9,7 +9,7 @@ use crate::chat::ChatState;
 
 /// How close to the top of the page (pixels) earlier messages are loaded.
 #[cfg(feature = "browser")]
-const NEAR_TOP_PX: f64 = 600.0;
+const NEAR_TOP_PX: f64 = 1200.0;
 
 /// "Show earlier messages (n)", above the first message shown, while the
 /// conversation has messages not on the page.
