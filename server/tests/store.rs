@@ -623,21 +623,18 @@ async fn branches_keep_every_version_and_history_follows_the_one_shown() {
         );
 
         // Back to q2: its branch comes back as it was left, down to q3.
+        let q2_branch = [
+            "q1",
+            "q1-reply",
+            "q1-second",
+            "q2",
+            "q2-reply",
+            "q3",
+            "q3-reply",
+        ];
         store.select_version("user:ann", "b", "q2").await.unwrap();
         let shown = store.messages("user:ann", "b").await.unwrap();
-        assert_eq!(
-            ids_of(&shown),
-            [
-                "q1",
-                "q1-reply",
-                "q1-second",
-                "q2",
-                "q2-reply",
-                "q3",
-                "q3-reply"
-            ],
-            "{backend}"
-        );
+        assert_eq!(ids_of(&shown), q2_branch, "{backend}");
         assert_eq!(shown[3].versions, ["q2", "q2b"], "{backend}");
 
         // Regenerate the second of q1's side-by-side replies: a version in
@@ -682,19 +679,7 @@ async fn branches_keep_every_version_and_history_follows_the_one_shown() {
             .start_turn(turn("b", "user:ann", "q5", "And?"))
             .await
             .unwrap();
-        assert_eq!(
-            ids_of(&history),
-            [
-                "q1",
-                "q1-reply",
-                "q1-second",
-                "q2",
-                "q2-reply",
-                "q3",
-                "q3-reply"
-            ],
-            "{backend}"
-        );
+        assert_eq!(ids_of(&history), q2_branch, "{backend}");
 
         // Refusals: someone else's, and messages that are not there.
         assert!(matches!(
