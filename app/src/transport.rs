@@ -1187,6 +1187,24 @@ pub fn absolute(path: &str) -> String {
     format!("{}{path}", api_base())
 }
 
+/// Opens a search result: selects message `message_id`'s branch in its
+/// conversation (`POST …/select`: a no-op for a message already shown), then
+/// goes to it ([`open_message`]). A refused selection still goes there.
+pub fn open_found(conversation_id: String, message_id: String, href: String) {
+    spawn_local(async move {
+        let url = format!(
+            "{}/api/v1/conversations/{}/select",
+            api_base(),
+            js_sys::encode_uri_component(&conversation_id)
+        );
+        let body =
+            serde_json::to_string(&rill_protocol::conversations::SelectVersion { message_id })
+                .unwrap_or_default();
+        let _ = send_json(Request::post(&url), body).await;
+        open_message(&href);
+    });
+}
+
 /// Goes to `href` (`/c/<id>#m-<message>`): in the open conversation, to the
 /// message on this page when it is here; else loads that page.
 pub fn open_message(href: &str) {

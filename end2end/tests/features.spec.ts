@@ -56,6 +56,31 @@ test('Ctrl+K finds a word from an older conversation and jumps to the message', 
   await expect(page.getByRole('dialog')).toBeHidden();
 });
 
+test('a search result on a branch not shown opens that branch at the message', async ({ page }) => {
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, 'Tell me about the cerulean windmill');
+  await expect(page.locator('article.msg.assistant').last()).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  // Edited: the question about the windmill is now on a branch not shown.
+  const question = page.locator('article.msg.user').first();
+  await question.locator('button.edit').click();
+  await question.locator('.edit-input').fill('Tell me about the saffron bridge');
+  await question.locator('button.resend').click();
+  await expect(page.locator('article.msg.assistant').last()).toHaveAttribute('data-raw', /saffron/, { timeout: 30_000 });
+  await expect(page.locator('article.msg.user .version-label')).toHaveText('2/2');
+
+  await page.keyboard.press('Control+k');
+  const dialog = page.getByRole('dialog', { name: 'Search your conversations' });
+  await dialog.getByRole('combobox').fill('cerulean');
+  const hits = dialog.locator('.search-hit');
+  await expect(hits.first()).toBeVisible({ timeout: 10_000 });
+  await dialog.getByRole('combobox').press('Enter');
+  const target = page.locator('article.msg:target');
+  await expect(target).toBeVisible();
+  await expect(target).toContainText(/cerulean/i);
+  await expect(page.locator('article.msg.user .version-label')).toHaveText('1/2');
+});
+
 test('a shared link opens read-only in a fresh browser and stops working after revoke', async ({ page, browser }) => {
   await page.goto('/');
   await waitLive(page);

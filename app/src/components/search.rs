@@ -98,13 +98,23 @@ pub fn SearchDialog() -> impl IntoView {
         let _ = more;
     };
     let open_selected = move || {
-        let chosen = results.with_untracked(|r| r.get(selected.get_untracked()).map(href));
-        if let Some(link) = chosen {
+        let chosen = results.with_untracked(|r| {
+            r.get(selected.get_untracked()).map(|hit| {
+                (
+                    hit.conversation_id.clone(),
+                    hit.message_id.clone(),
+                    href(hit),
+                )
+            })
+        });
+        if let Some((conversation, message, link)) = chosen {
             close();
+            // The message may be on a branch its conversation does not show:
+            // show that branch first.
             #[cfg(feature = "browser")]
-            crate::transport::open_message(&link);
+            crate::transport::open_found(conversation, message, link);
             #[cfg(not(feature = "browser"))]
-            let _ = link;
+            let _ = (conversation, message, link);
         }
     };
     let on_key = move |ev: leptos::ev::KeyboardEvent| {
