@@ -1045,21 +1045,27 @@ pub fn delete_conversation(state: ChatState, id: String) {
     });
 }
 
+/// `POST /api/v1/conversations/{id}/select` for `message_id`.
+async fn post_select(
+    id: &str,
+    message_id: String,
+) -> Result<gloo_net::http::Response, gloo_net::Error> {
+    let url = format!(
+        "{}/api/v1/conversations/{}/select",
+        api_base(),
+        js_sys::encode_uri_component(id)
+    );
+    let body = serde_json::to_string(&rill_protocol::conversations::SelectVersion { message_id })
+        .unwrap_or_default();
+    send_json(Request::post(&url), body).await
+}
+
 /// Shows version `message_id` of conversation `id`
 /// (`POST /api/v1/conversations/{id}/select`), then the conversation as the
 /// server now shows it.
 pub fn select_version(state: ChatState, id: String, message_id: String) {
     spawn_local(async move {
-        let url = format!(
-            "{}/api/v1/conversations/{}/select",
-            api_base(),
-            js_sys::encode_uri_component(&id)
-        );
-        let body =
-            serde_json::to_string(&rill_protocol::conversations::SelectVersion { message_id })
-                .unwrap_or_default();
-        let answer = send_json(Request::post(&url), body).await;
-        match answer {
+        match post_select(&id, message_id).await {
             Ok(response) if response.ok() => match response
                 .json::<rill_protocol::conversations::ConversationDetail>()
                 .await
@@ -1192,15 +1198,7 @@ pub fn absolute(path: &str) -> String {
 /// goes to it ([`open_message`]). A refused selection still goes there.
 pub fn open_found(conversation_id: String, message_id: String, href: String) {
     spawn_local(async move {
-        let url = format!(
-            "{}/api/v1/conversations/{}/select",
-            api_base(),
-            js_sys::encode_uri_component(&conversation_id)
-        );
-        let body =
-            serde_json::to_string(&rill_protocol::conversations::SelectVersion { message_id })
-                .unwrap_or_default();
-        let _ = send_json(Request::post(&url), body).await;
+        let _ = post_select(&conversation_id, message_id).await;
         open_message(&href);
     });
 }
