@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 use rill_protocol::conversations::{ConversationMessage, ConversationSummary, title_from};
+use rill_protocol::documents::{DocumentInfo, DocumentStatus, ProjectInfo, Source};
 use rill_protocol::{
     AUTO_PERSONA, ClientFrame, Cost, ErrorCode, FinishReason, MessageRequest, PersonaInfo,
     ServerEvent, Timing, Usage,
@@ -148,6 +149,8 @@ pub struct MessageView {
     /// The stored ids of its versions, itself included, oldest first, when it
     /// has others (an edited question, a regenerated reply); else empty.
     pub versions: RwSignal<Vec<String>>,
+    /// The passages a reply was given from its project's documents.
+    pub sources: RwSignal<Vec<Source>>,
     /// A reply loaded from history while still streaming: it shows the saved
     /// text until the stream's replay from the start replaces it.
     replaying: StoredValue<bool>,
@@ -178,6 +181,7 @@ impl MessageView {
             confidence: RwSignal::new(None),
             figures: RwSignal::new(None),
             versions: RwSignal::new(Vec::new()),
+            sources: RwSignal::new(Vec::new()),
             replaying: StoredValue::new(false),
             renderer: StoredValue::new(IncrementalMarkdown::new()),
         }
@@ -448,6 +452,18 @@ pub struct ChatState {
     /// and earlier ones join the page [`CHUNK`] at a time as the reader scrolls
     /// up ([`ChatState::show_earlier`]).
     pub earlier: RwSignal<Vec<ConversationMessage>>,
+    /// The project new questions are asked in (its documents answer them);
+    /// `None`: no project.
+    pub project: RwSignal<Option<String>>,
+    /// The caller's projects (`GET /api/v1/projects`), and any named here
+    /// before its first upload.
+    pub projects: RwSignal<Vec<ProjectInfo>>,
+    /// The chosen project's documents, newest first.
+    pub documents: RwSignal<Vec<DocumentInfo>>,
+    /// Processing progress (0–100) of documents, from `document_status`.
+    pub progress: RwSignal<HashMap<String, u8>>,
+    /// Whether the documents panel is open.
+    pub documents_open: RwSignal<bool>,
     by_stream: StoredValue<HashMap<String, MessageView>>,
     /// Streams started over HTTP whose `start` has not arrived yet: followed from
     /// seq 0 by whichever transport comes next.
@@ -498,6 +514,11 @@ impl ChatState {
             search_open: RwSignal::new(false),
             conversations_next: RwSignal::new(None),
             earlier: RwSignal::new(Vec::new()),
+            project: RwSignal::new(None),
+            projects: RwSignal::new(Vec::new()),
+            documents: RwSignal::new(Vec::new()),
+            progress: RwSignal::new(HashMap::new()),
+            documents_open: RwSignal::new(false),
             owner: StoredValue::new(Owner::current()),
             by_stream: StoredValue::new(HashMap::new()),
             pending_streams: StoredValue::new(Vec::new()),
@@ -679,6 +700,7 @@ impl ChatState {
         let view = self.new_view(role, stored.content.clone());
         view.id.set_value(Some(stored.id));
         view.versions.set(stored.versions);
+        view.sources.set(stored.sources);
         if role == Role::User {
             return view;
         }
@@ -788,6 +810,7 @@ impl ChatState {
             session_id: self.session_id.get_untracked(),
             client_message_id: Some(client_id),
             regenerate: Some(reply_id),
+            project_id: self.project.get_untracked(),
             ..Default::default()
         });
         if !self.send_frame(&frame) {
@@ -881,6 +904,7 @@ impl ChatState {
             persona_id,
             persona_ids,
             replace_from,
+            project_id: self.project.get_untracked(),
             ..Default::default()
         });
         if !self.send_frame(&frame) {
@@ -968,6 +992,103 @@ impl ChatState {
     }
 
     /// Frames to send after (re)connecting: resume every reply still streaming.
+    /// The room of the chosen project, whose document events the page hears.
+    pub fn project_room(&self) -> Option<String> {
+        self.project
+            .get_untracked()
+            .map(|project| format!("project_{project}"))
+    }
+
+    /// A project room's event: a document's progress, or the list changed.
+    fn room_event(&self, room: &str, event: &str, data: serde_json::Value) {
+        if self.project_room().as_deref() != Some(room) {
+            return;
+        }
+        match event {
+            "document_status" => {
+                let (Some(id), Some(status)) =
+                    (data["document_id"].as_str(), data["status"].as_str())
+                else {
+                    return;
+                };
+                let progress = data["progress"].as_u64().unwrap_or(0).min(100) as u8;
+                self.progress.update(|p| {
+                    p.insert(id.to_owned(), progress);
+                });
+                let status = DocumentStatus::parse(status);
+                self.documents.update(|documents| {
+                    if let Some(document) = documents.iter_mut().find(|d| d.document_id == id) {
+                        document.status = status;
+                        if let Some(chunks) = data["chunks"].as_u64() {
+                            document.chunks = chunks;
+                        }
+                        if let Some(pages) = data["pages"].as_u64() {
+                            document.pages = Some(pages);
+                        }
+                        document.error = data["error"].as_str().map(str::to_owned);
+                    }
+                });
+            }
+            "project_update" => {
+                let document: Option<DocumentInfo> = match data["type"].as_str() {
+                    Some("document_added") => serde_json::from_value(data["data"].clone()).ok(),
+                    _ => None,
+                };
+                match (data["type"].as_str(), document) {
+                    (Some("document_added"), Some(document)) => {
+                        self.documents.update(|documents| {
+                            if !documents
+                                .iter()
+                                .any(|d| d.document_id == document.document_id)
+                            {
+                                documents.insert(0, document);
+                            }
+                        })
+                    }
+                    (Some("document_deleted"), _) => {
+                        if let Some(id) = data["data"]["document_id"].as_str() {
+                            self.documents.update(|d| d.retain(|d| d.document_id != id));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Chooses the project new questions are asked in (its documents show in
+    /// the panel); the socket leaves the old project's room and joins the new.
+    pub fn choose_project(&self, project: Option<String>) {
+        let project = project.filter(|p| !p.trim().is_empty());
+        if self.project.get_untracked() == project {
+            return;
+        }
+        if let Some(room) = self.project_room() {
+            self.send_frame(&ClientFrame::Leave { room });
+        }
+        self.project.set(project.clone());
+        self.documents.set(Vec::new());
+        self.progress.set(HashMap::new());
+        if let Some(project) = project {
+            self.projects.update(|projects| {
+                if !projects.iter().any(|p| p.project_id == project) {
+                    projects.insert(
+                        0,
+                        ProjectInfo {
+                            project_id: project.clone(),
+                            documents: 0,
+                            created_at: 0,
+                        },
+                    );
+                }
+            });
+            if let Some(room) = self.project_room() {
+                self.send_frame(&ClientFrame::Join { room });
+            }
+        }
+    }
+
     pub fn resume_frames(&self) -> Vec<ClientFrame> {
         let pending = self.pending_streams.with_value(|pending| {
             pending
@@ -995,6 +1116,8 @@ impl ChatState {
                     })
                     .collect::<Vec<_>>()
             }))
+            // A new connection is in no room: the chosen project's again.
+            .chain(self.project_room().map(|room| ClientFrame::Join { room }))
             .collect()
     }
 
@@ -1190,6 +1313,16 @@ impl ChatState {
                     None => self.notify(text),
                 }
             }
+            ServerEvent::Sources {
+                stream_id,
+                seq,
+                sources,
+            } => {
+                if let Some(message) = self.stream_message(&stream_id, seq) {
+                    message.sources.set(sources);
+                }
+            }
+            ServerEvent::RoomEvent { room, event, data } => self.room_event(&room, &event, data),
             // Each reply's own `complete` already finished it.
             ServerEvent::Hello { .. }
             | ServerEvent::Pong { .. }
@@ -1197,7 +1330,6 @@ impl ChatState {
             // The UI joins no room (projects come with documents).
             ServerEvent::Joined { .. }
             | ServerEvent::Left { .. }
-            | ServerEvent::RoomEvent { .. }
             | ServerEvent::Presence { .. }
             | ServerEvent::Dropped { .. } => {}
             ServerEvent::AuthSuccess { .. } => {}
@@ -1569,6 +1701,7 @@ mod tests {
                         cost: None,
                         parent_id: None,
                         versions: Vec::new(),
+                        sources: Vec::new(),
                     }
                 };
             chat.load(InitialChat {
@@ -1624,6 +1757,7 @@ mod tests {
             cost: None,
             parent_id: None,
             versions: versions.iter().map(|v| (*v).to_owned()).collect(),
+            sources: Vec::new(),
         }
     }
 

@@ -185,6 +185,180 @@ pub fn start(state: ChatState) {
     });
     spawn_local(load_models(state));
     spawn_local(load_personas(state));
+    spawn_local(load_projects(state));
+}
+
+/// Where this browser remembers the project it last chose.
+const PROJECT_KEY: &str = "rill_project";
+
+/// Fills the project picker (`GET /api/v1/projects`) and chooses again the
+/// project this browser chose last.
+async fn load_projects(state: ChatState) {
+    #[cfg(feature = "csr")]
+    {
+        // The static build's identity comes first (`open_static`).
+        for _ in 0..50 {
+            if bearer().is_some() {
+                break;
+            }
+            gloo_timers::future::TimeoutFuture::new(100).await;
+        }
+    }
+    let url = format!("{}/api/v1/projects", api_base());
+    if let Ok(list) = get_json::<rill_protocol::documents::ProjectList>(&url).await {
+        state.projects.set(list.projects);
+    }
+    let remembered = leptos::prelude::window()
+        .local_storage()
+        .ok()
+        .flatten()
+        .and_then(|storage| storage.get_item(PROJECT_KEY).ok().flatten())
+        .filter(|p| !p.is_empty());
+    if remembered.is_some() {
+        choose_project(state, remembered);
+    }
+}
+
+/// Chooses the project new questions are asked in, remembers it in this
+/// browser, and loads its documents.
+pub fn choose_project(state: ChatState, project: Option<String>) {
+    state.choose_project(project.clone());
+    if let Some(storage) = leptos::prelude::window().local_storage().ok().flatten() {
+        let _ = match &project {
+            Some(project) => storage.set_item(PROJECT_KEY, project),
+            None => storage.remove_item(PROJECT_KEY),
+        };
+    }
+    if project.is_some() {
+        spawn_local(load_documents(state));
+    }
+}
+
+/// The chosen project's documents path.
+fn documents_url(project: &str) -> String {
+    format!(
+        "{}/api/v1/projects/{}/documents",
+        api_base(),
+        js_sys::encode_uri_component(project)
+    )
+}
+
+/// Reads the chosen project's documents (a project not made yet has none).
+async fn load_documents(state: ChatState) {
+    let Some(project) = state.project.get_untracked() else {
+        return;
+    };
+    let list = get_json::<rill_protocol::documents::DocumentList>(&documents_url(&project)).await;
+    if state.project.get_untracked().as_deref() != Some(project.as_str()) {
+        return;
+    }
+    match list {
+        Ok(list) => state.documents.set(list.documents),
+        Err(_) => state.documents.set(Vec::new()),
+    }
+}
+
+/// Uploads `files` to the chosen project, one after another; each appears in
+/// the list at once and its progress follows (the room's `document_status`
+/// on the WebSocket; polling on the fallbacks).
+pub fn upload_documents(state: ChatState, files: Vec<web_sys::File>) {
+    let Some(project) = state.project.get_untracked() else {
+        state.notify("Choose a project first: documents belong to a project.");
+        return;
+    };
+    spawn_local(async move {
+        for file in files {
+            let Ok(form) = web_sys::FormData::new() else {
+                return;
+            };
+            if form
+                .append_with_blob_and_filename("file", &file, &file.name())
+                .is_err()
+            {
+                continue;
+            }
+            let request = match authorized(Request::post(&documents_url(&project))).body(form) {
+                Ok(request) => request,
+                Err(_) => continue,
+            };
+            match request.send().await {
+                Ok(response) if response.status() == 202 => {
+                    if let Ok(document) = response
+                        .json::<rill_protocol::documents::DocumentInfo>()
+                        .await
+                    {
+                        state.documents.update(|documents| {
+                            if !documents
+                                .iter()
+                                .any(|d| d.document_id == document.document_id)
+                            {
+                                documents.insert(0, document);
+                            }
+                        });
+                        state.projects.update(|projects| {
+                            if let Some(p) = projects.iter_mut().find(|p| p.project_id == project) {
+                                p.documents += 1;
+                            }
+                        });
+                    }
+                }
+                Ok(response) => {
+                    let problem = error_text(response).await;
+                    state.notify(format!("{} was not added: {problem}", file.name()));
+                }
+                Err(_) => state.notify(format!(
+                    "{} was not added: the server cannot be reached",
+                    file.name()
+                )),
+            }
+        }
+        watch_processing(state, project).await;
+    });
+}
+
+/// While documents of `project` are processing and no WebSocket brings their
+/// progress, reads the list again every second (at most ten minutes).
+async fn watch_processing(state: ChatState, project: String) {
+    for _ in 0..600 {
+        let processing = state.documents.with_untracked(|documents| {
+            documents
+                .iter()
+                .any(|d| d.status == rill_protocol::documents::DocumentStatus::Processing)
+        });
+        if !processing || state.project.get_untracked().as_deref() != Some(project.as_str()) {
+            return;
+        }
+        gloo_timers::future::TimeoutFuture::new(1000).await;
+        if state.connection.get_untracked() != ConnectionState::Live {
+            load_documents(state).await;
+        }
+    }
+}
+
+/// Deletes a document of the chosen project.
+pub fn delete_document(state: ChatState, document_id: String) {
+    let Some(project) = state.project.get_untracked() else {
+        return;
+    };
+    spawn_local(async move {
+        let url = format!(
+            "{}/{}",
+            documents_url(&project),
+            js_sys::encode_uri_component(&document_id)
+        );
+        match authorized(Request::delete(&url)).send().await {
+            Ok(response) if response.status() == 204 || response.status() == 404 => {
+                state
+                    .documents
+                    .update(|d| d.retain(|d| d.document_id != document_id));
+            }
+            Ok(response) => {
+                let problem = error_text(response).await;
+                state.notify(format!("The document was not deleted: {problem}"));
+            }
+            Err(_) => state.notify("The document was not deleted: the server cannot be reached."),
+        }
+    });
 }
 
 /// The static build's start: a guest identity (kept in local storage, like

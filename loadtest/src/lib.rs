@@ -10,6 +10,7 @@
 //! - [`scenarios`]: `stream`, `idle`, `churn`, `resume`, and their [`scenarios::Outcome`].
 //! - `baseline`: a minimal server writing pre-built frames (this machine's ceiling).
 //! - `suite`: every case against the baseline and rill, pinned, median of runs.
+//! - `documents`: indexing throughput and retrieval latency of a project's documents.
 //! - `report`: `results.json`, `summary.md`, `report.html` (SVG charts).
 //! - `procstat`, `stats`: `/proc` readings and latency summaries.
 //!
@@ -17,6 +18,7 @@
 
 pub mod baseline;
 pub mod client;
+pub mod documents;
 pub mod procstat;
 pub mod report;
 pub mod scenarios;

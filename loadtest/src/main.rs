@@ -29,6 +29,30 @@ enum Command {
     Baseline(BaselineArgs),
     /// Runs every case against the baseline and rill and writes the report.
     Suite(SuiteArgs),
+    /// Indexing throughput and retrieval latency of a project's documents.
+    Documents(DocumentsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DocumentsArgs {
+    /// The rill release binary.
+    #[arg(long, default_value = "target/release/rill")]
+    rill: PathBuf,
+    /// Where `documents.json` goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Chunks to index in all (about).
+    #[arg(long, default_value_t = 10_000)]
+    chunks: usize,
+    /// Documents they are spread over.
+    #[arg(long, default_value_t = 20)]
+    documents: usize,
+    /// Questions asked after indexing.
+    #[arg(long, default_value_t = 500)]
+    questions: usize,
+    /// The core rill is pinned to.
+    #[arg(long, default_value_t = 0)]
+    server_core: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,8 +150,33 @@ fn main() -> ExitCode {
             Command::Run(args) => run_one(args).await,
             Command::Baseline(args) => serve_baseline(args).await,
             Command::Suite(args) => run_suite(args).await,
+            Command::Documents(args) => run_documents(args).await,
         }
     })
+}
+
+async fn run_documents(args: DocumentsArgs) -> ExitCode {
+    let settings = rill_loadtest::documents::Settings {
+        rill: args.rill,
+        out: args.out,
+        chunks: args.chunks,
+        documents: args.documents,
+        questions: args.questions,
+        server_core: args.server_core,
+    };
+    match rill_loadtest::documents::run(&settings).await {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outcome).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rill-loadtest: documents: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run_one(args: RunArgs) -> ExitCode {

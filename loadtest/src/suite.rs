@@ -155,16 +155,16 @@ fn plans(quick: bool) -> Vec<Plan> {
 }
 
 /// A server under test.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    pid: u32,
-    port: u16,
+    pub(crate) pid: u32,
+    pub(crate) port: u16,
     /// rill's data directory, removed afterwards.
     data_dir: Option<PathBuf>,
 }
 
 impl Server {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
         if let Some(dir) = self.data_dir {
             let _ = std::fs::remove_dir_all(dir);
@@ -226,6 +226,21 @@ async fn start(
         port,
         data_dir,
     })
+}
+
+/// Starts `rill` with `extra` flags and a data directory of its own, pinned
+/// to `core`, on a free loopback port.
+pub(crate) async fn start_rill(core: usize, rill: &Path, extra: &[&str]) -> Result<Server, String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let data_dir = std::env::temp_dir().join(format!("rill-bench-{}-{}", std::process::id(), port));
+    let mut args = vec![
+        "--addr".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    start(core, rill, args, Some(data_dir), port).await
 }
 
 /// Whether `program` is on PATH.

@@ -147,6 +147,16 @@ pub struct MessageRequest {
     /// version of the old one, which is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regenerate: Option<String>,
+    /// Answer from this project's documents: the best passages are retrieved
+    /// before the model answers (`progress` `rag_retrieval`, then `sources`).
+    /// A project without documents, or unknown, answers without retrieval;
+    /// another user's is `FORBIDDEN`. Seed 004 sends numbers: read as text.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_number"
+    )]
+    pub project_id: Option<String>,
 }
 
 /// Reads an optional id sent as a string or as an integer.

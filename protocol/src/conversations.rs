@@ -73,6 +73,10 @@ pub struct ConversationMessage {
     /// oldest first. `POST /api/v1/conversations/{id}/select` shows another.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<String>,
+    /// The passages a reply was given from its project's documents (the
+    /// stream's `sources`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::documents::Source>,
 }
 
 /// `POST /api/v1/conversations/{id}/select`: show this version of a message

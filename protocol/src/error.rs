@@ -33,11 +33,16 @@ pub enum ErrorCode {
     Overloaded,
     /// A valid request for something this server does not do (binary frames, …).
     Unsupported,
+    /// An uploaded document rill cannot read: not Markdown, text, HTML or
+    /// PDF, empty, or not what its name says.
+    UnsupportedDocument,
+    /// An uploaded document over the size limit (`--max-document-bytes`).
+    DocumentTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::AuthRequired,
         ErrorCode::AuthFailed,
         ErrorCode::EmptyMessage,
@@ -51,6 +56,8 @@ impl ErrorCode {
         ErrorCode::ProcessingError,
         ErrorCode::Overloaded,
         ErrorCode::Unsupported,
+        ErrorCode::UnsupportedDocument,
+        ErrorCode::DocumentTooLarge,
     ];
 
     /// The wire spelling, e.g. `"AUTH_REQUIRED"`.
@@ -69,6 +76,8 @@ impl ErrorCode {
             ErrorCode::ProcessingError => "PROCESSING_ERROR",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::UnsupportedDocument => "UNSUPPORTED_DOCUMENT",
+            ErrorCode::DocumentTooLarge => "DOCUMENT_TOO_LARGE",
         }
     }
 }

@@ -10,9 +10,11 @@
 //! - [`server`]: the events the server sends ([`ServerEvent`]) and their parts.
 //! - [`error`]: the stable [`ErrorCode`]s and WebSocket [`close`] codes.
 //! - [`personas`]: the persona list and what routing reports.
+//! - [`documents`]: a project's documents and the sources retrieval finds.
 
 pub mod client;
 pub mod conversations;
+pub mod documents;
 pub mod error;
 pub mod personas;
 pub mod server;

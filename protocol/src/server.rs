@@ -93,6 +93,17 @@ pub enum ServerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         confidence: Option<f64>,
     },
+    /// The passages retrieval found in the question's project (`project_id`),
+    /// numbered from 1 in the order the model was given them; before the
+    /// first token. Empty when the project's documents hold nothing relevant.
+    Sources {
+        /// The stream.
+        stream_id: String,
+        /// Position in the stream.
+        seq: u64,
+        /// Best first.
+        sources: Vec<crate::documents::Source>,
+    },
     /// A piece of the reply.
     Token {
         /// The stream.
@@ -243,6 +254,7 @@ impl ServerEvent {
         match self {
             ServerEvent::Start { stream_id, seq, .. }
             | ServerEvent::Progress { stream_id, seq, .. }
+            | ServerEvent::Sources { stream_id, seq, .. }
             | ServerEvent::Token { stream_id, seq, .. }
             | ServerEvent::Complete { stream_id, seq, .. } => Some((stream_id, *seq)),
             ServerEvent::Error {
@@ -272,6 +284,7 @@ impl ServerEvent {
             ServerEvent::Pong { .. } => "pong",
             ServerEvent::Start { .. } => "start",
             ServerEvent::Progress { .. } => "progress",
+            ServerEvent::Sources { .. } => "sources",
             ServerEvent::Token { .. } => "token",
             ServerEvent::Complete { .. } => "complete",
             ServerEvent::Error { .. } => "error",

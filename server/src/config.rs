@@ -32,6 +32,10 @@ pub enum Command {
     Serve,
     /// Mint a JWT signed with the configured secret, for trying authenticated clients.
     Token(TokenArgs),
+    /// Rebuild every project's search index from the documents in the store
+    /// (after restoring a backup, or to reclaim the index's disk space).
+    /// Run it with the server stopped, or on an instance that is not serving.
+    Reindex,
 }
 
 /// `rill token` flags.
@@ -233,6 +237,14 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_MAX_JSON_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=128))]
     pub max_json_depth: u32,
 
+    /// Largest document a project accepts, in bytes (DOCUMENT_TOO_LARGE past it).
+    #[arg(long, env = "RILL_MAX_DOCUMENT_BYTES", default_value_t = 20 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub max_document_bytes: u64,
+
+    /// Passages a question in a project retrieves from its documents (0: no retrieval).
+    #[arg(long, env = "RILL_RETRIEVAL_TOP_K", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub retrieval_top_k: u32,
+
     /// Longest question, in characters (MESSAGE_TOO_LARGE past it).
     #[arg(long, env = "RILL_MAX_MESSAGE_CHARS", default_value_t = 32_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_chars: u32,
@@ -367,6 +379,8 @@ pub struct Config {
     pub max_json_depth: usize,
     /// Longest question, in characters.
     pub max_message_chars: usize,
+    /// Documents: the largest file, and passages retrieved per question.
+    pub documents: crate::documents::DocumentLimits,
     /// Replay window after a stream ends.
     pub stream_retention: Duration,
     /// The site directory when not embedded.
@@ -469,6 +483,10 @@ impl Config {
             trusted_proxies: args.trusted_proxies.clone(),
             max_json_depth: args.max_json_depth as usize,
             max_message_chars: args.max_message_chars as usize,
+            documents: crate::documents::DocumentLimits {
+                max_bytes: usize::try_from(args.max_document_bytes).unwrap_or(usize::MAX),
+                top_k: args.retrieval_top_k as usize,
+            },
             stream_retention: Duration::from_secs(args.stream_retention_secs),
             site_root: args.site_root.clone(),
             detach_grace: Duration::from_secs(args.detach_grace),

@@ -550,6 +550,12 @@ fn message(message: StoredMessage, prices: &Prices) -> ConversationMessage {
         } else {
             Vec::new()
         },
+        // Written by rill itself; a row it cannot read shows no sources.
+        sources: message
+            .sources
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default(),
     }
 }
 

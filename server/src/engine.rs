@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rill_protocol::client::DEFAULT_PERSONA;
+use rill_protocol::documents::Source;
 use rill_protocol::server::Context;
 use rill_protocol::{
     AUTO_PERSONA, FinishReason, MessageRequest, Metadata, ProgressStep, Routing, Timing, Usage,
@@ -19,6 +20,7 @@ use rill_protocol::{
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Identity;
+use crate::documents::Documents;
 use crate::error::{Error, Result};
 use crate::events::{Failure, StreamEvent};
 use crate::hub::{Hub, HubError, NewStream, StopReason, StreamInfo, StreamWriter, Subscription};
@@ -53,6 +55,8 @@ pub struct Engine {
     models: Arc<tokio::sync::Mutex<Option<CachedModels>>>,
     /// What each model costs (`complete.metadata.cost`).
     prices: Arc<Prices>,
+    /// Projects' documents, for questions that name a project.
+    documents: Option<Documents>,
 }
 
 /// A model list and when it was fetched.
@@ -125,6 +129,8 @@ struct Generation {
     routing: Option<RoutingJob>,
     /// What each model costs.
     prices: Arc<Prices>,
+    /// Retrieval to do before generating: the documents service and the project.
+    retrieval: Option<(Documents, String)>,
 }
 
 /// Routing to do before generating.
@@ -152,7 +158,14 @@ impl Engine {
             tasks: TaskTracker::new(),
             models: Arc::new(tokio::sync::Mutex::new(None)),
             prices: Arc::new(Prices::none()),
+            documents: None,
         }
+    }
+
+    /// The same engine answering questions in a project from its documents.
+    pub fn with_documents(mut self, documents: Documents) -> Self {
+        self.documents = Some(documents);
+        self
     }
 
     /// The same engine pricing replies with `prices`.
@@ -276,6 +289,7 @@ impl Engine {
             ),
             ("replace_from", request.replace_from.as_deref()),
             ("customer_id", request.customer_id.as_deref()),
+            ("project_id", request.project_id.as_deref()),
             ("model", request.model.as_deref()),
             ("client_message_id", request.client_message_id.as_deref()),
         ]
@@ -317,6 +331,15 @@ impl Engine {
                 "temperature must be between 0 and 2".into(),
             ));
         }
+        // A project of the caller's is searched before answering; an unknown
+        // one has nothing to search; another user's is refused.
+        let retrieval = match (&self.documents, request.project_id.as_deref()) {
+            (Some(documents), Some(project)) if !project.is_empty() => documents
+                .may_retrieve(identity, project)
+                .await?
+                .then(|| (documents.clone(), project.to_owned())),
+            _ => None,
+        };
         let session_id = match &regenerate {
             Some(target) => target.conversation_id.clone(),
             None => self.resolve_conversation(&owner, &request).await?,
@@ -422,7 +445,9 @@ impl Engine {
                         max_tokens: request.max_tokens,
                         tools: request.tools.clone().unwrap_or_default(),
                         include_reasoning: request.include_reasoning == Some(true),
+                        sources: Vec::new(),
                     },
+                    retrieval: retrieval.clone(),
                     routing: persona.is_none().then(|| RoutingJob {
                         personas: self.personas.clone(),
                         requested_model: request.model.clone(),
@@ -650,6 +675,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         mut request,
         routing,
         prices,
+        retrieval,
     } = generation;
     let started = tokio::time::Instant::now();
     let id = writer.id().clone();
@@ -704,6 +730,36 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
                 persona = speaker.id.clone();
                 choice = Some(chosen);
             }
+        }
+    }
+
+    // The project's best passages, numbered, join the instructions.
+    let mut sources = Vec::new();
+    if stopped_early.is_none()
+        && let Some((documents, project)) = retrieval
+    {
+        let found = tokio::select! {
+            biased;
+            reason = &mut stopped => Err(reason),
+            found = retrieve(&documents, &project, request.question(), &mut writer) => Ok(found),
+        };
+        match found {
+            Err(reason) => stopped_early = Some(finish_reason_of(reason, &id)),
+            Ok(Some(found)) => {
+                if !found.is_empty() {
+                    if let Some(first) = request.messages.first_mut() {
+                        first
+                            .content
+                            .push_str(&crate::documents::prompt_context(&found));
+                    }
+                    if let Err(error) = store.set_sources(&message_id, &found).await {
+                        tracing::warn!(stream_id = %id, %error, "could not store the reply's sources");
+                    }
+                }
+                request.sources = found.clone();
+                sources = found;
+            }
+            Ok(None) => {}
         }
     }
 
@@ -776,6 +832,8 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     .await;
     let cost = usage.as_ref().and_then(|u| prices.cost(&model, u));
     let mut metadata = metadata(persona, model, finish_reason, usage, choice);
+    metadata.sources = Source::filenames(&sources);
+    metadata.context.sources = metadata.sources.clone();
     metadata.reasoning = Some(out.reasoning).filter(|r| !r.is_empty());
     metadata.timing = timing;
     metadata.cost = cost;
@@ -785,6 +843,36 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         session_id,
         metadata,
     });
+}
+
+/// Retrieves the project's best passages for `question`, announcing it
+/// (`rag_retrieval`, then `sources`): `None` when the project has no
+/// document to search (skipped quietly), or when retrieval failed (logged:
+/// the question is answered without sources rather than not at all).
+async fn retrieve(
+    documents: &Documents,
+    project: &str,
+    question: &str,
+    writer: &mut Box<dyn StreamWriter>,
+) -> Option<Vec<Source>> {
+    let ready = match documents.ready(project).await {
+        Ok(Some(ready)) => ready,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::error!(%project, %error, "retrieval failed: answering without sources");
+            return None;
+        }
+    };
+    writer.publish(StreamEvent::Progress(ProgressStep::RagRetrieval));
+    let found = documents
+        .search(&ready, question)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%project, %error, "retrieval failed: answering without sources");
+            Vec::new()
+        });
+    writer.publish(StreamEvent::Sources(found.clone()));
+    Some(found)
 }
 
 /// What a generation produced so far.

@@ -74,6 +74,15 @@ pub enum Error {
     /// A valid request for something this server does not do. 400.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// An upload rill cannot read (the text says why). 415.
+    #[error("{0}")]
+    UnsupportedDocument(String),
+    /// An upload over `--max-document-bytes`. 413.
+    #[error("The document is too large: the limit is {limit} bytes")]
+    DocumentTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The model provider failed (the text says how). 502.
     #[error("{0}")]
     Provider(String),
@@ -118,6 +127,8 @@ impl Error {
             Error::Forbidden | Error::OriginNotAllowed(_) => ErrorCode::Forbidden,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Unsupported(_) => ErrorCode::Unsupported,
+            Error::UnsupportedDocument(_) => ErrorCode::UnsupportedDocument,
+            Error::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
             Error::Provider(_) => ErrorCode::ProviderError,
             Error::Internal(_) => ErrorCode::ProcessingError,
         }
@@ -131,9 +142,10 @@ impl Error {
             Error::EmptyMessage | Error::InvalidMessage(_) | Error::Unsupported(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Error::MessageTooLarge { .. } | Error::QuestionTooLong { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Error::MessageTooLarge { .. }
+            | Error::QuestionTooLong { .. }
+            | Error::DocumentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedDocument(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::RateLimited(_) | Error::TooFast { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::StreamNotFound | Error::NotFound(_) => StatusCode::NOT_FOUND,

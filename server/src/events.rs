@@ -2,6 +2,7 @@
 //! writes them, the hub stores and fans them out, and each dialect encodes them
 //! into its own frames (with its own human texts).
 
+use rill_protocol::documents::Source;
 use rill_protocol::{Metadata, ProgressStep};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,9 @@ pub enum StreamEvent {
         /// How sure the router is (0–1).
         confidence: f64,
     },
+    /// The passages retrieval found for the question (its project's
+    /// documents), best first; before the first token.
+    Sources(Vec<Source>),
     /// A piece of the reply.
     Token(String),
     /// The reply ended (how: `metadata.finish_reason`); `response` is all of it.

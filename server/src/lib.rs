@@ -14,6 +14,8 @@
 //! - [`engine`]: validates a question, stores it, builds the prompt, drives a
 //!   provider into a hub stream; exposes commands, not its parts.
 //! - [`conversations`]: the callers' conversations (list, read, rename, delete).
+//! - [`documents`]: projects' documents (extraction, chunks, a BM25 index per
+//!   project) and the retrieval a question in a project starts with.
 //! - [`events`]: what a stream says, free of any dialect.
 //! - [`hub`]: where streams live (the [`hub::Hub`] trait; in memory by default).
 //! - [`rooms`]: rooms of connections (projects' notifications, presence,
@@ -34,6 +36,7 @@ pub mod auth;
 pub mod config;
 pub mod conversations;
 pub mod dialect;
+pub mod documents;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(ref args)) => mint_token(&cli.server, args),
+        Some(Command::Reindex) => reindex(&cli.server),
         Some(Command::Serve) | None => serve(&cli.server),
     }
 }
@@ -110,6 +111,47 @@ fn serve(server: &ServerArgs) -> ExitCode {
             }
             Err(error) => {
                 eprintln!("rill: server error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `rill reindex`: every project's search index rebuilt from the store.
+fn reindex(server: &ServerArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Config::from_args(server);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rill: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let state = match rill::AppState::new(config).await {
+            Ok(state) => state,
+            Err(error) => {
+                eprintln!("rill: cannot start: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Documents a stop left processing finish first (they index themselves).
+        state.documents.idle().await;
+        match state.documents.reindex().await {
+            Ok((projects, documents)) => {
+                println!("reindexed {documents} document(s) in {projects} project(s)");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("rill: reindex failed: {error}");
                 ExitCode::FAILURE
             }
         }

@@ -66,6 +66,8 @@ pub struct AppState {
     pub limits: Arc<crate::limits::Limits>,
     /// Rooms and their members (projects' notifications, presence, broadcast).
     pub rooms: Arc<crate::rooms::Rooms>,
+    /// Projects' documents and their search indexes.
+    pub documents: crate::documents::Documents,
     /// Cancelled when the server shuts down; every connection watches it.
     pub shutdown: CancellationToken,
 }
@@ -104,7 +106,26 @@ impl AppState {
             );
         }
         tracing::info!(store = %location, "conversations store ready");
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store = Arc::new(store);
+        let rooms = Arc::new(crate::rooms::Rooms::default());
+        let documents = crate::documents::Documents::new(
+            store.clone(),
+            store.clone(),
+            rooms.clone(),
+            config.data_dir.join("index"),
+            config.documents,
+        );
+        let resumed = documents.resume().await.map_err(|e| StartupError::Store {
+            location: location.clone(),
+            source: StoreError::UnexpectedAnswer(e.to_string()),
+        })?;
+        if resumed > 0 {
+            tracing::warn!(
+                resumed,
+                "documents a stop left processing are processed again"
+            );
+        }
+        let store: Arc<dyn Store> = store;
         let hub: Arc<dyn Hub> = Arc::new(MemoryHub::new(config.stream_retention, config.replay));
         let provider: Arc<dyn Provider> = match &config.provider {
             ProviderConfig::Demo => {
@@ -128,7 +149,8 @@ impl AppState {
                 checkpoint_interval: config.checkpoint_interval,
             },
         )
-        .with_prices(prices.clone());
+        .with_prices(prices.clone())
+        .with_documents(documents.clone());
         let leptos = LeptosOptions::builder()
             .output_name("rill")
             .site_root(config.site_root.to_string_lossy().into_owned())
@@ -145,7 +167,8 @@ impl AppState {
             started: Instant::now(),
             connections: Connections::default(),
             limits: Arc::new(crate::limits::Limits::new(config_limits)),
-            rooms: Arc::new(crate::rooms::Rooms::default()),
+            rooms,
+            documents,
             shutdown: CancellationToken::new(),
         })
     }

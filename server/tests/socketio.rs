@@ -9,43 +9,12 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Opens an Engine.IO polling session: its sid.
 async fn handshake(server: &TestServer) -> String {
-    let body = reqwest::get(server.http("/socket.io/?EIO=4&transport=polling"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    // "0{...}": the open packet.
-    let open: Value =
-        serde_json::from_str(body.strip_prefix('0').expect("an open packet")).unwrap();
-    open["sid"].as_str().unwrap().to_owned()
+    sio_handshake(server, "").await
 }
 
-/// Sends one Socket.IO packet over polling, then polls until `wanted`
-/// Socket.IO packets came back (Engine.IO's pings skipped).
 async fn exchange(server: &TestServer, sid: &str, packet: &str, wanted: usize) -> Vec<String> {
-    let url = server.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
-    let client = reqwest::Client::new();
-    let sent = client
-        .post(&url)
-        .body(packet.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
-    let mut packets = Vec::new();
-    while packets.len() < wanted {
-        let body = client.get(&url).send().await.unwrap().text().await.unwrap();
-        // Packets are separated by the record separator; "2" is a ping.
-        packets.extend(
-            body.split('\u{1e}')
-                .filter(|p| !p.is_empty() && *p != "2")
-                .map(str::to_owned),
-        );
-    }
-    packets
+    sio_exchange(server, sid, packet, wanted).await
 }
 
 #[tokio::test]

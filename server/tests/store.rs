@@ -998,3 +998,95 @@ async fn a_shared_link_shows_a_snapshot_until_revoked_or_expired() {
     }
     cleanup.run().await;
 }
+
+#[tokio::test]
+async fn documents_keep_their_file_chunks_and_status_in_both_databases() {
+    use rill::documents::chunk::Chunk;
+    use rill::store::documents::{DocumentStore, NewDocument};
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        store.ensure_project("p", "user:alice").await.unwrap();
+        // Every byte value survives (BLOB / BYTEA).
+        let file: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let new = |id: &str| NewDocument {
+            id: id.into(),
+            project_id: "p".into(),
+            filename: "handbook.pdf".into(),
+            media_type: "application/pdf".into(),
+            content: file.clone(),
+        };
+        let added = store.add_document(new("d1")).await.unwrap();
+        assert_eq!(added.size, 70_000, "{backend}");
+        assert_eq!(store.document_file("d1").await.unwrap(), Some(file.clone()));
+        store.add_document(new("d2")).await.unwrap();
+        assert_eq!(
+            store.unfinished_documents().await.unwrap().len(),
+            2,
+            "{backend}"
+        );
+        assert!(store.completed_documents("p").await.unwrap().is_empty());
+
+        // 250 chunks: several INSERT batches, in one transaction.
+        let chunks: Vec<Chunk> = (1..=250)
+            .map(|seq| Chunk {
+                seq,
+                page: (seq % 2 == 0).then_some(seq / 2),
+                heading: (seq % 3 == 0).then(|| format!("Heading {seq}")),
+                content: format!("passage {seq} with 'quotes' and ünïcode"),
+            })
+            .collect();
+        assert!(
+            store
+                .complete_document("d1", Some(125), &chunks)
+                .await
+                .unwrap()
+        );
+        // Only a processing document completes, once.
+        assert!(
+            !store
+                .complete_document("d1", Some(125), &chunks)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.document_chunks("d1").await.unwrap(),
+            chunks,
+            "{backend}"
+        );
+        let done = store.document("p", "d1").await.unwrap().unwrap();
+        assert_eq!((done.chunks, done.pages), (250, Some(125)), "{backend}");
+        assert_eq!(
+            store.completed_documents("p").await.unwrap(),
+            vec![("d1".to_owned(), "handbook.pdf".to_owned())]
+        );
+
+        assert!(store.fail_document("d2", "no text").await.unwrap());
+        let failed = store.document("p", "d2").await.unwrap().unwrap();
+        assert_eq!(failed.error.as_deref(), Some("no text"), "{backend}");
+        assert!(
+            !store.fail_document("d1", "late").await.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(store.documents("p").await.unwrap().len(), 2);
+        assert!(store.unfinished_documents().await.unwrap().is_empty());
+        assert_eq!(store.projects_with_documents().await.unwrap(), ["p"]);
+        let projects = store.projects_of("user:alice").await.unwrap();
+        assert_eq!(
+            (projects[0].project_id.as_str(), projects[0].documents),
+            ("p", 2)
+        );
+        assert!(store.projects_of("user:bob").await.unwrap().is_empty());
+
+        // Another project's id does not reach it; deleting takes everything.
+        assert!(
+            store.document("q", "d1").await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(!store.delete_document("q", "d1").await.unwrap());
+        assert!(store.delete_document("p", "d1").await.unwrap());
+        assert!(store.document_chunks("d1").await.unwrap().is_empty());
+        assert_eq!(store.document_file("d1").await.unwrap(), None);
+        assert!(store.completed_documents("p").await.unwrap().is_empty());
+    }
+    cleanup.run().await;
+}

@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use crate::chat::{ChatState, MessageView, Role};
 use crate::components::composer::Composer;
+use crate::components::documents::{DocumentsPanel, ProjectPicker};
 use crate::components::earlier::EarlierMessages;
 use crate::components::jump::JumpToLatest;
 use crate::components::message::MessageItem;
@@ -53,6 +54,7 @@ pub fn ChatPage() -> impl IntoView {
                             </a>
                         </nav>
                     </Show>
+                    <ProjectPicker/>
                     <ModelPicker/>
                     <StatusBadge state=state.connection/>
                 </div>
@@ -60,6 +62,9 @@ pub fn ChatPage() -> impl IntoView {
             <div class="body">
             <Sidebar/>
             <main class="chat">
+                <Show when=move || state.documents_open.get() && state.project.with(Option::is_some)>
+                    <DocumentsPanel/>
+                </Show>
                 <section class="log" role="log" aria-live="polite" aria-label="Conversation">
                     <EarlierMessages/>
                     <Show when=move || state.messages.with(Vec::is_empty)>

@@ -151,6 +151,9 @@ pub fn MessageItem(
                     </For>
                     <div class="md-tail" inner_html=move || message.tail.get()></div>
                 </div>
+                <Show when=move || message.sources.with(|s| !s.is_empty())>
+                    <Sources message=message/>
+                </Show>
                 <Show when=move || status.get() == ReplyStatus::Stopped>
                     <p class="note stopped">"Stopped: this reply was cancelled."</p>
                 </Show>
@@ -189,6 +192,44 @@ pub fn MessageItem(
         </article>
     }
     .into_any()
+}
+
+/// A reply's sources: one chip per passage, numbered as the reply cites
+/// them, each opening to the passage itself.
+#[component]
+fn Sources(
+    /// The reply whose sources are shown.
+    message: MessageView,
+) -> impl IntoView {
+    view! {
+        <div class="sources" role="group" aria-label="Sources">
+            {move || {
+                message
+                    .sources
+                    .get()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, source)| {
+                        let page = source
+                            .metadata
+                            .page
+                            .map(|p| format!(" · p. {p}"))
+                            .unwrap_or_default();
+                        view! {
+                            <details class="source" data-document=source.metadata.document_id.clone()>
+                                <summary>
+                                    <span class="source-number">{format!("[{}]", n + 1)}</span>
+                                    " "
+                                    {format!("{}{page}", source.metadata.filename)}
+                                </summary>
+                                <blockquote class="source-text">{source.content}</blockquote>
+                            </details>
+                        }
+                    })
+                    .collect_view()
+            }}
+        </div>
+    }
 }
 
 /// `‹ 2/3 ›` on a message that has other versions: which one this is, and

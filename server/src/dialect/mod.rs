@@ -154,7 +154,7 @@ impl TurnRecorder {
                 self.record(index, &event.stream_id, response.clone(), finish);
             }
             StreamEvent::Failed(_) => self.record(index, &event.stream_id, String::new(), None),
-            StreamEvent::Progress(_) | StreamEvent::Token(_) => {}
+            StreamEvent::Progress(_) | StreamEvent::Sources(_) | StreamEvent::Token(_) => {}
         }
     }
 

@@ -72,6 +72,11 @@ impl Native {
                 agent: Some(persona_id.clone()),
                 confidence: Some(*confidence),
             },
+            StreamEvent::Sources(sources) => ServerEvent::Sources {
+                stream_id,
+                seq,
+                sources: sources.clone(),
+            },
             StreamEvent::Token(token) => ServerEvent::Token {
                 stream_id,
                 seq,
@@ -345,6 +350,7 @@ impl Dialect for Native {
         match event {
             StreamEvent::Started { .. } => "start",
             StreamEvent::Progress(_) | StreamEvent::Routed { .. } => "progress",
+            StreamEvent::Sources(_) => "sources",
             StreamEvent::Token(_) => "token",
             StreamEvent::Completed { .. } => "complete",
             StreamEvent::Failed(_) => "error",

@@ -55,7 +55,9 @@ impl Dialect for Raw {
                     json!({"type": "end", "stream_id": stream_id, "seq": seq})
                 )
             }
-            StreamEvent::Progress(_) | StreamEvent::Routed { .. } => String::new(),
+            StreamEvent::Progress(_) | StreamEvent::Routed { .. } | StreamEvent::Sources(_) => {
+                String::new()
+            }
         };
         Bytes::from(text)
     }
@@ -73,6 +75,7 @@ impl Dialect for Raw {
             StreamEvent::Completed { .. } => "end",
             StreamEvent::Failed(_) => "error",
             StreamEvent::Progress(_) | StreamEvent::Routed { .. } => "progress",
+            StreamEvent::Sources(_) => "sources",
         }
     }
 }

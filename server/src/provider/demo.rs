@@ -56,8 +56,18 @@ impl Provider for DemoProvider {
             .first()
             .filter(|m| m.role == super::Role::System)
             .map(|m| m.content.as_str());
-        let reply =
-            |min_tokens| persona_reply_text(&request.persona, instructions, &question, min_tokens);
+        // With sources, the reply opens with the best one's key sentence, cited.
+        let cited = cited(&question, &request.sources).unwrap_or_default();
+        let reply = |min_tokens| {
+            let mut text = cited.clone();
+            text.push_str(&persona_reply_text(
+                &request.persona,
+                instructions,
+                &question,
+                min_tokens,
+            ));
+            text
+        };
         // About `tokens` words, ending where a sentence ends; cut exactly only when
         // the structured part alone is longer, or at the request's max_tokens.
         let all = split_tokens(&reply(self.tokens));
@@ -326,6 +336,84 @@ fn one_line(question: &str, max_chars: usize) -> String {
 
 /// The whole reply of the default persona, long enough to cut `min_tokens`
 /// tokens from.
+/// How a reply with sources opens: the sentence of the best source that
+/// shares most words with the question, quoted, with the source's name and
+/// its citation `[1]` (what the model is asked to do with real sources).
+fn cited(question: &str, sources: &[rill_protocol::documents::Source]) -> Option<String> {
+    let best = sources.first()?;
+    let sentence = key_sentence(question, &best.content).replace('`', "'");
+    let page = best
+        .metadata
+        .page
+        .map(|p| format!(", page {p}"))
+        .unwrap_or_default();
+    Some(format!(
+        "According to **{}**{page} [1]: \"{sentence}\"\n\n",
+        best.metadata.filename.replace(['*', '`'], "")
+    ))
+}
+
+/// The words of `text` that say something: lower case, three letters or
+/// more, a plural's `s` dropped.
+fn significant_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(|w| {
+            let lower = w.to_lowercase();
+            match lower.strip_suffix('s') {
+                Some(stem) if stem.chars().count() >= 3 => stem.to_owned(),
+                _ => lower,
+            }
+        })
+        .collect()
+}
+
+/// The sentence of `passage` sharing most words with `question` (the first
+/// of equals), on one line, at most 300 characters.
+pub fn key_sentence(question: &str, passage: &str) -> String {
+    let asked = significant_words(question);
+    let mut sentences = Vec::new();
+    let mut current = String::new();
+    let mut chars = passage.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            sentences.push(std::mem::take(&mut current));
+            continue;
+        }
+        current.push(c);
+        if matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|n| n.is_whitespace()) {
+            sentences.push(std::mem::take(&mut current));
+        }
+    }
+    sentences.push(current);
+    let clean = |s: &str| {
+        s.trim()
+            .trim_start_matches(['#', '-', '*', '>', ' '])
+            .trim()
+            .to_owned()
+    };
+    let best = sentences
+        .iter()
+        .map(|s| clean(s))
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .max_by_key(|(i, s)| {
+            let words = significant_words(s);
+            let shared = asked.iter().filter(|w| words.contains(w)).count();
+            // A heading alone says less than a sentence sharing as much.
+            let sentence = s.split_whitespace().count() >= 4;
+            (shared, sentence, std::cmp::Reverse(*i))
+        })
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    if best.chars().count() > 300 {
+        let cut: String = best.chars().take(299).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        best
+    }
+}
+
 pub fn reply_text(question: &str, min_tokens: usize) -> String {
     persona_reply_text("assistant", None, question, min_tokens)
 }
@@ -398,7 +486,53 @@ mod tests {
             max_tokens,
             tools: Vec::new(),
             include_reasoning: false,
+            sources: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_key_sentence_is_the_one_sharing_most_words() {
+        let passage = "## Refunds\nOur shop is friendly. Refunds are paid within 14 days of a request! \
+                       Shipping takes a week.";
+        assert_eq!(
+            key_sentence("How long do refunds take?", passage),
+            "Refunds are paid within 14 days of a request!"
+        );
+        // Nothing shared: the first whole sentence.
+        assert_eq!(key_sentence("zebra", passage), "Our shop is friendly.");
+        assert!(key_sentence("x", &"long ".repeat(200)).chars().count() <= 300);
+    }
+
+    #[tokio::test]
+    async fn with_sources_the_reply_quotes_and_cites_the_best() {
+        let mut asked = request("When are refunds paid?", None);
+        asked.sources = vec![rill_protocol::documents::Source {
+            id: "d:2".into(),
+            content: "Shipping is free. Refunds are paid within 14 days.".into(),
+            metadata: rill_protocol::documents::SourceMetadata {
+                document_id: "d".into(),
+                filename: "handbook.pdf".into(),
+                page: Some(2),
+            },
+            score: 3.2,
+        }];
+        let provider = DemoProvider::new(Duration::ZERO, 40);
+        let text: String = provider
+            .stream(asked)
+            .filter_map(|e| async move {
+                match e {
+                    Ok(ProviderEvent::Token(t)) => Some(t),
+                    _ => None,
+                }
+            })
+            .collect()
+            .await;
+        assert!(
+            text.starts_with(
+                "According to **handbook.pdf**, page 2 [1]: \"Refunds are paid within 14 days.\""
+            ),
+            "{text}"
+        );
     }
 
     async fn collect(

@@ -48,6 +48,10 @@ pub struct ProviderRequest {
     pub tools: Vec<serde_json::Value>,
     /// Whether to ask for the model's reasoning summary (same rule).
     pub include_reasoning: bool,
+    /// The passages retrieved for the question, numbered from 1 in this
+    /// order. They are already in the instructions (the first message); a
+    /// provider that builds its reply itself (the demo) reads them here.
+    pub sources: Vec<rill_protocol::documents::Source>,
 }
 
 impl ProviderRequest {

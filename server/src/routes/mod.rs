@@ -16,6 +16,7 @@
 
 pub mod broadcast;
 pub mod conversations;
+pub mod documents;
 pub mod extract;
 pub mod http;
 pub mod math;
@@ -146,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ws::router())
         .merge(http::router())
         .merge(conversations::router())
+        .merge(documents::router(&state))
         .merge(share::router())
         .merge(math::router())
         .merge(sse::router())

@@ -236,6 +236,7 @@ struct SendMessage {
     include_history: Option<bool>,
     persona_id: Option<String>,
     max_tokens: Option<u32>,
+    project_id: Option<Value>,
 }
 
 async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
@@ -252,6 +253,7 @@ async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
             include_history,
             persona_id,
             max_tokens,
+            project_id,
         }) => match id_text(&chat) {
             Some(id) => MessageRequest {
                 message: Some(message),
@@ -261,6 +263,18 @@ async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
                 include_history,
                 persona_id,
                 max_tokens,
+                // The project named, else the one the socket joined: its
+                // documents answer (seed 004's retrieval).
+                project_id: match project_id.as_ref().filter(|p| !p.is_null()) {
+                    Some(sent) => id_text(sent),
+                    None => conn
+                        .project
+                        .lock()
+                        .await
+                        .as_deref()
+                        .and_then(crate::rooms::project_of)
+                        .map(str::to_owned),
+                },
                 ..MessageRequest::default()
             },
             None => {
@@ -291,10 +305,6 @@ async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
     match outcome {
         Ok(Outcome::Started { streams, .. }) => {
             let _ = socket.emit("message_received", &json!({"chat_id": chat_id}));
-            let _ = socket.emit(
-                "message_sources",
-                &json!({"chat_id": chat_id, "sources": []}),
-            );
             for following in streams {
                 tokio::spawn(forward_reply(
                     socket.clone(),
@@ -361,6 +371,9 @@ async fn forward_reply(
     chat_id: Value,
 ) {
     let mut batch = Vec::new();
+    // Seed 004 announces the sources before the first token, empty when
+    // nothing was retrieved; how many the reply had.
+    let mut sources_sent: Option<usize> = None;
     loop {
         batch.clear();
         let read = tokio::select! {
@@ -381,7 +394,27 @@ async fn forward_reply(
         }
         for event in &batch {
             let (stream_id, seq) = (event.stream_id.as_ref(), event.seq);
+            let announce_none = match &event.event {
+                StreamEvent::Token(_) | StreamEvent::Completed { .. } | StreamEvent::Failed(_) => {
+                    sources_sent.is_none()
+                }
+                _ => false,
+            };
+            if announce_none {
+                sources_sent = Some(0);
+                let _ = socket.emit(
+                    "message_sources",
+                    &json!({"chat_id": chat_id, "sources": [], "stream_id": stream_id}),
+                );
+            }
             let sent = match &event.event {
+                StreamEvent::Sources(sources) => {
+                    sources_sent = Some(sources.len());
+                    socket.emit(
+                        "message_sources",
+                        &json!({"chat_id": chat_id, "sources": sources, "stream_id": stream_id, "seq": seq}),
+                    )
+                }
                 StreamEvent::Token(token) => socket.emit(
                     "message_token",
                     &json!({"chat_id": chat_id, "token": token, "stream_id": stream_id, "seq": seq}),
@@ -397,7 +430,8 @@ async fn forward_reply(
                         "chat_id": chat_id,
                         "metadata": {
                             "model": metadata.model,
-                            "sources_count": metadata.sources.len(),
+                            "sources_count": sources_sent.unwrap_or(0),
+                            "sources": metadata.sources,
                             "agent": metadata.agent,
                             "finish_reason": metadata.finish_reason,
                             "usage": metadata.usage,

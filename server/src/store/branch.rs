@@ -210,6 +210,7 @@ mod tests {
             parent_id: parent.map(str::to_owned),
             slot,
             selected_at: at,
+            sources: None,
             versions: Vec::new(),
         }
     }

@@ -13,6 +13,7 @@
 //! owner's conversation ([`StoreError::Forbidden`]).
 
 pub mod branch;
+pub mod documents;
 mod queries;
 mod sql;
 mod sqlite;
@@ -134,6 +135,8 @@ pub struct StoredMessage {
     /// When it was last chosen among its versions (milliseconds since the
     /// Unix epoch): the version selected last is shown.
     pub selected_at: i64,
+    /// The sources a reply was given, as JSON (the `sources` event's list).
+    pub sources: Option<String>,
     /// The ids of its versions, itself included, oldest first (only where a
     /// branch was chosen: [`Store::messages`]; otherwise empty).
     pub versions: Vec<String>,
@@ -354,6 +357,13 @@ pub trait Store: Send + Sync {
         persona: &str,
         model: &str,
         confidence: f64,
+    ) -> Result<(), StoreError>;
+
+    /// Records the sources retrieval gave a reply being generated.
+    async fn set_sources(
+        &self,
+        message_id: &str,
+        sources: &[rill_protocol::documents::Source],
     ) -> Result<(), StoreError>;
 
     /// Finalizes a reply: its whole text, how it ended, its figures.

@@ -16,7 +16,7 @@ macro_rules! message_columns {
     () => {
         "id, conversation_id, role, persona, model, content, status, \
          prompt_tokens, completion_tokens, stream_id, created_at, confidence, \
-         usage_estimated, first_token_ms, total_ms, parent_id, slot, selected_at"
+         usage_estimated, first_token_ms, total_ms, parent_id, slot, selected_at, sources"
     };
 }
 
@@ -113,6 +113,9 @@ pub(super) const ENSURE_PROJECT: &str = "INSERT INTO projects (id, owner, create
 pub(super) const PROJECT_OWNER: &str = "SELECT owner FROM projects WHERE id = $1";
 
 /// The persona and model routing chose for a reply, and how sure it was.
+/// Records the sources a reply was given (JSON).
+pub(super) const SET_SOURCES: &str = "UPDATE messages SET sources = $1 WHERE id = $2";
+
 pub(super) const SET_PERSONA: &str =
     "UPDATE messages SET persona = $1, model = $2, confidence = $3 WHERE id = $4";
 

@@ -42,7 +42,7 @@ macro_rules! portable {
 }
 
 /// The migrations, in order (see `migrations/README.md`).
-const MIGRATIONS: [Step; 8] = [
+const MIGRATIONS: [Step; 9] = [
     portable!(1, "conversations", "0001_conversations.sql"),
     portable!(
         2,
@@ -60,6 +60,12 @@ const MIGRATIONS: [Step; 8] = [
     portable!(6, "shared links", "0006_shares.sql"),
     portable!(7, "reply figures", "0007_reply_figures.sql"),
     portable!(8, "branches", "0008_branches.sql"),
+    Step {
+        version: 9,
+        description: "documents",
+        sqlite: include_str!("../../migrations/0009_documents.sqlite.sql"),
+        postgres: include_str!("../../migrations/0009_documents.postgres.sql"),
+    },
 ];
 
 /// The embedded migrations, as a source for sqlx's migrator (the `migrate!`
@@ -131,6 +137,7 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
         parent_id: row.try_get("parent_id")?,
         slot: row.try_get("slot")?,
         selected_at: row.try_get("selected_at")?,
+        sources: row.try_get("sources")?,
         versions: Vec::new(),
     })
 }
@@ -204,6 +211,11 @@ impl SqlStore {
         })
     }
 
+    /// The pool (documents write through it: `documents.rs`).
+    pub(super) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// A connection for reading.
     async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
         Ok(self.pool.acquire().await?)
@@ -248,6 +260,8 @@ pub(super) enum Write {
         model: String,
         confidence: f64,
     },
+    /// [`Store::set_sources`].
+    SetSources { id: String, sources: String },
     /// [`Store::finish_message`].
     Finish {
         id: String,
@@ -384,6 +398,14 @@ pub(super) async fn apply(
                 .bind(persona.as_str())
                 .bind(model.as_str())
                 .bind(*confidence)
+                .bind(id.as_str())
+                .execute(&mut *connection)
+                .await?;
+            Ok(Answer::Done)
+        }
+        Write::SetSources { id, sources } => {
+            sqlx::query(q::SET_SOURCES)
+                .bind(sources.as_str())
                 .bind(id.as_str())
                 .execute(&mut *connection)
                 .await?;
@@ -872,6 +894,21 @@ impl Store for SqlStore {
             persona: persona.to_owned(),
             model: model.to_owned(),
             confidence,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn set_sources(
+        &self,
+        message_id: &str,
+        sources: &[rill_protocol::documents::Source],
+    ) -> Result<(), StoreError> {
+        let sources = serde_json::to_string(sources)
+            .map_err(|e| StoreError::UnexpectedAnswer(format!("sources as JSON: {e}")))?;
+        self.write(Write::SetSources {
+            id: message_id.to_owned(),
+            sources,
         })
         .await
         .map(drop)

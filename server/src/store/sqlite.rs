@@ -156,6 +156,10 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             execute(tx, q::SET_PERSONA, params![persona, model, confidence, id])?;
             Ok(Answer::Done)
         }
+        Write::SetSources { id, sources } => {
+            execute(tx, q::SET_SOURCES, params![sources, id])?;
+            Ok(Answer::Done)
+        }
         Write::Finish {
             id,
             content,
@@ -429,6 +433,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         parent_id: row.get(15)?,
         slot: row.get(16)?,
         selected_at: row.get(17)?,
+        sources: row.get(18)?,
         versions: Vec::new(),
     })
 }

@@ -28,6 +28,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
     pub data_dir: PathBuf,
+    /// Whether dropping the server leaves its data directory (for restarts).
+    pub keep_data: bool,
 }
 
 impl TestServer {
@@ -60,7 +62,9 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.state.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -73,7 +77,16 @@ pub fn temp_dir() -> PathBuf {
 
 /// Starts the real server with the test configuration, changed by `adjust`.
 pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-    let data_dir = temp_dir();
+    start_in(temp_dir(), false, adjust).await
+}
+
+/// Starts the real server on `data_dir` (kept after the server if
+/// `keep_data`: a later server starts on the same data, as after a restart).
+pub async fn start_in(
+    data_dir: PathBuf,
+    keep_data: bool,
+    adjust: impl FnOnce(&mut Config),
+) -> TestServer {
     let mut config = Config::for_tests(data_dir.clone());
     adjust(&mut config);
     let state = AppState::new(config).await.unwrap();
@@ -84,7 +97,58 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         addr,
         state,
         data_dir,
+        keep_data,
     }
+}
+
+/// Opens a Socket.IO session over Engine.IO polling: its sid.
+pub async fn sio_handshake(server: &TestServer, query: &str) -> String {
+    let body = reqwest::get(server.http(&format!("/socket.io/?EIO=4&transport=polling{query}")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // "0{...}": the open packet.
+    let open: Value =
+        serde_json::from_str(body.strip_prefix('0').expect("an open packet")).unwrap();
+    open["sid"].as_str().unwrap().to_owned()
+}
+
+/// Sends one Socket.IO packet over polling (none if empty), then polls until
+/// `wanted` Socket.IO packets came back (Engine.IO's pings skipped).
+pub async fn sio_exchange(
+    server: &TestServer,
+    sid: &str,
+    packet: &str,
+    wanted: usize,
+) -> Vec<String> {
+    let url = server.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let client = reqwest::Client::new();
+    if !packet.is_empty() {
+        let sent = client
+            .post(&url)
+            .body(packet.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 200);
+    }
+    let mut packets = Vec::new();
+    while packets.len() < wanted {
+        let body = tokio::time::timeout(FRAME_TIMEOUT, async {
+            client.get(&url).send().await.unwrap().text().await.unwrap()
+        })
+        .await
+        .expect("packets arrive");
+        // Packets are separated by the record separator; "2" is a ping.
+        packets.extend(
+            body.split('\u{1e}')
+                .filter(|p| !p.is_empty() && *p != "2")
+                .map(str::to_owned),
+        );
+    }
+    packets
 }
 
 pub async fn start() -> TestServer {
@@ -291,7 +355,7 @@ pub fn check_stream(frames: &[Value], stream_id: &str) -> (String, Value) {
     let mut text = String::new();
     for frame in &mine[1..mine.len() - 1] {
         match frame["type"].as_str().unwrap() {
-            "progress" => assert!(!seen_token, "progress comes before tokens"),
+            "progress" | "sources" => assert!(!seen_token, "{frame} comes before tokens"),
             "token" => {
                 seen_token = true;
                 text.push_str(frame["token"].as_str().unwrap());
