@@ -50,7 +50,7 @@ test('Ctrl+K finds a word from an older conversation and jumps to the message', 
 
   // Nothing found says so; Esc closes without stopping anything.
   await page.keyboard.press('Control+k');
-  await page.getByRole('combobox').fill('zzzqqqxxyy');
+  await page.getByRole('dialog').getByRole('combobox').fill('zzzqqqxxyy');
   await expect(page.getByRole('dialog').getByRole('status')).toHaveText('No messages match.');
   await page.keyboard.press('Escape');
   await expect(page.getByRole('dialog')).toBeHidden();
@@ -315,7 +315,7 @@ test('axe finds no serious or critical violation on the chat page, the search di
       await page.emulateMedia({ colorScheme: scheme });
       expect(await serious(new AxeBuilder({ page })), `chat page, ${scheme}`).toEqual([]);
       await page.keyboard.press('Control+k');
-      await page.getByRole('combobox').fill('code');
+      await page.getByRole('dialog').getByRole('combobox').fill('code');
       await expect(page.locator('.search-hit').first()).toBeVisible();
       expect(await serious(new AxeBuilder({ page }).include('.search')), `search, ${scheme}`).toEqual([]);
       await page.keyboard.press('Escape');

@@ -143,3 +143,43 @@ test("a published notification reaches exactly the project's members, on Socket.
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test("seed 004's client in a project with a document gets its passages as message_sources, and document_status while it indexes", async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-sio-docs-'));
+  const rill = await startRill(['--data-dir', dataDir, '--demo-delay-ms', '2']);
+  try {
+    // A member of project 1 waiting for the document's completion…
+    const member = spawn('node', [CLIENT, rill.url, 'websocket', '', 'document_status']);
+    let out = '';
+    member.stdout.on('data', (chunk) => (out += chunk));
+    await expect.poll(() => out.includes('WAITING'), { timeout: 20_000 }).toBe(true);
+    // …hears it when the upload (by the same anonymous owner) starts processing.
+    const form = new FormData();
+    const guide = '# Guide\n\nThis document describes the Acme onboarding: badges are handed out on the first morning.\n';
+    form.append('file', new Blob([guide], { type: 'text/markdown' }), 'guide.md');
+    const uploaded = await fetch(`${rill.url}/api/v1/projects/1/documents`, { method: 'POST', body: form });
+    expect(uploaded.status).toBe(202);
+    const { document_id } = await uploaded.json();
+    await new Promise((resolve) => member.once('exit', resolve));
+    const heard = lastJsonLine(out);
+    // Added to the project, then its processing: seed 004's two notifications.
+    expect(heard.notifications[0]).toMatchObject({ event: 'project_update', data: { type: 'document_added', data: { document_id, filename: 'guide.md' } } });
+    expect(heard.notifications[1]).toMatchObject({ event: 'document_status', data: { document_id, status: 'processing', progress: 0 } });
+    await expect
+      .poll(async () => (await (await fetch(`${rill.url}/api/v1/projects/1/documents/${document_id}`)).json()).status)
+      .toBe('completed');
+
+    // The seed's own question in project 1 now retrieves the guide.
+    const summary = nodeClient(rill.url, 'websocket');
+    expect(summary.end).toBe('done');
+    expect(summary.errors).toEqual([]);
+    expect(summary.sources.length).toBe(1);
+    expect(summary.sources[0].metadata).toEqual({ document_id, filename: 'guide.md' });
+    expect(summary.sources[0].content).toContain('badges are handed out');
+    expect(summary.sources[0].score).toBeGreaterThan(0);
+    expect(summary.complete.metadata.sources_count).toBe(1);
+    expect(summary.text).toMatch(/^According to \*\*guide\.md\*\* \[1\]: "This document describes the Acme onboarding/);
+  } finally {
+    await rill.stop();
+  }
+});

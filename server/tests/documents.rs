@@ -244,6 +244,17 @@ async fn a_handbook_is_indexed_with_progress_then_answers_with_its_passage() {
     let reply = &conversation["messages"][1];
     assert_eq!(reply["sources"][0]["metadata"]["document_id"], id.as_str());
 
+    // Over plain HTTP too (seed 003's REST chat with `project_id`).
+    let (status, answer) = post_chat(
+        &server,
+        json!({"message": "How fast are expense refunds paid?", "project_id": "hr"}).to_string(),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["metadata"]["context"]["sources"], json!(["handbook.md"]));
+    assert!(answer["response"].as_str().unwrap().starts_with("According to **handbook.md** [1]"));
+
     // Another question finds another section.
     let frames = ask(&mut ws, "What should I do about a lost laptop?", Some("hr")).await;
     let sources = &of_type(&frames, "sources")[0]["sources"];
@@ -699,4 +710,25 @@ async fn after_a_crash_at_any_point_the_index_follows_the_store() {
             .all(|s| s["metadata"]["filename"] == "other.md"),
         "{sources:?}"
     );
+}
+
+#[tokio::test]
+async fn reindex_rebuilds_every_index_from_the_store() {
+    let server = start().await;
+    let token = server.token("alice");
+    let (_, accepted) = upload(
+        &server,
+        &token,
+        "p",
+        "handbook.md",
+        "text/markdown",
+        handbook().as_bytes(),
+    )
+    .await;
+    settled(&server, &token, "p", accepted["document_id"].as_str().unwrap()).await;
+    std::fs::remove_dir_all(server.data_dir.join("index")).unwrap();
+    assert_eq!(server.state.documents.reindex().await.unwrap(), (1, 1));
+    assert_eq!(std::fs::read_dir(server.data_dir.join("index")).unwrap().count(), 1);
+    let sources = refund_sources(&server).await;
+    assert!(sources[0]["content"].as_str().unwrap().contains("14 days"));
 }
