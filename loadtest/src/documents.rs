@@ -32,6 +32,8 @@ pub struct Settings {
     pub questions: usize,
     /// The core rill is pinned to.
     pub server_core: usize,
+    /// Runs (a fresh rill each); each figure reported is their median.
+    pub runs: usize,
 }
 
 /// The measured figures.
@@ -188,8 +190,62 @@ fn multipart(filename: &str, content: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// Runs the benchmark against a fresh rill.
+/// Every figure of `runs` at its median (each sorted on its own).
+fn medians(runs: &[Outcome]) -> Outcome {
+    fn middle(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+    let of = |pick: &dyn Fn(&Outcome) -> f64| middle(runs.iter().map(pick).collect());
+    let summary = |pick: &dyn Fn(&Outcome) -> Summary| Summary {
+        count: pick(&runs[0]).count,
+        min: of(&|o| pick(o).min),
+        p50: of(&|o| pick(o).p50),
+        p90: of(&|o| pick(o).p90),
+        p99: of(&|o| pick(o).p99),
+        max: of(&|o| pick(o).max),
+        mean: of(&|o| pick(o).mean),
+    };
+    Outcome {
+        documents: runs[0].documents,
+        bytes: runs[0].bytes,
+        chunks: runs[0].chunks,
+        indexing_s: of(&|o| o.indexing_s),
+        indexing_mb_per_s: of(&|o| o.indexing_mb_per_s),
+        indexing_cpu_s: of(&|o| o.indexing_cpu_s),
+        rss_after_indexing_mib: of(&|o| o.rss_after_indexing_mib),
+        question_to_sources_ms: summary(&|o| o.question_to_sources_ms),
+        search_ms: summary(&|o| o.search_ms),
+        answered_with_sources: runs
+            .iter()
+            .map(|o| o.answered_with_sources)
+            .min()
+            .unwrap_or(0),
+    }
+}
+
+/// Runs the benchmark `settings.runs` times, each against a fresh rill, and
+/// writes every run and their medians to `documents.json`: the medians.
 pub async fn run(settings: &Settings) -> Result<Outcome, String> {
+    let mut runs = Vec::new();
+    for n in 1..=settings.runs.max(1) {
+        eprintln!("documents: run {n} of {}", settings.runs.max(1));
+        runs.push(run_once(settings).await?);
+    }
+    let median = medians(&runs);
+    std::fs::create_dir_all(&settings.out).map_err(|e| e.to_string())?;
+    let path = settings.out.join("documents.json");
+    let all = serde_json::json!({"median": median, "runs": runs});
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(median)
+}
+
+/// One run against a fresh rill.
+async fn run_once(settings: &Settings) -> Result<Outcome, String> {
     let server = crate::suite::start_rill(
         settings.server_core,
         &settings.rill,
@@ -209,15 +265,7 @@ pub async fn run(settings: &Settings) -> Result<Outcome, String> {
     .await?;
     let outcome = measure(settings, server.port, server.pid).await;
     server.stop().await;
-    let outcome = outcome?;
-    std::fs::create_dir_all(&settings.out).map_err(|e| e.to_string())?;
-    let path = settings.out.join("documents.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(outcome)
+    outcome
 }
 
 async fn measure(settings: &Settings, port: u16, pid: u32) -> Result<Outcome, String> {

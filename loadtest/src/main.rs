@@ -53,6 +53,9 @@ struct DocumentsArgs {
     /// The core rill is pinned to.
     #[arg(long, default_value_t = 0)]
     server_core: usize,
+    /// Runs, each against a fresh rill (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,6 +166,7 @@ async fn run_documents(args: DocumentsArgs) -> ExitCode {
         documents: args.documents,
         questions: args.questions,
         server_core: args.server_core,
+        runs: args.runs,
     };
     match rill_loadtest::documents::run(&settings).await {
         Ok(outcome) => {

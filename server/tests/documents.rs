@@ -252,8 +252,16 @@ async fn a_handbook_is_indexed_with_progress_then_answers_with_its_passage() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["metadata"]["context"]["sources"], json!(["handbook.md"]));
-    assert!(answer["response"].as_str().unwrap().starts_with("According to **handbook.md** [1]"));
+    assert_eq!(
+        answer["metadata"]["context"]["sources"],
+        json!(["handbook.md"])
+    );
+    assert!(
+        answer["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("According to **handbook.md** [1]")
+    );
 
     // Another question finds another section.
     let frames = ask(&mut ws, "What should I do about a lost laptop?", Some("hr")).await;
@@ -725,10 +733,21 @@ async fn reindex_rebuilds_every_index_from_the_store() {
         handbook().as_bytes(),
     )
     .await;
-    settled(&server, &token, "p", accepted["document_id"].as_str().unwrap()).await;
+    settled(
+        &server,
+        &token,
+        "p",
+        accepted["document_id"].as_str().unwrap(),
+    )
+    .await;
     std::fs::remove_dir_all(server.data_dir.join("index")).unwrap();
     assert_eq!(server.state.documents.reindex().await.unwrap(), (1, 1));
-    assert_eq!(std::fs::read_dir(server.data_dir.join("index")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(server.data_dir.join("index"))
+            .unwrap()
+            .count(),
+        1
+    );
     let sources = refund_sources(&server).await;
     assert!(sources[0]["content"].as_str().unwrap().contains("14 days"));
 }
