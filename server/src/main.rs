@@ -42,13 +42,29 @@ fn mint_token(server: &ServerArgs, args: &TokenArgs) -> ExitCode {
     }
 }
 
-fn serve(server: &ServerArgs) -> ExitCode {
+/// Logs as `RUST_LOG` says, else at `default`.
+fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .init();
+}
+
+/// The async runtime, or the failure already said.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("rill: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+fn serve(server: &ServerArgs) -> ExitCode {
+    init_logging("info,tower_http=warn");
     let config = Config::from_args(server);
     // Every connection is a file descriptor: take all the kernel allows (the
     // soft limit is often 1024, the hard one far higher).
@@ -56,15 +72,9 @@ fn serve(server: &ServerArgs) -> ExitCode {
         Ok(limit) => tracing::info!(limit, "open files allowed"),
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("rill: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     runtime.block_on(async move {
         let addr = config.addr;
@@ -119,21 +129,11 @@ fn serve(server: &ServerArgs) -> ExitCode {
 
 /// `rill reindex`: every project's search index rebuilt from the store.
 fn reindex(server: &ServerArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging("info");
     let config = Config::from_args(server);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("rill: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     runtime.block_on(async move {
         let state = match rill::AppState::new(config).await {

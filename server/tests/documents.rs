@@ -97,6 +97,27 @@ async fn settled(server: &TestServer, token: &str, project: &str, id: &str) -> V
     panic!("document {id} is still processing");
 }
 
+/// Uploads the handbook to `project` as `token` and waits until it is
+/// indexed: its id.
+async fn indexed_handbook(server: &TestServer, token: &str, project: &str) -> String {
+    let (status, accepted) = upload(
+        server,
+        token,
+        project,
+        "handbook.md",
+        "text/markdown",
+        handbook().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["document_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        settled(server, token, project, &id).await["status"],
+        "completed"
+    );
+    id
+}
+
 /// A native socket of `user`.
 async fn socket_of(server: &TestServer, user: &str) -> Ws {
     server
@@ -353,20 +374,7 @@ async fn a_pdf_is_read_by_page_and_cited_with_its_page() {
 async fn socket_io_clients_get_message_sources_before_the_tokens() {
     let server = start().await;
     let token = server.token("alice");
-    let (_, accepted) = upload(
-        &server,
-        &token,
-        "7",
-        "handbook.md",
-        "text/markdown",
-        handbook().as_bytes(),
-    )
-    .await;
-    let id = accepted["document_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        settled(&server, &token, "7", &id).await["status"],
-        "completed"
-    );
+    let id = indexed_handbook(&server, &token, "7").await;
 
     let sid = sio_handshake(&server, "").await;
     let connect = format!(r#"40{{"token":"{token}"}}"#);
@@ -431,17 +439,7 @@ async fn nobody_reaches_another_users_project_or_its_passages() {
     let server = start().await;
     let alice = server.token("alice");
     let bob = server.token("bob");
-    let (_, accepted) = upload(
-        &server,
-        &alice,
-        "secret",
-        "handbook.md",
-        "text/markdown",
-        handbook().as_bytes(),
-    )
-    .await;
-    let id = accepted["document_id"].as_str().unwrap().to_owned();
-    settled(&server, &alice, "secret", &id).await;
+    let id = indexed_handbook(&server, &alice, "secret").await;
 
     for (method, path) in [
         ("GET", "/api/v1/projects/secret/documents".to_owned()),
@@ -647,17 +645,7 @@ async fn after_a_crash_at_any_point_the_index_follows_the_store() {
     {
         let server = start_in(dir.clone(), true, |_| {}).await;
         token = server.token("alice");
-        let (_, accepted) = upload(
-            &server,
-            &token,
-            "p",
-            "handbook.md",
-            "text/markdown",
-            handbook().as_bytes(),
-        )
-        .await;
-        id = accepted["document_id"].as_str().unwrap().to_owned();
-        settled(&server, &token, "p", &id).await;
+        id = indexed_handbook(&server, &token, "p").await;
     }
     // 1. A crash after the index took the chunks, before the store marked
     //    the document completed: it is processed again at startup, once.
@@ -724,22 +712,7 @@ async fn after_a_crash_at_any_point_the_index_follows_the_store() {
 async fn reindex_rebuilds_every_index_from_the_store() {
     let server = start().await;
     let token = server.token("alice");
-    let (_, accepted) = upload(
-        &server,
-        &token,
-        "p",
-        "handbook.md",
-        "text/markdown",
-        handbook().as_bytes(),
-    )
-    .await;
-    settled(
-        &server,
-        &token,
-        "p",
-        accepted["document_id"].as_str().unwrap(),
-    )
-    .await;
+    indexed_handbook(&server, &token, "p").await;
     std::fs::remove_dir_all(server.data_dir.join("index")).unwrap();
     assert_eq!(server.state.documents.reindex().await.unwrap(), (1, 1));
     assert_eq!(

@@ -115,6 +115,27 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+impl SqlStore {
+    /// The documents matching `condition` (SQL after `WHERE`, its one
+    /// parameter `$1` bound to `value`).
+    async fn documents_where(
+        &self,
+        condition: &str,
+        value: &str,
+    ) -> Result<Vec<DocumentInfo>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE {condition}"
+        ))
+        .bind(value)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(document_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+}
+
 #[async_trait::async_trait]
 impl DocumentStore for SqlStore {
     async fn add_document(&self, document: NewDocument) -> Result<DocumentInfo, StoreError> {
@@ -171,17 +192,11 @@ impl DocumentStore for SqlStore {
     }
 
     async fn documents(&self, project_id: &str) -> Result<Vec<DocumentInfo>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE project_id = $1 \
-             ORDER BY created_at DESC, id DESC"
-        ))
-        .bind(project_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(document_from_row)
-            .collect::<Result<_, _>>()?)
+        self.documents_where(
+            "project_id = $1 ORDER BY created_at DESC, id DESC",
+            project_id,
+        )
+        .await
     }
 
     async fn document_file(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -338,16 +353,11 @@ impl DocumentStore for SqlStore {
     }
 
     async fn unfinished_documents(&self) -> Result<Vec<DocumentInfo>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE status = $1 ORDER BY created_at"
-        ))
-        .bind(DocumentStatus::Processing.as_str())
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(document_from_row)
-            .collect::<Result<_, _>>()?)
+        self.documents_where(
+            "status = $1 ORDER BY created_at",
+            DocumentStatus::Processing.as_str(),
+        )
+        .await
     }
 
     async fn projects_with_documents(&self) -> Result<Vec<String>, StoreError> {
