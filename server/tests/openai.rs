@@ -624,3 +624,53 @@ async fn a_bad_prices_file_stops_startup_naming_the_file_and_the_mistake() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_question_in_a_project_sends_the_passages_as_numbered_sources() {
+    let upstream = start_upstream().await;
+    let server = rill_for(&upstream).await;
+    // An anonymous socket's project is the anonymous owner's ("public").
+    let documents = &server.state.documents;
+    let identity = rill::auth::Identity::Anonymous;
+    let handbook = "# Expenses\n\nExpense refunds are paid within 14 days of a complete claim.\n";
+    let added = documents
+        .upload(
+            &identity,
+            "p",
+            "handbook.md",
+            Some("text/markdown"),
+            handbook.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+    documents.idle().await;
+    let done = documents
+        .get(&identity, "p", &added.document_id)
+        .await
+        .unwrap();
+    assert_eq!(done.status.as_str(), "completed");
+
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "message", "message": "How fast are expense refunds paid?", "project_id": "p"}),
+    )
+    .await;
+    let frames = recv_until_done(&mut ws, 1).await;
+    let stream_id = frames[0]["stream_id"].as_str().unwrap();
+    let (_, complete) = check_stream(&frames, stream_id);
+    assert_eq!(complete["metadata"]["sources"], json!(["handbook.md"]));
+    // The model was given the passage as source [1], asked to cite it.
+    let request = &upstream.requests()[0];
+    let instructions = request["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        instructions
+            .contains("[1] handbook.md:\n# Expenses\n\nExpense refunds are paid within 14 days"),
+        "{instructions}"
+    );
+    assert!(instructions.contains("cite"), "{instructions}");
+    assert_eq!(
+        request["messages"][1],
+        json!({"role": "user", "content": "How fast are expense refunds paid?"})
+    );
+}
