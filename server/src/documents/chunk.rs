@@ -44,15 +44,19 @@ pub fn chunks(kind: Kind, extracted: &Extracted) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut seq = 0;
     for page in &extracted.pages {
-        let pieces: Vec<(usize, &str)> = if kind == Kind::Markdown {
-            MarkdownSplitter::new(config())
-                .chunk_indices(&page.text)
-                .collect()
-        } else {
-            TextSplitter::new(config())
-                .chunk_indices(&page.text)
-                .collect()
-        };
+        let markdown = MarkdownSplitter::new(config());
+        let text = TextSplitter::new(config());
+        let pieces: Vec<(usize, &str)> = segments(&page.text)
+            .into_iter()
+            .flat_map(|(base, segment)| {
+                let found: Vec<(usize, &str)> = if kind == Kind::Markdown {
+                    markdown.chunk_indices(segment).collect()
+                } else {
+                    text.chunk_indices(segment).collect()
+                };
+                found.into_iter().map(move |(at, piece)| (base + at, piece))
+            })
+            .collect();
         let headings = if kind == Kind::Markdown {
             headings(&page.text)
         } else {
@@ -70,6 +74,44 @@ pub fn chunks(kind: Kind, extracted: &Extracted) -> Vec<Chunk> {
                 content: piece.to_owned(),
             });
         }
+    }
+    out
+}
+
+/// The most bytes the splitter is given at once. Its cost grows faster than
+/// the length of a unit it has to break up (measured: one 2 MB paragraph took
+/// 38 s, a 20 MB word minutes), so a page reaches it in segments: cut at the
+/// last paragraph break before this size, else the last line break, else the
+/// last space, else anywhere (a character boundary). Chunks do not span
+/// segments; most cuts fall where a chunk would end anyway.
+const SEGMENT_BYTES: usize = 8192;
+
+/// `text` in segments of at most [`SEGMENT_BYTES`], each with its offset.
+fn segments(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let rest = &text[start..];
+        if rest.len() <= SEGMENT_BYTES {
+            out.push((start, rest));
+            break;
+        }
+        let mut limit = SEGMENT_BYTES;
+        while !rest.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let window = &rest[..limit];
+        // A cut in the first quarter would make tiny segments: look further.
+        let usable = |at: usize| at > SEGMENT_BYTES / 4;
+        let cut = window
+            .rfind("\n\n")
+            .map(|i| i + 2)
+            .filter(|&i| usable(i))
+            .or_else(|| window.rfind('\n').map(|i| i + 1).filter(|&i| usable(i)))
+            .or_else(|| window.rfind(' ').map(|i| i + 1).filter(|&i| usable(i)))
+            .unwrap_or(limit);
+        out.push((start, &rest[..cut]));
+        start += cut;
     }
     out
 }
@@ -202,6 +244,47 @@ mod tests {
             named += 1;
         }
         assert!(named > 0);
+    }
+
+    #[test]
+    fn huge_units_are_split_in_segments_and_cover_the_text() {
+        // One long "word", and words without a sentence or paragraph break:
+        // the splitter sees them in segments (whole, a 2 MB one took it 38 s).
+        for text in ["x".repeat(200_000), "refund policy ".repeat(15_000)] {
+            let chunks = chunks(Kind::Text, &one_page(&text));
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.content.chars().count() <= MAX_CHARS)
+            );
+            let covered: usize = chunks.iter().map(|c| c.content.trim().len()).sum();
+            assert!(
+                covered + chunks.len() * 2 >= text.trim().len(),
+                "{covered} of {}",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn segments_are_bounded_cut_at_breaks_and_cover_the_text() {
+        let text = format!("{}\n\n{}", "a b ".repeat(1500), "é".repeat(9000));
+        let parts = segments(&text);
+        let mut expected = 0;
+        for (at, part) in &parts {
+            assert_eq!(*at, expected);
+            assert!(part.len() <= SEGMENT_BYTES);
+            expected += part.len();
+        }
+        assert_eq!(expected, text.len());
+        // The first cut falls on the paragraph break.
+        assert!(
+            parts[0].1.ends_with("\n\n"),
+            "{:?}",
+            &parts[0].1[parts[0].1.len() - 10..]
+        );
+        assert_eq!(segments("short"), vec![(0, "short")]);
+        assert!(segments("").is_empty());
     }
 
     #[test]
