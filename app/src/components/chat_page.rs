@@ -24,10 +24,14 @@ pub fn ChatPage() -> impl IntoView {
     let state = ChatState::new();
     state.load(crate::history::initial_chat());
     provide_context(state);
-    // Effects run only in the browser: the transport starts after hydration.
+    // Effects run only in the browser: the transport starts after hydration,
+    // in a task of its own (hydrating is already the page's longest task).
     Effect::new(move |_| {
         #[cfg(feature = "browser")]
-        crate::transport::start(state);
+        set_timeout(
+            move || crate::transport::start(state),
+            std::time::Duration::ZERO,
+        );
     });
     view! {
         <div class="app">
