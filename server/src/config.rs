@@ -245,6 +245,10 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_RETRIEVAL_TOP_K", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub retrieval_top_k: u32,
 
+    /// Project search indexes kept open at once (the least recently used one not in use is closed past it).
+    #[arg(long, env = "RILL_MAX_OPEN_INDEXES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_open_indexes: u32,
+
     /// Longest question, in characters (MESSAGE_TOO_LARGE past it).
     #[arg(long, env = "RILL_MAX_MESSAGE_CHARS", default_value_t = 32_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_chars: u32,
@@ -486,6 +490,7 @@ impl Config {
             documents: crate::documents::DocumentLimits {
                 max_bytes: usize::try_from(args.max_document_bytes).unwrap_or(usize::MAX),
                 top_k: args.retrieval_top_k as usize,
+                open_indexes: args.max_open_indexes as usize,
             },
             stream_retention: Duration::from_secs(args.stream_retention_secs),
             site_root: args.site_root.clone(),

@@ -724,3 +724,59 @@ async fn reindex_rebuilds_every_index_from_the_store() {
     let sources = refund_sources(&server).await;
     assert!(sources[0]["content"].as_str().unwrap().contains("14 days"));
 }
+
+#[tokio::test]
+async fn projects_whose_indexes_were_closed_answer_the_same_when_asked_again() {
+    // One open index at a time: every question below reopens its project's.
+    let server = start_with(|c| c.documents.open_indexes = 1).await;
+    let token = server.token("alice");
+    let handbook_id = indexed_handbook(&server, &token, "p").await;
+    let (_, notes) = upload(
+        &server,
+        &token,
+        "q",
+        "notes.md",
+        "text/markdown",
+        b"Refunds for travel are approved by the travel desk.",
+    )
+    .await;
+    settled(&server, &token, "q", notes["document_id"].as_str().unwrap()).await;
+    let mut ws = socket_of(&server, "alice").await;
+    let filenames = |frames: &[Value]| -> Vec<String> {
+        of_type(frames, "sources")
+            .first()
+            .map(|f| f["sources"].as_array().unwrap().clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s["metadata"]["filename"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for project in ["p", "q", "p", "q"] {
+        let frames = ask(&mut ws, "How are refunds paid?", Some(project)).await;
+        let expected = if project == "p" {
+            "handbook.md"
+        } else {
+            "notes.md"
+        };
+        let found = filenames(&frames);
+        assert!(
+            !found.is_empty() && found.iter().all(|f| f == expected),
+            "{project}: {found:?}"
+        );
+    }
+    // A document deleted while its project's index is closed is not
+    // retrieved when the index opens again.
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &token,
+        &format!("/api/v1/projects/p/documents/{handbook_id}"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let frames = ask(&mut ws, "How are refunds paid?", Some("q")).await;
+    assert_eq!(filenames(&frames), ["notes.md"]);
+    let frames = ask(&mut ws, "How are refunds paid?", Some("p")).await;
+    assert_eq!(frames.last().unwrap()["type"], "complete");
+    assert!(filenames(&frames).is_empty(), "{frames:?}");
+}

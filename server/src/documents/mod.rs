@@ -51,6 +51,8 @@ pub struct DocumentLimits {
     pub max_bytes: usize,
     /// How many chunks a question retrieves.
     pub top_k: usize,
+    /// How many projects' indexes stay open (each holds files and a reader).
+    pub open_indexes: usize,
 }
 
 impl Default for DocumentLimits {
@@ -58,6 +60,7 @@ impl Default for DocumentLimits {
         DocumentLimits {
             max_bytes: 20 * 1024 * 1024,
             top_k: 4,
+            open_indexes: 64,
         }
     }
 }
@@ -83,8 +86,8 @@ struct Inner {
     /// `<data dir>/index`.
     root: PathBuf,
     limits: DocumentLimits,
-    /// Open indexes by project.
-    open: Mutex<HashMap<String, Arc<ProjectIndex>>>,
+    /// Open indexes by project, at most `limits.open_indexes` of them.
+    open: Mutex<OpenIndexes<ProjectIndex>>,
     /// One change of a project's index at a time (processing, deleting,
     /// bringing it in step).
     changing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -125,7 +128,7 @@ impl Documents {
                 rooms,
                 root,
                 limits,
-                open: Mutex::new(HashMap::new()),
+                open: Mutex::new(OpenIndexes::new(limits.open_indexes)),
                 changing: Mutex::new(HashMap::new()),
                 processing: Semaphore::new(PROCESSING_AT_ONCE),
                 tasks: TaskTracker::new(),
@@ -389,12 +392,12 @@ impl Documents {
             .unwrap_or_else(|p| p.into_inner())
             .get(project_id)
         {
-            return Ok(index.clone());
+            return Ok(index);
         }
         let dir = index::project_dir(&self.inner.root, project_id);
         let opened = Arc::new(blocking(move || ProjectIndex::open(&dir)).await?);
         let mut open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(open.entry(project_id.to_owned()).or_insert(opened).clone())
+        Ok(open.insert(project_id, opened))
     }
 
     /// Makes the index hold exactly the project's completed documents.
@@ -619,9 +622,116 @@ pub fn prompt_context(sources: &[Source]) -> String {
     text
 }
 
+/// The open indexes: a map bounded by least recent use. An index is closed
+/// (dropped from the map) only when nothing else holds it, so a project never
+/// has two open at once; past the bound with every index in use, the map grows
+/// until one is free again.
+struct OpenIndexes<T> {
+    limit: usize,
+    /// Each project's index and when it was last asked for.
+    entries: HashMap<String, (Arc<T>, u64)>,
+    clock: u64,
+}
+
+impl<T> OpenIndexes<T> {
+    fn new(limit: usize) -> Self {
+        OpenIndexes {
+            limit: limit.max(1),
+            entries: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// The project's open index, marked as just used.
+    fn get(&mut self, project: &str) -> Option<Arc<T>> {
+        let now = self.tick();
+        let (index, used) = self.entries.get_mut(project)?;
+        *used = now;
+        Some(index.clone())
+    }
+
+    /// Keeps `opened` for `project` (or the index opened meanwhile by
+    /// another caller, which wins), closing least recently used indexes that
+    /// are not in use while the map is over its bound.
+    fn insert(&mut self, project: &str, opened: Arc<T>) -> Arc<T> {
+        let now = self.tick();
+        let index = match self.entries.get_mut(project) {
+            Some((index, used)) => {
+                *used = now;
+                index.clone()
+            }
+            None => {
+                self.entries
+                    .insert(project.to_owned(), (opened.clone(), now));
+                opened
+            }
+        };
+        while self.entries.len() > self.limit {
+            let idle = self
+                .entries
+                .iter()
+                .filter(|(name, (index, _))| {
+                    name.as_str() != project && Arc::strong_count(index) == 1
+                })
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(name, _)| name.clone());
+            match idle {
+                Some(name) => {
+                    self.entries.remove(&name);
+                }
+                None => break,
+            }
+        }
+        index
+    }
+
+    /// Forgets the project's index (whoever holds it keeps it until done).
+    fn remove(&mut self, project: &str) {
+        self.entries.remove(project);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_indexes_close_the_least_recently_used_one_not_in_use() {
+        let mut open = OpenIndexes::new(2);
+        let a = open.insert("a", Arc::new("index a"));
+        drop(a);
+        drop(open.insert("b", Arc::new("index b")));
+        // `a` asked for again: `b` is now the least recently used.
+        drop(open.get("a"));
+        drop(open.insert("c", Arc::new("index c")));
+        assert_eq!(open.len(), 2);
+        assert!(open.get("b").is_none(), "b was closed");
+        assert!(open.get("a").is_some() && open.get("c").is_some());
+        // An index in use is never closed: the map grows past its bound.
+        let held_a = open.get("a").unwrap();
+        let held_c = open.get("c").unwrap();
+        drop(open.insert("d", Arc::new("index d")));
+        assert_eq!(open.len(), 3);
+        assert!(Arc::ptr_eq(&held_a, &open.get("a").unwrap()));
+        // Once they are free, the next insertion brings it back to its bound.
+        drop((held_a, held_c));
+        drop(open.insert("e", Arc::new("index e")));
+        assert_eq!(open.len(), 2);
+        assert!(open.get("e").is_some());
+        // Two callers opening one project: the first index kept wins.
+        let first = open.insert("e", Arc::new("another e"));
+        assert_eq!(*first, "index e");
+    }
 
     #[test]
     fn file_names_lose_paths_and_control_characters() {
