@@ -25,6 +25,17 @@ function nodeClient(url: string, ...args: string[]): any {
   return lastJsonLine(execFileSync('node', [CLIENT, url, ...args], { timeout: 60_000 }).toString());
 }
 
+/** Seed 004's client as a member of project 1 waiting for `event`, once it
+ * waits; `summary` is its summary once the event has come. (Not a bare
+ * promise: an async function's returned promise would be awaited with it.) */
+async function waitingMember(url: string, event: string): Promise<{ summary: Promise<any> }> {
+  const member = spawn('node', [CLIENT, url, 'websocket', '', event]);
+  let out = '';
+  member.stdout.on('data', (chunk) => (out += chunk));
+  await expect.poll(() => out.includes('WAITING'), { timeout: 20_000 }).toBe(true);
+  return { summary: new Promise((resolve) => member.once('exit', () => resolve(lastJsonLine(out)))) };
+}
+
 function mintToken(sub: string, secret = JWT_SECRET): string {
   return execFileSync(RILL_BIN, ['--jwt-secret', secret, 'token', '--sub', sub]).toString().trim();
 }
@@ -93,10 +104,7 @@ test("a published notification reaches exactly the project's members, on Socket.
   const rill = await startRill(['--data-dir', dataDir, '--api-key', 'rooms-key']);
   try {
     // A Socket.IO member of project 1 waiting for document_status.
-    const member = spawn('node', [CLIENT, rill.url, 'websocket', '', 'document_status']);
-    let out = '';
-    member.stdout.on('data', (chunk) => (out += chunk));
-    await expect.poll(() => out.includes('WAITING'), { timeout: 20_000 }).toBe(true);
+    const member = await waitingMember(rill.url, 'document_status');
     // A native member of the same project, and one of another project.
     const native = new WebSocket(`ws://127.0.0.1:${rill.port}/ws/chat`);
     const other = new WebSocket(`ws://127.0.0.1:${rill.port}/ws/chat`);
@@ -126,8 +134,7 @@ test("a published notification reaches exactly the project's members, on Socket.
       body: JSON.stringify({ event: 'document_status', data: { document_id: 5, status: 'completed', progress: 100 } }),
     });
     expect((await published.json()).delivered).toBe(2);
-    await new Promise((resolve) => member.once('exit', resolve));
-    const summary = lastJsonLine(out);
+    const summary = await member.summary;
     expect(summary.end).toBe('notified');
     expect(summary.notifications).toEqual([
       { event: 'document_status', data: { document_id: 5, status: 'completed', progress: 100 } },
@@ -149,10 +156,7 @@ test("seed 004's client in a project with a document gets its passages as messag
   const rill = await startRill(['--data-dir', dataDir, '--demo-delay-ms', '2']);
   try {
     // A member of project 1 waiting for the document's completion…
-    const member = spawn('node', [CLIENT, rill.url, 'websocket', '', 'document_status']);
-    let out = '';
-    member.stdout.on('data', (chunk) => (out += chunk));
-    await expect.poll(() => out.includes('WAITING'), { timeout: 20_000 }).toBe(true);
+    const member = await waitingMember(rill.url, 'document_status');
     // …hears it when the upload (by the same anonymous owner) starts processing.
     const form = new FormData();
     const guide = '# Guide\n\nThis document describes the Acme onboarding: badges are handed out on the first morning.\n';
@@ -160,8 +164,7 @@ test("seed 004's client in a project with a document gets its passages as messag
     const uploaded = await fetch(`${rill.url}/api/v1/projects/1/documents`, { method: 'POST', body: form });
     expect(uploaded.status).toBe(202);
     const { document_id } = await uploaded.json();
-    await new Promise((resolve) => member.once('exit', resolve));
-    const heard = lastJsonLine(out);
+    const heard = await member.summary;
     // Added to the project, then its processing: seed 004's two notifications.
     expect(heard.notifications[0]).toMatchObject({ event: 'project_update', data: { type: 'document_added', data: { document_id, filename: 'guide.md' } } });
     expect(heard.notifications[1]).toMatchObject({ event: 'document_status', data: { document_id, status: 'processing', progress: 0 } });
