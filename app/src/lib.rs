@@ -4,7 +4,7 @@
 //! browser (`hydrate`).
 //!
 //! ## Layout
-//! - [`shell`] is the HTML document; [`App`] the router inside it.
+//! - [`shell`] is the HTML document; [`App`] the page inside it.
 //! - [`components`]: one component per file (chat page, sidebar, message, composer,
 //!   badge, notices, model picker).
 //! - [`history`]: the conversations the server renders the page with (and embeds
@@ -29,8 +29,6 @@ pub mod transport;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::components::{Route, Router, Routes};
-use leptos_router::{ParamSegment, StaticSegment};
 
 use crate::components::chat_page::ChatPage;
 
@@ -63,7 +61,12 @@ fn InitialData() -> impl IntoView {
     view! { <script type="application/json" id=history::INITIAL_ID inner_html=json></script> }
 }
 
-/// The application: routes and document metadata.
+/// The application: document metadata and the chat page. There is no
+/// client-side router: the server renders this app only at `/` and `/c/{id}`
+/// (its own routes answer every other path), every link in the UI is a real
+/// navigation, and the static build is one page wherever it is hosted
+/// (`?c=<id>` opens a conversation). Leaving Leptos's router out keeps its code
+/// out of the wasm.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -73,11 +76,6 @@ pub fn App() -> impl IntoView {
     view! {
         {stylesheet}
         <Title text="rill"/>
-        <Router>
-            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                <Route path=StaticSegment("") view=ChatPage/>
-                <Route path=(StaticSegment("c"), ParamSegment("id")) view=ChatPage/>
-            </Routes>
-        </Router>
+        <ChatPage/>
     }
 }

@@ -259,6 +259,27 @@ function findWasm(dir) {
   return wasm.length ? path.join(dir, wasm[0]) : null;
 }
 
+/** The chunks split out of the hydrate build (every wasm beside `rill.wasm`),
+ * fetched when their views are first shown; weighed one by one and together. */
+function weighChunks(dir) {
+  if (!fs.existsSync(dir)) return null;
+  const chunks = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.wasm') && f !== 'rill.wasm')
+    .sort()
+    .map((f) => weigh(path.join(dir, f)));
+  if (!chunks.length) return null;
+  const sum = (key) => (chunks.every((c) => c[key] != null) ? chunks.reduce((n, c) => n + c[key], 0) : null);
+  return {
+    file: `${chunks.length} chunks`,
+    raw: sum('raw'),
+    gzip: sum('gzip'),
+    served_gzip: sum('served_gzip'),
+    served_brotli: sum('served_brotli'),
+    chunks,
+  };
+}
+
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
@@ -314,7 +335,9 @@ const report = {
       }
     : null,
   wasm: {
-    hydrate: weigh(findWasm(path.join(root, 'target/site/pkg'))),
+    // What a page loads first; the split chunks come when their views open.
+    hydrate: weigh(path.join(root, 'target/site/pkg/rill.wasm')),
+    hydrate_chunks: weighChunks(path.join(root, 'target/site/pkg')),
     static: staticWasm ? weigh(staticWasm) : null,
   },
 };

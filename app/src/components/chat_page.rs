@@ -5,14 +5,14 @@ use leptos::prelude::*;
 
 use crate::chat::{ChatState, MessageView, Role};
 use crate::components::composer::Composer;
-use crate::components::documents::{DocumentsPanel, ProjectPicker};
+use crate::components::deferred::{Deferred, documents_panel, search_dialog};
+use crate::components::documents::ProjectPicker;
 use crate::components::earlier::EarlierMessages;
 use crate::components::jump::JumpToLatest;
 use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
 use crate::components::persona_picker::PersonaPicker;
-use crate::components::search::SearchDialog;
 use crate::components::share::ShareButton;
 use crate::components::shortcuts::Shortcuts;
 use crate::components::sidebar::Sidebar;
@@ -25,13 +25,20 @@ pub fn ChatPage() -> impl IntoView {
     state.load(crate::history::initial_chat());
     provide_context(state);
     // Effects run only in the browser: the transport starts after hydration,
-    // in a task of its own (hydrating is already the page's longest task).
+    // in a task of its own (hydrating is already the page's longest task);
+    // the dialogs' code is fetched a moment later, in the background.
     Effect::new(move |_| {
         #[cfg(feature = "browser")]
-        set_timeout(
-            move || crate::transport::start(state),
-            std::time::Duration::ZERO,
-        );
+        {
+            set_timeout(
+                move || crate::transport::start(state),
+                std::time::Duration::ZERO,
+            );
+            set_timeout(
+                || leptos::task::spawn_local(crate::components::deferred::prefetch()),
+                std::time::Duration::from_secs(1),
+            );
+        }
     });
     view! {
         <div class="app">
@@ -67,7 +74,7 @@ pub fn ChatPage() -> impl IntoView {
             <Sidebar/>
             <main class="chat">
                 <Show when=move || state.documents_open.get() && state.project.with(Option::is_some)>
-                    <DocumentsPanel/>
+                    <Deferred load=documents_panel on_close=move |()| state.documents_open.set(false)/>
                 </Show>
                 <section class="log" role="log" aria-live="polite" aria-label="Conversation">
                     <EarlierMessages/>
@@ -104,7 +111,7 @@ pub fn ChatPage() -> impl IntoView {
                 <Composer/>
                 <Shortcuts/>
                 <Show when=move || state.search_open.get()>
-                    <SearchDialog/>
+                    <Deferred load=search_dialog on_close=move |()| state.search_open.set(false)/>
                 </Show>
             </main>
             </div>

@@ -2,6 +2,7 @@
 
 pub mod chat_page;
 pub mod composer;
+pub mod deferred;
 pub mod documents;
 pub mod earlier;
 pub mod jump;

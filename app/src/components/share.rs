@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use rill_protocol::conversations::ShareLink;
 
 use crate::chat::ChatState;
+use crate::components::deferred::{Deferred, share_dialog};
 
 /// The expiry choices: label and seconds (`None`: until revoked).
 const EXPIRY: [(&str, Option<u64>); 4] = [
@@ -16,11 +17,31 @@ const EXPIRY: [(&str, Option<u64>); 4] = [
     ("30 days", Some(30 * 86_400)),
 ];
 
-/// The topbar's Share button and its dialog.
+/// The topbar's Share button; its dialog's code is loaded when first opened.
 #[component]
 pub fn ShareButton() -> impl IntoView {
-    let state = expect_context::<ChatState>();
     let open = RwSignal::new(false);
+    view! {
+        <button
+            type="button"
+            class="share-open"
+            aria-haspopup="dialog"
+            on:click=move |_| open.set(true)
+        >
+            "Share"
+        </button>
+        <Show when=move || open.get()>
+            <Deferred load=move || share_dialog(open) on_close=move |()| open.set(false)/>
+        </Show>
+    }
+    .into_any()
+}
+
+/// The share dialog, shown while `open`: it reads the conversation's link
+/// when it opens.
+#[component]
+pub fn ShareDialog(open: RwSignal<bool>) -> impl IntoView {
+    let state = expect_context::<ChatState>();
     let link = RwSignal::new(None::<ShareLink>);
     let busy = RwSignal::new(false);
     let message = RwSignal::new(String::new());
@@ -83,72 +104,59 @@ pub fn ShareButton() -> impl IntoView {
             message.set("Link copied.".to_owned());
         }
     };
+    act(Action::Read);
     view! {
-        <button
-            type="button"
-            class="share-open"
-            aria-haspopup="dialog"
-            on:click=move |_| {
-                link.set(None);
-                open.set(true);
-                act(Action::Read);
-            }
-        >
-            "Share"
-        </button>
-        <Show when=move || open.get()>
-            <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
-                <div
-                    class="shortcuts share-dialog"
-                    role="dialog"
-                    aria-modal="true"
-                    aria-labelledby="share-title"
-                    on:click=|ev| ev.stop_propagation()
-                    on:keydown=move |ev| {
-                        if ev.key() == "Escape" {
-                            ev.stop_propagation();
-                            open.set(false);
-                        }
+        <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
+            <div
+                class="shortcuts share-dialog"
+                role="dialog"
+                aria-modal="true"
+                aria-labelledby="share-title"
+                on:click=|ev| ev.stop_propagation()
+                on:keydown=move |ev| {
+                    if ev.key() == "Escape" {
+                        ev.stop_propagation();
+                        open.set(false);
                     }
-                >
-                    <h2 id="share-title">"Share this conversation"</h2>
-                    <p class="share-message" role="status" aria-live="polite">{move || message.get()}</p>
+                }
+            >
+                <h2 id="share-title">"Share this conversation"</h2>
+                <p class="share-message" role="status" aria-live="polite">{move || message.get()}</p>
+                <Show when=move || link.with(Option::is_some)>
+                    <div class="share-link">
+                        <label for="share-url">"Link"</label>
+                        <input id="share-url" type="text" readonly prop:value=move || url().unwrap_or_default()/>
+                        <button type="button" class="share-copy" on:click=copy>"Copy link"</button>
+                    </div>
+                </Show>
+                <div class="share-expiry">
+                    <label for="share-expiry">"Link works"</label>
+                    <select
+                        id="share-expiry"
+                        on:change=move |ev| {
+                            expiry.set(event_target_value(&ev).parse().unwrap_or(0));
+                        }
+                    >
+                        {EXPIRY
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (label, _))| view! { <option value=i.to_string() selected=move || expiry.get() == i>{*label}</option> })
+                            .collect_view()}
+                    </select>
+                </div>
+                <div class="share-actions">
+                    <button type="button" class="share-create" disabled=move || busy.get() on:click=move |_| act(Action::Share)>
+                        {move || if link.with(Option::is_some) { "Update link to now" } else { "Create link" }}
+                    </button>
                     <Show when=move || link.with(Option::is_some)>
-                        <div class="share-link">
-                            <label for="share-url">"Link"</label>
-                            <input id="share-url" type="text" readonly prop:value=move || url().unwrap_or_default()/>
-                            <button type="button" class="share-copy" on:click=copy>"Copy link"</button>
-                        </div>
-                    </Show>
-                    <div class="share-expiry">
-                        <label for="share-expiry">"Link works"</label>
-                        <select
-                            id="share-expiry"
-                            on:change=move |ev| {
-                                expiry.set(event_target_value(&ev).parse().unwrap_or(0));
-                            }
-                        >
-                            {EXPIRY
-                                .iter()
-                                .enumerate()
-                                .map(|(i, (label, _))| view! { <option value=i.to_string() selected=move || expiry.get() == i>{*label}</option> })
-                                .collect_view()}
-                        </select>
-                    </div>
-                    <div class="share-actions">
-                        <button type="button" class="share-create" disabled=move || busy.get() on:click=move |_| act(Action::Share)>
-                            {move || if link.with(Option::is_some) { "Update link to now" } else { "Create link" }}
+                        <button type="button" class="share-revoke" disabled=move || busy.get() on:click=move |_| act(Action::Revoke)>
+                            "Stop sharing"
                         </button>
-                        <Show when=move || link.with(Option::is_some)>
-                            <button type="button" class="share-revoke" disabled=move || busy.get() on:click=move |_| act(Action::Revoke)>
-                                "Stop sharing"
-                            </button>
-                        </Show>
-                        <button type="button" class="close" on:click=move |_| open.set(false)>"Close"</button>
-                    </div>
+                    </Show>
+                    <button type="button" class="close" on:click=move |_| open.set(false)>"Close"</button>
                 </div>
             </div>
-        </Show>
+        </div>
     }
     .into_any()
 }

@@ -7,6 +7,7 @@
 use leptos::prelude::*;
 
 use crate::chat::ChatState;
+use crate::components::deferred::{Deferred, shortcuts_dialog};
 
 /// The shortcuts, as the dialog lists them.
 const SHORTCUTS: [(&str, &str); 7] = [
@@ -19,7 +20,8 @@ const SHORTCUTS: [(&str, &str); 7] = [
     ("?", "Show these shortcuts"),
 ];
 
-/// Listens for the page's shortcuts; shows their list on `?`.
+/// Listens for the page's shortcuts; shows their list on `?` (its code is
+/// loaded when first shown).
 #[component]
 pub fn Shortcuts() -> impl IntoView {
     let state = expect_context::<ChatState>();
@@ -38,27 +40,36 @@ pub fn Shortcuts() -> impl IntoView {
     });
     view! {
         <Show when=move || open.get()>
-            <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
-                <div
-                    class="shortcuts"
-                    role="dialog"
-                    aria-modal="true"
-                    aria-labelledby="shortcuts-title"
-                    on:click=|ev| ev.stop_propagation()
-                >
-                    <h2 id="shortcuts-title">"Keyboard shortcuts"</h2>
-                    <dl>
-                        {SHORTCUTS
-                            .iter()
-                            .map(|(keys, what)| view! { <dt><kbd>{*keys}</kbd></dt><dd>{*what}</dd> })
-                            .collect_view()}
-                    </dl>
-                    <button type="button" class="close" on:click=move |_| open.set(false)>
-                        "Close"
-                    </button>
-                </div>
-            </div>
+            <Deferred load=move || shortcuts_dialog(open) on_close=move |()| open.set(false)/>
         </Show>
+    }
+    .into_any()
+}
+
+/// The list of shortcuts, shown while `open`.
+#[component]
+pub fn ShortcutsDialog(open: RwSignal<bool>) -> impl IntoView {
+    view! {
+        <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
+            <div
+                class="shortcuts"
+                role="dialog"
+                aria-modal="true"
+                aria-labelledby="shortcuts-title"
+                on:click=|ev| ev.stop_propagation()
+            >
+                <h2 id="shortcuts-title">"Keyboard shortcuts"</h2>
+                <dl>
+                    {SHORTCUTS
+                        .iter()
+                        .map(|(keys, what)| view! { <dt><kbd>{*keys}</kbd></dt><dd>{*what}</dd> })
+                        .collect_view()}
+                </dl>
+                <button type="button" class="close" on:click=move |_| open.set(false)>
+                    "Close"
+                </button>
+            </div>
+        </div>
     }
     .into_any()
 }
@@ -71,6 +82,11 @@ fn on_key(state: ChatState, open: RwSignal<bool>, ev: &web_sys::KeyboardEvent) {
     if key == "Escape" {
         if open.get_untracked() {
             open.set(false);
+            ev.prevent_default();
+        } else if state.search_open.get_untracked() {
+            // The dialog handles its own Esc; this is the notice shown when
+            // its code could not be fetched.
+            state.search_open.set(false);
             ev.prevent_default();
         } else if state.stop_streaming() {
             ev.prevent_default();
