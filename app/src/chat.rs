@@ -711,7 +711,15 @@ impl ChatState {
         view.renderer.update_value(|r| {
             r.push(&stored.content);
         });
-        self.finish(view);
+        // One block for the whole stored reply, on the server and in the
+        // browser alike: hydration needs the same elements whatever the
+        // browser's renderer made of it (it may not have arrived yet, see
+        // `markdown::render`).
+        if !stored.content.trim().is_empty() {
+            let html = view.renderer.with_value(IncrementalMarkdown::render_all);
+            view.blocks.set(vec![Arc::from(html)]);
+        }
+        view.raw.set(Some(stored.content.clone()));
         view.status.set(match stored.status.as_str() {
             "streaming" => ReplyStatus::Streaming,
             "cancelled" => ReplyStatus::Stopped,
@@ -1397,6 +1405,40 @@ impl ChatState {
             .update(|list| list.retain(|c| c.id != id));
     }
 
+    /// Renders every reply again: the markdown renderer arrived after they
+    /// were shown (as plain text, or as the server rendered them).
+    pub fn render_again(&self) {
+        for message in self.messages.get_untracked() {
+            if message.role != Role::Assistant {
+                continue;
+            }
+            let text = message.renderer.with_value(|r| r.text().to_owned());
+            if text.trim().is_empty() {
+                continue;
+            }
+            match message.status.get_untracked() {
+                ReplyStatus::Waiting | ReplyStatus::Streaming => {
+                    let mut fresh = IncrementalMarkdown::new();
+                    let update = fresh.push(&text);
+                    message.blocks.set(
+                        fresh
+                            .blocks()
+                            .iter()
+                            .map(|b| Arc::from(b.as_str()))
+                            .collect(),
+                    );
+                    message.tail.set(update.tail);
+                    message.renderer.set_value(fresh);
+                }
+                _ => {
+                    let html = message.renderer.with_value(IncrementalMarkdown::render_all);
+                    message.blocks.set(vec![Arc::from(html)]);
+                    message.tail.set(String::new());
+                }
+            }
+        }
+    }
+
     /// Renders the whole reply once, exactly, and records its text.
     fn finish(&self, message: MessageView) {
         let (text, full) = message
@@ -1855,6 +1897,48 @@ mod tests {
             other.conversation.id = "conv-2".into();
             chat.show_branch(other);
             assert_eq!(chat.messages.get_untracked().len(), 4);
+        });
+    }
+
+    #[test]
+    fn a_stored_reply_is_one_block_whatever_its_markdown_and_renders_again_the_same() {
+        reactive(|| {
+            let (chat, _frames) = live_chat();
+            chat.load(InitialChat {
+                current: Some(detail(vec![
+                    stored("q1", "user", "first", &[]),
+                    // Several paragraphs: still one block (the server and the
+                    // browser must make the same elements to hydrate).
+                    stored("a1", "assistant", "One *a*.\n\nTwo **b**.\n\n- three", &[]),
+                    stored("q2", "user", "second", &[]),
+                    // Renders to nothing: a block all the same.
+                    stored("a2", "assistant", "[ref]: https://example.com", &[]),
+                    stored("q3", "user", "third", &[]),
+                    stored("a3", "assistant", "  \n", &[]),
+                ])),
+                ..Default::default()
+            });
+            let shown = chat.messages.get_untracked();
+            let blocks = |at: usize| shown[at].blocks.get_untracked();
+            assert_eq!(blocks(1).len(), 1);
+            assert!(
+                blocks(1)[0].contains("<strong>b</strong>"),
+                "{:?}",
+                blocks(1)
+            );
+            assert!(blocks(1)[0].contains("<li>three</li>"));
+            assert_eq!(blocks(3).len(), 1);
+            assert_eq!(&*blocks(3)[0], "");
+            assert!(blocks(5).is_empty(), "an empty reply has no block");
+            assert_eq!(
+                shown[1].raw.get_untracked().as_deref(),
+                Some("One *a*.\n\nTwo **b**.\n\n- three")
+            );
+            // Rendering again (the browser's renderer arrived) gives the same HTML.
+            let before: Vec<_> = (0..shown.len()).map(blocks).collect();
+            chat.render_again();
+            let after: Vec<_> = (0..shown.len()).map(blocks).collect();
+            assert_eq!(before, after);
         });
     }
 

@@ -22,7 +22,122 @@ fn options() -> Options {
 /// Renders markdown to safe HTML. Code blocks come with a language label,
 /// a copy button and highlighting (`highlight`); formulas are MathML
 /// (`math`).
+///
+/// In the hydrate build the renderer (the parser, the highlighter, the
+/// formulas' placeholders) is a chunk of its own, fetched right after the
+/// page starts ([`load`]): the first page needs none of it, since the server
+/// rendered every finished reply. Until it is here this returns the text
+/// escaped, as plain paragraphs, and the page renders its replies again when
+/// it arrives ([`crate::chat::ChatState::render_again`]).
 pub fn render(markdown: &str) -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        deferred::render(markdown)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        render_now(markdown)
+    }
+}
+
+/// Whether [`render`] renders markdown yet (always, outside the hydrate build).
+pub fn ready() -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        deferred::ready()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        true
+    }
+}
+
+/// Fetches the renderer's chunk, trying again with growing pauses while the
+/// network is down; true once [`render`] renders markdown. Immediate outside
+/// the hydrate build.
+pub async fn load() -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        deferred::load().await
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        true
+    }
+}
+
+/// Text shown until the renderer is here: escaped, line breaks kept.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+fn plain(markdown: &str) -> String {
+    let text = markdown.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut out = String::with_capacity(markdown.len() + 32);
+    out.push_str("<p class=\"md-plain\">");
+    let _ = escape_html(&mut out, text);
+    out.push_str("</p>");
+    out
+}
+
+#[cfg(feature = "hydrate")]
+mod deferred {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::FutureExt;
+
+    /// The chunk is loaded: calls into it complete at once.
+    static READY: AtomicBool = AtomicBool::new(false);
+
+    /// Its code could not be fetched.
+    struct NotLoaded;
+
+    impl From<leptos::wasm_split::SplitLoaderError> for NotLoaded {
+        fn from(_: leptos::wasm_split::SplitLoaderError) -> Self {
+            NotLoaded
+        }
+    }
+
+    #[leptos::wasm_split::wasm_split(
+        markdown_renderer,
+        wasm_split_path = ::leptos::wasm_split,
+        fallible,
+        preload(prefetch)
+    )]
+    fn render_split(markdown: &str) -> Result<String, NotLoaded> {
+        Ok(super::render_now(markdown))
+    }
+
+    pub(super) fn ready() -> bool {
+        READY.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn render(markdown: &str) -> String {
+        if ready() {
+            // Loaded: the call completes in its first poll.
+            if let Some(Ok(html)) = render_split(markdown).now_or_never() {
+                return html;
+            }
+        }
+        super::plain(markdown)
+    }
+
+    pub(super) async fn load() -> bool {
+        let mut pause_ms = 2_000;
+        for _ in 0..8 {
+            if prefetch().await.is_ok() {
+                READY.store(true, Ordering::Relaxed);
+                return true;
+            }
+            gloo_timers::future::TimeoutFuture::new(pause_ms).await;
+            pause_ms = (pause_ms * 2).min(60_000);
+        }
+        false
+    }
+}
+
+/// The renderer itself (see [`render`]).
+fn render_now(markdown: &str) -> String {
     let markdown = &*crate::math::normalize_delimiters(markdown);
     let mut events = Vec::new();
     // The code block being read: its fence's info string and its text.

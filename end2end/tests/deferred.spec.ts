@@ -64,3 +64,39 @@ test('a dialog whose code cannot be fetched says so, and opens when tried again'
   // else (a wasm abort is 'RuntimeError: unreachable') is a failure.
   expect(errors.filter((message) => !/^Failed to fetch$/.test(message))).toEqual([]);
 });
+
+test('a reply written before the markdown renderer arrives shows as text, then renders', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  let offline = true;
+  let asked = 0;
+  await page.route(/\/pkg\/[^/?]+\.wasm(\?.*)?$/, (route) => {
+    const name = new URL(route.request().url()).pathname.split('/').pop()!;
+    if (name === 'rill.wasm') return route.continue();
+    if (name.includes('markdown_renderer')) asked++;
+    return offline ? route.abort('internetdisconnected') : route.continue();
+  });
+  await page.goto('/');
+  await waitLive(page);
+  await ask(page, 'Show me some code');
+  const reply = page.locator('article.msg.assistant').last();
+  await expect(reply).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
+  // No renderer: the text, escaped, nothing lost.
+  await expect(reply.locator('.md-plain')).toContainText('fn main()');
+  await expect(reply.locator('.code-block')).toHaveCount(0);
+  expect(asked).toBeGreaterThan(0);
+
+  // Back online: the next attempt fetches it and the reply renders in place.
+  offline = false;
+  const block = reply.locator('.code-block').first();
+  await expect(block.locator('.hl-kw').first()).toBeVisible({ timeout: 15_000 });
+  await expect(block.locator('.code-lang')).toHaveText('Rust');
+  await expect(reply.locator('.md-plain')).toHaveCount(0);
+
+  // New replies render as they stream.
+  await ask(page, 'Show me some code');
+  await expect(page.locator('article.msg.assistant').last().locator('.code-block .hl-kw').first()).toBeVisible({
+    timeout: 30_000,
+  });
+  expect(errors.filter((message) => !/^Failed to fetch$/.test(message))).toEqual([]);
+});

@@ -26,7 +26,8 @@ pub fn ChatPage() -> impl IntoView {
     provide_context(state);
     // Effects run only in the browser: the transport starts after hydration,
     // in a task of its own (hydrating is already the page's longest task);
-    // the dialogs' code is fetched a moment later, in the background.
+    // the markdown renderer's code is fetched at once, the dialogs' a moment
+    // later, in the background.
     Effect::new(move |_| {
         #[cfg(feature = "browser")]
         {
@@ -34,6 +35,13 @@ pub fn ChatPage() -> impl IntoView {
                 move || crate::transport::start(state),
                 std::time::Duration::ZERO,
             );
+            if !crate::markdown::ready() {
+                leptos::task::spawn_local(async move {
+                    if crate::markdown::load().await {
+                        state.render_again();
+                    }
+                });
+            }
             set_timeout(
                 || leptos::task::spawn_local(crate::components::deferred::prefetch()),
                 std::time::Duration::from_secs(1),
