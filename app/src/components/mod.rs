@@ -7,6 +7,7 @@ pub mod documents;
 pub mod earlier;
 pub mod jump;
 pub mod message;
+pub mod modal;
 pub mod model_picker;
 pub mod notices;
 pub mod persona_picker;

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use rill_protocol::conversations::SearchHit;
 
 use crate::chat::ChatState;
+use crate::components::modal::Modal;
 
 /// What the dialog says under the box.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,94 +148,80 @@ pub fn SearchDialog() -> impl IntoView {
         Status::Failed(why) => format!("Search failed: {why}"),
     };
     view! {
-        <div class="search-backdrop" on:click=move |_| close()>
-            <div
-                class="search"
-                role="dialog"
-                aria-modal="true"
-                aria-labelledby="search-title"
-                on:click=|ev| ev.stop_propagation()
-                on:keydown=move |ev| {
-                    if ev.key() == "Escape" {
-                        ev.stop_propagation();
-                        close();
-                    }
+        <Modal backdrop="search-backdrop" class="search" labelled_by="search-title" on_close=move |()| close()>
+            <h2 id="search-title">"Search your conversations"</h2>
+            <input
+                node_ref=input
+                type="search"
+                class="search-input"
+                role="combobox"
+                aria-label="Words to search for"
+                aria-expanded=move || if results.with(Vec::is_empty) { "false" } else { "true" }
+                aria-controls="search-results"
+                aria-autocomplete="list"
+                aria-activedescendant=move || {
+                    (!results.with(Vec::is_empty)).then(|| format!("search-hit-{}", selected.get()))
                 }
-            >
-                <h2 id="search-title">"Search your conversations"</h2>
-                <input
-                    node_ref=input
-                    type="search"
-                    class="search-input"
-                    role="combobox"
-                    aria-label="Words to search for"
-                    aria-expanded=move || if results.with(Vec::is_empty) { "false" } else { "true" }
-                    aria-controls="search-results"
-                    aria-autocomplete="list"
-                    aria-activedescendant=move || {
-                        (!results.with(Vec::is_empty)).then(|| format!("search-hit-{}", selected.get()))
-                    }
-                    placeholder="Search messages…"
-                    autocomplete="off"
-                    prop:value=move || query.get()
-                    on:input=move |ev| {
-                        query.set(event_target_value(&ev));
-                        run(false);
-                    }
-                    on:keydown=on_key
-                />
-                <p class="search-status" role="status" aria-live="polite">{status_text}</p>
-                <ul id="search-results" class="search-results" role="listbox" aria-label="Results">
-                    <For
-                        each=move || results.get().into_iter().enumerate()
-                        key=|(index, hit)| (*index, hit.message_id.clone())
-                        let:item
-                    >
-                        {
-                            let (index, hit) = item;
-                            let link = href(&hit);
-                            let who = if hit.role == "user" { "You" } else { "Reply" };
-                            let title = if hit.conversation_title.trim().is_empty() {
-                                "Untitled conversation".to_owned()
-                            } else {
-                                hit.conversation_title.clone()
-                            };
-                            view! {
-                                <li
-                                    id=format!("search-hit-{index}")
-                                    role="option"
-                                    class="search-hit"
-                                    aria-selected=move || if selected.get() == index { "true" } else { "false" }
-                                    data-href=link
-                                    on:mouseenter=move |_| selected.set(index)
-                                    on:click=move |_| {
-                                        selected.set(index);
-                                        open_selected();
-                                    }
-                                >
-                                    // Options hold no links (nothing interactive inside an
-                                    // option): the combobox's Enter or a click opens it.
-                                    <div class="search-hit-body">
-                                        <span class="search-hit-title">{title}</span>
-                                        <span class="search-hit-who">{who}</span>
-                                        // The server escapes the text and adds only <mark>.
-                                        <span class="search-hit-snippet" inner_html=hit.snippet_html.clone()></span>
-                                    </div>
-                                </li>
-                            }
+                placeholder="Search messages…"
+                autocomplete="off"
+                prop:value=move || query.get()
+                on:input=move |ev| {
+                    query.set(event_target_value(&ev));
+                    run(false);
+                }
+                on:keydown=on_key
+            />
+            <p class="search-status" role="status" aria-live="polite">{status_text}</p>
+            <ul id="search-results" class="search-results" role="listbox" aria-label="Results">
+                <For
+                    each=move || results.get().into_iter().enumerate()
+                    key=|(index, hit)| (*index, hit.message_id.clone())
+                    let:item
+                >
+                    {
+                        let (index, hit) = item;
+                        let link = href(&hit);
+                        let who = if hit.role == "user" { "You" } else { "Reply" };
+                        let title = if hit.conversation_title.trim().is_empty() {
+                            "Untitled conversation".to_owned()
+                        } else {
+                            hit.conversation_title.clone()
+                        };
+                        view! {
+                            <li
+                                id=format!("search-hit-{index}")
+                                role="option"
+                                class="search-hit"
+                                aria-selected=move || if selected.get() == index { "true" } else { "false" }
+                                data-href=link
+                                on:mouseenter=move |_| selected.set(index)
+                                on:click=move |_| {
+                                    selected.set(index);
+                                    open_selected();
+                                }
+                            >
+                                // Options hold no links (nothing interactive inside an
+                                // option): the combobox's Enter or a click opens it.
+                                <div class="search-hit-body">
+                                    <span class="search-hit-title">{title}</span>
+                                    <span class="search-hit-who">{who}</span>
+                                    // The server escapes the text and adds only <mark>.
+                                    <span class="search-hit-snippet" inner_html=hit.snippet_html.clone()></span>
+                                </div>
+                            </li>
                         }
-                    </For>
-                </ul>
-                <div class="search-actions">
-                    <Show when=move || next.with(Option::is_some)>
-                        <button type="button" class="search-more" on:click=move |_| run(true)>
-                            "More results"
-                        </button>
-                    </Show>
-                    <button type="button" class="close" on:click=move |_| close()>"Close"</button>
-                </div>
+                    }
+                </For>
+            </ul>
+            <div class="search-actions">
+                <Show when=move || next.with(Option::is_some)>
+                    <button type="button" class="search-more" on:click=move |_| run(true)>
+                        "More results"
+                    </button>
+                </Show>
+                <button type="button" class="close" on:click=move |_| close()>"Close"</button>
             </div>
-        </div>
+        </Modal>
     }
     .into_any()
 }

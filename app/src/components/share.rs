@@ -8,6 +8,7 @@ use rill_protocol::conversations::ShareLink;
 
 use crate::chat::ChatState;
 use crate::components::deferred::{Deferred, share_dialog};
+use crate::components::modal::Modal;
 
 /// The expiry choices: label and seconds (`None`: until revoked).
 const EXPIRY: [(&str, Option<u64>); 4] = [
@@ -106,57 +107,43 @@ pub fn ShareDialog(open: RwSignal<bool>) -> impl IntoView {
     };
     act(Action::Read);
     view! {
-        <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
-            <div
-                class="shortcuts share-dialog"
-                role="dialog"
-                aria-modal="true"
-                aria-labelledby="share-title"
-                on:click=|ev| ev.stop_propagation()
-                on:keydown=move |ev| {
-                    if ev.key() == "Escape" {
-                        ev.stop_propagation();
-                        open.set(false);
+        <Modal backdrop="shortcuts-backdrop" class="shortcuts share-dialog" labelled_by="share-title" on_close=move |()| open.set(false)>
+            <h2 id="share-title">"Share this conversation"</h2>
+            <p class="share-message" role="status" aria-live="polite">{move || message.get()}</p>
+            <Show when=move || link.with(Option::is_some)>
+                <div class="share-link">
+                    <label for="share-url">"Link"</label>
+                    <input id="share-url" type="text" readonly prop:value=move || url().unwrap_or_default()/>
+                    <button type="button" class="share-copy" on:click=copy>"Copy link"</button>
+                </div>
+            </Show>
+            <div class="share-expiry">
+                <label for="share-expiry">"Link works"</label>
+                <select
+                    id="share-expiry"
+                    on:change=move |ev| {
+                        expiry.set(event_target_value(&ev).parse().unwrap_or(0));
                     }
-                }
-            >
-                <h2 id="share-title">"Share this conversation"</h2>
-                <p class="share-message" role="status" aria-live="polite">{move || message.get()}</p>
-                <Show when=move || link.with(Option::is_some)>
-                    <div class="share-link">
-                        <label for="share-url">"Link"</label>
-                        <input id="share-url" type="text" readonly prop:value=move || url().unwrap_or_default()/>
-                        <button type="button" class="share-copy" on:click=copy>"Copy link"</button>
-                    </div>
-                </Show>
-                <div class="share-expiry">
-                    <label for="share-expiry">"Link works"</label>
-                    <select
-                        id="share-expiry"
-                        on:change=move |ev| {
-                            expiry.set(event_target_value(&ev).parse().unwrap_or(0));
-                        }
-                    >
-                        {EXPIRY
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (label, _))| view! { <option value=i.to_string() selected=move || expiry.get() == i>{*label}</option> })
-                            .collect_view()}
-                    </select>
-                </div>
-                <div class="share-actions">
-                    <button type="button" class="share-create" disabled=move || busy.get() on:click=move |_| act(Action::Share)>
-                        {move || if link.with(Option::is_some) { "Update link to now" } else { "Create link" }}
-                    </button>
-                    <Show when=move || link.with(Option::is_some)>
-                        <button type="button" class="share-revoke" disabled=move || busy.get() on:click=move |_| act(Action::Revoke)>
-                            "Stop sharing"
-                        </button>
-                    </Show>
-                    <button type="button" class="close" on:click=move |_| open.set(false)>"Close"</button>
-                </div>
+                >
+                    {EXPIRY
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (label, _))| view! { <option value=i.to_string() selected=move || expiry.get() == i>{*label}</option> })
+                        .collect_view()}
+                </select>
             </div>
-        </div>
+            <div class="share-actions">
+                <button type="button" class="share-create" disabled=move || busy.get() on:click=move |_| act(Action::Share)>
+                    {move || if link.with(Option::is_some) { "Update link to now" } else { "Create link" }}
+                </button>
+                <Show when=move || link.with(Option::is_some)>
+                    <button type="button" class="share-revoke" disabled=move || busy.get() on:click=move |_| act(Action::Revoke)>
+                        "Stop sharing"
+                    </button>
+                </Show>
+                <button type="button" class="close" on:click=move |_| open.set(false)>"Close"</button>
+            </div>
+        </Modal>
     }
     .into_any()
 }

@@ -8,6 +8,7 @@ use leptos::prelude::*;
 
 use crate::chat::ChatState;
 use crate::components::deferred::{Deferred, shortcuts_dialog};
+use crate::components::modal::Modal;
 
 /// The shortcuts, as the dialog lists them.
 const SHORTCUTS: [(&str, &str); 7] = [
@@ -50,26 +51,18 @@ pub fn Shortcuts() -> impl IntoView {
 #[component]
 pub fn ShortcutsDialog(open: RwSignal<bool>) -> impl IntoView {
     view! {
-        <div class="shortcuts-backdrop" on:click=move |_| open.set(false)>
-            <div
-                class="shortcuts"
-                role="dialog"
-                aria-modal="true"
-                aria-labelledby="shortcuts-title"
-                on:click=|ev| ev.stop_propagation()
-            >
-                <h2 id="shortcuts-title">"Keyboard shortcuts"</h2>
-                <dl>
-                    {SHORTCUTS
-                        .iter()
-                        .map(|(keys, what)| view! { <dt><kbd>{*keys}</kbd></dt><dd>{*what}</dd> })
-                        .collect_view()}
-                </dl>
-                <button type="button" class="close" on:click=move |_| open.set(false)>
-                    "Close"
-                </button>
-            </div>
-        </div>
+        <Modal backdrop="shortcuts-backdrop" class="shortcuts" labelled_by="shortcuts-title" on_close=move |()| open.set(false)>
+            <h2 id="shortcuts-title">"Keyboard shortcuts"</h2>
+            <dl>
+                {SHORTCUTS
+                    .iter()
+                    .map(|(keys, what)| view! { <dt><kbd>{*keys}</kbd></dt><dd>{*what}</dd> })
+                    .collect_view()}
+            </dl>
+            <button type="button" class="close" on:click=move |_| open.set(false)>
+                "Close"
+            </button>
+        </Modal>
     }
     .into_any()
 }
