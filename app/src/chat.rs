@@ -234,6 +234,19 @@ impl MessageView {
         }
     }
 
+    /// Shows a finished reply as one block, its whole text rendered at once
+    /// (none if it is blank). A reply from history is shown so on the server
+    /// and in the browser alike: hydration needs the same elements whatever
+    /// the browser's renderer made of it (it may not have arrived yet, see
+    /// `markdown::render`).
+    fn show_whole(&self) {
+        let html = self
+            .renderer
+            .with_value(|r| (!r.text().trim().is_empty()).then(|| Arc::from(r.render_all())));
+        self.blocks.set(html.into_iter().collect());
+        self.tail.set(String::new());
+    }
+
     /// Empties a reply's rendering (before a replay from its start).
     fn clear(&self) {
         self.renderer.set_value(IncrementalMarkdown::new());
@@ -708,17 +721,9 @@ impl ChatState {
         view.confidence.set(stored.confidence);
         view.figures
             .set(ReplyFigures::of(stored.usage, stored.timing, stored.cost));
-        view.renderer.update_value(|r| {
-            r.push(&stored.content);
-        });
-        // One block for the whole stored reply, on the server and in the
-        // browser alike: hydration needs the same elements whatever the
-        // browser's renderer made of it (it may not have arrived yet, see
-        // `markdown::render`).
-        if !stored.content.trim().is_empty() {
-            let html = view.renderer.with_value(IncrementalMarkdown::render_all);
-            view.blocks.set(vec![Arc::from(html)]);
-        }
+        view.renderer
+            .set_value(IncrementalMarkdown::with_text(&stored.content));
+        view.show_whole();
         view.raw.set(Some(stored.content.clone()));
         view.status.set(match stored.status.as_str() {
             "streaming" => ReplyStatus::Streaming,
@@ -1430,11 +1435,7 @@ impl ChatState {
                     message.tail.set(update.tail);
                     message.renderer.set_value(fresh);
                 }
-                _ => {
-                    let html = message.renderer.with_value(IncrementalMarkdown::render_all);
-                    message.blocks.set(vec![Arc::from(html)]);
-                    message.tail.set(String::new());
-                }
+                _ => message.show_whole(),
             }
         }
     }

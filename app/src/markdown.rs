@@ -86,17 +86,10 @@ mod deferred {
 
     use futures::FutureExt;
 
+    use crate::components::deferred::NotLoaded;
+
     /// The chunk is loaded: calls into it complete at once.
     static READY: AtomicBool = AtomicBool::new(false);
-
-    /// Its code could not be fetched.
-    struct NotLoaded;
-
-    impl From<leptos::wasm_split::SplitLoaderError> for NotLoaded {
-        fn from(_: leptos::wasm_split::SplitLoaderError) -> Self {
-            NotLoaded
-        }
-    }
 
     #[leptos::wasm_split::wasm_split(
         markdown_renderer,
@@ -307,6 +300,16 @@ impl IncrementalMarkdown {
     /// An empty renderer.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A renderer holding a finished text and nothing rendered yet: what a
+    /// reply from history needs ([`Self::render_all`] renders it; a later
+    /// [`Self::push`] would render its blocks from the start).
+    pub fn with_text(text: &str) -> Self {
+        IncrementalMarkdown {
+            text: text.to_owned(),
+            ..Self::default()
+        }
     }
 
     /// The whole text so far.

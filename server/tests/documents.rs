@@ -78,6 +78,22 @@ async fn call(server: &TestServer, method: &str, token: &str, path: &str) -> (u1
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// `DELETE`s a project's document: the status and the body.
+async fn delete_document(
+    server: &TestServer,
+    token: &str,
+    project: &str,
+    id: &str,
+) -> (u16, Value) {
+    call(
+        server,
+        "DELETE",
+        token,
+        &format!("/api/v1/projects/{project}/documents/{id}"),
+    )
+    .await
+}
+
 /// Waits (bounded) until a document is no longer `processing`: its record.
 async fn settled(server: &TestServer, token: &str, project: &str, id: &str) -> Value {
     for _ in 0..400 {
@@ -301,13 +317,7 @@ async fn a_handbook_is_indexed_with_progress_then_answers_with_its_passage() {
     assert!(!frames.iter().any(|f| f["step"] == "rag_retrieval"));
 
     // Deleted: announced, gone from the list and from answers.
-    let (status, _) = call(
-        &server,
-        "DELETE",
-        &token,
-        &format!("/api/v1/projects/hr/documents/{id}"),
-    )
-    .await;
+    let (status, _) = delete_document(&server, &token, "hr", &id).await;
     assert_eq!(status, 204);
     loop {
         let frame = recv(&mut ws).await;
@@ -323,13 +333,7 @@ async fn a_handbook_is_indexed_with_progress_then_answers_with_its_passage() {
     assert!(of_type(&frames, "sources").is_empty(), "{frames:?}");
     let complete = frames.last().unwrap();
     assert_eq!(complete["metadata"]["sources"], json!([]));
-    let (status, gone) = call(
-        &server,
-        "DELETE",
-        &token,
-        &format!("/api/v1/projects/hr/documents/{id}"),
-    )
-    .await;
+    let (status, gone) = delete_document(&server, &token, "hr", &id).await;
     assert_eq!((status, gone["code"].as_str()), (404, Some("NOT_FOUND")));
 }
 
@@ -766,13 +770,7 @@ async fn projects_whose_indexes_were_closed_answer_the_same_when_asked_again() {
     }
     // A document deleted while its project's index is closed is not
     // retrieved when the index opens again.
-    let (status, _) = call(
-        &server,
-        "DELETE",
-        &token,
-        &format!("/api/v1/projects/p/documents/{handbook_id}"),
-    )
-    .await;
+    let (status, _) = delete_document(&server, &token, "p", &handbook_id).await;
     assert_eq!(status, 204);
     let frames = ask(&mut ws, "How are refunds paid?", Some("q")).await;
     assert_eq!(filenames(&frames), ["notes.md"]);
