@@ -412,6 +412,11 @@ pub const CHUNK: usize = 16;
 
 /// Where the newest `at_most` messages of `messages` start, moved back to
 /// the question of their first turn (a turn is never split); 0 when all fit.
+/// Where the window of `messages` a page opens with starts.
+pub fn window_start(messages: &[ConversationMessage]) -> usize {
+    turn_start(messages, WINDOW)
+}
+
 fn turn_start(messages: &[ConversationMessage], at_most: usize) -> usize {
     let mut start = messages.len().saturating_sub(at_most);
     while start > 0 && messages[start].role != "user" {
@@ -600,13 +605,23 @@ impl ChatState {
         };
         self.session_id.set(Some(current.conversation.id.clone()));
         let mut recent = current.messages;
-        let earlier = recent.drain(..turn_start(&recent, WINDOW)).collect();
+        let earlier = recent.drain(..window_start(&recent)).collect();
         self.earlier.set(earlier);
         let views: Vec<MessageView> = recent
             .into_iter()
             .map(|stored| self.stored_view(stored))
             .collect();
         self.messages.set(views);
+    }
+
+    /// The open conversation's messages before its window, which the
+    /// browser reads from the page apart from the rest ([`crate::history`]):
+    /// called where they are first needed, once.
+    pub fn load_earlier_from_page(&self) {
+        let earlier = crate::history::earlier_from_page();
+        if !earlier.is_empty() {
+            self.earlier.set(earlier);
+        }
     }
 
     /// Puts up to [`CHUNK`] earlier messages (whole turns) on the page, before
@@ -1940,6 +1955,61 @@ mod tests {
             chat.render_again();
             let after: Vec<_> = (0..shown.len()).map(blocks).collect();
             assert_eq!(before, after);
+        });
+    }
+
+    #[test]
+    fn the_page_embeds_a_long_conversation_in_two_parts_that_load_to_the_same_chat() {
+        reactive(|| {
+            let mut messages = Vec::new();
+            for turn in 0..30 {
+                messages.push(stored(
+                    &format!("q{turn}"),
+                    "user",
+                    "question </script>",
+                    &[],
+                ));
+                messages.push(stored(&format!("a{turn}"), "assistant", "answer", &[]));
+            }
+            let initial = InitialChat {
+                current: Some(detail(messages)),
+                ..Default::default()
+            };
+            let (first, rest) = initial.to_script_json();
+            assert!(
+                !first.contains("</") && !rest.contains("</"),
+                "safe inside <script>"
+            );
+            // What the page hydrates with: the window only.
+            let window: InitialChat = serde_json::from_str(&first).unwrap();
+            let shown = &window.current.as_ref().unwrap().messages;
+            assert_eq!(shown.len(), WINDOW);
+            assert_eq!(shown[0].id, "q20");
+            let earlier: Vec<ConversationMessage> = serde_json::from_str(&rest).unwrap();
+            assert_eq!(earlier.len(), 40);
+            assert_eq!(earlier[39].id, "a19");
+            // The browser loads the window, then the rest: the server's chat.
+            let (server, _frames) = live_chat();
+            server.load(initial);
+            let (browser, _frames) = live_chat();
+            browser.load(window);
+            assert!(browser.earlier.get_untracked().is_empty());
+            browser.earlier.set(earlier);
+            assert_eq!(
+                browser.earlier.get_untracked(),
+                server.earlier.get_untracked()
+            );
+            let ids = |chat: &ChatState| -> Vec<_> {
+                chat.messages
+                    .get_untracked()
+                    .iter()
+                    .map(|m| m.id.get_value())
+                    .collect()
+            };
+            assert_eq!(ids(&browser), ids(&server));
+            // Without a conversation the second part is empty.
+            let (_, none) = InitialChat::default().to_script_json();
+            assert_eq!(none, "[]");
         });
     }
 

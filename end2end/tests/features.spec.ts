@@ -260,6 +260,13 @@ test('a long conversation opens at its end with its newest turns; earlier ones j
     }
     const stored = (await (await page.request.get(`${rill.url}/api/v1/conversations/long-one`)).json()).messages;
     expect(stored.length).toBe(160);
+    // The page embeds the turns it shows apart from the earlier ones, which
+    // the browser reads only when the part of the page showing them hydrates.
+    const html = await (await page.request.get(`${rill.url}/c/long-one`)).text();
+    const embedded = (id: string) =>
+      JSON.parse(html.match(new RegExp(`<script type="application/json" id="${id}">(.*?)</script>`, 's'))![1]);
+    expect(embedded('rill-initial').current.messages.length).toBe(20);
+    expect(embedded('rill-earlier').length).toBe(140);
     await page.goto(`${rill.url}/c/long-one`);
     await waitLive(page);
     const messages = page.locator('article.msg');

@@ -9,6 +9,7 @@ use crate::components::deferred::{Deferred, documents_panel, search_dialog};
 use crate::components::documents::ProjectPicker;
 use crate::components::earlier::EarlierMessages;
 use crate::components::jump::JumpToLatest;
+use crate::components::later::Later;
 use crate::components::message::MessageItem;
 use crate::components::model_picker::ModelPicker;
 use crate::components::notices::Notices;
@@ -24,21 +25,19 @@ pub fn ChatPage() -> impl IntoView {
     let state = ChatState::new();
     state.load(crate::history::initial_chat());
     provide_context(state);
-    // Effects run only in the browser: the transport starts after hydration,
-    // in a task of its own (hydrating is already the page's longest task);
-    // the markdown renderer's code is fetched at once, the dialogs' a moment
-    // later, in the background.
+    // Effects run only in the browser: the transport starts once the page
+    // has hydrated, in a task of its own (hydrating is already the page's
+    // longest task); the markdown renderer's code is fetched at once (its
+    // replies rendered again once the page has hydrated), the dialogs' a
+    // moment later, in the background.
     Effect::new(move |_| {
         #[cfg(feature = "browser")]
         {
-            set_timeout(
-                move || crate::transport::start(state),
-                std::time::Duration::ZERO,
-            );
+            crate::components::later::when_hydrated(move || crate::transport::start(state));
             if !crate::markdown::ready() {
                 leptos::task::spawn_local(async move {
                     if crate::markdown::load().await {
-                        state.render_again();
+                        crate::components::later::when_hydrated(move || state.render_again());
                     }
                 });
             }
@@ -53,6 +52,7 @@ pub fn ChatPage() -> impl IntoView {
             <header class="topbar">
                 <h1 class="brand">"rill"</h1>
                 <div class="topbar-end">
+                    <Later>
                     <button
                         type="button"
                         class="search-open"
@@ -76,16 +76,18 @@ pub fn ChatPage() -> impl IntoView {
                     <ProjectPicker/>
                     <ModelPicker/>
                     <StatusBadge state=state.connection/>
+                    </Later>
                 </div>
             </header>
             <div class="body">
-            <Sidebar/>
+            <Later><Sidebar/></Later>
             <main class="chat">
                 <Show when=move || state.documents_open.get() && state.project.with(Option::is_some)>
                     <Deferred load=documents_panel on_close=move |()| state.documents_open.set(false)/>
                 </Show>
                 <section class="log" role="log" aria-live="polite" aria-label="Conversation">
-                    <EarlierMessages/>
+                    <Later><EarlierMessages/></Later>
+                    <Later>
                     <Show when=move || state.messages.with(Vec::is_empty)>
                         <p class="empty">"Ask anything. Replies stream in as they are written."</p>
                     </Show>
@@ -106,7 +108,9 @@ pub fn ChatPage() -> impl IntoView {
                             .into_any()
                         }}
                     </For>
+                    </Later>
                 </section>
+                <Later>
                 <Show when=move || state.totals().is_some()>
                     <p class="totals">
                         "This conversation: "
@@ -121,6 +125,7 @@ pub fn ChatPage() -> impl IntoView {
                 <Show when=move || state.search_open.get()>
                     <Deferred load=search_dialog on_close=move |()| state.search_open.set(false)/>
                 </Show>
+                </Later>
             </main>
             </div>
         </div>

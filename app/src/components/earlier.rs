@@ -16,6 +16,9 @@ const NEAR_TOP_PX: f64 = 1200.0;
 #[component]
 pub fn EarlierMessages() -> impl IntoView {
     let state = expect_context::<ChatState>();
+    // The browser reads them from the page here, in this part's own task
+    // (chat_page puts it in a `Later`), not while the page first hydrates.
+    state.load_earlier_from_page();
     let count = move || state.earlier.with(Vec::len);
     let any = move || count() > 0;
     // One load at a time: the page keeps its place once the new messages

@@ -6,6 +6,7 @@ pub mod deferred;
 pub mod documents;
 pub mod earlier;
 pub mod jump;
+pub mod later;
 pub mod message;
 pub mod modal;
 pub mod model_picker;
