@@ -17,8 +17,8 @@
 //! starts through [`when_hydrated`], once every part has hydrated.
 //!
 //! The server renders the part inside `<div class="later">` (`display:
-//! contents`, so it adds no box to the layout); the static build renders it
-//! there at once.
+//! contents`, so it adds no box to the layout); the static build, and a part
+//! first shown after the page has hydrated, render it there at once.
 
 use leptos::prelude::*;
 
@@ -26,7 +26,7 @@ use leptos::prelude::*;
 #[component]
 pub fn Later(children: Children) -> impl IntoView {
     #[cfg(feature = "hydrate")]
-    {
+    if queue::hydrating() {
         use leptos::tachys::view::{Position, RenderHtml};
 
         let anchor = NodeRef::<leptos::html::Div>::new();
@@ -41,10 +41,11 @@ pub fn Later(children: Children) -> impl IntoView {
                 });
             }
         }));
-        view! { <div class="later" node_ref=anchor></div> }
+        return view! { <div class="later" node_ref=anchor></div> }.into_any();
     }
-    #[cfg(not(feature = "hydrate"))]
-    view! { <div class="later">{children()}</div> }
+    // On the server, in the static build, and where the page has already
+    // hydrated (a part shown later), at once.
+    view! { <div class="later">{children()}</div> }.into_any()
 }
 
 /// Runs `start` in a task of its own once every [`Later`] part of the page
@@ -80,8 +81,18 @@ mod queue {
         static PARTS: RefCell<VecDeque<Work>> = const { RefCell::new(VecDeque::new()) };
         /// Whether a task to run them is scheduled.
         static SCHEDULED: Cell<bool> = const { Cell::new(false) };
+        /// Whether a part is hydrating now.
+        static IN_PART: Cell<bool> = const { Cell::new(false) };
         /// What waits for them, in the order it asked.
         static WAITING: RefCell<Vec<Work>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Whether what renders now hydrates the server's HTML: the page's
+    /// first hydration, or a part of it hydrating later.
+    pub(super) fn hydrating() -> bool {
+        IN_PART.get()
+            || leptos::prelude::Owner::current_shared_context()
+                .is_some_and(|context| context.during_hydration())
     }
 
     pub(super) fn push(part: Work) {
@@ -111,7 +122,9 @@ mod queue {
                 }
                 return;
             };
+            IN_PART.set(true);
             part();
+            IN_PART.set(false);
             if now() - began >= BUDGET_MS && PARTS.with_borrow(|parts| !parts.is_empty()) {
                 set_timeout(run, std::time::Duration::ZERO);
                 return;
