@@ -78,6 +78,10 @@ struct RunArgs {
     /// Seconds idle connections are held.
     #[arg(long, default_value_t = 10)]
     hold_s: u64,
+    /// Stream: over how long the connections open, evenly spread (ms; 0:
+    /// all at once).
+    #[arg(long, default_value_t = 0)]
+    ramp_ms: u64,
     /// Churn: connections at once.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
@@ -195,6 +199,7 @@ async fn run_one(args: RunArgs) -> ExitCode {
         "stream" => Scenario::Stream {
             connections: args.connections,
             messages: args.messages,
+            ramp_ms: args.ramp_ms,
         },
         "resume" => Scenario::Resume {
             connections: args.connections,

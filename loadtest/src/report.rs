@@ -375,6 +375,7 @@ mod tests {
             scenario: Some(Scenario::Stream {
                 connections: 10,
                 messages: 2,
+                ramp_ms: 0,
             }),
             label: label.into(),
             completed: 20,

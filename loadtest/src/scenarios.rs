@@ -48,6 +48,10 @@ pub enum Scenario {
         connections: usize,
         /// Questions per connection.
         messages: usize,
+        /// Over how long the clients connect, evenly spread (ms); 0: all at
+        /// once.
+        #[serde(default)]
+        ramp_ms: u64,
     },
     /// Hold `connections` idle connections for `hold_s` seconds.
     Idle {
@@ -294,12 +298,27 @@ pub async fn run(load: &Load, scenario: Scenario) -> Outcome {
         Scenario::Stream {
             connections,
             messages,
-        } => streams(load, scenario, connections, messages, None).await,
+            ramp_ms,
+        } => {
+            let ramp = Duration::from_millis(ramp_ms);
+            streams(load, scenario, connections, messages, None, ramp).await
+        }
         Scenario::Resume {
             connections,
             messages,
             drop_after,
-        } => streams(load, scenario, connections, messages, Some(drop_after)).await,
+        } => {
+            let ramp = Duration::ZERO;
+            streams(
+                load,
+                scenario,
+                connections,
+                messages,
+                Some(drop_after),
+                ramp,
+            )
+            .await
+        }
         Scenario::Idle {
             connections,
             hold_s,
@@ -318,6 +337,7 @@ async fn streams(
     connections: usize,
     messages: usize,
     drop_after: Option<usize>,
+    ramp: Duration,
 ) -> Outcome {
     raise_file_limit();
     let counters = Arc::new(Counters::default());
@@ -331,7 +351,10 @@ async fn streams(
             let target = load.target.clone();
             let counters = counters.clone();
             let bar = bar.clone();
+            // Client n connects at n/connections of the ramp.
+            let wait = ramp.mul_f64(n as f64 / connections.max(1) as f64);
             tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
                 let mut report = ClientReport::default();
                 let session = format!("load-{run_id:x}-{n}");
                 if let Err(error) = stream_client(

@@ -59,6 +59,7 @@ fn plans(quick: bool) -> Vec<Plan> {
     let stream = |connections, messages| Scenario::Stream {
         connections: q(connections),
         messages,
+        ramp_ms: 0,
     };
     let mut plans = vec![
         Plan {
@@ -73,6 +74,18 @@ fn plans(quick: bool) -> Vec<Plan> {
             id: "paced-1000".into(),
             title: "1,000 connections × 2 questions, 200 tokens at 20 ms/token",
             scenario: stream(1000, 2),
+            tokens: 200,
+            delay_ms: 20,
+            baseline: true,
+        },
+        Plan {
+            id: "paced-1000-ramp".into(),
+            title: "the same, the 1,000 connections opening over 1 s instead of at once",
+            scenario: Scenario::Stream {
+                connections: q(1000),
+                messages: 2,
+                ramp_ms: 1000,
+            },
             tokens: 200,
             delay_ms: 20,
             baseline: true,
@@ -135,6 +148,7 @@ fn plans(quick: bool) -> Vec<Plan> {
                     connections
                 },
                 messages,
+                ramp_ms: 0,
             },
             tokens: 200,
             delay_ms: 20,

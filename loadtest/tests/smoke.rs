@@ -39,6 +39,7 @@ async fn every_scenario_runs_clean_against_rill() {
         Scenario::Stream {
             connections: 8,
             messages: 3,
+            ramp_ms: 0,
         },
     )
     .await;
@@ -115,6 +116,8 @@ async fn the_baseline_answers_like_rill() {
         Scenario::Stream {
             connections: 4,
             messages: 2,
+            // Opening over 200 ms: the clients still all finish.
+            ramp_ms: 200,
         },
     )
     .await;
