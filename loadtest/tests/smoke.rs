@@ -128,6 +128,12 @@ async fn the_baseline_answers_like_rill() {
         stream.errors
     );
     assert_eq!(stream.tokens, 8 * 25);
+    // The last client opened 150 ms in (3/4 of the ramp), not at once.
+    assert!(
+        stream.duration_s >= 0.15,
+        "the ramp was ignored: {} s",
+        stream.duration_s
+    );
     let idle = run(
         &load,
         Scenario::Idle {
