@@ -410,13 +410,13 @@ pub const WINDOW: usize = 20;
 /// here).
 pub const CHUNK: usize = 16;
 
-/// Where the newest `at_most` messages of `messages` start, moved back to
-/// the question of their first turn (a turn is never split); 0 when all fit.
 /// Where the window of `messages` a page opens with starts.
 pub fn window_start(messages: &[ConversationMessage]) -> usize {
     turn_start(messages, WINDOW)
 }
 
+/// Where the newest `at_most` messages of `messages` start, moved back to
+/// the question of their first turn (a turn is never split); 0 when all fit.
 fn turn_start(messages: &[ConversationMessage], at_most: usize) -> usize {
     let mut start = messages.len().saturating_sub(at_most);
     while start > 0 && messages[start].role != "user" {
@@ -1975,7 +1975,7 @@ mod tests {
                 current: Some(detail(messages)),
                 ..Default::default()
             };
-            let (first, rest) = initial.to_script_json();
+            let (first, rest) = initial.clone().into_script_json();
             assert!(
                 !first.contains("</") && !rest.contains("</"),
                 "safe inside <script>"
@@ -2008,7 +2008,7 @@ mod tests {
             };
             assert_eq!(ids(&browser), ids(&server));
             // Without a conversation the second part is empty.
-            let (_, none) = InitialChat::default().to_script_json();
+            let (_, none) = InitialChat::default().into_script_json();
             assert_eq!(none, "[]");
         });
     }

@@ -39,9 +39,10 @@ pub struct InitialChat {
 impl InitialChat {
     /// The JSON for the page: this with the open conversation's window of
     /// messages only, and the messages before it; both safe inside
-    /// `<script>` (no `</` sequence).
-    pub fn to_script_json(&self) -> (String, String) {
-        let mut window = self.clone();
+    /// `<script>` (no `</` sequence). Takes the data: the page renders from
+    /// its own copy, and a long conversation is not copied again to split it.
+    pub fn into_script_json(self) -> (String, String) {
+        let mut window = self;
         let earlier: Vec<ConversationMessage> = match window.current.as_mut() {
             Some(current) => {
                 let start = crate::chat::window_start(&current.messages);

@@ -57,7 +57,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 /// The page's starting data as JSON, for the browser to hydrate with (server only).
 #[component]
 fn InitialData() -> impl IntoView {
-    let (json, earlier) = history::initial_chat().to_script_json();
+    let (json, earlier) = history::initial_chat().into_script_json();
     view! {
         <script type="application/json" id=history::INITIAL_ID inner_html=json></script>
         <script type="application/json" id=history::EARLIER_ID inner_html=earlier></script>
