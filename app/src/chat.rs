@@ -628,21 +628,38 @@ impl ChatState {
     /// those there; a reply among them still being written is followed.
     /// Returns how many.
     pub fn show_earlier(&self) -> usize {
+        let views = self.take_earlier();
+        let added = views.len();
+        self.put_earlier(views);
+        added
+    }
+
+    /// The next [`CHUNK`] of earlier messages (whole turns) made ready to
+    /// show, their markdown rendered, without touching the page:
+    /// [`ChatState::put_earlier`] shows them. Apart, the two halves of a load
+    /// run in two tasks of the browser's main thread instead of one.
+    pub fn take_earlier(&self) -> Vec<MessageView> {
         let chunk = self
             .earlier
             .try_update(|earlier| earlier.split_off(turn_start(earlier, CHUNK)))
             .unwrap_or_default();
-        let views: Vec<MessageView> = chunk
+        chunk
             .into_iter()
             .map(|stored| self.stored_view(stored))
-            .collect();
-        let added = views.len();
+            .collect()
+    }
+
+    /// Puts `views` (from [`ChatState::take_earlier`]) on the page before
+    /// the messages there; a reply among them still being written is followed.
+    pub fn put_earlier(&self, views: Vec<MessageView>) {
+        if views.is_empty() {
+            return;
+        }
         self.follow_replays(&views);
         self.messages.update(|messages| {
             let later = std::mem::replace(messages, views);
             messages.extend(later);
         });
-        added
     }
 
     /// Puts earlier messages on the page until message `id` is there; whether
@@ -2046,9 +2063,15 @@ mod tests {
             assert_eq!(chat.earlier.get_untracked().len(), 279);
             // The totals count every reply, shown or not.
             assert_eq!(chat.totals().map(|t| t.completion), Some(400));
-            // Scrolling up: the previous chunk goes before them.
-            assert_eq!(chat.show_earlier(), 18, "6 whole turns");
+            // Scrolling up: the previous chunk is made ready first, and
+            // leaves the page as it is until it is put before the messages.
+            let ready = chat.take_earlier();
+            assert_eq!(ready.len(), 18, "6 whole turns");
+            assert_eq!(chat.earlier.get_untracked().len(), 261);
+            assert_eq!(chat.messages.get_untracked().len(), 21);
+            chat.put_earlier(ready);
             let on_page = chat.messages.get_untracked();
+            assert_eq!(on_page.len(), 39);
             assert_eq!(on_page[0].id.get_value().as_deref(), Some("q87"));
             assert_eq!(on_page[18].id.get_value().as_deref(), Some("q93"));
             // A search result's message far up: loaded until it is there.

@@ -22,17 +22,23 @@ pub fn EarlierMessages() -> impl IntoView {
     let count = move || state.earlier.with(Vec::len);
     let any = move || count() > 0;
     // One load at a time: the page keeps its place once the new messages
-    // are laid out, and only then may the next load start.
+    // are laid out, and only then may the next load start. A load runs in
+    // two tasks: its messages' markdown first, then the page's change and
+    // its layout (together up to 84 ms in one task, BENCHMARKS.md).
     let loading = StoredValue::new(false);
     let more = move || {
         #[cfg(feature = "browser")]
         if !loading.get_value() {
             loading.set_value(true);
-            crate::transport::keep_position(
+            let views = state.take_earlier();
+            set_timeout(
                 move || {
-                    state.show_earlier();
+                    crate::transport::keep_position(
+                        move || state.put_earlier(views),
+                        move || loading.set_value(false),
+                    );
                 },
-                move || loading.set_value(false),
+                std::time::Duration::ZERO,
             );
         }
         #[cfg(not(feature = "browser"))]
