@@ -1090,3 +1090,125 @@ async fn documents_keep_their_file_chunks_and_status_in_both_databases() {
     }
     cleanup.run().await;
 }
+
+/// SQLite indexes for search after the commit (migration 0010): the
+/// triggers only note rows, and a row is in the index or noted, never both.
+/// Changed or deleted while noted, or after it was indexed, the index stays
+/// whole (FTS5's own integrity check against the messages) and finds what
+/// the messages say now.
+#[tokio::test]
+async fn sqlite_search_indexing_after_the_commit_keeps_the_index_whole() {
+    let dir = common::temp_dir();
+    let store = SqlStore::open(None, &dir).await.unwrap();
+    store
+        .ensure_conversation("c", "user:ann", None, "t")
+        .await
+        .unwrap();
+    // Indexed: a search indexes what was noted before it reads.
+    store
+        .add_message(user_message("q1", "c", "kayak paddles"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .search("user:ann", &["kayak".to_owned()], 10, 0)
+            .await
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
+    // Beside the running writer, as another process would: the triggers
+    // alone, with the writer's indexing statement run by hand.
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", dir.join("rill.db").display()))
+        .await
+        .unwrap();
+    let run = |sql: &'static str| {
+        let raw = raw.clone();
+        async move { sqlx::query(sql).execute(&raw).await.unwrap() }
+    };
+    let noted = |raw: sqlx::AnyPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM search_pending")
+            .fetch_one(&raw)
+            .await
+            .unwrap()
+    };
+    let insert = "INSERT INTO messages (id, conversation_id, role, content, status, \
+                  created_at, updated_at, slot, selected_at) \
+                  VALUES ('{id}', 'c', 'user', '{text}', '{status}', 1, 1, 0, 1)";
+    let insert = |id: &str, text: &str, status: &str| {
+        insert
+            .replace("{id}", id)
+            .replace("{text}", text)
+            .replace("{status}", status)
+    };
+    sqlx::query(&insert("n1", "canoe noted then deleted", "complete"))
+        .execute(&raw)
+        .await
+        .unwrap();
+    sqlx::query(&insert("n2", "canoe noted then changed", "complete"))
+        .execute(&raw)
+        .await
+        .unwrap();
+    sqlx::query(&insert("s1", "streaming canoe", "streaming"))
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        noted(raw.clone()).await,
+        2,
+        "a streaming reply is not noted"
+    );
+    run("DELETE FROM messages WHERE id = 'n1'").await;
+    run("UPDATE messages SET content = 'raft noted then changed' WHERE id = 'n2'").await;
+    // An indexed row changed: it leaves the index with its old text.
+    run("UPDATE messages SET content = 'kayak repaired' WHERE id = 'q1'").await;
+    // A reply finishing is noted.
+    run(
+        "UPDATE messages SET content = 'streaming canoe done', status = 'complete' WHERE id = 's1'",
+    )
+    .await;
+    assert_eq!(noted(raw.clone()).await, 3);
+    let found = |words: &'static str| {
+        let store = &store;
+        async move {
+            let terms: Vec<String> = words.split(' ').map(str::to_owned).collect();
+            let mut ids: Vec<String> = store
+                .search("user:ann", &terms, 10, 0)
+                .await
+                .unwrap()
+                .hits
+                .into_iter()
+                .map(|h| h.message_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        found("canoe").await,
+        ["s1"],
+        "deleted and changed rows are gone"
+    );
+    assert_eq!(found("raft").await, ["n2"]);
+    assert_eq!(found("kayak repaired").await, ["q1"]);
+    assert!(
+        found("paddles").await.is_empty(),
+        "the old text left the index"
+    );
+    assert_eq!(
+        noted(raw.clone()).await,
+        0,
+        "the search indexed every noted row"
+    );
+    // Nothing streams or waits now: the index must say what every message
+    // says (FTS5 compares it with the messages themselves).
+    run("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)").await;
+    // Deleting indexed rows keeps the index whole too.
+    store.delete_conversation("user:ann", "c").await.unwrap();
+    run("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)").await;
+    assert!(found("raft").await.is_empty());
+    raw.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -123,6 +123,14 @@ pub(super) const FINISH: &str = "UPDATE messages SET content = $1, status = $2, 
      prompt_tokens = $3, completion_tokens = $4, updated_at = $5, usage_estimated = $6, \
      first_token_ms = $7, total_ms = $8 WHERE id = $9";
 
+/// Indexes for search the messages the triggers noted (SQLite, migration
+/// 0010): a noted row is never streaming and not yet in the index.
+pub(super) const INDEX_PENDING: &str = "INSERT INTO messages_fts (rowid, content) \
+     SELECT m.rowid, m.content FROM search_pending p JOIN messages m ON m.rowid = p.message_rowid";
+
+/// Empties the list of messages to index (after [`INDEX_PENDING`], in its transaction).
+pub(super) const CLEAR_PENDING: &str = "DELETE FROM search_pending";
+
 /// Marks every reply still streaming as interrupted (at startup).
 pub(super) const MARK_INTERRUPTED: &str =
     "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'";

@@ -42,7 +42,7 @@ macro_rules! portable {
 }
 
 /// The migrations, in order (see `migrations/README.md`).
-const MIGRATIONS: [Step; 9] = [
+const MIGRATIONS: [Step; 10] = [
     portable!(1, "conversations", "0001_conversations.sql"),
     portable!(
         2,
@@ -65,6 +65,12 @@ const MIGRATIONS: [Step; 9] = [
         description: "documents",
         sqlite: include_str!("../../migrations/0009_documents.sqlite.sql"),
         postgres: include_str!("../../migrations/0009_documents.postgres.sql"),
+    },
+    Step {
+        version: 10,
+        description: "search indexed after the commit",
+        sqlite: include_str!("../../migrations/0010_search_after_commit.sqlite.sql"),
+        postgres: include_str!("../../migrations/0010_search_after_commit.postgres.sql"),
     },
 ];
 
@@ -271,6 +277,9 @@ pub(super) enum Write {
     },
     /// [`Store::mark_interrupted`].
     MarkInterrupted,
+    /// Indexes for search the messages noted since the last time (SQLite:
+    /// migration 0010); nothing on PostgreSQL.
+    IndexForSearch,
     /// [`Store::select_version`], once read and decided: these messages are
     /// selected now, `leaf` ends the branch shown.
     Select {
@@ -435,6 +444,18 @@ pub(super) async fn apply(
         Write::MarkInterrupted => {
             let result = sqlx::query(q::MARK_INTERRUPTED)
                 .bind(now_ms())
+                .execute(&mut *connection)
+                .await?;
+            Ok(Answer::Count(result.rows_affected()))
+        }
+        Write::IndexForSearch => {
+            if connection.backend_name() == "PostgreSQL" {
+                return Ok(Answer::Count(0));
+            }
+            let result = sqlx::query(q::INDEX_PENDING)
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query(q::CLEAR_PENDING)
                 .execute(&mut *connection)
                 .await?;
             Ok(Answer::Count(result.rows_affected()))
@@ -1071,6 +1092,11 @@ impl Store for SqlStore {
             });
         };
         let limit = limit.clamp(1, 100);
+        if !self.postgres {
+            // What was written before the search is found by it: the
+            // writer indexes what it has noted first (migration 0010).
+            self.write(Write::IndexForSearch).await?;
+        }
         // Terms are letters and digits only (the caller's contract), so they
         // need no quoting beyond what each syntax asks for.
         let (sql, query) = if self.postgres {

@@ -48,6 +48,11 @@ fn database(error: rusqlite::Error) -> StoreError {
 
 fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // Rows noted before a restart are indexed first.
+    let mut search = SearchIndexing {
+        noted_at: Some(std::time::Instant::now()),
+    };
+    search.index_if_due(connection, true);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -55,6 +60,14 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        if batch.iter().any(|job| {
+            !matches!(
+                job.write(),
+                Write::Checkpoint { .. } | Write::IndexForSearch
+            )
+        }) {
+            search.noted_at.get_or_insert_with(std::time::Instant::now);
         }
         match commit(connection, &batch) {
             Ok(answers) => {
@@ -76,6 +89,44 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
                     };
                     job.answer(answer);
                 }
+            }
+        }
+        search.index_if_due(connection, queue.is_empty());
+    }
+}
+
+/// Indexing for search after the commits (migration 0010): the triggers note
+/// the rows to index; the writer indexes them in a transaction of its own
+/// when no write waits, or at the latest [`SearchIndexing::MOST_DELAY`]
+/// after the first was noted (a writer that is never idle), and before every
+/// search ([`Write::IndexForSearch`]).
+struct SearchIndexing {
+    /// Since when rows may be waiting (`None`: none since the last indexing).
+    noted_at: Option<std::time::Instant>,
+}
+
+impl SearchIndexing {
+    /// The longest a noted row waits while the writer is never idle.
+    const MOST_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn index_if_due(&mut self, connection: &mut Connection, idle: bool) {
+        let Some(noted_at) = self.noted_at else {
+            return;
+        };
+        if !idle && noted_at.elapsed() < Self::MOST_DELAY {
+            return;
+        }
+        let indexed = connection.transaction().and_then(|tx| {
+            tx.execute(q::INDEX_PENDING, [])?;
+            tx.execute(q::CLEAR_PENDING, [])?;
+            tx.commit()
+        });
+        match indexed {
+            Ok(()) => self.noted_at = None,
+            // The rows stay noted: indexed at the next try, or by a search.
+            Err(error) => {
+                tracing::warn!(%error, "indexing for search failed");
+                self.noted_at = Some(std::time::Instant::now());
             }
         }
     }
@@ -186,6 +237,11 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
         }
         Write::MarkInterrupted => {
             let count = execute(tx, q::MARK_INTERRUPTED, params![now_ms()])?;
+            Ok(Answer::Count(count))
+        }
+        Write::IndexForSearch => {
+            let count = execute(tx, q::INDEX_PENDING, [])?;
+            execute(tx, q::CLEAR_PENDING, [])?;
             Ok(Answer::Count(count))
         }
         Write::Select {
