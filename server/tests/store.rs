@@ -1118,8 +1118,8 @@ async fn sqlite_search_indexing_after_the_commit_keeps_the_index_whole() {
             .len(),
         1
     );
-    // Beside the running writer, as another process would: the triggers
-    // alone, with the writer's indexing statement run by hand.
+    // Beside the running writer, as another process would: rows the writer
+    // does not know of, noted by the triggers alone, indexed by the search.
     sqlx::any::install_default_drivers();
     let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", dir.join("rill.db").display()))
         .await
@@ -1209,6 +1209,73 @@ async fn sqlite_search_indexing_after_the_commit_keeps_the_index_whole() {
     store.delete_conversation("user:ann", "c").await.unwrap();
     run("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)").await;
     assert!(found("raft").await.is_empty());
+    raw.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The writer indexes what the triggers noted without waiting for a search:
+/// once no write waits, and at its start for rows noted before a restart.
+#[tokio::test]
+async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
+    let dir = common::temp_dir();
+    let store = SqlStore::open(None, &dir).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", dir.join("rill.db").display()))
+        .await
+        .unwrap();
+    // (rows still noted, rows the index finds for `word`), once both settle
+    // or after 5 s.
+    let settled = |word: &'static str| {
+        let raw = raw.clone();
+        async move {
+            let mut last = (-1, -1);
+            for _ in 0..100 {
+                let noted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_pending")
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+                let found: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH $1",
+                )
+                .bind(word)
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+                last = (noted, found);
+                if last == (0, 1) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            last
+        }
+    };
+    store
+        .ensure_conversation("c", "user:ann", None, "t")
+        .await
+        .unwrap();
+    store
+        .add_message(user_message("q1", "c", "kayak paddles"))
+        .await
+        .unwrap();
+    assert_eq!(settled("kayak").await, (0, 1), "indexed with no search");
+    // Noted where this writer does not see it, then a restart.
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, role, content, status, created_at, \
+         updated_at, slot, selected_at) \
+         VALUES ('q2', 'c', 'user', 'canoe noted', 'complete', 1, 1, 0, 1)",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    drop(store);
+    let store = SqlStore::open(None, &dir).await.unwrap();
+    assert_eq!(
+        settled("canoe").await,
+        (0, 1),
+        "indexed at the writer's start"
+    );
+    drop(store);
     raw.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
