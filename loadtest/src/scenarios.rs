@@ -308,14 +308,14 @@ pub async fn run(load: &Load, scenario: Scenario) -> Outcome {
             messages,
             drop_after,
         } => {
-            let ramp = Duration::ZERO;
+            let resume = Some(drop_after);
             streams(
                 load,
                 scenario,
                 connections,
                 messages,
-                Some(drop_after),
-                ramp,
+                resume,
+                Duration::ZERO,
             )
             .await
         }

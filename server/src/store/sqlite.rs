@@ -116,10 +116,9 @@ impl SearchIndexing {
         if !idle && noted_at.elapsed() < Self::MOST_DELAY {
             return;
         }
-        let indexed = connection.transaction().and_then(|tx| {
-            tx.execute(q::INDEX_PENDING, [])?;
-            tx.execute(q::CLEAR_PENDING, [])?;
-            tx.commit()
+        let indexed = connection.transaction().map_err(database).and_then(|tx| {
+            index_noted(&tx)?;
+            tx.commit().map_err(database)
         });
         match indexed {
             Ok(()) => self.noted_at = None,
@@ -239,11 +238,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             let count = execute(tx, q::MARK_INTERRUPTED, params![now_ms()])?;
             Ok(Answer::Count(count))
         }
-        Write::IndexForSearch => {
-            let count = execute(tx, q::INDEX_PENDING, [])?;
-            execute(tx, q::CLEAR_PENDING, [])?;
-            Ok(Answer::Count(count))
-        }
+        Write::IndexForSearch => index_noted(tx).map(Answer::Count),
         Write::Select {
             conversation_id,
             selected,
@@ -323,6 +318,13 @@ fn share_from_row(row: &Row<'_>) -> rusqlite::Result<Share> {
         expires_at: row.get(4)?,
         revoked_at: row.get(5)?,
     })
+}
+
+/// Indexes for search the rows the triggers noted; how many.
+fn index_noted(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    let count = execute(tx, q::INDEX_PENDING, [])?;
+    execute(tx, q::CLEAR_PENDING, [])?;
+    Ok(count)
 }
 
 /// Runs a statement (prepared once per connection); how many rows it changed.
