@@ -1214,7 +1214,9 @@ async fn sqlite_search_indexing_after_the_commit_keeps_the_index_whole() {
 }
 
 /// The writer indexes what the triggers noted without waiting for a search:
-/// once no write waits, and at its start for rows noted before a restart.
+/// once no write waits (a noted row waits at most a moment for others, and a
+/// backlog larger than one chunk goes in chunk after chunk), and at its start
+/// for rows noted before a restart.
 #[tokio::test]
 async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
     let dir = common::temp_dir();
@@ -1223,9 +1225,9 @@ async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
     let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", dir.join("rill.db").display()))
         .await
         .unwrap();
-    // (rows still noted, rows the index finds for `word`), once both settle
-    // or after 5 s.
-    let settled = |word: &'static str| {
+    // (rows still noted, rows the index finds for `word`), once they are
+    // (0, `want`) or after 5 s.
+    let settled = |word: &'static str, want: i64| {
         let raw = raw.clone();
         async move {
             let mut last = (-1, -1);
@@ -1242,7 +1244,7 @@ async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
                 .await
                 .unwrap();
                 last = (noted, found);
-                if last == (0, 1) {
+                if last == (0, want) {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1258,7 +1260,22 @@ async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
         .add_message(user_message("q1", "c", "kayak paddles"))
         .await
         .unwrap();
-    assert_eq!(settled("kayak").await, (0, 1), "indexed with no search");
+    assert_eq!(settled("kayak", 1).await, (0, 1), "indexed with no search");
+    // More rows than one chunk indexes, written at once.
+    let ids: Vec<String> = (0..150).map(|i| format!("oar{i}")).collect();
+    futures::future::join_all(
+        ids.iter()
+            .map(|id| store.add_message(user_message(id, "c", "oar stroke"))),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    assert_eq!(
+        settled("oar", 150).await,
+        (0, 150),
+        "a backlog of several chunks is indexed whole"
+    );
     // Noted where this writer does not see it, then a restart.
     sqlx::query(
         "INSERT INTO messages (id, conversation_id, role, content, status, created_at, \
@@ -1271,11 +1288,62 @@ async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
     drop(store);
     let store = SqlStore::open(None, &dir).await.unwrap();
     assert_eq!(
-        settled("canoe").await,
+        settled("canoe", 1).await,
         (0, 1),
         "indexed at the writer's start"
     );
     drop(store);
     raw.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The WAL is checkpointed while the store is open, beside the writer (whose
+/// commits no longer do it), and the WAL file is started over once a
+/// checkpoint has copied it, so it stays a few rounds of writes long however
+/// much is written.
+#[tokio::test]
+async fn sqlite_the_wal_is_checkpointed_beside_the_writer_and_stays_small() {
+    let dir = common::temp_dir();
+    let store = SqlStore::open(None, &dir).await.unwrap();
+    store
+        .ensure_conversation("c", "user:ann", None, "t")
+        .await
+        .unwrap();
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    let start = size("rill.db");
+    // Rounds of 20 messages of 8 KB each (160 KB per round).
+    const ROUND: u64 = 20 * 8192;
+    const ROUNDS: u64 = 24;
+    let text = "paddle ".repeat(8192 / 7);
+    for round in 0..ROUNDS {
+        let ids: Vec<String> = (0..20).map(|i| format!("r{round}m{i}")).collect();
+        futures::future::join_all(
+            ids.iter()
+                .map(|id| store.add_message(user_message(id, "c", &text))),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+        // The database file itself holds as much within 5 s.
+        let want = start + (round + 1) * ROUND;
+        let mut waited = 0;
+        while size("rill.db") < want && waited < 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert!(
+            size("rill.db") >= want,
+            "round {round}: the database file is {} bytes, want {want}: no checkpoint",
+            size("rill.db")
+        );
+    }
+    let wal = size("rill.db-wal");
+    assert!(
+        wal < ROUNDS * ROUND / 2,
+        "the WAL file is {wal} bytes after {} bytes written: it was not started over",
+        ROUNDS * ROUND
+    );
+    drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }

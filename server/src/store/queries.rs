@@ -131,6 +131,17 @@ pub(super) const INDEX_PENDING: &str = "INSERT INTO messages_fts (rowid, content
 /// Empties the list of messages to index (after [`INDEX_PENDING`], in its transaction).
 pub(super) const CLEAR_PENDING: &str = "DELETE FROM search_pending";
 
+/// [`INDEX_PENDING`] for the first `$1` noted rows only (the SQLite writer
+/// indexes in bounded chunks, so a question never waits behind a long run).
+pub(super) const INDEX_PENDING_CHUNK: &str = "INSERT INTO messages_fts (rowid, content) \
+     SELECT m.rowid, m.content FROM (SELECT message_rowid FROM search_pending \
+     ORDER BY message_rowid LIMIT $1) p JOIN messages m ON m.rowid = p.message_rowid";
+
+/// Takes the rows [`INDEX_PENDING_CHUNK`] indexed off the list (the same
+/// first `$1`, in its transaction).
+pub(super) const CLEAR_PENDING_CHUNK: &str = "DELETE FROM search_pending WHERE message_rowid IN \
+     (SELECT message_rowid FROM search_pending ORDER BY message_rowid LIMIT $1)";
+
 /// Marks every reply still streaming as interrupted (at startup).
 pub(super) const MARK_INTERRUPTED: &str =
     "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'";

@@ -12,6 +12,10 @@
 //! writer). The queries are the ones the sqlx path runs (`super::queries`).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::mpsc;
@@ -21,22 +25,28 @@ use super::sql::{Answer, OwnedMessage, Write, new_share};
 use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
 use super::{Conversation, Figures, MessageStatus, Share, StoreError, StoredMessage, Turn, now_ms};
 
-/// Opens the database file at `path` for writing and starts its writer thread.
+/// Opens the database file at `path` for writing and starts its writer thread
+/// (and the thread that checkpoints its WAL).
 pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
     let mut connection = Connection::open(path).map_err(database)?;
     // As the pool's connections (see `SqlStore::open`): WAL, no fsync per
-    // commit, foreign keys, wait on a busy file.
+    // commit, foreign keys, wait on a busy file. No automatic checkpoint: it
+    // would run inside the commit that crosses 1,000 WAL pages, and every
+    // job of that batch would wait for it (up to 14 ms measured); the
+    // checkpoint thread does it beside the writer instead.
     connection
         .execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+             PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(database)?;
     connection.set_prepared_statement_cache_capacity(64);
+    let checkpoints = Checkpoints::start(path)?;
     let (jobs, queue) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("rill-sqlite-writer".into())
-        .spawn(move || run(&mut connection, queue))
+        .spawn(move || run(&mut connection, queue, &checkpoints))
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
     Ok(Writer::from_queue(jobs))
 }
@@ -46,14 +56,20 @@ fn database(error: rusqlite::Error) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("sqlite: {error}")))
 }
 
-fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
+fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints: &Checkpoints) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     // Rows noted before a restart are indexed first.
-    let mut search = SearchIndexing {
-        noted_at: Some(std::time::Instant::now()),
-    };
-    search.index_if_due(connection, true);
-    while let Some(first) = queue.blocking_recv() {
+    let mut search = SearchIndexing::at_start();
+    loop {
+        let first = match next_job(&mut queue, &waker, search.due_when_idle()) {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(Idle) => {
+                search.index_chunk(connection);
+                continue;
+            }
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -61,14 +77,7 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if batch.iter().any(|job| {
-            !matches!(
-                job.write(),
-                Write::Checkpoint { .. } | Write::IndexForSearch
-            )
-        }) {
-            search.noted_at.get_or_insert_with(std::time::Instant::now);
-        }
+        search.noted(batch.iter().map(|job| notes(job.write())).sum());
         match commit(connection, &batch) {
             Ok(answers) => {
                 for (job, answer) in batch.drain(..).zip(answers) {
@@ -91,43 +100,209 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>) {
                 }
             }
         }
-        search.index_if_due(connection, queue.is_empty());
+        checkpoints.committed();
+        // A writer that is never idle still indexes, a chunk per batch.
+        if search.overdue() {
+            search.index_chunk(connection);
+        }
+    }
+}
+
+/// No job came before the indexing for search was due.
+struct Idle;
+
+/// Wakes the writer thread from `park` when a job arrives.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next job (`None`: every sender is gone, the store is closed), or
+/// [`Idle`] once `due` passes with none. The tokio receiver is polled from
+/// this plain thread: its waker unparks the thread.
+fn next_job(
+    queue: &mut mpsc::Receiver<Job>,
+    waker: &Waker,
+    due: Option<Instant>,
+) -> Result<Option<Job>, Idle> {
+    let mut context = Context::from_waker(waker);
+    loop {
+        match queue.poll_recv(&mut context) {
+            Poll::Ready(job) => return Ok(job),
+            Poll::Pending => {}
+        }
+        match due {
+            None => std::thread::park(),
+            Some(due) => match due.checked_duration_since(Instant::now()) {
+                Some(wait) if !wait.is_zero() => std::thread::park_timeout(wait),
+                _ => return Err(Idle),
+            },
+        }
+    }
+}
+
+/// How many rows a write may note for search (exact for the writes that
+/// note one; the rest note none).
+fn notes(write: &Write) -> usize {
+    match write {
+        Write::StartTurn(_) | Write::Add(_) | Write::Finish { .. } | Write::MarkInterrupted => 1,
+        Write::Ensure { .. }
+        | Write::Checkpoint { .. }
+        | Write::EnsureProject { .. }
+        | Write::SetPersona { .. }
+        | Write::SetSources { .. }
+        | Write::IndexForSearch
+        | Write::Select { .. }
+        | Write::Rename { .. }
+        | Write::Delete { .. }
+        | Write::Share { .. }
+        | Write::Unshare { .. } => 0,
     }
 }
 
 /// Indexing for search after the commits (migration 0010): the triggers note
-/// the rows to index; the writer indexes them in a transaction of its own
-/// when no write waits, or at the latest [`SearchIndexing::MOST_DELAY`]
-/// after the first was noted (a writer that is never idle), and before every
-/// search ([`Write::IndexForSearch`]).
+/// the rows to index; the writer indexes them in chunks of at most
+/// [`SearchIndexing::CHUNK`] rows, each a transaction of its own, when no
+/// write waits and either a chunk's worth is noted or
+/// [`SearchIndexing::IDLE_DELAY`] has passed since the first was noted; a
+/// writer that is never idle indexes a chunk after each batch once
+/// [`SearchIndexing::MOST_DELAY`] has passed. Every search first indexes
+/// all that is noted ([`Write::IndexForSearch`]).
+///
+/// Why chunks, and not everything at every idle moment: under load the
+/// writer is idle between almost every pair of batches, so it indexed one or
+/// two rows at a time (126 µs of writer time per row, five times the cost in
+/// larger chunks), and an FTS5 merge could hold the next question for 35 ms.
 struct SearchIndexing {
+    /// About how many rows wait (at least [`Self::CHUNK`] after a full chunk).
+    noted: usize,
     /// Since when rows may be waiting (`None`: none since the last indexing).
-    noted_at: Option<std::time::Instant>,
+    since: Option<Instant>,
 }
 
 impl SearchIndexing {
+    /// Most rows indexed in one transaction: a few milliseconds of work.
+    const CHUNK: usize = 64;
+    /// How long fewer than a chunk's worth of rows wait for more.
+    const IDLE_DELAY: Duration = Duration::from_millis(200);
     /// The longest a noted row waits while the writer is never idle.
-    const MOST_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+    const MOST_DELAY: Duration = Duration::from_secs(1);
 
-    fn index_if_due(&mut self, connection: &mut Connection, idle: bool) {
-        let Some(noted_at) = self.noted_at else {
-            return;
-        };
-        if !idle && noted_at.elapsed() < Self::MOST_DELAY {
-            return;
+    /// Rows noted before a restart (or by another process) may wait: index
+    /// them at the first idle moment.
+    fn at_start() -> Self {
+        SearchIndexing {
+            noted: Self::CHUNK,
+            since: Some(Instant::now()),
         }
+    }
+
+    /// `rows` more rows may be noted.
+    fn noted(&mut self, rows: usize) {
+        if rows > 0 {
+            self.noted += rows;
+            self.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// When an idle writer should index a chunk (`None`: nothing waits).
+    fn due_when_idle(&self) -> Option<Instant> {
+        let since = self.since?;
+        Some(if self.noted >= Self::CHUNK {
+            since
+        } else {
+            since + Self::IDLE_DELAY
+        })
+    }
+
+    fn overdue(&self) -> bool {
+        self.since
+            .is_some_and(|since| since.elapsed() >= Self::MOST_DELAY)
+    }
+
+    fn index_chunk(&mut self, connection: &mut Connection) {
+        let chunk = i64::try_from(Self::CHUNK).unwrap_or(i64::MAX);
         let indexed = connection.transaction().map_err(database).and_then(|tx| {
-            index_noted(&tx)?;
-            tx.commit().map_err(database)
+            execute(&tx, q::INDEX_PENDING_CHUNK, params![chunk])?;
+            let taken = execute(&tx, q::CLEAR_PENDING_CHUNK, params![chunk])?;
+            tx.commit().map_err(database)?;
+            Ok(taken)
         });
         match indexed {
-            Ok(()) => self.noted_at = None,
+            Ok(taken) if taken < Self::CHUNK as u64 => {
+                self.noted = 0;
+                self.since = None;
+            }
+            // More wait: the next idle moment goes on at once.
+            Ok(_) => self.noted = self.noted.saturating_sub(Self::CHUNK).max(Self::CHUNK),
             // The rows stay noted: indexed at the next try, or by a search.
             Err(error) => {
                 tracing::warn!(%error, "indexing for search failed");
-                self.noted_at = Some(std::time::Instant::now());
+                self.since = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Checkpoints of the WAL, on a thread of their own with a connection of its
+/// own: `PRAGMA wal_checkpoint(PASSIVE)` every [`Checkpoints::EVERY`] while
+/// the writer commits. WAL mode lets a checkpoint run beside the writer, so
+/// no commit waits for one, and once a checkpoint has copied everything the
+/// writer starts the WAL file over, which keeps it small.
+struct Checkpoints {
+    /// Commits so far (the checkpoint thread compares).
+    commits: Arc<AtomicU64>,
+    thread: std::thread::Thread,
+}
+
+impl Checkpoints {
+    const EVERY: Duration = Duration::from_millis(500);
+
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let connection = Connection::open(path).map_err(database)?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
+        let thread = std::thread::Builder::new()
+            .name("rill-sqlite-checkpoint".into())
+            .spawn(move || {
+                let mut seen = 0;
+                // Ends when the writer is gone (it holds the other count).
+                while Arc::strong_count(&counted) > 1 {
+                    std::thread::park_timeout(Self::EVERY);
+                    let commits = counted.load(Ordering::Relaxed);
+                    if commits == seen {
+                        continue;
+                    }
+                    seen = commits;
+                    let done =
+                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(error) = done {
+                        tracing::warn!(%error, "checkpointing the WAL failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        Ok(Checkpoints {
+            commits,
+            thread: thread.thread().clone(),
+        })
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.thread.unpark();
     }
 }
 
