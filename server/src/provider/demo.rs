@@ -71,7 +71,7 @@ impl Provider for DemoProvider {
         // About `tokens` words, ending where a sentence ends; cut exactly only when
         // the structured part alone is longer, or at the request's max_tokens.
         let all = split_tokens(&reply(self.tokens));
-        let structured = split_tokens(&reply(0)).len();
+        let structured = count_tokens(&reply(0));
         let natural = if structured >= self.tokens {
             self.tokens
         } else {
@@ -83,7 +83,7 @@ impl Provider for DemoProvider {
         let cut_by_max_tokens = limit < natural;
         let tokens: Vec<String> = all.into_iter().take(limit).collect();
         let usage = Usage {
-            prompt_tokens: count_u32(split_tokens(&question).len()),
+            prompt_tokens: count_u32(count_tokens(&question)),
             completion_tokens: count_u32(tokens.len()),
             estimated: false,
         };
@@ -126,27 +126,45 @@ fn count_u32(n: usize) -> u32 {
 /// concatenation of the tokens is exactly the text.
 pub fn split_tokens(text: &str) -> Vec<String> {
     let mut tokens = Vec::new();
-    let mut current = String::new();
+    let rest = token_bounds(text, |token| tokens.push(token.to_owned()));
+    if !rest.is_empty() {
+        match tokens.last_mut() {
+            // Trailing whitespace belongs to the last word.
+            Some(last) if rest.trim_start().is_empty() => last.push_str(rest),
+            _ => tokens.push(rest.to_owned()),
+        }
+    }
+    tokens
+}
+
+/// How many tokens [`split_tokens`] makes of `text`, without making them.
+fn count_tokens(text: &str) -> usize {
+    let mut count = 0;
+    let rest = token_bounds(text, |_| count += 1);
+    if rest.is_empty() || (count > 0 && rest.trim_start().is_empty()) {
+        count
+    } else {
+        count + 1
+    }
+}
+
+/// Hands each token of `text` but the last to `token` (slices of `text`: a
+/// token ends where whitespace follows a word); returns the rest.
+fn token_bounds<'a>(text: &'a str, mut token: impl FnMut(&'a str)) -> &'a str {
+    let mut start = 0;
     let mut in_word = false;
-    for ch in text.chars() {
+    for (i, ch) in text.char_indices() {
         if ch.is_whitespace() {
             if in_word {
-                tokens.push(std::mem::take(&mut current));
+                token(&text[start..i]);
+                start = i;
                 in_word = false;
             }
         } else {
             in_word = true;
         }
-        current.push(ch);
     }
-    if !current.is_empty() {
-        match (in_word, tokens.last_mut()) {
-            // Trailing whitespace belongs to the last word.
-            (false, Some(last)) => last.push_str(&current),
-            _ => tokens.push(current),
-        }
-    }
-    tokens
+    &text[start..]
 }
 
 /// FNV-1a: a stable hash (the same on every platform and run).
@@ -565,6 +583,25 @@ mod tests {
             split_tokens("Hi there\n\n- a"),
             vec!["Hi", " there", "\n\n-", " a"]
         );
+        assert_eq!(split_tokens("  lead"), vec!["  lead"]);
+        assert_eq!(split_tokens("a b \n"), vec!["a", " b \n"]);
+        assert_eq!(split_tokens("   "), vec!["   "]);
+        assert!(split_tokens("").is_empty());
+    }
+
+    #[test]
+    fn counting_tokens_agrees_with_splitting() {
+        for text in [
+            "",
+            "   ",
+            "a",
+            "  lead",
+            "a b\n\nc  ",
+            "\u{a0}é ü\u{2003}x",
+            "x\ty\n- z\n```\ncode\n```\n",
+        ] {
+            assert_eq!(count_tokens(text), split_tokens(text).len(), "{text:?}");
+        }
     }
 
     #[tokio::test]
