@@ -70,21 +70,20 @@ impl Provider for DemoProvider {
         };
         // About `tokens` words, ending where a sentence ends; cut exactly only when
         // the structured part alone is longer, or at the request's max_tokens.
-        let all = split_tokens(&reply(self.tokens));
+        let text = reply(self.tokens);
         let structured = count_tokens(&reply(0));
         let natural = if structured >= self.tokens {
             self.tokens
         } else {
-            all.len()
+            count_tokens(&text)
         };
         let limit = request
             .max_tokens
             .map_or(natural, |max| (max as usize).min(natural));
         let cut_by_max_tokens = limit < natural;
-        let tokens: Vec<String> = all.into_iter().take(limit).collect();
         let usage = Usage {
             prompt_tokens: count_u32(count_tokens(&question)),
-            completion_tokens: count_u32(tokens.len()),
+            completion_tokens: count_u32(limit),
             estimated: false,
         };
         let finish_reason = if cut_by_max_tokens {
@@ -92,22 +91,27 @@ impl Provider for DemoProvider {
         } else {
             FinishReason::Stop
         };
+        // The reply is kept whole and each token cut from it as it goes out:
+        // a stream holds its text once, not one string per token.
         let delay = self.delay;
-        let words = futures::stream::iter(tokens.into_iter().enumerate()).then(
-            move |(i, token)| async move {
-                if i > 0 {
-                    if delay.is_zero() {
-                        // Let other tasks run on busy benchmarks.
-                        if i % 64 == 0 {
-                            tokio::task::yield_now().await;
-                        }
-                    } else {
-                        tokio::time::sleep(delay).await;
+        let words = futures::stream::unfold((text, 0, 0), move |(text, at, i)| async move {
+            if i == limit {
+                return None;
+            }
+            let end = Tokens { text: &text, at }.next_end()?;
+            if i > 0 {
+                if delay.is_zero() {
+                    // Let other tasks run on busy benchmarks.
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
                     }
+                } else {
+                    tokio::time::sleep(delay).await;
                 }
-                Ok(ProviderEvent::Token(token))
-            },
-        );
+            }
+            let token = text[at..end].to_owned();
+            Some((Ok(ProviderEvent::Token(token)), (text, end, i + 1)))
+        });
         let end = futures::stream::once(async move {
             Ok(ProviderEvent::Finished {
                 finish_reason,
@@ -125,46 +129,52 @@ fn count_u32(n: usize) -> u32 {
 /// Splits text into word tokens, each carrying the whitespace before it, so the
 /// concatenation of the tokens is exactly the text.
 pub fn split_tokens(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    let rest = token_bounds(text, |token| tokens.push(token.to_owned()));
-    if !rest.is_empty() {
-        match tokens.last_mut() {
-            // Trailing whitespace belongs to the last word.
-            Some(last) if rest.trim_start().is_empty() => last.push_str(rest),
-            _ => tokens.push(rest.to_owned()),
-        }
-    }
-    tokens
+    Tokens { text, at: 0 }.map(str::to_owned).collect()
 }
 
 /// How many tokens [`split_tokens`] makes of `text`, without making them.
 fn count_tokens(text: &str) -> usize {
-    let mut count = 0;
-    let rest = token_bounds(text, |_| count += 1);
-    if rest.is_empty() || (count > 0 && rest.trim_start().is_empty()) {
-        count
-    } else {
-        count + 1
+    Tokens { text, at: 0 }.count()
+}
+
+/// The tokens of `text` from byte `at` on, as slices: a token ends where
+/// whitespace follows a word, and trailing whitespace belongs to the last.
+struct Tokens<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl Tokens<'_> {
+    /// Where the next token ends (`None`: no text is left), without moving on.
+    fn next_end(&self) -> Option<usize> {
+        let rest = self.text.get(self.at..).filter(|rest| !rest.is_empty())?;
+        let mut in_word = false;
+        for (i, ch) in rest.char_indices() {
+            if !ch.is_whitespace() {
+                in_word = true;
+            } else if in_word {
+                let end = self.at + i;
+                let whitespace_only = self.text[end..].trim_start().is_empty();
+                return Some(if whitespace_only {
+                    self.text.len()
+                } else {
+                    end
+                });
+            }
+        }
+        Some(self.text.len())
     }
 }
 
-/// Hands each token of `text` but the last to `token` (slices of `text`: a
-/// token ends where whitespace follows a word); returns the rest.
-fn token_bounds<'a>(text: &'a str, mut token: impl FnMut(&'a str)) -> &'a str {
-    let mut start = 0;
-    let mut in_word = false;
-    for (i, ch) in text.char_indices() {
-        if ch.is_whitespace() {
-            if in_word {
-                token(&text[start..i]);
-                start = i;
-                in_word = false;
-            }
-        } else {
-            in_word = true;
-        }
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let end = self.next_end()?;
+        let token = &self.text[self.at..end];
+        self.at = end;
+        Some(token)
     }
-    &text[start..]
 }
 
 /// FNV-1a: a stable hash (the same on every platform and run).
@@ -475,7 +485,7 @@ pub fn persona_reply_text(
     text.push_str(&(voice.example)(&topic, words, question));
     // Count as we go: re-splitting the whole text per sentence would be quadratic.
     let mut filler = pick(3, voice.filler.len());
-    let mut count = split_tokens(&text).len();
+    let mut count = count_tokens(&text);
     while count < min_tokens {
         let sentence = voice.filler[filler % voice.filler.len()];
         text.push('\n');
@@ -618,6 +628,15 @@ mod tests {
         assert!(a.contains("\n\n"), "paragraphs");
         let words = events.len() - 1;
         assert!((120..160).contains(&words), "about 120 words: {words}");
+        // Cut one by one as they go out, the tokens are the text's split.
+        let streamed: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::Token(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(streamed, split_tokens(&a));
         assert!(
             a.trim_end().ends_with('.'),
             "ends where a sentence ends: {a}"
