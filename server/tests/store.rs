@@ -1347,3 +1347,263 @@ async fn sqlite_the_wal_is_checkpointed_beside_the_writer_and_stays_small() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A small deterministic random source (xorshift), so a failure replays.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// The history of a question after the branch shown now, found the long
+/// way: the conversation's shown messages that have text, the newest `limit`.
+async fn shown_history(
+    store: &SqlStore,
+    conversation: &str,
+    limit: usize,
+) -> Vec<rill::store::StoredMessage> {
+    let mut shown: Vec<_> = match store.messages("user:ann", conversation).await {
+        Ok(shown) => shown,
+        Err(StoreError::NotFound) => Vec::new(),
+        Err(other) => panic!("{other}"),
+    }
+    .into_iter()
+    .filter(|m| !m.content.is_empty())
+    .collect();
+    shown.drain(..shown.len().saturating_sub(limit));
+    for message in &mut shown {
+        message.versions = Vec::new();
+    }
+    shown
+}
+
+/// The SQLite writer reads the history of a question that follows the one
+/// it just answered by row; this mixes questions with everything that
+/// changes a branch (replies that end with or without text or are left
+/// streaming, edits, regenerations, selections, messages added outside a
+/// turn, deletions, interruptions, other limits) and checks every history
+/// against the one the branch shows.
+#[tokio::test]
+async fn every_history_is_the_branch_shown_whatever_came_before() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+        let mut streaming: Vec<String> = Vec::new();
+        let mut checked = 0;
+        for step in 0..800 {
+            let conversation = ["c0", "c1"][dice.below(2)];
+            let finish = |store: &SqlStore, id: String, text: String| {
+                let store = store.clone();
+                async move {
+                    store
+                        .finish_message(&id, &text, MessageStatus::Complete, Figures::default())
+                        .await
+                        .unwrap();
+                }
+            };
+            let roll = dice.below(100);
+            let shown = store
+                .messages("user:ann", conversation)
+                .await
+                .unwrap_or_default();
+            let mut turn = turn(
+                conversation,
+                "user:ann",
+                &format!("q{step}"),
+                &format!("Q{step}?"),
+            );
+            if dice.below(3) == 0 {
+                turn.replies.push(NewReply {
+                    id: format!("q{step}-second"),
+                    persona: "data_scientist".into(),
+                    model: "demo".into(),
+                    stream_id: format!("q{step}-second-stream"),
+                });
+            }
+            match roll {
+                // A question after the branch shown: its history is checked.
+                0..=54 => {
+                    turn.history_limit = [40, 40, 40, 5, 2][dice.below(5)];
+                    turn.include_history = dice.below(10) != 0;
+                    let expected = if turn.include_history {
+                        shown_history(&store, conversation, turn.history_limit).await
+                    } else {
+                        Vec::new()
+                    };
+                    let replies: Vec<String> = turn.replies.iter().map(|r| r.id.clone()).collect();
+                    let history = store.start_turn(turn).await.unwrap();
+                    assert_eq!(
+                        ids_of(&history),
+                        ids_of(&expected),
+                        "{backend}: step {step}"
+                    );
+                    assert_eq!(history, expected, "{backend}: step {step}");
+                    checked += 1;
+                    for id in replies {
+                        match dice.below(10) {
+                            0 => finish(&store, id, String::new()).await,
+                            1 => {
+                                store
+                                    .checkpoint(&id, &format!("so far {step}"))
+                                    .await
+                                    .unwrap();
+                                streaming.push(id);
+                            }
+                            // Streaming, no text yet.
+                            2 => streaming.push(id),
+                            _ => finish(&store, id, format!("Answer {step}.")).await,
+                        }
+                    }
+                }
+                // A reply left streaming gets its first text, or more.
+                55..=59 if !streaming.is_empty() => {
+                    let id = &streaming[dice.below(streaming.len())];
+                    store.checkpoint(id, &format!("more {step}")).await.unwrap();
+                }
+                // A reply left streaming ends, with or without text.
+                60..=64 if !streaming.is_empty() => {
+                    let id = streaming.swap_remove(dice.below(streaming.len()));
+                    let text = if dice.below(4) == 0 {
+                        String::new()
+                    } else {
+                        format!("Late {step}.")
+                    };
+                    finish(&store, id, text).await;
+                }
+                // An edit of one of the branch's messages.
+                65..=72 if !shown.is_empty() => {
+                    turn.replace_from = Some(shown[dice.below(shown.len())].id.clone());
+                    let replies: Vec<String> = turn.replies.iter().map(|r| r.id.clone()).collect();
+                    store.start_turn(turn).await.unwrap();
+                    for id in replies {
+                        finish(&store, id, format!("Edited {step}.")).await;
+                    }
+                }
+                // A reply generated again.
+                73..=80 => {
+                    let replies: Vec<&rill::store::StoredMessage> =
+                        shown.iter().filter(|m| m.role == "assistant").collect();
+                    if replies.is_empty() {
+                        continue;
+                    }
+                    let reply = replies[dice.below(replies.len())];
+                    let target = store
+                        .regenerate_target("user:ann", &reply.id)
+                        .await
+                        .unwrap();
+                    turn.regenerate = Some(target);
+                    turn.replies.truncate(1);
+                    let id = turn.replies[0].id.clone();
+                    store.start_turn(turn).await.unwrap();
+                    finish(&store, id, format!("Again {step}.")).await;
+                }
+                // Another version shown.
+                81..=88 => {
+                    let versions: Vec<&String> = shown.iter().flat_map(|m| &m.versions).collect();
+                    if versions.is_empty() {
+                        continue;
+                    }
+                    let id = versions[dice.below(versions.len())].clone();
+                    store
+                        .select_version("user:ann", conversation, &id)
+                        .await
+                        .unwrap();
+                }
+                // A question added outside a turn.
+                89..=92 => {
+                    let id = format!("added{step}");
+                    store
+                        .ensure_conversation(conversation, "user:ann", None, "Added")
+                        .await
+                        .unwrap();
+                    store
+                        .add_message(user_message(&id, conversation, "Added?"))
+                        .await
+                        .unwrap();
+                }
+                93..=95 => {
+                    let _ = store.delete_conversation("user:ann", conversation).await;
+                }
+                96 => {
+                    store.mark_interrupted().await.unwrap();
+                    streaming.clear();
+                }
+                _ => {}
+            }
+        }
+        assert!(checked > 300, "{backend}: {checked} histories checked");
+    }
+    cleanup.run().await;
+}
+
+/// A reply still streaming without text is in no history yet; once it has
+/// text, the next question's history shows it, even after a question whose
+/// own reply finished in between.
+#[tokio::test]
+async fn a_reply_streaming_without_text_joins_the_history_once_it_has_some() {
+    let (stores, cleanup) = stores().await;
+    for (backend, store) in stores {
+        store
+            .start_turn(turn("s", "user:ann", "q1", "First?"))
+            .await
+            .unwrap();
+        // q1's reply streams on, no text yet; q2 is asked and answered.
+        let history = store
+            .start_turn(turn("s", "user:ann", "q2", "Second?"))
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&history), ["q1"], "{backend}");
+        store
+            .finish_message(
+                "q2-reply",
+                "Two.",
+                MessageStatus::Complete,
+                Figures::default(),
+            )
+            .await
+            .unwrap();
+        store.checkpoint("q1-reply", "One so far").await.unwrap();
+        let history = store
+            .start_turn(turn("s", "user:ann", "q3", "Third?"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids_of(&history),
+            ["q1", "q1-reply", "q2", "q2-reply"],
+            "{backend}"
+        );
+        assert_eq!(history[1].content, "One so far", "{backend}");
+        // Finished later, it changes the next history again.
+        store
+            .finish_message(
+                "q3-reply",
+                "Three.",
+                MessageStatus::Complete,
+                Figures::default(),
+            )
+            .await
+            .unwrap();
+        store
+            .finish_message(
+                "q1-reply",
+                "One.",
+                MessageStatus::Complete,
+                Figures::default(),
+            )
+            .await
+            .unwrap();
+        let history = store
+            .start_turn(turn("s", "user:ann", "q4", "Fourth?"))
+            .await
+            .unwrap();
+        assert_eq!(history[1].content, "One.", "{backend}");
+        assert_eq!(history[1].status, MessageStatus::Complete, "{backend}");
+        assert_eq!(history.len(), 6, "{backend}");
+    }
+    cleanup.run().await;
+}

@@ -15,6 +15,7 @@
 pub mod branch;
 pub mod documents;
 mod queries;
+mod recent;
 mod sql;
 mod sqlite;
 mod writer;
@@ -529,7 +530,19 @@ pub(crate) fn turn_values<'a>(turn: &'a Turn, parent: Option<&'a str>) -> Vec<Tu
 /// have text, the newest `limit` of them, oldest first (an empty reply,
 /// failed before any text, says nothing to the model).
 pub(crate) fn history(rows: Vec<StoredMessage>, anchor: &str, limit: usize) -> Vec<StoredMessage> {
-    let mut shown: Vec<StoredMessage> = branch::shown(rows, Some(anchor))
+    history_settled(rows, anchor, limit).0
+}
+
+/// [`history`], and whether every message of the branch shown is final (no
+/// reply on it still streaming, whose text would change).
+pub(crate) fn history_settled(
+    rows: Vec<StoredMessage>,
+    anchor: &str,
+    limit: usize,
+) -> (Vec<StoredMessage>, bool) {
+    let shown = branch::shown(rows, Some(anchor));
+    let settled = shown.iter().all(|m| m.status != MessageStatus::Streaming);
+    let mut shown: Vec<StoredMessage> = shown
         .into_iter()
         .filter(|m| !m.content.is_empty())
         .collect();
@@ -538,7 +551,7 @@ pub(crate) fn history(rows: Vec<StoredMessage>, anchor: &str, limit: usize) -> V
     for message in &mut shown {
         message.versions = Vec::new();
     }
-    shown
+    (shown, settled)
 }
 
 /// Milliseconds since the Unix epoch, strictly increasing in this process:

@@ -64,16 +64,33 @@ pub(super) const REGENERATE_TARGET: &str = "SELECT r.conversation_id, r.persona,
      FROM messages r JOIN messages q ON q.id = r.parent_id \
      WHERE r.id = $1 AND r.role = 'assistant' AND q.role = 'user'";
 
+/// The branch query of [`BRANCH_MESSAGES`], selecting `$columns`.
+macro_rules! branch_messages {
+    ($($columns:tt)*) => {
+        concat!(
+            "WITH RECURSIVE path (id, depth) AS (SELECT CAST($1 AS TEXT), 1 \
+             UNION ALL SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id \
+             WHERE m.parent_id IS NOT NULL AND path.depth < $2) SELECT ",
+            $($columns)*,
+            " FROM messages WHERE id IN (SELECT id FROM path) \
+             OR (role = 'assistant' AND parent_id IN (SELECT id FROM path))"
+        )
+    };
+}
+
 /// The branch that ends at question `$1`, at most `$2` questions back from
 /// it, with every reply to those questions (the caller keeps the selected
 /// version of each): the history a question on that branch is sent with.
-pub(super) const BRANCH_MESSAGES: &str = concat!(
-    "WITH RECURSIVE path (id, depth) AS (SELECT CAST($1 AS TEXT), 1 \
-     UNION ALL SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id \
-     WHERE m.parent_id IS NOT NULL AND path.depth < $2) SELECT ",
+pub(super) const BRANCH_MESSAGES: &str = branch_messages!(message_columns!());
+
+/// [`BRANCH_MESSAGES`] with each row's rowid after its columns (SQLite).
+pub(super) const BRANCH_MESSAGES_ROWIDS: &str = branch_messages!(message_columns!(), ", rowid");
+
+/// One message by rowid (SQLite), its columns in the readers' order.
+pub(super) const MESSAGE_BY_ROWID: &str = concat!(
+    "SELECT ",
     message_columns!(),
-    " FROM messages WHERE id IN (SELECT id FROM path) \
-     OR (role = 'assistant' AND parent_id IN (SELECT id FROM path))"
+    " FROM messages WHERE rowid = $1"
 );
 
 /// Marks a conversation as just updated.
@@ -104,7 +121,6 @@ pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
 pub(super) const CHECKPOINT: &str =
     "UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3 AND status = 'streaming'";
 
-/// Finalizes a reply.
 /// Creates a project for its owner unless it exists.
 pub(super) const ENSURE_PROJECT: &str = "INSERT INTO projects (id, owner, created_at) \
      VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING";
@@ -112,16 +128,27 @@ pub(super) const ENSURE_PROJECT: &str = "INSERT INTO projects (id, owner, create
 /// A project's owner.
 pub(super) const PROJECT_OWNER: &str = "SELECT owner FROM projects WHERE id = $1";
 
-/// The persona and model routing chose for a reply, and how sure it was.
 /// Records the sources a reply was given (JSON).
 pub(super) const SET_SOURCES: &str = "UPDATE messages SET sources = $1 WHERE id = $2";
 
+/// The persona and model routing chose for a reply, and how sure it was.
 pub(super) const SET_PERSONA: &str =
     "UPDATE messages SET persona = $1, model = $2, confidence = $3 WHERE id = $4";
 
-pub(super) const FINISH: &str = "UPDATE messages SET content = $1, status = $2, \
-     prompt_tokens = $3, completion_tokens = $4, updated_at = $5, usage_estimated = $6, \
-     first_token_ms = $7, total_ms = $8 WHERE id = $9";
+/// The update of [`FINISH`].
+macro_rules! finish {
+    () => {
+        "UPDATE messages SET content = $1, status = $2, \
+         prompt_tokens = $3, completion_tokens = $4, updated_at = $5, usage_estimated = $6, \
+         first_token_ms = $7, total_ms = $8 WHERE id = $9"
+    };
+}
+
+/// Finalizes a reply.
+pub(super) const FINISH: &str = finish!();
+
+/// [`FINISH`], answering the reply's conversation (SQLite).
+pub(super) const FINISH_RETURNING: &str = concat!(finish!(), " RETURNING conversation_id");
 
 /// Indexes for search the messages the triggers noted (SQLite, migration
 /// 0010): a noted row is never streaming and not yet in the index.

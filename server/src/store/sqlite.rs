@@ -9,8 +9,11 @@
 //! this thread: one hand-over in, one answer out per job, no switch per
 //! statement, and prepared statements are cached for the life of the
 //! connection. Reads still use sqlx's pool (WAL lets them run beside this
-//! writer). The queries are the ones the sqlx path runs (`super::queries`).
+//! writer). The queries are the ones the sqlx path runs (`super::queries`),
+//! except that a question following the one just answered reads its history
+//! by row (`super::recent`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::mpsc;
 
 use super::queries as q;
+use super::recent::{Recent, Reply};
 use super::sql::{Answer, OwnedMessage, Write, new_share};
 use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
 use super::{Conversation, Figures, MessageStatus, Share, StoreError, StoredMessage, Turn, now_ms};
@@ -61,6 +65,7 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints:
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     // Rows noted before a restart are indexed first.
     let mut search = SearchIndexing::at_start();
+    let mut recent = Recent::default();
     loop {
         let first = match next_job(&mut queue, &waker, search.due_when_idle()) {
             Ok(Some(job)) => job,
@@ -78,7 +83,7 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints:
             }
         }
         search.noted(batch.iter().map(|job| notes(job.write())).sum());
-        match commit(connection, &batch) {
+        match commit(connection, &batch, &mut recent) {
             Ok(answers) => {
                 for (job, answer) in batch.drain(..).zip(answers) {
                     job.answer(answer);
@@ -92,7 +97,7 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints:
             Err(error) => {
                 tracing::warn!(%error, jobs = batch.len(), "a batch of writes failed: running them one by one");
                 for job in batch.drain(..) {
-                    let answer = match commit(connection, std::slice::from_ref(&job)) {
+                    let answer = match commit(connection, std::slice::from_ref(&job), &mut recent) {
                         Ok(mut answers) => answers.pop().unwrap_or(Err(StoreError::WriterGone)),
                         Err(error) => Err(error),
                     };
@@ -309,26 +314,35 @@ impl Drop for Checkpoints {
 /// Runs every job of `batch` in one transaction. A job's own refusal
 /// (`Forbidden`, `NotFound`) is its answer and does not stop the batch; a
 /// database error rolls the whole batch back.
+/// `recent` follows the writes; it forgets everything if they roll back.
 fn commit(
     connection: &mut Connection,
     batch: &[Job],
+    recent: &mut Recent,
 ) -> Result<Vec<Result<Answer, StoreError>>, StoreError> {
-    let transaction = connection.transaction().map_err(database)?;
-    let mut answers = Vec::with_capacity(batch.len());
-    for job in batch {
-        match apply(&transaction, job.write()) {
-            Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
-            answer => answers.push(answer),
+    let committed = (|| {
+        let transaction = connection.transaction().map_err(database)?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for job in batch {
+            match apply(&transaction, job.write(), recent) {
+                Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
+                answer => answers.push(answer),
+            }
         }
+        transaction.commit().map_err(database)?;
+        Ok(answers)
+    })();
+    if committed.is_err() {
+        recent.clear();
     }
-    transaction.commit().map_err(database)?;
-    Ok(answers)
+    committed
 }
 
-/// Runs one write inside the batch's transaction.
-fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
+/// Runs one write inside the batch's transaction; `recent` follows what
+/// changes a history.
+fn apply(tx: &Transaction<'_>, write: &Write, recent: &mut Recent) -> Result<Answer, StoreError> {
     match write {
-        Write::StartTurn(turn) => start_turn(tx, turn).map(Answer::History),
+        Write::StartTurn(turn) => start_turn(tx, turn, recent).map(Answer::History),
         Write::Ensure {
             id,
             owner,
@@ -344,6 +358,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             owned(tx, owner, id).map(Answer::Conversation)
         }
         Write::Add(message) => {
+            // A message outside a turn: a new version, or a new leaf.
+            recent.forget(&message.conversation_id);
             let now = super::tick();
             insert_message(tx, message, now)?;
             if message.role == "user" {
@@ -392,24 +408,33 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             figures,
         } => {
             let (prompt, completion) = figures.usage.unzip();
-            execute(
-                tx,
-                q::FINISH,
-                params![
-                    content,
-                    status.as_str(),
-                    prompt,
-                    completion,
-                    now_ms(),
-                    figures.usage.map(|_| i64::from(figures.usage_estimated)),
-                    figures.first_token_ms,
-                    figures.total_ms,
-                    id
-                ],
-            )?;
+            let conversation: Option<String> = tx
+                .prepare_cached(q::FINISH_RETURNING)
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            content,
+                            status.as_str(),
+                            prompt,
+                            completion,
+                            now_ms(),
+                            figures.usage.map(|_| i64::from(figures.usage_estimated)),
+                            figures.first_token_ms,
+                            figures.total_ms,
+                            id
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(database)?;
+            if let Some(conversation) = conversation {
+                recent.finished(&conversation, id, !content.is_empty());
+            }
             Ok(Answer::Done)
         }
         Write::MarkInterrupted => {
+            recent.clear();
             let count = execute(tx, q::MARK_INTERRUPTED, params![now_ms()])?;
             Ok(Answer::Count(count))
         }
@@ -419,6 +444,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
             selected,
             leaf,
         } => {
+            recent.forget(conversation_id);
             let now = super::tick();
             for id in selected {
                 execute(tx, q::SELECT_VERSION, params![now, id])?;
@@ -433,6 +459,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<Answer, StoreError> {
         }
         Write::Delete { owner, id } => {
             owned(tx, owner, id)?;
+            recent.forget(id);
             execute(tx, q::DELETE_SHARES, params![id])?;
             execute(tx, q::DELETE_MESSAGES, params![id])?;
             execute(tx, q::DELETE_CONVERSATION, params![id])?;
@@ -515,8 +542,13 @@ fn execute(
     Ok(changed as u64)
 }
 
-/// See `sql::start_turn`: the same statements.
-fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, StoreError> {
+/// See `sql::start_turn`: the same statements, but the history of a
+/// question that follows the one just answered is read by row (`recent`).
+fn start_turn(
+    tx: &Transaction<'_>,
+    turn: &Turn,
+    recent: &mut Recent,
+) -> Result<Vec<StoredMessage>, StoreError> {
     let now = super::tick();
     let leaf: Option<String> = tx
         .prepare_cached(q::CLAIM_CONVERSATION)
@@ -548,24 +580,35 @@ fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, S
             .ok_or(StoreError::NotFound)?,
         (None, None) => leaf,
     };
-    let history = match parent.as_deref() {
-        Some(anchor) if turn.include_history && turn.history_limit > 0 => {
-            let limit = i64::try_from(turn.history_limit).unwrap_or(i64::MAX);
-            let mut statement = tx.prepare_cached(q::BRANCH_MESSAGES).map_err(database)?;
-            let rows = statement
-                .query_map(params![anchor, limit], message_from_row)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(database)?;
-            super::history(rows, anchor, turn.history_limit)
+    let wanted = turn.include_history && turn.history_limit > 0;
+    // The history, and its rows when it can be kept (`None`: it cannot).
+    let (history, rows) = match parent.as_deref() {
+        Some(anchor) if wanted => {
+            let kept = recent
+                .rows(&turn.conversation_id, anchor, turn.history_limit)
+                .map(<[i64]>::to_vec);
+            let read = match &kept {
+                Some(rows) => read_rows(tx, rows, &turn.conversation_id)?,
+                None => None,
+            };
+            match (read, kept) {
+                (Some(history), rows @ Some(_)) => (history, rows),
+                _ => branch_history(tx, anchor, turn.history_limit)?,
+            }
         }
-        _ => Vec::new(),
+        None if wanted => (Vec::new(), Some(Vec::new())),
+        _ => (Vec::new(), None),
     };
-    let rows = super::turn_values(turn, parent.as_deref());
-    let sql = q::insert_turn_sql(rows.len());
+    let rows_of_turn = super::turn_values(turn, parent.as_deref());
+    let sql = format!(
+        "{} RETURNING rowid, id",
+        q::insert_turn_sql(rows_of_turn.len())
+    );
     let mut statement = tx.prepare_cached(&sql).map_err(database)?;
     // Borrowed values, in the statement's column order.
-    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(q::TURN_COLUMNS * rows.len());
-    for row in &rows {
+    let mut values: Vec<&dyn rusqlite::ToSql> =
+        Vec::with_capacity(q::TURN_COLUMNS * rows_of_turn.len());
+    for row in &rows_of_turn {
         values.extend([
             &row.id as &dyn rusqlite::ToSql,
             &turn.conversation_id,
@@ -580,8 +623,11 @@ fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, S
             &row.slot,
         ]);
     }
-    statement
-        .execute(rusqlite::params_from_iter(values))
+    let inserted: HashMap<String, i64> = statement
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            Ok((row.get(1)?, row.get(0)?))
+        })
+        .and_then(Iterator::collect)
         .map_err(database)?;
     if turn.regenerate.is_none() {
         execute(
@@ -590,7 +636,91 @@ fn start_turn(tx: &Transaction<'_>, turn: &Turn) -> Result<Vec<StoredMessage>, S
             params![turn.question_id, turn.conversation_id],
         )?;
     }
+    // A regenerated reply is a new version on the branch: its history is
+    // read the long way next time.
+    match rows {
+        Some(mut rows) if turn.regenerate.is_none() => {
+            let question = inserted.get(turn.question_id.as_str()).copied();
+            if let Some(question) = question.filter(|_| !turn.question.is_empty()) {
+                rows.push(question);
+            }
+            let replies = turn
+                .replies
+                .iter()
+                .filter_map(|r| Some(Reply::streaming(r.id.clone(), *inserted.get(&r.id)?)))
+                .collect();
+            recent.keep(
+                &turn.conversation_id,
+                &turn.question_id,
+                turn.history_limit,
+                rows,
+                replies,
+            );
+        }
+        _ => recent.forget(&turn.conversation_id),
+    }
     Ok(history)
+}
+
+/// The history after `anchor` the long way (up the branch), and its rows
+/// if it can be kept: not while a reply it shows is still streaming.
+fn branch_history(
+    tx: &Transaction<'_>,
+    anchor: &str,
+    limit: usize,
+) -> Result<(Vec<StoredMessage>, Option<Vec<i64>>), StoreError> {
+    let depth = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = tx
+        .prepare_cached(q::BRANCH_MESSAGES_ROWIDS)
+        .map_err(database)?;
+    let mut rowids = HashMap::new();
+    let rows = statement
+        .query_map(params![anchor, depth], |row| {
+            let message = message_from_row(row)?;
+            Ok((message, row.get::<_, i64>(19)?))
+        })
+        .and_then(|rows| {
+            rows.map(|row| {
+                row.map(|(message, rowid)| {
+                    rowids.insert(message.id.clone(), rowid);
+                    message
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(database)?;
+    let (history, settled) = super::history_settled(rows, anchor, limit);
+    let kept = settled
+        .then(|| {
+            history
+                .iter()
+                .map(|m| rowids.get(&m.id).copied())
+                .collect::<Option<Vec<i64>>>()
+        })
+        .flatten();
+    Ok((history, kept))
+}
+
+/// The messages at `rows`, in order; `None` if one is gone or not in
+/// `conversation` (then the history is read the long way).
+fn read_rows(
+    tx: &Transaction<'_>,
+    rows: &[i64],
+    conversation: &str,
+) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+    let mut statement = tx.prepare_cached(q::MESSAGE_BY_ROWID).map_err(database)?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for rowid in rows {
+        let message = statement
+            .query_row(params![rowid], message_from_row)
+            .optional()
+            .map_err(database)?;
+        match message {
+            Some(message) if message.conversation_id == conversation => messages.push(message),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(messages))
 }
 
 fn insert_message(
