@@ -681,14 +681,14 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     let id = writer.id().clone();
     let stopped = writer.stopped();
     tokio::pin!(stopped);
-    writer.publish(StreamEvent::Started {
+    writer.publish(StreamEvent::Started(Box::new(crate::events::Started {
         session_id: session_id.clone(),
         message_id: message_id.clone(),
         user_message_id: Some(user_message_id),
         persona_id: persona.clone(),
         model: model.clone(),
         client_message_id,
-    });
+    })));
     writer.publish(StreamEvent::Progress(ProgressStep::Starting));
 
     let mut choice = None;
@@ -841,7 +841,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
         response: out.reply,
         message_id,
         session_id,
-        metadata,
+        metadata: Box::new(metadata),
     });
 }
 
@@ -1177,7 +1177,7 @@ mod tests {
         let started = engine.start(&Identity::Anonymous, request).await.unwrap();
         let routed = events(&engine, &started.stream_ids[0]).await;
         assert!(
-            matches!(&routed[0].1, StreamEvent::Started { persona_id, .. } if persona_id == "auto")
+            matches!(&routed[0].1, StreamEvent::Started(started) if started.persona_id == "auto")
         );
         assert_eq!(
             routed[2].1,

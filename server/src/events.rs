@@ -12,21 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Serializable so that a hub shared between instances can carry it as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StreamEvent {
-    /// The reply began.
-    Started {
-        /// The conversation.
-        session_id: String,
-        /// The id of the reply being produced.
-        message_id: String,
-        /// The id the question was stored under.
-        user_message_id: Option<String>,
-        /// The persona answering.
-        persona_id: String,
-        /// The model answering.
-        model: String,
-        /// The client's own id for the question, echoed.
-        client_message_id: Option<String>,
-    },
+    /// The reply began (boxed: every event is the size of the largest kind,
+    /// and the replay log keeps its newest events whole).
+    Started(Box<Started>),
     /// What the stream is doing before its tokens.
     Progress(ProgressStep),
     /// Routing (`persona_id: "auto"`) chose who answers.
@@ -51,11 +39,28 @@ pub enum StreamEvent {
         message_id: String,
         /// The conversation.
         session_id: String,
-        /// Who answered and how it ended.
-        metadata: Metadata,
+        /// Who answered and how it ended (boxed, as `Started`).
+        metadata: Box<Metadata>,
     },
     /// The reply failed before any text.
     Failed(Failure),
+}
+
+/// How a reply began: the payload of [`StreamEvent::Started`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    /// The conversation.
+    pub session_id: String,
+    /// The id of the reply being produced.
+    pub message_id: String,
+    /// The id the question was stored under.
+    pub user_message_id: Option<String>,
+    /// The persona answering.
+    pub persona_id: String,
+    /// The model answering.
+    pub model: String,
+    /// The client's own id for the question, echoed.
+    pub client_message_id: Option<String>,
 }
 
 impl StreamEvent {
@@ -74,4 +79,39 @@ pub enum Failure {
     RateLimited(String),
     /// The generation ended without a terminal event (its task panicked or was aborted).
     Crashed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every event is as large as the largest kind, and a stream's replay log
+    /// keeps its newest events whole: the rare large kinds are boxed, so a
+    /// token's event stays small.
+    #[test]
+    fn an_event_is_small() {
+        assert!(
+            std::mem::size_of::<StreamEvent>() <= 96,
+            "{} bytes",
+            std::mem::size_of::<StreamEvent>()
+        );
+    }
+
+    /// Boxed or not, an event's serialized form is the same: a `Started`
+    /// reads as a map of its fields.
+    #[test]
+    fn a_boxed_event_serializes_as_its_fields() {
+        let started = StreamEvent::Started(Box::new(Started {
+            session_id: "c".into(),
+            message_id: "m".into(),
+            user_message_id: None,
+            persona_id: "assistant".into(),
+            model: "demo".into(),
+            client_message_id: None,
+        }));
+        let json = serde_json::to_value(&started).unwrap();
+        assert_eq!(json["Started"]["persona_id"], "assistant");
+        let back: StreamEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, started);
+    }
 }

@@ -124,12 +124,13 @@ impl TurnRecorder {
             return;
         };
         match &event.event {
-            StreamEvent::Started {
-                persona_id,
-                message_id: id,
-                session_id,
-                ..
-            } => {
+            StreamEvent::Started(started) => {
+                let crate::events::Started {
+                    persona_id,
+                    message_id: id,
+                    session_id,
+                    ..
+                } = &**started;
                 place.persona_id = Some(Arc::from(persona_id.as_str()));
                 message_id.clone_from(id);
                 if self.session_id.is_empty() {

@@ -35,22 +35,15 @@ impl Native {
         let stream_id = event.stream_id.to_string();
         let seq = event.seq;
         match &event.event {
-            StreamEvent::Started {
-                session_id,
-                message_id,
-                user_message_id,
-                persona_id,
-                model,
-                client_message_id,
-            } => ServerEvent::Start {
+            StreamEvent::Started(started) => ServerEvent::Start {
                 stream_id,
                 seq,
-                session_id: session_id.clone(),
-                message_id: message_id.clone(),
-                user_message_id: user_message_id.clone(),
-                persona_id: persona_id.clone(),
-                model: model.clone(),
-                client_message_id: client_message_id.clone(),
+                session_id: started.session_id.clone(),
+                message_id: started.message_id.clone(),
+                user_message_id: started.user_message_id.clone(),
+                persona_id: started.persona_id.clone(),
+                model: started.model.clone(),
+                client_message_id: started.client_message_id.clone(),
             },
             StreamEvent::Progress(step) => ServerEvent::Progress {
                 stream_id,
@@ -94,7 +87,7 @@ impl Native {
                 seq,
                 response: response.clone(),
                 session_id: session_id.clone(),
-                metadata: metadata.clone(),
+                metadata: (**metadata).clone(),
             },
             StreamEvent::Failed(failure) => {
                 let (code, error) = failure_text(failure);

@@ -199,17 +199,11 @@ impl Seed002 {
                     "stream_id": stream_id, "seq": seq,
                 });
                 match other {
-                    StreamEvent::Started {
-                        persona_id,
-                        session_id,
-                        message_id,
-                        model,
-                        ..
-                    } => {
-                        frame["persona_id"] = json!(persona_id);
-                        frame["session_id"] = json!(session_id);
-                        frame["response_id"] = json!(message_id);
-                        frame["model"] = json!(model);
+                    StreamEvent::Started(started) => {
+                        frame["persona_id"] = json!(started.persona_id);
+                        frame["session_id"] = json!(started.session_id);
+                        frame["response_id"] = json!(started.message_id);
+                        frame["model"] = json!(started.model);
                     }
                     StreamEvent::Routed {
                         persona_id,
@@ -498,14 +492,14 @@ mod tests {
 
     #[test]
     fn a_reply_is_status_chunks_then_final_chunk_and_response() {
-        let started = StreamEvent::Started {
+        let started = StreamEvent::Started(Box::new(crate::events::Started {
             session_id: "c1".into(),
             message_id: "m1".into(),
             user_message_id: None,
             persona_id: "assistant".into(),
             model: "demo".into(),
             client_message_id: None,
-        };
+        }));
         let frames = values(&Seed002.encode_event(&sequenced(1, started)));
         assert_eq!(frames[0]["type"], "status");
         assert_eq!(frames[0]["status"], "starting");
@@ -523,7 +517,7 @@ mod tests {
             response: "Hel".into(),
             message_id: "m1".into(),
             session_id: "c1".into(),
-            metadata: rill_protocol::Metadata {
+            metadata: Box::new(rill_protocol::Metadata {
                 agent: "assistant".into(),
                 model: "demo".into(),
                 finish_reason: rill_protocol::FinishReason::Stop,
@@ -535,7 +529,7 @@ mod tests {
                 reasoning: None,
                 timing: None,
                 cost: None,
-            },
+            }),
         };
         let end = values(&Seed002.encode_event(&sequenced(5, completed.clone())));
         assert_eq!(end.len(), 2);

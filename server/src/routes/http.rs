@@ -141,7 +141,7 @@ async fn wait_for_reply(mut following: Following) -> Result<Reply, Error> {
             persona_id: metadata.agent.clone(),
             stream_id,
             response: response.clone(),
-            metadata: metadata.clone(),
+            metadata: (**metadata).clone(),
         }),
         StreamEvent::Failed(failure) => Err(match failure {
             Failure::Provider(detail) => Error::Provider(detail.clone()),
