@@ -64,6 +64,20 @@ pub struct Started {
 }
 
 impl StreamEvent {
+    /// A `Started` event of reply `message_id` in conversation `session_id`,
+    /// by the assistant on the demo model (for tests).
+    #[cfg(test)]
+    pub(crate) fn started_for_test(session_id: &str, message_id: &str) -> Self {
+        StreamEvent::Started(Box::new(Started {
+            session_id: session_id.into(),
+            message_id: message_id.into(),
+            user_message_id: None,
+            persona_id: "assistant".into(),
+            model: "demo".into(),
+            client_message_id: None,
+        }))
+    }
+
     /// Whether this event ends its stream.
     pub fn is_terminal(&self) -> bool {
         matches!(self, StreamEvent::Completed { .. } | StreamEvent::Failed(_))
@@ -101,14 +115,7 @@ mod tests {
     /// reads as a map of its fields.
     #[test]
     fn a_boxed_event_serializes_as_its_fields() {
-        let started = StreamEvent::Started(Box::new(Started {
-            session_id: "c".into(),
-            message_id: "m".into(),
-            user_message_id: None,
-            persona_id: "assistant".into(),
-            model: "demo".into(),
-            client_message_id: None,
-        }));
+        let started = StreamEvent::started_for_test("c", "m");
         let json = serde_json::to_value(&started).unwrap();
         assert_eq!(json["Started"]["persona_id"], "assistant");
         let back: StreamEvent = serde_json::from_value(json).unwrap();

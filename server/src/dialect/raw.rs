@@ -88,17 +88,7 @@ mod tests {
     #[test]
     fn a_reply_is_start_tokens_end() {
         let event = |seq, event| Raw.encode_event(&Sequenced::new(Arc::from("s"), seq, event));
-        let start = event(
-            1,
-            StreamEvent::Started(Box::new(crate::events::Started {
-                session_id: "c".into(),
-                message_id: "m".into(),
-                user_message_id: None,
-                persona_id: "assistant".into(),
-                model: "demo".into(),
-                client_message_id: None,
-            })),
-        );
+        let start = event(1, StreamEvent::started_for_test("c", "m"));
         let start: serde_json::Value = serde_json::from_slice(&start).unwrap();
         assert_eq!(start, json!({"type": "start", "stream_id": "s", "seq": 1}));
         let token: serde_json::Value =

@@ -492,14 +492,7 @@ mod tests {
 
     #[test]
     fn a_reply_is_status_chunks_then_final_chunk_and_response() {
-        let started = StreamEvent::Started(Box::new(crate::events::Started {
-            session_id: "c1".into(),
-            message_id: "m1".into(),
-            user_message_id: None,
-            persona_id: "assistant".into(),
-            model: "demo".into(),
-            client_message_id: None,
-        }));
+        let started = StreamEvent::started_for_test("c1", "m1");
         let frames = values(&Seed002.encode_event(&sequenced(1, started)));
         assert_eq!(frames[0]["type"], "status");
         assert_eq!(frames[0]["status"], "starting");

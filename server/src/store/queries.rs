@@ -212,8 +212,9 @@ pub(super) const TURN_COLUMNS: usize = 11;
 
 /// Inserts `rows` messages (a question and its empty replies, or one reply
 /// regenerated): [`TURN_COLUMNS`] values per row, in this column order
-/// (`updated_at` and `selected_at` take `created_at`).
-pub(super) fn insert_turn_sql(rows: usize) -> String {
+/// (`updated_at` and `selected_at` take `created_at`), then `returning`
+/// (empty, or a `RETURNING` clause).
+pub(super) fn insert_turn_sql(rows: usize, returning: &str) -> String {
     const COLUMNS: usize = TURN_COLUMNS;
     let mut sql = String::from(
         "INSERT INTO messages (id, conversation_id, role, persona, model, content, status, \
@@ -241,6 +242,7 @@ pub(super) fn insert_turn_sql(rows: usize) -> String {
         sql.push_str(&at(8));
         sql.push(')');
     }
+    sql.push_str(returning);
     sql
 }
 
@@ -249,7 +251,7 @@ mod tests {
     #[test]
     fn a_turn_insert_numbers_every_value() {
         assert_eq!(
-            super::insert_turn_sql(2)
+            super::insert_turn_sql(2, "")
                 .split_once("VALUES ")
                 .map(|(_, values)| values),
             Some(

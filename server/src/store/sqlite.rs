@@ -600,10 +600,7 @@ fn start_turn(
         _ => (Vec::new(), None),
     };
     let rows_of_turn = super::turn_values(turn, parent.as_deref());
-    let sql = format!(
-        "{} RETURNING rowid, id",
-        q::insert_turn_sql(rows_of_turn.len())
-    );
+    let sql = q::insert_turn_sql(rows_of_turn.len(), " RETURNING rowid, id");
     let mut statement = tx.prepare_cached(&sql).map_err(database)?;
     // Borrowed values, in the statement's column order.
     let mut values: Vec<&dyn rusqlite::ToSql> =
