@@ -28,7 +28,7 @@ use crate::personas::{Choice, Persona, Personas};
 use crate::prices::Prices;
 use crate::provider::{ChatMessage, Provider, ProviderError, ProviderEvent, ProviderRequest, Role};
 use crate::store::{
-    Figures, MessageStatus, NewReply, Regenerate, Store, StoreError, StoredMessage, Turn,
+    Figures, HistoryMessage, MessageStatus, NewReply, Regenerate, Store, StoreError, Turn,
     title_from,
 };
 
@@ -618,7 +618,7 @@ fn system_prompt(persona: &Persona) -> ChatMessage {
 /// budgets, oldest first. Empty replies (failed before any text) are skipped; a
 /// message is never cut in the middle.
 fn trim_history(
-    messages: &[StoredMessage],
+    messages: &[HistoryMessage],
     max_messages: usize,
     max_chars: usize,
 ) -> Vec<ChatMessage> {

@@ -104,6 +104,28 @@ pub struct Conversation {
     pub leaf_id: Option<String>,
 }
 
+/// An earlier message a question is sent with ([`Store::start_turn`]): only
+/// what the model is shown, so that reading a long history decodes little.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMessage {
+    /// The message's id.
+    pub id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// Its text, never empty.
+    pub content: String,
+}
+
+impl From<StoredMessage> for HistoryMessage {
+    fn from(message: StoredMessage) -> Self {
+        HistoryMessage {
+            id: message.id,
+            role: message.role,
+            content: message.content,
+        }
+    }
+}
+
 /// A message as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {
@@ -313,8 +335,9 @@ pub trait Store: Send + Sync {
     /// `replace_from`: `NotFound` if no such message in it) made the branch's
     /// last, one `streaming` reply per persona. With `regenerate`, only the
     /// reply's new version. Returns the branch's messages before the question
-    /// (empty unless `include_history`).
-    async fn start_turn(&self, turn: Turn) -> Result<Vec<StoredMessage>, StoreError>;
+    /// that have text, the newest `history_limit` (empty unless
+    /// `include_history`).
+    async fn start_turn(&self, turn: Turn) -> Result<Vec<HistoryMessage>, StoreError>;
 
     /// The conversation `id` for `owner`: created (with `title`) if unknown —
     /// clients choose their own ids — and `Forbidden` if someone else's.
@@ -529,7 +552,7 @@ pub(crate) fn turn_values<'a>(turn: &'a Turn, parent: Option<&'a str>) -> Vec<Tu
 /// branch's last questions and their replies): the shown versions that
 /// have text, the newest `limit` of them, oldest first (an empty reply,
 /// failed before any text, says nothing to the model).
-pub(crate) fn history(rows: Vec<StoredMessage>, anchor: &str, limit: usize) -> Vec<StoredMessage> {
+pub(crate) fn history(rows: Vec<StoredMessage>, anchor: &str, limit: usize) -> Vec<HistoryMessage> {
     history_settled(rows, anchor, limit).0
 }
 
@@ -539,18 +562,16 @@ pub(crate) fn history_settled(
     rows: Vec<StoredMessage>,
     anchor: &str,
     limit: usize,
-) -> (Vec<StoredMessage>, bool) {
+) -> (Vec<HistoryMessage>, bool) {
     let shown = branch::shown(rows, Some(anchor));
     let settled = shown.iter().all(|m| m.status != MessageStatus::Streaming);
-    let mut shown: Vec<StoredMessage> = shown
+    let mut shown: Vec<HistoryMessage> = shown
         .into_iter()
         .filter(|m| !m.content.is_empty())
+        .map(HistoryMessage::from)
         .collect();
     let skip = shown.len().saturating_sub(limit);
     shown.drain(..skip);
-    for message in &mut shown {
-        message.versions = Vec::new();
-    }
     (shown, settled)
 }
 

@@ -86,12 +86,10 @@ pub(super) const BRANCH_MESSAGES: &str = branch_messages!(message_columns!());
 /// [`BRANCH_MESSAGES`] with each row's rowid after its columns (SQLite).
 pub(super) const BRANCH_MESSAGES_ROWIDS: &str = branch_messages!(message_columns!(), ", rowid");
 
-/// One message by rowid (SQLite), its columns in the readers' order.
-pub(super) const MESSAGE_BY_ROWID: &str = concat!(
-    "SELECT ",
-    message_columns!(),
-    " FROM messages WHERE rowid = $1"
-);
+/// What a history shows of message `$1` (a rowid, SQLite) if it is in
+/// conversation `$2`: its id, role and text.
+pub(super) const HISTORY_BY_ROWID: &str =
+    "SELECT id, role, content FROM messages WHERE rowid = $1 AND conversation_id = $2";
 
 /// Marks a conversation as just updated.
 pub(super) const TOUCH_CONVERSATION: &str =

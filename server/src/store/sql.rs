@@ -16,8 +16,8 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 use super::queries::{self as q, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use super::writer::Writer;
 use super::{
-    Conversation, ConversationPage, Figures, MessageStatus, NewMessage, Regenerate, SearchHit,
-    SearchPage, Share, Store, StoreError, StoredMessage, Turn, branch, now_ms,
+    Conversation, ConversationPage, Figures, HistoryMessage, MessageStatus, NewMessage, Regenerate,
+    SearchHit, SearchPage, Share, Store, StoreError, StoredMessage, Turn, branch, now_ms,
 };
 
 /// One migration embedded in the binary: its SQL for SQLite and for
@@ -315,7 +315,7 @@ pub(super) enum Answer {
     Done,
     Count(u64),
     Conversation(Conversation),
-    History(Vec<StoredMessage>),
+    History(Vec<HistoryMessage>),
     Share(Share),
 }
 
@@ -595,7 +595,7 @@ fn share_from_row(row: &AnyRow) -> Result<Share, sqlx::Error> {
 async fn start_turn(
     connection: &mut AnyConnection,
     turn: &Turn,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<HistoryMessage>, StoreError> {
     let now = super::tick();
     let leaf = claim(connection, turn, now).await?;
     // The question the new one follows, which is also where the history ends.
@@ -794,7 +794,7 @@ impl Answer {
         StoreError::UnexpectedAnswer(format!("wanted {wanted}, got {got}"))
     }
 
-    fn history(self) -> Result<Vec<StoredMessage>, StoreError> {
+    fn history(self) -> Result<Vec<HistoryMessage>, StoreError> {
         match self {
             Answer::History(history) => Ok(history),
             other => Err(other.unexpected("a history")),
@@ -825,7 +825,7 @@ impl Answer {
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
-    async fn start_turn(&self, turn: Turn) -> Result<Vec<StoredMessage>, StoreError> {
+    async fn start_turn(&self, turn: Turn) -> Result<Vec<HistoryMessage>, StoreError> {
         let answer = self.write(Write::StartTurn(turn)).await?;
         answer.history()
     }

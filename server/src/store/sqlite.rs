@@ -27,7 +27,10 @@ use super::queries as q;
 use super::recent::{Recent, Reply};
 use super::sql::{Answer, OwnedMessage, Write, new_share};
 use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
-use super::{Conversation, Figures, MessageStatus, Share, StoreError, StoredMessage, Turn, now_ms};
+use super::{
+    Conversation, Figures, HistoryMessage, MessageStatus, Share, StoreError, StoredMessage, Turn,
+    now_ms,
+};
 
 /// Opens the database file at `path` for writing and starts its writer thread
 /// (and the thread that checkpoints its WAL).
@@ -548,7 +551,7 @@ fn start_turn(
     tx: &Transaction<'_>,
     turn: &Turn,
     recent: &mut Recent,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<HistoryMessage>, StoreError> {
     let now = super::tick();
     let leaf: Option<String> = tx
         .prepare_cached(q::CLAIM_CONVERSATION)
@@ -665,7 +668,7 @@ fn branch_history(
     tx: &Transaction<'_>,
     anchor: &str,
     limit: usize,
-) -> Result<(Vec<StoredMessage>, Option<Vec<i64>>), StoreError> {
+) -> Result<(Vec<HistoryMessage>, Option<Vec<i64>>), StoreError> {
     let depth = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut statement = tx
         .prepare_cached(q::BRANCH_MESSAGES_ROWIDS)
@@ -698,23 +701,29 @@ fn branch_history(
     Ok((history, kept))
 }
 
-/// The messages at `rows`, in order; `None` if one is gone or not in
-/// `conversation` (then the history is read the long way).
+/// What a history shows of the messages at `rows`, in order; `None` if one
+/// is gone or not in `conversation` (then the history is read the long way).
 fn read_rows(
     tx: &Transaction<'_>,
     rows: &[i64],
     conversation: &str,
-) -> Result<Option<Vec<StoredMessage>>, StoreError> {
-    let mut statement = tx.prepare_cached(q::MESSAGE_BY_ROWID).map_err(database)?;
+) -> Result<Option<Vec<HistoryMessage>>, StoreError> {
+    let mut statement = tx.prepare_cached(q::HISTORY_BY_ROWID).map_err(database)?;
     let mut messages = Vec::with_capacity(rows.len());
     for rowid in rows {
         let message = statement
-            .query_row(params![rowid], message_from_row)
+            .query_row(params![rowid, conversation], |row| {
+                Ok(HistoryMessage {
+                    id: row.get(0)?,
+                    role: row.get(1)?,
+                    content: row.get(2)?,
+                })
+            })
             .optional()
             .map_err(database)?;
         match message {
-            Some(message) if message.conversation_id == conversation => messages.push(message),
-            _ => return Ok(None),
+            Some(message) => messages.push(message),
+            None => return Ok(None),
         }
     }
     Ok(Some(messages))
