@@ -4,11 +4,11 @@
 //! ([`Sequenced`], shared by `Arc` with their cached encodings: one encoding per
 //! dialect however many readers). Older events are only read by a client
 //! resuming from far back, so their tokens are kept as text in one buffer
-//! (a few bytes of bookkeeping per token instead of an event, its `Arc`, its
+//! (four bytes of bookkeeping per token instead of an event, its `Arc`, its
 //! `String` and its encodings) and rebuilt as events when such a reader asks.
 //! A finished stream is compacted whole once its last reader has left
-//! ([`ReplayLog::compact_all`]), so a reply kept for replay costs little more
-//! than its text.
+//! ([`ReplayLog::compact_all`]), its few other events without their cached
+//! encodings, so a reply kept for replay costs little more than its text.
 //!
 //! The log is bounded (events and bytes). When old events are dropped, a reader
 //! that needs them gets [`HubError::Expired`]: recovery is all or nothing, never
@@ -31,7 +31,14 @@ pub(super) const RECENT: usize = 32;
 const EVENT_OVERHEAD: usize = 128;
 
 /// Bytes a compacted token costs beyond its text.
-const COMPACT_OVERHEAD: usize = std::mem::size_of::<Old>();
+const COMPACT_OVERHEAD: usize = std::mem::size_of::<u32>();
+
+/// Marks an old event kept whole (in `wholes`) rather than as text.
+const WHOLE: u32 = 1 << 31;
+
+/// Most bytes of compacted text (offsets keep the high bit for [`WHOLE`]);
+/// a token past it is kept whole.
+const MAX_TEXT: usize = (WHOLE - 1) as usize;
 
 /// Most wakers one stream holds between two publishes. Past it, every waiting
 /// reader is woken early and registers again, so readers that come and go
@@ -39,25 +46,24 @@ const COMPACT_OVERHEAD: usize = std::mem::size_of::<Old>();
 /// cannot grow the list.
 const MAX_WAKERS: usize = 64;
 
-/// An old event.
-enum Old {
-    /// A token whose text is `text[start..start + len]`.
-    Token { start: u32, len: u32 },
-    /// Any other event, kept whole (there are few: start, progress, the end).
-    Whole(Arc<Sequenced>),
-}
-
 /// One stream's history.
 pub(super) struct ReplayLog {
     /// The stream, for the events rebuilt from old ones.
     stream_id: Arc<str>,
     /// The seq of the oldest event kept; grows when old events are dropped.
     first_seq: u64,
-    /// The oldest events, compacted, from `first_seq`.
-    old: VecDeque<Old>,
+    /// The oldest events, compacted, from `first_seq`: for each, where its
+    /// text ends in `text` (it starts where the one before ends, the first
+    /// at `dead`), with [`WHOLE`] set for an event kept whole in `wholes`
+    /// (which has no text there).
+    old: VecDeque<u32>,
+    /// The old events kept whole, oldest first (there are few: the start,
+    /// progress, the end).
+    wholes: VecDeque<Arc<Sequenced>>,
     /// The text of the compacted tokens, back to back.
     text: String,
-    /// Bytes at the start of `text` whose tokens were dropped.
+    /// Bytes at the start of `text` whose tokens were dropped: where the
+    /// oldest event's text starts.
     dead: usize,
     /// The newest events, whole, after `old`.
     recent: VecDeque<Arc<Sequenced>>,
@@ -91,6 +97,7 @@ impl ReplayLog {
             stream_id,
             first_seq: 1,
             old: VecDeque::new(),
+            wholes: VecDeque::new(),
             text: String::new(),
             dead: 0,
             recent: VecDeque::new(),
@@ -153,7 +160,14 @@ impl ReplayLog {
         while !self.recent.is_empty() {
             self.compact_oldest();
         }
+        // Nobody is reading along any more: a late reader encodes again.
+        for event in &mut self.wholes {
+            if let Some(event) = Arc::get_mut(event) {
+                event.forget_encodings();
+            }
+        }
         self.old.shrink_to_fit();
+        self.wholes.shrink_to_fit();
         self.text.shrink_to_fit();
         self.recent.shrink_to_fit();
     }
@@ -163,36 +177,32 @@ impl ReplayLog {
         let Some(event) = self.recent.pop_front() else {
             return;
         };
-        let old = match &event.event {
-            StreamEvent::Token(token) => {
-                match (u32::try_from(self.text.len()), u32::try_from(token.len())) {
-                    (Ok(start), Ok(len)) if start.checked_add(len).is_some() => {
-                        self.text.push_str(token);
-                        Old::Token { start, len }
-                    }
-                    // Beyond 4 GiB of text: keep it whole rather than overflow.
-                    _ => Old::Whole(event.clone()),
-                }
+        match &event.event {
+            // Past `MAX_TEXT` of text (2 GiB) a token is kept whole rather
+            // than overflow the offsets.
+            StreamEvent::Token(token) if self.text.len() + token.len() <= MAX_TEXT => {
+                self.text.push_str(token);
+                self.bytes = self.bytes - whole_cost(&event.event) + COMPACT_OVERHEAD + token.len();
+                self.old.push_back(self.text.len() as u32);
             }
-            _ => Old::Whole(event.clone()),
-        };
-        if let Old::Token { len, .. } = old {
-            self.bytes = self.bytes - whole_cost(&event.event) + COMPACT_OVERHEAD + len as usize;
+            _ => {
+                self.old.push_back(self.text.len() as u32 | WHOLE);
+                self.wholes.push_back(event);
+            }
         }
-        self.old.push_back(old);
     }
 
     /// Drops the oldest event.
     fn drop_oldest(&mut self) {
-        if let Some(old) = self.old.pop_front() {
-            match old {
-                Old::Token { len, .. } => {
-                    self.bytes -= COMPACT_OVERHEAD + len as usize;
-                    self.dead += len as usize;
-                    self.reclaim_text();
-                }
-                Old::Whole(event) => self.bytes -= whole_cost(&event.event),
+        if let Some(end) = self.old.pop_front() {
+            if end & WHOLE == 0 {
+                let len = end as usize - self.dead;
+                self.bytes -= COMPACT_OVERHEAD + len;
+            } else if let Some(event) = self.wholes.pop_front() {
+                self.bytes -= whole_cost(&event.event);
             }
+            self.dead = (end & !WHOLE) as usize;
+            self.reclaim_text();
         } else if let Some(event) = self.recent.pop_front() {
             self.bytes -= whole_cost(&event.event);
         } else {
@@ -209,31 +219,34 @@ impl ReplayLog {
         }
         let dead = self.dead;
         self.text.drain(..dead);
-        let shift = u32::try_from(dead).unwrap_or(u32::MAX);
-        for old in &mut self.old {
-            if let Old::Token { start, .. } = old {
-                *start = start.saturating_sub(shift);
-            }
+        // `dead` is at most the end of every old event: no offset underflows.
+        let shift = dead as u32;
+        for end in &mut self.old {
+            *end -= shift;
         }
         self.dead = 0;
     }
 
     /// The event at `index` (0 is `first_seq`).
     fn get(&self, index: usize) -> Option<Arc<Sequenced>> {
-        match self.old.get(index) {
-            Some(Old::Whole(event)) => Some(event.clone()),
-            Some(Old::Token { start, len }) => {
-                let start = *start as usize;
-                let text = self.text.get(start..start + *len as usize)?;
-                let seq = self.first_seq + index as u64;
-                Some(Arc::new(Sequenced::new(
-                    self.stream_id.clone(),
-                    seq,
-                    StreamEvent::Token(text.to_owned()),
-                )))
-            }
-            None => self.recent.get(index - self.old.len()).cloned(),
+        let Some(&end) = self.old.get(index) else {
+            return self.recent.get(index - self.old.len()).cloned();
+        };
+        let seq = self.first_seq + index as u64;
+        if end & WHOLE != 0 {
+            let at = self.wholes.binary_search_by_key(&seq, |e| e.seq).ok()?;
+            return self.wholes.get(at).cloned();
         }
+        let start = match index {
+            0 => self.dead,
+            _ => (self.old[index - 1] & !WHOLE) as usize,
+        };
+        let text = self.text.get(start..end as usize)?;
+        Some(Arc::new(Sequenced::new(
+            self.stream_id.clone(),
+            seq,
+            StreamEvent::Token(text.to_owned()),
+        )))
     }
 
     /// Appends events with seq > `after` (at most `max`) to `out`; whether the
@@ -347,8 +360,19 @@ mod tests {
                 );
             }
         }
+        // Live readers encoded every event they read.
+        let mut out = Vec::new();
+        log.read_after(0, usize::MAX, &mut out, None).unwrap();
+        for event in out.drain(..) {
+            event.encoded(0, |_| bytes::Bytes::from_static(b"frame"));
+        }
+        assert!(log.wholes.iter().all(|e| e.first.get().is_some()));
         log.compact_all();
         assert!(log.recent.is_empty());
+        assert!(
+            log.wholes.iter().all(|e| e.first.get().is_none()),
+            "a compacted stream keeps no encodings"
+        );
         assert_eq!(
             read(&mut log, 0, usize::MAX),
             expected(&events, 0, usize::MAX)

@@ -81,6 +81,13 @@ impl Sequenced {
         };
         cell.get_or_init(|| encode(self)).clone()
     }
+
+    /// Drops the cached encodings (a finished stream kept for a late reader,
+    /// who encodes again).
+    pub(super) fn forget_encodings(&mut self) {
+        self.first = OnceLock::new();
+        self.others = OnceLock::new();
+    }
 }
 
 /// How much of a stream's history is kept for replay.
