@@ -131,6 +131,9 @@ fn token_frame(stream_id: &str, seq: u64, token: &str) -> Bytes {
 
 /// A token frame: one token (`first_seq` absent), or several coalesced
 /// (`first_seq`..=`seq`); with the reply so far when the client asked for it.
+/// Written by hand, the fields in `ServerEvent::Token`'s order (a test checks
+/// it is the same JSON): nearly every frame is one, and their text rarely
+/// needs escaping.
 fn tokens_frame(
     stream_id: &str,
     first_seq: Option<u64>,
@@ -138,32 +141,55 @@ fn tokens_frame(
     token: &str,
     partial_response: Option<&str>,
 ) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct Token<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        stream_id: &'a str,
-        seq: u64,
-        token: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        first_seq: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        partial_response: Option<&'a str>,
-    }
-    let mut out = Vec::with_capacity(48 + stream_id.len() + token.len());
-    // Writing into a Vec cannot fail: every key is a string.
-    let _ = serde_json::to_writer(
-        &mut out,
-        &Token {
-            kind: "token",
-            stream_id,
-            seq,
-            token,
-            first_seq,
-            partial_response,
-        },
+    let mut out = Vec::with_capacity(
+        80 + stream_id.len() + token.len() + partial_response.map_or(0, |p| 24 + p.len()),
     );
+    out.extend_from_slice(br#"{"type":"token","stream_id":"#);
+    json_string(&mut out, stream_id);
+    out.extend_from_slice(br#","seq":"#);
+    json_u64(&mut out, seq);
+    out.extend_from_slice(br#","token":"#);
+    json_string(&mut out, token);
+    if let Some(first_seq) = first_seq {
+        out.extend_from_slice(br#","first_seq":"#);
+        json_u64(&mut out, first_seq);
+    }
+    if let Some(partial) = partial_response {
+        out.extend_from_slice(br#","partial_response":"#);
+        json_string(&mut out, partial);
+    }
+    out.push(b'}');
     Bytes::from(out)
+}
+
+/// Appends `text` as a JSON string: copied as it is unless something in it
+/// needs escaping (a quote, a backslash, a control character), then escaped
+/// as serde_json escapes it.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
+/// Appends `n` in decimal.
+fn json_u64(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The human text of a progress step (seed 003's wording).
@@ -407,6 +433,45 @@ mod tests {
                 Native::server_event(&event).to_json(),
                 "{text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_coalesced_token_frame_is_the_json_of_its_fields() {
+        #[derive(serde::Serialize)]
+        struct Token<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            stream_id: &'a str,
+            seq: u64,
+            token: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            first_seq: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            partial_response: Option<&'a str>,
+        }
+        let texts = [
+            "plain",
+            "quote \" and \\ and \n\t\u{1}",
+            "ünïcødé ✓ \u{7f}",
+            "",
+        ];
+        for text in texts {
+            for (first_seq, seq) in [(None, 0), (Some(3), 9), (None, u64::MAX)] {
+                for partial in [None, Some(text), Some("so \"far\"")] {
+                    let frame = tokens_frame("s-1\"", first_seq, seq, text, partial);
+                    let expected = serde_json::to_string(&Token {
+                        kind: "token",
+                        stream_id: "s-1\"",
+                        seq,
+                        token: text,
+                        first_seq,
+                        partial_response: partial,
+                    })
+                    .unwrap();
+                    assert_eq!(std::str::from_utf8(&frame).unwrap(), expected);
+                }
+            }
         }
     }
 
