@@ -149,8 +149,19 @@ impl Tokens<'_> {
     fn next_end(&self) -> Option<usize> {
         let rest = self.text.get(self.at..).filter(|rest| !rest.is_empty())?;
         let mut in_word = false;
-        for (i, ch) in rest.char_indices() {
-            if !ch.is_whitespace() {
+        let mut i = 0;
+        while i < rest.len() {
+            // Bytes, not chars: nearly all text is ASCII; a multi-byte char
+            // is decoded where it starts.
+            let (whitespace, width) = match rest.as_bytes()[i] {
+                b' ' | b'\t'..=b'\r' => (true, 1),
+                byte if byte.is_ascii() => (false, 1),
+                _ => rest[i..]
+                    .chars()
+                    .next()
+                    .map_or((false, 1), |ch| (ch.is_whitespace(), ch.len_utf8())),
+            };
+            if !whitespace {
                 in_word = true;
             } else if in_word {
                 let end = self.at + i;
@@ -161,6 +172,7 @@ impl Tokens<'_> {
                     end
                 });
             }
+            i += width;
         }
         Some(self.text.len())
     }
@@ -596,6 +608,11 @@ mod tests {
         assert_eq!(split_tokens("  lead"), vec!["  lead"]);
         assert_eq!(split_tokens("a b \n"), vec!["a", " b \n"]);
         assert_eq!(split_tokens("   "), vec!["   "]);
+        // Whitespace is Unicode's, ASCII or not.
+        assert_eq!(
+            split_tokens("a\u{a0}b\x0bc\u{2003}\u{2003}dé f"),
+            vec!["a", "\u{a0}b", "\x0bc", "\u{2003}\u{2003}dé", " f"]
+        );
         assert!(split_tokens("").is_empty());
     }
 
