@@ -58,24 +58,20 @@ impl Provider for DemoProvider {
             .map(|m| m.content.as_str());
         // With sources, the reply opens with the best one's key sentence, cited.
         let cited = cited(&question, &request.sources).unwrap_or_default();
-        let reply = |min_tokens| {
-            let mut text = cited.clone();
-            text.push_str(&persona_reply_text(
-                &request.persona,
-                instructions,
-                &question,
-                min_tokens,
-            ));
-            text
-        };
+        // The cited sentence ends in whitespace and the reply starts with a
+        // word, so their tokens add up.
+        let cited_tokens = count_tokens(&cited);
+        let (reply, reply_tokens) =
+            persona_reply(&request.persona, instructions, &question, self.tokens);
+        let mut text = cited;
+        text.push_str(&reply);
         // About `tokens` words, ending where a sentence ends; cut exactly only when
         // the structured part alone is longer, or at the request's max_tokens.
-        let text = reply(self.tokens);
-        let structured = count_tokens(&reply(0));
+        let structured = cited_tokens + reply_tokens.structured;
         let natural = if structured >= self.tokens {
             self.tokens
         } else {
-            count_tokens(&text)
+            cited_tokens + reply_tokens.all
         };
         let limit = request
             .max_tokens
@@ -467,6 +463,25 @@ pub fn persona_reply_text(
     question: &str,
     min_tokens: usize,
 ) -> String {
+    persona_reply(persona, system_prompt, question, min_tokens).0
+}
+
+/// How many tokens a reply has: its structured part (before the filler
+/// sentences) and all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReplyTokens {
+    structured: usize,
+    all: usize,
+}
+
+/// [`persona_reply_text`], with its token counts (counted as it is built,
+/// not by splitting it again).
+fn persona_reply(
+    persona: &str,
+    system_prompt: Option<&str>,
+    question: &str,
+    min_tokens: usize,
+) -> (String, ReplyTokens) {
     let voice = voice(persona);
     let hash = fnv1a(question);
     let pick = |salt: u64, len: usize| {
@@ -497,7 +512,8 @@ pub fn persona_reply_text(
     text.push_str(&(voice.example)(&topic, words, question));
     // Count as we go: re-splitting the whole text per sentence would be quadratic.
     let mut filler = pick(3, voice.filler.len());
-    let mut count = count_tokens(&text);
+    let structured = count_tokens(&text);
+    let mut count = structured;
     while count < min_tokens {
         let sentence = voice.filler[filler % voice.filler.len()];
         text.push('\n');
@@ -506,7 +522,13 @@ pub fn persona_reply_text(
         count += sentence.split_whitespace().count();
         filler += 1;
     }
-    text
+    (
+        text,
+        ReplyTokens {
+            structured,
+            all: count,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -588,6 +610,42 @@ mod tests {
             })
             .collect();
         (text, events)
+    }
+
+    #[test]
+    fn a_reply_counts_its_tokens_as_a_split_of_it_would() {
+        let sources = vec![rill_protocol::documents::Source {
+            id: "d:1".into(),
+            content: "Refunds are paid within 14 days.".into(),
+            metadata: rill_protocol::documents::SourceMetadata {
+                document_id: "d".into(),
+                filename: "handbook.pdf".into(),
+                page: None,
+            },
+            score: 1.0,
+        }];
+        for persona in ["assistant", "data_scientist", "rust_expert", "pirate"] {
+            for question in ["Why?", "  How do  I\nsort a `Vec`?  ", "ünïcødé ✓ question"] {
+                for min_tokens in [0, 1, 40, 200, 1000] {
+                    let (text, counted) =
+                        persona_reply(persona, Some("Be brief."), question, min_tokens);
+                    let structured = persona_reply(persona, Some("Be brief."), question, 0).0;
+                    assert_eq!(
+                        counted.all,
+                        count_tokens(&text),
+                        "{persona} {question:?} {min_tokens}"
+                    );
+                    assert_eq!(counted.structured, count_tokens(&structured));
+                    assert!(counted.all >= min_tokens);
+                    let cited = cited(question, &sources).unwrap();
+                    assert_eq!(
+                        count_tokens(&format!("{cited}{text}")),
+                        count_tokens(&cited) + counted.all,
+                        "a cited opening and the reply add up"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
