@@ -261,6 +261,12 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_STREAM_RETENTION_SECS", default_value_t = 300)]
     pub stream_retention_secs: u64,
 
+    /// Most bytes the finished streams kept for replay hold together (their
+    /// text plus an estimate per event and per stream); past it the oldest
+    /// are dropped before their retention ends.
+    #[arg(long, env = "RILL_STREAM_RETENTION_MAX_BYTES", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub stream_retention_max_bytes: u64,
+
     /// Seconds a stream with no attached client keeps generating before it is cancelled.
     #[arg(long, env = "RILL_DETACH_GRACE", default_value_t = 60)]
     pub detach_grace: u64,
@@ -387,6 +393,8 @@ pub struct Config {
     pub documents: crate::documents::DocumentLimits,
     /// Replay window after a stream ends.
     pub stream_retention: Duration,
+    /// Most bytes the finished streams inside that window hold together.
+    pub stream_retention_budget: usize,
     /// The site directory when not embedded.
     pub site_root: PathBuf,
     /// How long a stream nobody watches keeps generating.
@@ -493,6 +501,8 @@ impl Config {
                 open_indexes: args.max_open_indexes as usize,
             },
             stream_retention: Duration::from_secs(args.stream_retention_secs),
+            stream_retention_budget: usize::try_from(args.stream_retention_max_bytes)
+                .unwrap_or(usize::MAX),
             site_root: args.site_root.clone(),
             detach_grace: Duration::from_secs(args.detach_grace),
             replay: crate::hub::ReplayLimits {
@@ -640,6 +650,10 @@ mod tests {
             ("--personas", "RILL_PERSONAS"),
             ("--prices", "RILL_PRICES"),
             ("--stream-retention-secs", "RILL_STREAM_RETENTION_SECS"),
+            (
+                "--stream-retention-max-bytes",
+                "RILL_STREAM_RETENTION_MAX_BYTES",
+            ),
             (
                 "--max-streams-per-connection",
                 "RILL_MAX_STREAMS_PER_CONNECTION",

@@ -141,7 +141,11 @@ impl AppState {
             );
         }
         let store: Arc<dyn Store> = store;
-        let hub: Arc<dyn Hub> = Arc::new(MemoryHub::new(config.stream_retention, config.replay));
+        let hub: Arc<dyn Hub> = Arc::new(MemoryHub::with_budget(
+            config.stream_retention,
+            config.replay,
+            config.stream_retention_budget,
+        ));
         let provider: Arc<dyn Provider> = match &config.provider {
             ProviderConfig::Demo => {
                 Arc::new(DemoProvider::new(config.demo_delay, config.demo_tokens))

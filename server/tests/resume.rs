@@ -121,6 +121,40 @@ async fn resume_before_the_replay_window_is_stream_not_found() {
 }
 
 #[tokio::test]
+async fn past_the_retention_budget_the_oldest_finished_stream_is_stream_not_found() {
+    // Each finished 2,000-token stream counts about 20 KB: two fit.
+    let server = start_with(|c| {
+        c.stream_retention_budget = 50_000;
+        c.demo_tokens = 2000;
+        c.demo_delay = Duration::ZERO;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (started, _) = start_stream(&server, json!({"message": format!("question {i}")})).await;
+        wait_finished(&server, &started[0]).await;
+        ids.push(started[0].clone());
+    }
+    let mut ws = server.ws().await;
+    send(
+        &mut ws,
+        json!({"type": "resume", "stream_id": ids[0], "after_seq": 0}),
+    )
+    .await;
+    let error = recv(&mut ws).await;
+    assert_eq!(error["code"], "STREAM_NOT_FOUND", "{error}");
+    // The newest is whole.
+    send(
+        &mut ws,
+        json!({"type": "resume", "stream_id": ids[4], "after_seq": 0}),
+    )
+    .await;
+    let replay = recv_until_done(&mut ws, 1).await;
+    assert_eq!(replay.first().unwrap()["seq"], 1);
+    assert_eq!(replay.last().unwrap()["type"], "complete");
+}
+
+#[tokio::test]
 async fn a_stream_nobody_attaches_to_is_cancelled_after_the_detach_grace() {
     let server = start_with(|c| {
         c.detach_grace = Duration::from_millis(300);

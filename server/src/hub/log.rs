@@ -130,9 +130,9 @@ impl ReplayLog {
         self.recent.is_empty()
     }
 
-    /// Estimated bytes held (for tests and the byte bound).
-    #[cfg(test)]
-    fn bytes(&self) -> usize {
+    /// Estimated bytes held (the byte bound, and the hub's budget for
+    /// finished streams).
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 

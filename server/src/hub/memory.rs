@@ -16,7 +16,7 @@
 //! that needs them gets [`HubError::Expired`]: recovery is all or nothing, never
 //! a partial replay presented as complete.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
@@ -52,20 +52,64 @@ struct Inner {
     /// Streams still generating: incremented at create, decremented by the
     /// terminal event (which every stream gets, even if its writer panics).
     running: AtomicUsize,
+    /// The finished streams inside their retention window, oldest first.
+    retained: Mutex<Retained>,
+    /// Most bytes the finished streams may hold together: past it the oldest
+    /// are dropped before their retention window ends.
+    retained_budget: usize,
 }
+
+/// The finished streams still kept, in the order they finished: the bytes
+/// each holds (its replay log's estimate plus [`RETAINED_OVERHEAD`]) and
+/// when its retention window ends.
+#[derive(Default)]
+struct Retained {
+    order: VecDeque<Kept>,
+    bytes: usize,
+}
+
+/// A finished stream in [`Retained`].
+struct Kept {
+    id: Arc<str>,
+    bytes: usize,
+    until: tokio::time::Instant,
+}
+
+/// Bytes a finished stream holds beyond its replay log: the stream itself,
+/// its entry in the map, its retention timer.
+const RETAINED_OVERHEAD: usize = 1024;
+
+/// The default budget of the finished streams kept for replay (256 MiB).
+pub const DEFAULT_RETAINED_BUDGET: usize = 256 << 20;
 
 impl MemoryHub {
     /// An empty hub whose finished streams stay replayable for `retention`, each
-    /// keeping at most `limits` of history.
+    /// keeping at most `limits` of history, all of them together at most
+    /// [`DEFAULT_RETAINED_BUDGET`].
     pub fn new(retention: Duration, limits: ReplayLimits) -> Self {
+        Self::with_budget(retention, limits, DEFAULT_RETAINED_BUDGET)
+    }
+
+    /// [`MemoryHub::new`] whose finished streams hold at most `budget` bytes
+    /// together: past it, the oldest finished streams are dropped before
+    /// their retention window ends (a late resume gets `NotFound`, as after
+    /// the window; the newest finished stream is always kept).
+    pub fn with_budget(retention: Duration, limits: ReplayLimits, budget: usize) -> Self {
         MemoryHub {
             inner: Arc::new(Inner {
                 streams: Mutex::new(HashMap::new()),
                 retention,
                 limits,
                 running: AtomicUsize::new(0),
+                retained: Mutex::new(Retained::default()),
+                retained_budget: budget,
             }),
         }
+    }
+
+    /// Bytes the finished streams kept for replay hold (estimated).
+    pub fn retained_bytes(&self) -> usize {
+        lock(&self.inner.retained).bytes
     }
 
     /// How many streams are running or retained.
@@ -373,7 +417,9 @@ impl StreamWriter for MemoryWriter {
         }
         if terminal && let Some(hub) = self.hub.upgrade() {
             hub.running.fetch_sub(1, Ordering::Relaxed);
-            expire_later(&hub, &self.stream);
+            let bytes = RETAINED_OVERHEAD + self.stream.log().bytes();
+            hub.retain(self.stream.id.clone(), bytes);
+            expire_later(&hub);
         }
         seq
     }
@@ -417,17 +463,73 @@ fn watch_detach(stream: &Arc<MemoryStream>, grace: Duration) {
     });
 }
 
+impl Inner {
+    /// Counts a stream that has just finished against the budget, dropping
+    /// the oldest finished streams while the budget is exceeded.
+    fn retain(&self, id: Arc<str>, bytes: usize) {
+        let until = tokio::time::Instant::now() + self.retention;
+        let mut dropped = Vec::new();
+        {
+            let mut retained = lock(&self.retained);
+            retained.order.push_back(Kept { id, bytes, until });
+            retained.bytes += bytes;
+            while retained.bytes > self.retained_budget && retained.order.len() > 1 {
+                if let Some(oldest) = retained.order.pop_front() {
+                    retained.bytes -= oldest.bytes;
+                    dropped.push(oldest.id);
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::debug!(
+                dropped = dropped.len(),
+                "finished streams dropped before their retention ended: the budget is spent"
+            );
+            self.drop_streams(&dropped);
+        }
+    }
+
+    /// Drops the finished streams whose retention window has passed (those
+    /// the budget has not dropped already). They finished in order, so they
+    /// are the oldest.
+    fn expire(&self) {
+        let now = tokio::time::Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut retained = lock(&self.retained);
+            while let Some(oldest) = retained.order.pop_front() {
+                if oldest.until > now {
+                    retained.order.push_front(oldest);
+                    break;
+                }
+                retained.bytes -= oldest.bytes;
+                expired.push(oldest.id);
+            }
+        }
+        self.drop_streams(&expired);
+    }
+
+    fn drop_streams(&self, ids: &[Arc<str>]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut streams = lock(&self.streams);
+        for id in ids {
+            streams.remove(id);
+        }
+    }
+}
+
 /// Drops a finished stream once the retention window has passed.
-fn expire_later(hub: &Arc<Inner>, stream: &Arc<MemoryStream>) {
+fn expire_later(hub: &Arc<Inner>) {
     let retention = hub.retention;
     let hub = Arc::downgrade(hub);
-    let id = stream.id.clone();
     // Outside a runtime (unit tests of the writer) the stream simply stays.
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             tokio::time::sleep(retention).await;
             if let Some(hub) = hub.upgrade() {
-                lock(&hub.streams).remove(&id);
+                hub.expire();
             }
         });
     }
@@ -633,6 +735,44 @@ mod tests {
         assert!(hub.info(&id).is_some(), "still inside retention");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(hub.info(&id).is_none(), "dropped after retention");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_budget_the_oldest_finished_streams_go_first() {
+        let text = "x".repeat(4000);
+        // Room for about three such streams.
+        let budget = 3 * (RETAINED_OVERHEAD + 4000 + 4 * 128) + 100;
+        let hub = MemoryHub::with_budget(Duration::from_secs(300), ReplayLimits::default(), budget);
+        let mut ids = Vec::new();
+        let mut readers = Vec::new();
+        for i in 0..10 {
+            let mut writer = create(&hub);
+            let id = writer.id().clone();
+            if i == 0 {
+                // A reader already attached keeps reading a dropped stream.
+                readers.push(hub.attach(&id, 0).unwrap());
+            }
+            writer.publish(token(&text));
+            writer.publish(end());
+            assert!(hub.retained_bytes() <= budget, "within the budget");
+            ids.push(id);
+        }
+        let kept: Vec<bool> = ids.iter().map(|id| hub.info(id).is_some()).collect();
+        assert_eq!(kept.iter().filter(|k| **k).count(), 3, "{kept:?}");
+        assert!(kept[7] && kept[8] && kept[9], "the newest stay: {kept:?}");
+        assert_eq!(hub.attach(&ids[0], 0).err(), Some(HubError::NotFound));
+        assert_eq!(drain(readers.pop().unwrap()).await, vec![1, 2]);
+        // A stream larger than the whole budget is still kept, alone.
+        let mut writer = create(&hub);
+        let big = writer.id().clone();
+        writer.publish(token(&"y".repeat(budget)));
+        writer.publish(end());
+        assert!(hub.info(&big).is_some());
+        assert_eq!(hub.len(), 1);
+        // Retention still ends them, and the account with them.
+        tokio::time::sleep(Duration::from_secs(301)).await;
+        assert!(hub.is_empty());
+        assert_eq!(hub.retained_bytes(), 0);
     }
 
     #[tokio::test(start_paused = true)]
