@@ -467,7 +467,12 @@ impl Inner {
     /// Counts a stream that has just finished against the budget, dropping
     /// the oldest finished streams while the budget is exceeded.
     fn retain(&self, id: Arc<str>, bytes: usize) {
-        let until = tokio::time::Instant::now() + self.retention;
+        let now = tokio::time::Instant::now();
+        // Any retention is accepted: one past what an instant can hold is
+        // "never" (30 years), as tokio's own sleep does.
+        let until = now
+            .checked_add(self.retention)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         let mut dropped = Vec::new();
         {
             let mut retained = lock(&self.retained);
@@ -735,6 +740,15 @@ mod tests {
         assert!(hub.info(&id).is_some(), "still inside retention");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(hub.info(&id).is_none(), "dropped after retention");
+    }
+
+    #[tokio::test]
+    async fn any_retention_is_accepted() {
+        let hub = MemoryHub::new(Duration::from_secs(u64::MAX), ReplayLimits::default());
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        writer.publish(end());
+        assert!(hub.info(&id).is_some_and(|i| i.finished));
     }
 
     #[tokio::test(start_paused = true)]
