@@ -28,11 +28,7 @@ async fn a_disconnect_is_not_a_cancel_and_the_stream_can_be_resumed() {
     drop(ws);
     let mut again = server.ws().await;
     let after = seen.last().unwrap()["seq"].as_u64().unwrap();
-    send(
-        &mut again,
-        json!({"type": "resume", "stream_id": stream_id, "after_seq": after}),
-    )
-    .await;
+    send_resume(&mut again, &stream_id, after).await;
     seen.extend(recv_until_done(&mut again, 1).await);
     let (tokens, complete) = check_stream(&seen, &stream_id);
     assert_eq!(
@@ -50,18 +46,10 @@ async fn resuming_twice_on_one_connection_does_not_duplicate() {
     let server = start_with(|c| c.demo_delay = Duration::from_millis(5)).await;
     let (ids, _) = start_stream(&server, json!({"message": "twice"})).await;
     let mut ws = server.ws().await;
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[0], "after_seq": 0}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[0], 0).await;
     let first = recv(&mut ws).await;
     let mut frames = vec![first];
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[0], "after_seq": 1}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[0], 1).await;
     frames.extend(recv_until_done(&mut ws, 1).await);
     // The second attachment replaced the first: frames the first one had already
     // queued may precede it, but from the second attachment's first frame on, the
@@ -100,21 +88,13 @@ async fn resume_before_the_replay_window_is_stream_not_found() {
         .unwrap()
         .last_seq;
     let mut ws = server.ws().await;
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[0], "after_seq": 0}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[0], 0).await;
     let error = recv(&mut ws).await;
     assert_eq!(
         error["code"], "STREAM_NOT_FOUND",
         "never a partial replay: {error}"
     );
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[0], "after_seq": last - 16}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[0], last - 16).await;
     let replay = recv_until_done(&mut ws, 1).await;
     assert_eq!(replay.len(), 16);
     assert_eq!(replay.last().unwrap()["type"], "complete");
@@ -136,19 +116,11 @@ async fn past_the_retention_budget_the_oldest_finished_stream_is_stream_not_foun
         ids.push(started[0].clone());
     }
     let mut ws = server.ws().await;
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[0], "after_seq": 0}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[0], 0).await;
     let error = recv(&mut ws).await;
     assert_eq!(error["code"], "STREAM_NOT_FOUND", "{error}");
     // The newest is whole.
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[4], "after_seq": 0}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[4], 0).await;
     let replay = recv_until_done(&mut ws, 1).await;
     assert_eq!(replay.first().unwrap()["seq"], 1);
     assert_eq!(replay.last().unwrap()["type"], "complete");
@@ -169,11 +141,7 @@ async fn a_stream_nobody_attaches_to_is_cancelled_after_the_detach_grace() {
     assert!(!end["response"].as_str().unwrap().is_empty());
     // The produced text stays available to attachers within retention.
     let mut ws = server.ws().await;
-    send(
-        &mut ws,
-        json!({"type": "resume", "stream_id": ids[0], "after_seq": 0}),
-    )
-    .await;
+    send_resume(&mut ws, &ids[0], 0).await;
     assert_eq!(recv_until_done(&mut ws, 1).await.last().unwrap(), &end);
 }
 
@@ -264,11 +232,7 @@ async fn following_too_many_streams_on_one_connection_is_rate_limited() {
     }
     let mut ws = server.ws().await;
     for id in &ids {
-        send(
-            &mut ws,
-            json!({"type": "resume", "stream_id": id, "after_seq": 0}),
-        )
-        .await;
+        send_resume(&mut ws, id, 0).await;
     }
     // 64 are followed; the 65th is refused among their frames.
     loop {

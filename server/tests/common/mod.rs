@@ -289,6 +289,15 @@ pub async fn send(ws: &mut Ws, frame: Value) {
         .unwrap();
 }
 
+/// Asks to follow stream `stream_id` from after seq `after` (native dialect).
+pub async fn send_resume(ws: &mut Ws, stream_id: &str, after: u64) {
+    send(
+        ws,
+        serde_json::json!({"type": "resume", "stream_id": stream_id, "after_seq": after}),
+    )
+    .await;
+}
+
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::Text(text.into())).await.unwrap();
 }
