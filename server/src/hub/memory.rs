@@ -409,17 +409,20 @@ impl StreamWriter for MemoryWriter {
         self.finished = terminal;
         if terminal {
             self.stream.done.cancel();
-            // Nobody is reading it now: compact at once (otherwise the last
-            // reader to leave does).
-            if *self.stream.attached.borrow() == 0 {
-                self.stream.log().compact_all();
+            let bytes = {
+                let mut log = self.stream.log();
+                // Nobody is reading it now: compact at once (otherwise the
+                // last reader to leave does).
+                if *self.stream.attached.borrow() == 0 {
+                    log.compact_all();
+                }
+                log.bytes()
+            };
+            if let Some(hub) = self.hub.upgrade() {
+                hub.running.fetch_sub(1, Ordering::Relaxed);
+                hub.retain(self.stream.id.clone(), RETAINED_OVERHEAD + bytes);
+                expire_later(&hub);
             }
-        }
-        if terminal && let Some(hub) = self.hub.upgrade() {
-            hub.running.fetch_sub(1, Ordering::Relaxed);
-            let bytes = RETAINED_OVERHEAD + self.stream.log().bytes();
-            hub.retain(self.stream.id.clone(), bytes);
-            expire_later(&hub);
         }
         seq
     }
