@@ -715,4 +715,16 @@ mod tests {
         assert!(Cli::try_parse_from(["rill", "--max-frame-bytes", "10"]).is_err());
         assert!(Cli::try_parse_from(["rill", "--demo-tokens", "0"]).is_err());
     }
+
+    #[test]
+    fn the_retention_budget_is_at_least_a_mebibyte() {
+        let parse =
+            |bytes: &str| Cli::try_parse_from(["rill", "--stream-retention-max-bytes", bytes]);
+        assert!(parse("1048575").is_err());
+        assert!(parse("-1").is_err());
+        assert!(parse("1048576").is_ok());
+        let args = ServerArgs::parse_from(["rill"]);
+        let config = Config::from_args_and_port(&args, None);
+        assert_eq!(config.stream_retention_budget, 256 << 20, "the default");
+    }
 }
