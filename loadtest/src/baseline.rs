@@ -74,6 +74,21 @@ impl Reply {
     }
 }
 
+/// A listener on `addr` with the accept queue rill's has (4096; tokio's
+/// default is 1024). With the default, a burst of 1,000 clients overflowed
+/// the queue and the kernel's SYN retries spread their arrivals over a
+/// second, so the baseline never met the burst the other servers meet.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Serves the baseline on `listener` forever.
 pub async fn serve(listener: TcpListener, reply: Reply, delay: Duration) {
     let reply = Arc::new(reply);

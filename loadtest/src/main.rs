@@ -252,7 +252,7 @@ async fn serve_baseline(args: BaselineArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     client::raise_file_limit();
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+    let listener = match baseline::listen(args.addr) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("rill-loadtest: cannot listen on {}: {error}", args.addr);
