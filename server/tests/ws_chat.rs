@@ -171,6 +171,49 @@ async fn cancel_ends_the_stream_as_cancelled() {
     assert!(frames.len() < 1000);
 }
 
+/// A reply streaming at full speed keeps the connection writing; the client's
+/// frames are still read within a few writes (a ping is answered, a cancel
+/// stops the reply) rather than after the whole reply.
+#[tokio::test]
+async fn a_reply_at_full_speed_does_not_starve_the_clients_frames() {
+    let server = start_with(|c| {
+        c.demo_delay = std::time::Duration::ZERO;
+        c.demo_tokens = 200_000;
+    })
+    .await;
+    let mut ws = server.ws().await;
+    send(&mut ws, json!({"type": "message", "message": "long"})).await;
+    let mut frames = vec![recv(&mut ws).await];
+    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
+    while frames.last().unwrap()["type"] != "token" {
+        frames.push(recv(&mut ws).await);
+    }
+    send(&mut ws, json!({"type": "ping"})).await;
+    loop {
+        let frame = recv(&mut ws).await;
+        assert_ne!(
+            frame["type"], "complete",
+            "the ping waited for the whole reply"
+        );
+        if frame["type"] == "pong" {
+            break;
+        }
+    }
+    send(&mut ws, json!({"type": "cancel", "stream_id": stream_id})).await;
+    // Tokens may arrive coalesced here (the client reads slower than the
+    // server writes): only the end is checked.
+    let rest = recv_until_done(&mut ws, 1).await;
+    let complete = rest.last().unwrap();
+    assert_eq!(complete["type"], "complete", "{complete}");
+    assert_eq!(complete["metadata"]["finish_reason"], "cancelled");
+    let words = complete["response"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .count();
+    assert!(words < 200_000, "the cancel waited for the whole reply");
+}
+
 #[tokio::test]
 async fn resume_after_a_seq_replays_exactly_the_rest() {
     let server = start().await;
