@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_message_streams_start_progress_tokens_complete() {
@@ -146,6 +146,18 @@ async fn the_server_sends_nothing_before_the_first_frame() {
     assert!(early.is_err(), "no unsolicited frame: {early:?}");
 }
 
+/// Asks `question` and reads up to its first token: the frames read and the
+/// stream's id.
+async fn ask_until_first_token(ws: &mut Ws, question: &str) -> (Vec<Value>, String) {
+    send(ws, json!({"type": "message", "message": question})).await;
+    let mut frames = vec![recv(ws).await];
+    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
+    while frames.last().unwrap()["type"] != "token" {
+        frames.push(recv(ws).await);
+    }
+    (frames, stream_id)
+}
+
 #[tokio::test]
 async fn cancel_ends_the_stream_as_cancelled() {
     let server = start_with(|c| {
@@ -154,12 +166,7 @@ async fn cancel_ends_the_stream_as_cancelled() {
     })
     .await;
     let mut ws = server.ws().await;
-    send(&mut ws, json!({"type": "message", "message": "long"})).await;
-    let mut frames = vec![recv(&mut ws).await];
-    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
-    while frames.last().unwrap()["type"] != "token" {
-        frames.push(recv(&mut ws).await);
-    }
+    let (mut frames, stream_id) = ask_until_first_token(&mut ws, "long").await;
     send(&mut ws, json!({"type": "cancel", "stream_id": stream_id})).await;
     frames.extend(recv_until_done(&mut ws, 1).await);
     let (tokens, complete) = check_stream(&frames, &stream_id);
@@ -182,12 +189,7 @@ async fn a_reply_at_full_speed_does_not_starve_the_clients_frames() {
     })
     .await;
     let mut ws = server.ws().await;
-    send(&mut ws, json!({"type": "message", "message": "long"})).await;
-    let mut frames = vec![recv(&mut ws).await];
-    let stream_id = frames[0]["stream_id"].as_str().unwrap().to_owned();
-    while frames.last().unwrap()["type"] != "token" {
-        frames.push(recv(&mut ws).await);
-    }
+    let (_, stream_id) = ask_until_first_token(&mut ws, "long").await;
     send(&mut ws, json!({"type": "ping"})).await;
     loop {
         let frame = recv(&mut ws).await;
