@@ -58,8 +58,35 @@ const MAX_WRITE_BUFFER: usize = 16 * 1024 * 1024;
 /// How long the close frame may take to go out when a connection ends.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 /// Writes of forwarded events before the connection's loop polls its other
-/// sources again (see `run`).
+/// sources again (see [`StreamsFirst`]).
 const STREAMS_IN_A_ROW: u32 = 16;
+
+/// Whether the connection's loop may write its streams' events without
+/// polling the socket, the room, the timers and the shutdown first: a
+/// streaming connection wakes mostly for its streams, and the select over
+/// every source polls a random half of them on each wake (a few percent of
+/// the server's CPU per token). After [`STREAMS_IN_A_ROW`] such writes the
+/// select runs anyway, so a reply at full speed cannot starve the client's
+/// frames, the heartbeat or the deadlines.
+#[derive(Debug, Default)]
+struct StreamsFirst {
+    /// Writes since the loop last polled every source.
+    in_a_row: u32,
+}
+
+impl StreamsFirst {
+    fn allowed(&self) -> bool {
+        self.in_a_row < STREAMS_IN_A_ROW
+    }
+
+    fn wrote(&mut self) {
+        self.in_a_row += 1;
+    }
+
+    fn polled_all(&mut self) {
+        self.in_a_row = 0;
+    }
+}
 
 /// How a raw-text question's replies are encoded (seed 000's frames).
 static RAW: Raw = Raw;
@@ -274,30 +301,22 @@ pub(crate) async fn run<D: Dialect + Clone>(
     // leave the token's list of waiters (under its lock) on every wake.
     let shutdown = state.shutdown.clone().cancelled_owned();
     let mut shutdown = std::pin::pin!(shutdown);
-    // Forwarded events written since the loop last polled everything else.
-    let mut streams_in_a_row = 0;
+    let mut streams_first = StreamsFirst::default();
     let reason = loop {
-        // A streaming connection wakes mostly for its streams' events: write
-        // them without polling the socket, the room, the timers and the
-        // shutdown first (the select below polls a random half of them on
-        // each wake, a few percent of the server's CPU per token). Every
-        // `STREAMS_IN_A_ROW` writes the select runs anyway, so a reply at full
-        // speed cannot starve the client's frames, the heartbeat or the
-        // deadlines.
-        if streams_in_a_row < STREAMS_IN_A_ROW {
+        if streams_first.allowed() {
             let ready = std::future::poll_fn(|cx| {
                 Poll::Ready(poll_streams(&mut connection.streams, cx).is_ready())
             })
             .await;
             if ready {
-                streams_in_a_row += 1;
+                streams_first.wrote();
                 match connection.write_streams(&mut socket).await {
                     Ok(()) => continue,
                     Err(Closed(reason)) => break reason,
                 }
             }
         }
-        streams_in_a_row = 0;
+        streams_first.polled_all();
         let frame = tokio::select! {
             frame = socket.next() => frame,
             () = std::future::poll_fn(|cx| poll_streams(&mut connection.streams, cx)) => {
@@ -717,5 +736,22 @@ impl<D: Dialect + Clone> Connection<D> {
         // Caught up once a whole round went out without waiting.
         self.behind = waited;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streams_go_first_only_so_many_times_in_a_row() {
+        let mut first = StreamsFirst::default();
+        for _ in 0..STREAMS_IN_A_ROW {
+            assert!(first.allowed());
+            first.wrote();
+        }
+        assert!(!first.allowed(), "the other sources get their turn");
+        first.polled_all();
+        assert!(first.allowed());
     }
 }
