@@ -937,7 +937,8 @@ async fn generate(
                 // what it produced: give way when the task's budget is spent.
                 tokio::task::consume_budget().await;
                 // At most one write per interval, whatever the token rate: a crash
-                // loses at most the text since the last checkpoint.
+                // loses at most the text since the last checkpoint. Queued, not
+                // waited for: the next token does not wait for the commit.
                 if last_checkpoint.elapsed() >= checkpoint_interval
                     && out.reply.len() > checkpointed
                 {

@@ -62,6 +62,13 @@ async fn stores() -> (Vec<(&'static str, SqlStore)>, Cleanup) {
     (vec![("sqlite", sqlite), ("postgres", postgres)], cleanup)
 }
 
+/// A checkpoint, and the wait until it is committed (a checkpoint itself
+/// does not wait: the reads below would race it).
+async fn checkpointed(store: &SqlStore, id: &str, text: &str) {
+    store.checkpoint(id, text).await.unwrap();
+    store.settle().await.unwrap();
+}
+
 fn user_message<'a>(id: &'a str, conversation: &'a str, text: &'a str) -> NewMessage<'a> {
     NewMessage {
         id,
@@ -152,7 +159,7 @@ async fn a_reply_is_created_checkpointed_and_finalized() {
             })
             .await
             .unwrap();
-        store.checkpoint("m2", "The engine").await.unwrap();
+        checkpointed(&store, "m2", "The engine").await;
         let during = store.messages("user:a", "c1").await.unwrap();
         assert_eq!(during[1].content, "The engine", "{backend}");
         assert_eq!(during[1].status, MessageStatus::Streaming);
@@ -171,7 +178,7 @@ async fn a_reply_is_created_checkpointed_and_finalized() {
             .await
             .unwrap();
         // A late checkpoint never overwrites a finished reply.
-        store.checkpoint("m2", "The eng").await.unwrap();
+        checkpointed(&store, "m2", "The eng").await;
         let messages = store.messages("user:a", "c1").await.unwrap();
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[0].role, "user");
@@ -215,6 +222,7 @@ async fn replies_left_streaming_are_marked_interrupted_with_their_checkpoint() {
             })
             .await
             .unwrap();
+        // No settling: the interrupt is queued after the checkpoint.
         store.checkpoint("r", "half a reply").await.unwrap();
         assert_eq!(store.mark_interrupted().await.unwrap(), 1, "{backend}");
         let messages = store.messages("anon:1", "c").await.unwrap();
@@ -223,6 +231,56 @@ async fn replies_left_streaming_are_marked_interrupted_with_their_checkpoint() {
         assert_eq!(store.mark_interrupted().await.unwrap(), 0);
     }
     cleanup.run().await;
+}
+
+/// A checkpoint is queued, not waited for: it returns while another
+/// connection holds SQLite's write lock (waiting for the commit, it would
+/// fail after the busy timeout instead), and it is committed once the lock
+/// is gone, with no other write to push it out.
+#[tokio::test]
+async fn sqlite_a_checkpoint_does_not_wait_for_the_commit() {
+    let dir = common::temp_dir();
+    let store = SqlStore::open(None, &dir).await.unwrap();
+    store
+        .ensure_conversation("c", "user:ann", None, "t")
+        .await
+        .unwrap();
+    store
+        .add_message(NewMessage {
+            status: MessageStatus::Streaming,
+            role: "assistant",
+            ..user_message("r", "c", "")
+        })
+        .await
+        .unwrap();
+    let other = rusqlite::Connection::open(dir.join("rill.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let queued = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.checkpoint("r", "written while locked"),
+    )
+    .await
+    .expect("the checkpoint waited for the locked database");
+    queued.unwrap();
+    other.execute_batch("COMMIT").unwrap();
+    // No later write comes to end the writer's wait for more: the
+    // checkpoint still lands on its own.
+    let mut landed = String::new();
+    for _ in 0..200 {
+        landed = store.messages("user:ann", "c").await.unwrap()[0]
+            .content
+            .clone();
+        if landed == "written while locked" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        landed, "written while locked",
+        "the checkpoint never landed"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -835,10 +893,7 @@ async fn search_finds_finished_messages_of_the_owner_ranked_with_marked_snippets
             })
             .await
             .unwrap();
-        store
-            .checkpoint("r1", "Sand the hull with marinegrade paper")
-            .await
-            .unwrap();
+        checkpointed(&store, "r1", "Sand the hull with marinegrade paper").await;
         let streaming = store
             .search("user:ann", &terms("marinegrade"), 10, 0)
             .await
@@ -1485,10 +1540,7 @@ async fn every_history_is_the_branch_shown_whatever_came_before() {
                         match dice.below(10) {
                             0 => finish(&store, id, String::new()).await,
                             1 => {
-                                store
-                                    .checkpoint(&id, &format!("so far {step}"))
-                                    .await
-                                    .unwrap();
+                                checkpointed(&store, &id, &format!("so far {step}")).await;
                                 streaming.push(id);
                             }
                             // Streaming, no text yet.
@@ -1500,7 +1552,7 @@ async fn every_history_is_the_branch_shown_whatever_came_before() {
                 // A reply left streaming gets its first text, or more.
                 55..=59 if !streaming.is_empty() => {
                     let id = &streaming[dice.below(streaming.len())];
-                    store.checkpoint(id, &format!("more {step}")).await.unwrap();
+                    checkpointed(&store, id, &format!("more {step}")).await;
                 }
                 // A reply left streaming ends, with or without text.
                 60..=64 if !streaming.is_empty() => {

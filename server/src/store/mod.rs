@@ -370,7 +370,12 @@ pub trait Store: Send + Sync {
     /// Stores a message and touches its conversation.
     async fn add_message(&self, message: NewMessage<'_>) -> Result<(), StoreError>;
 
-    /// Saves the text so far of a reply being generated.
+    /// Saves the text so far of a reply being generated, without waiting for
+    /// the commit: it returns once the write is queued (at once, unless the
+    /// writer's queue is full). The write is committed with the writer's next
+    /// batch, before any write queued after it (such as the reply's
+    /// [`Store::finish_message`]); a failure is logged. A generation never
+    /// waits on the database between two tokens.
     async fn checkpoint(&self, message_id: &str, content: &str) -> Result<(), StoreError>;
 
     /// Records who answers a reply once routing chose (`persona_id: "auto"`),

@@ -230,6 +230,12 @@ impl SqlStore {
     async fn write(&self, write: Write) -> Result<Answer, StoreError> {
         self.writer.write(write).await
     }
+
+    /// Waits until every write queued before this call (checkpoints, which
+    /// nobody waits for, included) is committed.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.write(Write::Settle).await.map(drop)
+    }
 }
 
 /// The file of an SQLite `url`; `None` for PostgreSQL or an in-memory database.
@@ -307,6 +313,8 @@ pub(super) enum Write {
         owner: String,
         conversation_id: String,
     },
+    /// Nothing: [`SqlStore::settle`] waits for its (empty) commit.
+    Settle,
 }
 
 /// A write's answer.
@@ -441,6 +449,7 @@ pub(super) async fn apply(
                 .await?;
             Ok(Answer::Done)
         }
+        Write::Settle => Ok(Answer::Done),
         Write::MarkInterrupted => {
             let result = sqlx::query(q::MARK_INTERRUPTED)
                 .bind(now_ms())
@@ -895,12 +904,12 @@ impl Store for SqlStore {
     }
 
     async fn checkpoint(&self, message_id: &str, content: &str) -> Result<(), StoreError> {
-        self.write(Write::Checkpoint {
-            id: message_id.to_owned(),
-            content: content.to_owned(),
-        })
-        .await
-        .map(drop)
+        self.writer
+            .queue(Write::Checkpoint {
+                id: message_id.to_owned(),
+                content: content.to_owned(),
+            })
+            .await
     }
 
     async fn set_persona(

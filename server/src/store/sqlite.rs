@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::queries as q;
 use super::recent::{Recent, Reply};
 use super::sql::{Answer, OwnedMessage, Write, new_share};
-use super::writer::{Job, MAX_BATCH, QUEUE, Writer};
+use super::writer::{Job, LINGER, MAX_BATCH, QUEUE, Writer};
 use super::{
     Conversation, Figures, HistoryMessage, MessageStatus, Share, StoreError, StoredMessage, Turn,
     now_ms,
@@ -83,6 +83,14 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints:
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        // Only queued writes: wait a little for more (see `LINGER`).
+        let until = Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH && !batch.iter().any(Job::waited) {
+            match next_job(&mut queue, &waker, Some(until)) {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) | Err(Idle) => break,
             }
         }
         search.noted(batch.iter().map(|job| notes(job.write())).sum());
@@ -171,7 +179,8 @@ fn notes(write: &Write) -> usize {
         | Write::Rename { .. }
         | Write::Delete { .. }
         | Write::Share { .. }
-        | Write::Unshare { .. } => 0,
+        | Write::Unshare { .. }
+        | Write::Settle => 0,
     }
 }
 
@@ -436,6 +445,7 @@ fn apply(tx: &Transaction<'_>, write: &Write, recent: &mut Recent) -> Result<Ans
             }
             Ok(Answer::Done)
         }
+        Write::Settle => Ok(Answer::Done),
         Write::MarkInterrupted => {
             recent.clear();
             let count = execute(tx, q::MARK_INTERRUPTED, params![now_ms()])?;

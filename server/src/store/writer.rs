@@ -19,11 +19,17 @@ use super::sql::{Answer, Write, apply};
 pub(super) const QUEUE: usize = 1024;
 /// Most jobs committed together.
 pub(super) const MAX_BATCH: usize = 256;
+/// How long a batch of queued writes only (checkpoints: nobody waits for
+/// them) waits for more before it is committed. Streams checkpoint at their
+/// own moments, so without it each checkpoint was a commit of its own (1,000
+/// commits a second with 1,000 streams); a write somebody waits for ends the
+/// wait at once.
+pub(super) const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A write and who waits for its answer.
+/// A write and who waits for its answer (`None`: nobody, see [`Writer::queue`]).
 pub(super) struct Job {
     write: Write,
-    reply: oneshot::Sender<Result<Answer, StoreError>>,
+    reply: Option<oneshot::Sender<Result<Answer, StoreError>>>,
 }
 
 impl Job {
@@ -32,9 +38,25 @@ impl Job {
         &self.write
     }
 
-    /// Hands the answer to whoever waits (if they still do).
+    /// Whether somebody waits for the answer ([`Writer::write`], not
+    /// [`Writer::queue`]).
+    pub(super) fn waited(&self) -> bool {
+        self.reply.is_some()
+    }
+
+    /// Hands the answer to whoever waits (if they still do); a queued
+    /// write's failure, which nobody waits for, is logged.
     pub(super) fn answer(self, answer: Result<Answer, StoreError>) {
-        let _ = self.reply.send(answer);
+        match self.reply {
+            Some(reply) => {
+                let _ = reply.send(answer);
+            }
+            None => {
+                if let Err(error) = answer {
+                    tracing::warn!(%error, "a queued write (a checkpoint) failed");
+                }
+            }
+        }
     }
 }
 
@@ -61,10 +83,24 @@ impl Writer {
     pub(super) async fn write(&self, write: Write) -> Result<Answer, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { write, reply })
+            .send(Job {
+                write,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues `write` for the next batch without waiting for its commit:
+    /// returns once the queue has room for it. The writer runs jobs in the
+    /// order they were queued, so any write queued after this one (waited
+    /// for or not) is committed with it or after it. Its failure is logged.
+    pub(super) async fn queue(&self, write: Write) -> Result<(), StoreError> {
+        self.jobs
+            .send(Job { write, reply: None })
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 }
 
@@ -78,15 +114,23 @@ async fn run(mut connection: AnyConnection, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // Only queued writes: wait a little for more (see `LINGER`).
+        let until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH && !batch.iter().any(Job::waited) {
+            match tokio::time::timeout_at(until, queue.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) | Err(_) => break,
+            }
+        }
         match commit(&mut connection, &batch).await {
             Ok(answers) => {
                 for (job, answer) in batch.drain(..).zip(answers) {
-                    let _ = job.reply.send(answer);
+                    job.answer(answer);
                 }
             }
             Err(error) if batch.len() == 1 => {
                 if let Some(job) = batch.pop() {
-                    let _ = job.reply.send(Err(error));
+                    job.answer(Err(error));
                 }
             }
             Err(error) => {
@@ -96,7 +140,7 @@ async fn run(mut connection: AnyConnection, mut queue: mpsc::Receiver<Job>) {
                         Ok(mut answers) => answers.pop().unwrap_or(Err(StoreError::WriterGone)),
                         Err(error) => Err(error),
                     };
-                    let _ = job.reply.send(answer);
+                    job.answer(answer);
                 }
             }
         }
