@@ -17,6 +17,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -61,30 +63,57 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 /// sources again (see [`StreamsFirst`]).
 const STREAMS_IN_A_ROW: u32 = 16;
 
-/// Whether the connection's loop may write its streams' events without
-/// polling the socket, the room, the timers and the shutdown first: a
-/// streaming connection wakes mostly for its streams, and the select over
-/// every source polls a random half of them on each wake (a few percent of
-/// the server's CPU per token). After [`STREAMS_IN_A_ROW`] such writes the
-/// select runs anyway, so a reply at full speed cannot starve the client's
-/// frames, the heartbeat or the deadlines.
+/// Whether the connection's loop may write its streams' events before
+/// polling the socket, the room, the timers and the shutdown: a streaming
+/// connection wakes mostly for its streams, and a select that polled every
+/// source in random order on each wake cost a few percent of the server's
+/// CPU per token. So the loop's select polls the streams first; after
+/// [`STREAMS_IN_A_ROW`] writes in a row it polls them last once, so a reply
+/// at full speed cannot starve the client's frames, the heartbeat or the
+/// deadlines. Every round that reaches the other sources starts the count
+/// again. (Atomics only because the connection's future must be `Send`:
+/// one task uses them.)
 #[derive(Debug, Default)]
 struct StreamsFirst {
     /// Writes since the loop last polled every source.
-    in_a_row: u32,
+    in_a_row: AtomicU32,
 }
 
 impl StreamsFirst {
     fn allowed(&self) -> bool {
-        self.in_a_row < STREAMS_IN_A_ROW
+        self.in_a_row.load(Relaxed) < STREAMS_IN_A_ROW
     }
 
-    fn wrote(&mut self) {
-        self.in_a_row += 1;
+    fn wrote(&self) {
+        self.in_a_row.fetch_add(1, Relaxed);
     }
 
-    fn polled_all(&mut self) {
-        self.in_a_row = 0;
+    fn polled_all(&self) {
+        self.in_a_row.store(0, Relaxed);
+    }
+
+    /// The first branch of the loop's select, given what polling the
+    /// streams found: ready when they have events and may go first. When they have events but may not, it
+    /// notes them in `deferred` (the last branch, [`Self::deferred`], takes
+    /// them) and the round goes on to the other sources.
+    fn poll_first(&self, streams: Poll<()>, deferred: &AtomicBool) -> Poll<()> {
+        match streams {
+            Poll::Ready(()) if self.allowed() => return Poll::Ready(()),
+            Poll::Ready(()) => deferred.store(true, Relaxed),
+            Poll::Pending => {}
+        }
+        // The select polls every other source this round.
+        self.polled_all();
+        Poll::Pending
+    }
+
+    /// The last branch: the streams' events held back by [`Self::poll_first`].
+    fn deferred(deferred: &AtomicBool) -> Poll<()> {
+        if deferred.load(Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -301,30 +330,22 @@ pub(crate) async fn run<D: Dialect + Clone>(
     // leave the token's list of waiters (under its lock) on every wake.
     let shutdown = state.shutdown.clone().cancelled_owned();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut streams_first = StreamsFirst::default();
+    let streams_first = StreamsFirst::default();
     let reason = loop {
-        if streams_first.allowed() {
-            let ready = std::future::poll_fn(|cx| {
-                Poll::Ready(poll_streams(&mut connection.streams, cx).is_ready())
-            })
-            .await;
-            if ready {
+        let deferred = AtomicBool::new(false);
+        let frame = tokio::select! {
+            // In this order: the streams first (see `StreamsFirst`).
+            biased;
+            () = std::future::poll_fn(|cx| {
+                streams_first.poll_first(poll_streams(&mut connection.streams, cx), &deferred)
+            }) => {
                 streams_first.wrote();
                 match connection.write_streams(&mut socket).await {
                     Ok(()) => continue,
                     Err(Closed(reason)) => break reason,
                 }
             }
-        }
-        streams_first.polled_all();
-        let frame = tokio::select! {
             frame = socket.next() => frame,
-            () = std::future::poll_fn(|cx| poll_streams(&mut connection.streams, cx)) => {
-                match connection.write_streams(&mut socket).await {
-                    Ok(()) => continue,
-                    Err(Closed(reason)) => break reason,
-                }
-            }
             (event, dropped) = connection.session.next_room_event() => {
                 match connection.write_room_event(&mut socket, &event, dropped).await {
                     Ok(()) => continue,
@@ -360,6 +381,12 @@ pub(crate) async fn run<D: Dialect + Clone>(
                 break reason;
             }
             () = &mut shutdown => break CloseReason::Restarting,
+            () = std::future::poll_fn(|_| StreamsFirst::deferred(&deferred)) => {
+                match connection.write_streams(&mut socket).await {
+                    Ok(()) => continue,
+                    Err(Closed(reason)) => break reason,
+                }
+            }
         };
         if let Some(Ok(_)) = frame {
             last_seen = tokio::time::Instant::now();
@@ -745,13 +772,41 @@ mod tests {
 
     #[test]
     fn the_streams_go_first_only_so_many_times_in_a_row() {
-        let mut first = StreamsFirst::default();
+        let first = StreamsFirst::default();
         for _ in 0..STREAMS_IN_A_ROW {
             assert!(first.allowed());
             first.wrote();
         }
         assert!(!first.allowed(), "the other sources get their turn");
         first.polled_all();
+        assert!(first.allowed());
+    }
+
+    #[test]
+    fn streams_held_back_are_taken_last_and_start_the_count_again() {
+        let first = StreamsFirst::default();
+        let deferred = AtomicBool::new(false);
+        assert!(first.poll_first(Poll::Ready(()), &deferred).is_ready());
+        assert!(first.poll_first(Poll::Pending, &deferred).is_pending());
+        assert!(
+            StreamsFirst::deferred(&deferred).is_pending(),
+            "nothing held back"
+        );
+        for _ in 0..STREAMS_IN_A_ROW {
+            first.wrote();
+        }
+        // Ready, but not allowed: held back for the last branch, and the
+        // round reaches every other source, so the count starts again.
+        assert!(first.poll_first(Poll::Ready(()), &deferred).is_pending());
+        assert!(StreamsFirst::deferred(&deferred).is_ready());
+        assert!(first.allowed());
+        // Not ready at all: every source is polled too.
+        for _ in 0..STREAMS_IN_A_ROW {
+            first.wrote();
+        }
+        let deferred = AtomicBool::new(false);
+        assert!(first.poll_first(Poll::Pending, &deferred).is_pending());
+        assert!(StreamsFirst::deferred(&deferred).is_pending());
         assert!(first.allowed());
     }
 }
