@@ -45,6 +45,22 @@ pub(super) const CLAIM_CONVERSATION: &str = "INSERT INTO conversations \
      ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
      WHERE conversations.owner = excluded.owner RETURNING leaf_id";
 
+/// [`CLAIM_CONVERSATION`] without its `RETURNING` (the SQLite writer): no
+/// row changed means someone else owns it; [`CONVERSATION_LEAF`] then reads
+/// the leaf. SQLite gathers a `RETURNING` statement's rows in a temporary
+/// table, which cost more than the statement itself.
+pub(super) const CLAIM_CONVERSATION_QUIETLY: &str = "INSERT INTO conversations \
+     (id, owner, title, customer_id, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
+     WHERE conversations.owner = excluded.owner";
+
+/// The last question of the branch a conversation shows.
+pub(super) const CONVERSATION_LEAF: &str = "SELECT leaf_id FROM conversations WHERE id = $1";
+
+/// The conversation of a message.
+pub(super) const MESSAGE_CONVERSATION: &str = "SELECT conversation_id FROM messages WHERE id = $1";
+
 /// Makes a question the last of the branch its conversation shows.
 pub(super) const SET_LEAF: &str = "UPDATE conversations SET leaf_id = $1 WHERE id = $2";
 
@@ -144,9 +160,6 @@ macro_rules! finish {
 
 /// Finalizes a reply.
 pub(super) const FINISH: &str = finish!();
-
-/// [`FINISH`], answering the reply's conversation (SQLite).
-pub(super) const FINISH_RETURNING: &str = concat!(finish!(), " RETURNING conversation_id");
 
 /// Indexes for search the messages the triggers noted (SQLite, migration
 /// 0010): a noted row is never streaming and not yet in the index.

@@ -420,26 +420,29 @@ fn apply(tx: &Transaction<'_>, write: &Write, recent: &mut Recent) -> Result<Ans
             figures,
         } => {
             let (prompt, completion) = figures.usage.unzip();
-            let conversation: Option<String> = tx
-                .prepare_cached(q::FINISH_RETURNING)
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![
-                            content,
-                            status.as_str(),
-                            prompt,
-                            completion,
-                            now_ms(),
-                            figures.usage.map(|_| i64::from(figures.usage_estimated)),
-                            figures.first_token_ms,
-                            figures.total_ms,
-                            id
-                        ],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                })
-                .map_err(database)?;
+            let changed = execute(
+                tx,
+                q::FINISH,
+                params![
+                    content,
+                    status.as_str(),
+                    prompt,
+                    completion,
+                    now_ms(),
+                    figures.usage.map(|_| i64::from(figures.usage_estimated)),
+                    figures.first_token_ms,
+                    figures.total_ms,
+                    id
+                ],
+            )?;
+            // Read apart: a `RETURNING` clause costs SQLite a temporary table.
+            let conversation: Option<String> = if changed == 0 {
+                None
+            } else {
+                tx.prepare_cached(q::MESSAGE_CONVERSATION)
+                    .and_then(|mut s| s.query_row(params![id], |row| row.get(0)).optional())
+                    .map_err(database)?
+            };
             if let Some(conversation) = conversation {
                 recent.finished(&conversation, id, !content.is_empty());
             }
@@ -563,24 +566,25 @@ fn start_turn(
     recent: &mut Recent,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
     let now = super::tick();
+    let claimed = execute(
+        tx,
+        q::CLAIM_CONVERSATION_QUIETLY,
+        params![
+            turn.conversation_id,
+            turn.owner,
+            turn.title,
+            turn.customer_id.as_deref(),
+            now,
+            now
+        ],
+    )?;
+    if claimed == 0 {
+        return Err(StoreError::Forbidden);
+    }
     let leaf: Option<String> = tx
-        .prepare_cached(q::CLAIM_CONVERSATION)
-        .and_then(|mut s| {
-            s.query_row(
-                params![
-                    turn.conversation_id,
-                    turn.owner,
-                    turn.title,
-                    turn.customer_id.as_deref(),
-                    now,
-                    now
-                ],
-                |row| row.get(0),
-            )
-            .optional()
-        })
-        .map_err(database)?
-        .ok_or(StoreError::Forbidden)?;
+        .prepare_cached(q::CONVERSATION_LEAF)
+        .and_then(|mut s| s.query_row(params![turn.conversation_id], |row| row.get(0)))
+        .map_err(database)?;
     let parent = match (&turn.regenerate, &turn.replace_from) {
         (Some(target), _) => target.question_parent.clone(),
         (None, Some(replaced)) => tx
@@ -613,32 +617,30 @@ fn start_turn(
         _ => (Vec::new(), None),
     };
     let rows_of_turn = super::turn_values(turn, parent.as_deref());
-    let sql = q::insert_turn_sql(rows_of_turn.len(), " RETURNING rowid, id");
+    // One row at a time, each rowid from `last_insert_rowid`: a `RETURNING`
+    // clause costs SQLite a temporary table per statement.
+    let sql = q::insert_turn_sql(1, "");
     let mut statement = tx.prepare_cached(&sql).map_err(database)?;
-    // Borrowed values, in the statement's column order.
-    let mut values: Vec<&dyn rusqlite::ToSql> =
-        Vec::with_capacity(q::TURN_COLUMNS * rows_of_turn.len());
+    let mut inserted: HashMap<&str, i64> = HashMap::with_capacity(rows_of_turn.len());
     for row in &rows_of_turn {
-        values.extend([
-            &row.id as &dyn rusqlite::ToSql,
-            &turn.conversation_id,
-            &row.role,
-            &row.persona,
-            &row.model,
-            &row.content,
-            &row.status,
-            &row.stream_id,
-            &now,
-            &row.parent_id,
-            &row.slot,
-        ]);
+        statement
+            .execute(params![
+                row.id,
+                turn.conversation_id,
+                row.role,
+                row.persona,
+                row.model,
+                row.content,
+                row.status,
+                row.stream_id,
+                now,
+                row.parent_id,
+                row.slot,
+            ])
+            .map_err(database)?;
+        inserted.insert(row.id, tx.last_insert_rowid());
     }
-    let inserted: HashMap<String, i64> = statement
-        .query_map(rusqlite::params_from_iter(values), |row| {
-            Ok((row.get(1)?, row.get(0)?))
-        })
-        .and_then(Iterator::collect)
-        .map_err(database)?;
+    drop(statement);
     if turn.regenerate.is_none() {
         execute(
             tx,
@@ -657,7 +659,12 @@ fn start_turn(
             let replies = turn
                 .replies
                 .iter()
-                .filter_map(|r| Some(Reply::streaming(r.id.clone(), *inserted.get(&r.id)?)))
+                .filter_map(|r| {
+                    Some(Reply::streaming(
+                        r.id.clone(),
+                        *inserted.get(r.id.as_str())?,
+                    ))
+                })
                 .collect();
             recent.keep(
                 &turn.conversation_id,
