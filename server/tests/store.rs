@@ -69,6 +69,22 @@ async fn checkpointed(store: &SqlStore, id: &str, text: &str) {
     store.settle().await.unwrap();
 }
 
+/// Conversation `conversation` of `owner` with reply `id` streaming, no text yet.
+async fn streaming_reply(store: &SqlStore, owner: &str, conversation: &str, id: &str) {
+    store
+        .ensure_conversation(conversation, owner, None, "")
+        .await
+        .unwrap();
+    store
+        .add_message(NewMessage {
+            status: MessageStatus::Streaming,
+            role: "assistant",
+            ..user_message(id, conversation, "")
+        })
+        .await
+        .unwrap();
+}
+
 fn user_message<'a>(id: &'a str, conversation: &'a str, text: &'a str) -> NewMessage<'a> {
     NewMessage {
         id,
@@ -210,18 +226,7 @@ async fn a_reply_is_created_checkpointed_and_finalized() {
 async fn replies_left_streaming_are_marked_interrupted_with_their_checkpoint() {
     let (stores, cleanup) = stores().await;
     for (backend, store) in stores {
-        store
-            .ensure_conversation("c", "anon:1", None, "")
-            .await
-            .unwrap();
-        store
-            .add_message(NewMessage {
-                status: MessageStatus::Streaming,
-                role: "assistant",
-                ..user_message("r", "c", "")
-            })
-            .await
-            .unwrap();
+        streaming_reply(&store, "anon:1", "c", "r").await;
         // No settling: the interrupt is queued after the checkpoint.
         store.checkpoint("r", "half a reply").await.unwrap();
         assert_eq!(store.mark_interrupted().await.unwrap(), 1, "{backend}");
@@ -241,18 +246,7 @@ async fn replies_left_streaming_are_marked_interrupted_with_their_checkpoint() {
 async fn sqlite_a_checkpoint_does_not_wait_for_the_commit() {
     let dir = common::temp_dir();
     let store = SqlStore::open(None, &dir).await.unwrap();
-    store
-        .ensure_conversation("c", "user:ann", None, "t")
-        .await
-        .unwrap();
-    store
-        .add_message(NewMessage {
-            status: MessageStatus::Streaming,
-            role: "assistant",
-            ..user_message("r", "c", "")
-        })
-        .await
-        .unwrap();
+    streaming_reply(&store, "user:ann", "c", "r").await;
     let other = rusqlite::Connection::open(dir.join("rill.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let queued = tokio::time::timeout(
