@@ -166,7 +166,13 @@ fn tokens_frame(
 /// needs escaping (a quote, a backslash, a control character), then escaped
 /// as serde_json escapes it.
 fn json_string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // A fold without a short cut, which the compiler turns into vector
+    // instructions (`all` stops at the first hit, one byte at a time): this
+    // runs twice per token frame (the stream id and the token).
+    let needs_escaping = text.bytes().fold(false, |seen, b| {
+        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escaping {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
@@ -462,6 +468,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_long_text_is_escaped_wherever_its_escape_falls() {
+        // The check runs many bytes at a time: put the byte that needs
+        // escaping at every place of a text longer than a vector.
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+            let base = "wörd ".repeat(16);
+            for (at, _) in base.char_indices() {
+                let mut text = base.clone();
+                text.insert(at, special);
+                let mut out = Vec::new();
+                json_string(&mut out, &text);
+                assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
+            }
+        }
+        let mut out = Vec::new();
+        json_string(&mut out, &"x".repeat(100));
+        assert_eq!(out, serde_json::to_vec(&"x".repeat(100)).unwrap());
     }
 
     #[test]
