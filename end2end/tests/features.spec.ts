@@ -48,7 +48,10 @@ test('Ctrl+K finds a word from an older conversation and jumps to the message', 
   await expect(target).toContainText(/vermilion/i);
   await expect(dialog).toBeHidden();
 
-  // Nothing found says so; Esc closes without stopping anything.
+  // Nothing found says so; Esc closes without stopping anything. The jump
+  // loaded the other conversation's page: its shortcuts work once it is
+  // hydrated (the server-rendered message shows before that).
+  await waitLive(page);
   await page.keyboard.press('Control+k');
   await page.getByRole('dialog').getByRole('combobox').fill('zzzqqqxxyy');
   await expect(page.getByRole('dialog').getByRole('status')).toHaveText('No messages match.');
