@@ -93,9 +93,10 @@ impl StreamsFirst {
     }
 
     /// The first branch of the loop's select, given what polling the
-    /// streams found: ready when they have events and may go first. When they have events but may not, it
-    /// notes them in `deferred` (the last branch, [`Self::deferred`], takes
-    /// them) and the round goes on to the other sources.
+    /// streams found: ready when they have events and may go first. When
+    /// they have events but may not, it notes them in `deferred` (the last
+    /// branch, [`Self::deferred`], takes them) and the round goes on to the
+    /// other sources.
     fn poll_first(&self, streams: Poll<()>, deferred: &AtomicBool) -> Poll<()> {
         match streams {
             Poll::Ready(()) if self.allowed() => return Poll::Ready(()),

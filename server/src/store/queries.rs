@@ -223,9 +223,8 @@ pub(super) const TURN_COLUMNS: usize = 11;
 
 /// Inserts `rows` messages (a question and its empty replies, or one reply
 /// regenerated): [`TURN_COLUMNS`] values per row, in this column order
-/// (`updated_at` and `selected_at` take `created_at`), then `returning`
-/// (empty, or a `RETURNING` clause).
-pub(super) fn insert_turn_sql(rows: usize, returning: &str) -> String {
+/// (`updated_at` and `selected_at` take `created_at`).
+pub(super) fn insert_turn_sql(rows: usize) -> String {
     const COLUMNS: usize = TURN_COLUMNS;
     let mut sql = String::from(
         "INSERT INTO messages (id, conversation_id, role, persona, model, content, status, \
@@ -253,16 +252,20 @@ pub(super) fn insert_turn_sql(rows: usize, returning: &str) -> String {
         sql.push_str(&at(8));
         sql.push(')');
     }
-    sql.push_str(returning);
     sql
 }
+
+/// [`insert_turn_sql`] of one row (the SQLite writer inserts a turn row by
+/// row), built once.
+pub(super) static INSERT_TURN_ROW: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_turn_sql(1));
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn a_turn_insert_numbers_every_value() {
         assert_eq!(
-            super::insert_turn_sql(2, "")
+            super::insert_turn_sql(2)
                 .split_once("VALUES ")
                 .map(|(_, values)| values),
             Some(

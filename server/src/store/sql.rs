@@ -633,7 +633,7 @@ async fn start_turn(
         }
         _ => Vec::new(),
     };
-    let sql = q::insert_turn_sql(super::turn_rows(turn), "");
+    let sql = q::insert_turn_sql(super::turn_rows(turn));
     let mut query = sqlx::query(&sql);
     for row in super::turn_values(turn, parent.as_deref()) {
         query = query

@@ -87,9 +87,13 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints:
         }
         // Only queued writes: wait a little for more (see `LINGER`).
         let until = Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH && !batch.iter().any(Job::waited) {
+        let mut waited = batch.iter().any(Job::waited);
+        while !waited && batch.len() < MAX_BATCH {
             match next_job(&mut queue, &waker, Some(until)) {
-                Ok(Some(job)) => batch.push(job),
+                Ok(Some(job)) => {
+                    waited = job.waited();
+                    batch.push(job);
+                }
                 Ok(None) | Err(Idle) => break,
             }
         }
@@ -619,8 +623,7 @@ fn start_turn(
     let rows_of_turn = super::turn_values(turn, parent.as_deref());
     // One row at a time, each rowid from `last_insert_rowid`: a `RETURNING`
     // clause costs SQLite a temporary table per statement.
-    let sql = q::insert_turn_sql(1, "");
-    let mut statement = tx.prepare_cached(&sql).map_err(database)?;
+    let mut statement = tx.prepare_cached(&q::INSERT_TURN_ROW).map_err(database)?;
     let mut inserted: HashMap<&str, i64> = HashMap::with_capacity(rows_of_turn.len());
     for row in &rows_of_turn {
         statement

@@ -116,9 +116,13 @@ async fn run(mut connection: AnyConnection, mut queue: mpsc::Receiver<Job>) {
         }
         // Only queued writes: wait a little for more (see `LINGER`).
         let until = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH && !batch.iter().any(Job::waited) {
+        let mut waited = batch.iter().any(Job::waited);
+        while !waited && batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(until, queue.recv()).await {
-                Ok(Some(job)) => batch.push(job),
+                Ok(Some(job)) => {
+                    waited = job.waited();
+                    batch.push(job);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
