@@ -590,13 +590,23 @@ async fn a_turn_stores_question_and_replies_in_one_write_and_returns_the_history
                 .await,
             Err(StoreError::Forbidden)
         ));
-        // A replace_from that is not there: refused, the question not stored.
+        // A replace_from that is not there: refused, the question not stored,
+        // and the branch the conversation shows is the same.
+        let shown_before: Vec<String> = store
+            .messages("user:ann", "t-1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         let mut bad = turn("t-1", "user:ann", "q4", "Again?");
         bad.replace_from = Some("no-such-message".into());
         assert!(matches!(
             store.start_turn(bad).await,
             Err(StoreError::NotFound)
         ));
+        let shown_after = store.messages("user:ann", "t-1").await.unwrap();
+        assert_eq!(ids_of(&shown_after), shown_before, "{backend}");
         // A good one is a new version of that question: the branch shown
         // goes through it, the old version and what followed it are kept.
         let mut again = turn("t-1", "user:ann", "q5", "Second, better?");

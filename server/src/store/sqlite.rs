@@ -562,33 +562,32 @@ fn execute(
     Ok(changed as u64)
 }
 
-/// See `sql::start_turn`: the same statements, but the history of a
-/// question that follows the one just answered is read by row (`recent`).
+/// See `sql::start_turn`: the same writes, but the claim makes the question
+/// the leaf in the same statement, and the history of a question that follows
+/// the one just answered is read by row (`recent`).
 fn start_turn(
     tx: &Transaction<'_>,
     turn: &Turn,
     recent: &mut Recent,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
     let now = super::tick();
-    let claimed = execute(
-        tx,
-        q::CLAIM_CONVERSATION_QUIETLY,
-        params![
-            turn.conversation_id,
-            turn.owner,
-            turn.title,
-            turn.customer_id.as_deref(),
-            now,
-            now
-        ],
-    )?;
-    if claimed == 0 {
-        return Err(StoreError::Forbidden);
-    }
-    let leaf: Option<String> = tx
-        .prepare_cached(q::CONVERSATION_LEAF)
-        .and_then(|mut s| s.query_row(params![turn.conversation_id], |row| row.get(0)))
+    // The owner and the leaf first: the claim below then makes the new
+    // question the leaf in the same statement, once nothing can refuse the
+    // question any more (a refusal does not roll the batch back).
+    let existing: Option<(String, Option<String>)> = tx
+        .prepare_cached(q::CONVERSATION_OWNER_AND_LEAF)
+        .and_then(|mut s| {
+            s.query_row(params![turn.conversation_id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+        })
         .map_err(database)?;
+    let leaf = match existing {
+        Some((owner, _)) if owner != turn.owner => return Err(StoreError::Forbidden),
+        Some((_, leaf)) => leaf,
+        None => None,
+    };
     let parent = match (&turn.regenerate, &turn.replace_from) {
         (Some(target), _) => target.question_parent.clone(),
         (None, Some(replaced)) => tx
@@ -601,6 +600,37 @@ fn start_turn(
             .ok_or(StoreError::NotFound)?,
         (None, None) => leaf,
     };
+    // A regenerated reply is another version on the branch: the leaf stays.
+    let claimed = match &turn.regenerate {
+        Some(_) => execute(
+            tx,
+            q::CLAIM_CONVERSATION_QUIETLY,
+            params![
+                turn.conversation_id,
+                turn.owner,
+                turn.title,
+                turn.customer_id.as_deref(),
+                now,
+                now
+            ],
+        )?,
+        None => execute(
+            tx,
+            q::CLAIM_CONVERSATION_AT_LEAF,
+            params![
+                turn.conversation_id,
+                turn.owner,
+                turn.title,
+                turn.customer_id.as_deref(),
+                now,
+                now,
+                turn.question_id
+            ],
+        )?,
+    };
+    if claimed == 0 {
+        return Err(StoreError::Forbidden);
+    }
     let wanted = turn.include_history && turn.history_limit > 0;
     // The history, and its rows when it can be kept (`None`: it cannot).
     let (history, rows) = match parent.as_deref() {
@@ -644,13 +674,6 @@ fn start_turn(
         inserted.insert(row.id, tx.last_insert_rowid());
     }
     drop(statement);
-    if turn.regenerate.is_none() {
-        execute(
-            tx,
-            q::SET_LEAF,
-            params![turn.question_id, turn.conversation_id],
-        )?;
-    }
     // A regenerated reply is a new version on the branch: its history is
     // read the long way next time.
     match rows {
