@@ -45,24 +45,18 @@ pub(super) const CLAIM_CONVERSATION: &str = "INSERT INTO conversations \
      ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
      WHERE conversations.owner = excluded.owner RETURNING leaf_id";
 
-/// [`CLAIM_CONVERSATION`] without its `RETURNING` (the SQLite writer, which
-/// reads the owner and the leaf first: [`CONVERSATION_OWNER_AND_LEAF`]); no
-/// row changed means someone else owns it. SQLite gathers a `RETURNING`
-/// statement's rows in a temporary table, which cost more than the statement
-/// itself.
-pub(super) const CLAIM_CONVERSATION_QUIETLY: &str = "INSERT INTO conversations \
-     (id, owner, title, customer_id, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
-     WHERE conversations.owner = excluded.owner";
-
-/// [`CLAIM_CONVERSATION_QUIETLY`] that also makes question `$7` the last of
-/// the branch the conversation shows: the SQLite writer's claim of a new
-/// question, one statement where it was the claim and then [`SET_LEAF`].
+/// [`CLAIM_CONVERSATION`] for the SQLite writer, which reads the owner and
+/// the leaf first ([`CONVERSATION_OWNER_AND_LEAF`]): without `RETURNING`
+/// (SQLite gathers such a statement's rows in a temporary table, which cost
+/// more than the statement itself), and making question `$7` the last of
+/// the branch the conversation shows unless `$7` is NULL (a regenerated
+/// reply), one statement where it was the claim and then [`SET_LEAF`]. No
+/// row changed means someone else owns the conversation.
 pub(super) const CLAIM_CONVERSATION_AT_LEAF: &str = "INSERT INTO conversations \
      (id, owner, title, customer_id, created_at, updated_at, leaf_id) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, leaf_id = excluded.leaf_id \
+     ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, \
+     leaf_id = coalesce(excluded.leaf_id, conversations.leaf_id) \
      WHERE conversations.owner = excluded.owner";
 
 /// A conversation's owner and the last question of the branch it shows.

@@ -601,33 +601,20 @@ fn start_turn(
         (None, None) => leaf,
     };
     // A regenerated reply is another version on the branch: the leaf stays.
-    let claimed = match &turn.regenerate {
-        Some(_) => execute(
-            tx,
-            q::CLAIM_CONVERSATION_QUIETLY,
-            params![
-                turn.conversation_id,
-                turn.owner,
-                turn.title,
-                turn.customer_id.as_deref(),
-                now,
-                now
-            ],
-        )?,
-        None => execute(
-            tx,
-            q::CLAIM_CONVERSATION_AT_LEAF,
-            params![
-                turn.conversation_id,
-                turn.owner,
-                turn.title,
-                turn.customer_id.as_deref(),
-                now,
-                now,
-                turn.question_id
-            ],
-        )?,
-    };
+    let new_leaf = turn.regenerate.is_none().then_some(&turn.question_id);
+    let claimed = execute(
+        tx,
+        q::CLAIM_CONVERSATION_AT_LEAF,
+        params![
+            turn.conversation_id,
+            turn.owner,
+            turn.title,
+            turn.customer_id.as_deref(),
+            now,
+            now,
+            new_leaf
+        ],
+    )?;
     if claimed == 0 {
         return Err(StoreError::Forbidden);
     }
