@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use rill_protocol::{AuthUser, Limits, MessageRequest};
 use tokio::sync::mpsc;
@@ -325,7 +326,7 @@ impl Session {
     }
 
     /// The inbox of the rooms' events, for a transport that reads it in its
-    /// own task (after the first `join`); [`Session::next_room_event`] then
+    /// own task (after the first `join`); [`Session::poll_room_event`] then
     /// never returns. Events lost to a full inbox are counted in
     /// [`Session::take_dropped`].
     pub fn take_room_inbox(&mut self) -> Option<mpsc::Receiver<Arc<RoomEvent>>> {
@@ -339,14 +340,16 @@ impl Session {
 
     /// The next event of the rooms this session is in, and how many it lost
     /// before it (its inbox was full); never ready while it is in no room.
-    pub async fn next_room_event(&mut self) -> (Arc<RoomEvent>, u64) {
+    /// Pending registers `cx`'s waker with the inbox, where it stays until
+    /// the next event (a caller may poll again only after that waker fired).
+    pub fn poll_room_event(&mut self, cx: &mut Context<'_>) -> Poll<(Arc<RoomEvent>, u64)> {
         let (Some(membership), Some(inbox)) = (&self.rooms, &mut self.inbox) else {
-            return std::future::pending().await;
+            return Poll::Pending;
         };
-        match inbox.recv().await {
-            Some(event) => (event, membership.take_dropped()),
+        match inbox.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready((event, membership.take_dropped())),
             // The membership holds the sender: the inbox cannot close first.
-            None => std::future::pending().await,
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
 

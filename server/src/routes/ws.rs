@@ -63,61 +63,108 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 /// sources again (see [`StreamsFirst`]).
 const STREAMS_IN_A_ROW: u32 = 16;
 
-/// Whether the socket may have something to read: the connection's loop
-/// polls the socket only then. Each token of a paced stream wakes the
-/// connection, and a poll of the socket that finds nothing cost about 870
-/// instructions (tokio-tungstenite registers its wakers and tries a read),
-/// 8 % of the server's work per token (callgrind). The socket is polled
-/// with a waker of its own ([`SocketWake`]), so only the socket's own wakes
-/// (data, the peer closing, a write the read needed, a spent budget) mark it.
+/// Whether some of the connection's sources may be ready: the loop polls
+/// a source only after its mark's waker fired. Each token of a paced stream
+/// wakes the connection, and polls that find nothing are not free: a poll of
+/// the socket cost about 870 instructions (tokio-tungstenite registers its
+/// wakers and tries a read), 8 % of the server's work per token; the room's
+/// inbox, the heartbeat, the auth deadline and the shutdown together about
+/// 500 more (callgrind). So the socket is polled with a waker of its own, and
+/// the other sources with another: only their own wakes (data, the peer
+/// closing, a write the read needed, a spent budget; a room event, a timer,
+/// the shutdown) mark them. Every source polled here keeps its waker
+/// registered until it fires, whatever happens to the future that polled it.
 #[derive(Debug)]
-struct SocketWake {
-    /// Set by the socket's wakes and after a frame was read (more may be
-    /// buffered); taken by the poll that reads.
+struct Mark {
+    /// Set by the sources' wakes, after a source was ready (more may be), and
+    /// by the loop when a command may have changed them; taken by the poll.
     ready: AtomicBool,
     /// The connection's task, woken with the mark.
     task: futures::task::AtomicWaker,
 }
 
-impl SocketWake {
+impl Mark {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            // Polled once at the start, so the socket registers its waker.
+            // Polled once at the start, so the sources register the mark's waker.
             ready: AtomicBool::new(true),
             task: futures::task::AtomicWaker::new(),
         })
     }
 
-    /// The socket's next frame, polled only when it was marked (see above).
-    /// `own` is the waker made from this mark.
-    fn poll_next<S: futures::Stream + Unpin>(
+    /// `poll` with the mark's waker `own`, if the mark is set (see above).
+    fn poll<T>(
         &self,
-        socket: &mut S,
         own: &std::task::Waker,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<S::Item>> {
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
         // The task's waker first: a wake between the two lines still wakes it.
         self.task.register(cx.waker());
         if !self.ready.swap(false, Ordering::Acquire) {
             return Poll::Pending;
         }
-        let polled = socket.poll_next_unpin(&mut Context::from_waker(own));
+        let polled = poll(&mut Context::from_waker(own));
         if polled.is_ready() {
-            self.ready.store(true, Ordering::Release);
+            self.set();
         }
         polled
     }
+
+    /// Has the next poll reach the sources (something besides their wakes
+    /// may have changed them).
+    fn set(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
 }
 
-impl std::task::Wake for SocketWake {
+impl std::task::Wake for Mark {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Release);
+        self.set();
         self.task.wake();
     }
+}
+
+/// A source of the connection's loop besides its streams and its socket.
+enum Other {
+    /// An event of a room the session is in, and how many it lost before it.
+    Room(Arc<RoomEvent>, u64),
+    /// The heartbeat's tick.
+    Heartbeat,
+    /// The auth deadline passed.
+    AuthDeadline,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Polls the loop's other sources in this order: the room, the heartbeat,
+/// the auth deadline (if there is one), the shutdown.
+fn poll_others(
+    cx: &mut Context<'_>,
+    session: &mut Session,
+    heartbeat: &mut tokio::time::Interval,
+    auth_timer: Option<std::pin::Pin<&mut tokio::time::Sleep>>,
+    shutdown: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+) -> Poll<Other> {
+    if let Poll::Ready((event, dropped)) = session.poll_room_event(cx) {
+        return Poll::Ready(Other::Room(event, dropped));
+    }
+    if heartbeat.poll_tick(cx).is_ready() {
+        return Poll::Ready(Other::Heartbeat);
+    }
+    if let Some(timer) = auth_timer
+        && timer.poll(cx).is_ready()
+    {
+        return Poll::Ready(Other::AuthDeadline);
+    }
+    if shutdown.poll(cx).is_ready() {
+        return Poll::Ready(Other::Shutdown);
+    }
+    Poll::Pending
 }
 
 /// Whether the connection's loop may write its streams' events before
@@ -389,8 +436,10 @@ pub(crate) async fn run<D: Dialect + Clone>(
     let shutdown = state.shutdown.clone().cancelled_owned();
     let mut shutdown = std::pin::pin!(shutdown);
     let streams_first = StreamsFirst::default();
-    let socket_wake = SocketWake::new();
-    let socket_waker = std::task::Waker::from(socket_wake.clone());
+    let socket_mark = Mark::new();
+    let socket_waker = std::task::Waker::from(socket_mark.clone());
+    let others_mark = Mark::new();
+    let others_waker = std::task::Waker::from(others_mark.clone());
     let reason = loop {
         let deferred = AtomicBool::new(false);
         let frame = tokio::select! {
@@ -405,42 +454,51 @@ pub(crate) async fn run<D: Dialect + Clone>(
                     Err(Closed(reason)) => break reason,
                 }
             }
-            frame = std::future::poll_fn(|cx| socket_wake.poll_next(&mut socket, &socket_waker, cx)) => frame,
-            (event, dropped) = connection.session.next_room_event() => {
-                match connection.write_room_event(&mut socket, &event, dropped).await {
-                    Ok(()) => continue,
-                    Err(Closed(reason)) => break reason,
+            frame = std::future::poll_fn(|cx| {
+                socket_mark.poll(&socket_waker, cx, |cx| socket.poll_next_unpin(cx))
+            }) => frame,
+            other = std::future::poll_fn(|cx| {
+                others_mark.poll(&others_waker, cx, |cx| {
+                    let auth_timer = auth_end.is_some().then_some(auth_timer.as_mut());
+                    poll_others(cx, &mut connection.session, &mut heartbeat, auth_timer, shutdown.as_mut())
+                })
+            }) => match other {
+                Other::Room(event, dropped) => {
+                    match connection.write_room_event(&mut socket, &event, dropped).await {
+                        Ok(()) => continue,
+                        Err(Closed(reason)) => break reason,
+                    }
                 }
-            }
-            _ = heartbeat.tick() => {
-                if last_seen.elapsed() >= interval + state.config.heartbeat_timeout {
-                    break CloseReason::HeartbeatTimeout;
+                Other::Heartbeat => {
+                    if last_seen.elapsed() >= interval + state.config.heartbeat_timeout {
+                        break CloseReason::HeartbeatTimeout;
+                    }
+                    let idle = state.config.connection_idle;
+                    if !idle.is_zero()
+                        && connection.streams.is_empty()
+                        && !connection.session.in_rooms()
+                        && last_active.elapsed() >= idle
+                    {
+                        break CloseReason::Idle;
+                    }
+                    match connection.write(&mut socket, Message::Ping(Bytes::new())).await {
+                        Ok(()) => continue,
+                        Err(Closed(reason)) => break reason,
+                    }
                 }
-                let idle = state.config.connection_idle;
-                if !idle.is_zero()
-                    && connection.streams.is_empty()
-                    && !connection.session.in_rooms()
-                    && last_active.elapsed() >= idle
-                {
-                    break CloseReason::Idle;
+                Other::AuthDeadline => {
+                    let Some((_, reason)) = auth_end else { continue };
+                    // Say why before closing; a client that re-authenticated in the
+                    // meantime moved the deadline (see below).
+                    let error = match reason {
+                        CloseReason::AuthTimeout => Error::AuthRequired,
+                        _ => Error::AuthFailed(crate::auth::TokenError::Expired),
+                    };
+                    let _ = connection.reply(&mut socket, Reply::Refused(error.into())).await;
+                    break reason;
                 }
-                match connection.write(&mut socket, Message::Ping(Bytes::new())).await {
-                    Ok(()) => continue,
-                    Err(Closed(reason)) => break reason,
-                }
-            }
-            () = &mut auth_timer, if auth_end.is_some() => {
-                let Some((_, reason)) = auth_end else { continue };
-                // Say why before closing; a client that re-authenticated in the
-                // meantime moved the deadline (see below).
-                let error = match reason {
-                    CloseReason::AuthTimeout => Error::AuthRequired,
-                    _ => Error::AuthFailed(crate::auth::TokenError::Expired),
-                };
-                let _ = connection.reply(&mut socket, Reply::Refused(error.into())).await;
-                break reason;
-            }
-            () = &mut shutdown => break CloseReason::Restarting,
+                Other::Shutdown => break CloseReason::Restarting,
+            },
             () = std::future::poll_fn(|_| StreamsFirst::deferred(&deferred)) => {
                 match connection.write_streams(&mut socket).await {
                     Ok(()) => continue,
@@ -468,6 +526,9 @@ pub(crate) async fn run<D: Dialect + Clone>(
         if let Err(Closed(reason)) = Box::pin(connection.on_command(&mut socket, command)).await {
             break reason;
         }
+        // A command may have changed the other sources (a room joined: its
+        // inbox has no waker yet; a new auth deadline, set below).
+        others_mark.set();
         if !authenticating {
             continue;
         }
@@ -865,17 +926,23 @@ mod tests {
             inner: receiver,
             polls: 0,
         };
-        let mark = SocketWake::new();
+        let mark = Mark::new();
         let own = std::task::Waker::from(mark.clone());
         let task = Arc::new(Count::default());
         let task_waker = std::task::Waker::from(task.clone());
         let mut cx = Context::from_waker(&task_waker);
         // The first poll reaches the socket, which registers the mark's waker.
-        assert!(mark.poll_next(&mut socket, &own, &mut cx).is_pending());
+        assert!(
+            mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx))
+                .is_pending()
+        );
         assert_eq!(socket.polls, 1);
         // Woken for something else (a token): the socket is not polled.
         for _ in 0..3 {
-            assert!(mark.poll_next(&mut socket, &own, &mut cx).is_pending());
+            assert!(
+                mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx))
+                    .is_pending()
+            );
         }
         assert_eq!(socket.polls, 1);
         // Data wakes the task through the mark, and is read.
@@ -887,23 +954,67 @@ mod tests {
             "the socket's wake reaches the task"
         );
         assert_eq!(
-            mark.poll_next(&mut socket, &own, &mut cx),
+            mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx)),
             Poll::Ready(Some(7))
         );
         // After a frame the socket is polled again: more may be buffered.
         assert_eq!(
-            mark.poll_next(&mut socket, &own, &mut cx),
+            mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx)),
             Poll::Ready(Some(8))
         );
-        assert!(mark.poll_next(&mut socket, &own, &mut cx).is_pending());
+        assert!(
+            mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx))
+                .is_pending()
+        );
         let polls = socket.polls;
-        assert!(mark.poll_next(&mut socket, &own, &mut cx).is_pending());
+        assert!(
+            mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx))
+                .is_pending()
+        );
         assert_eq!(socket.polls, polls, "nothing new: not polled");
         // The end of the socket is a wake too.
         drop(sender);
         assert_eq!(
-            mark.poll_next(&mut socket, &own, &mut cx),
+            mark.poll(&own, &mut cx, |cx| socket.poll_next_unpin(cx)),
             Poll::Ready(None)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_other_sources_are_polled_after_their_own_wakes_or_a_command() {
+        let mark = Mark::new();
+        let own = std::task::Waker::from(mark.clone());
+        let task = Arc::new(Count::default());
+        let task_waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+        let mut polls = 0;
+        let mut poll = |mark: &Mark, cx: &mut Context<'_>| {
+            mark.poll(&own, cx, |cx| {
+                polls += 1;
+                heartbeat.poll_tick(cx).map(drop)
+            })
+        };
+        // An interval's first tick is at once; then it waits, holding the mark's waker.
+        assert!(poll(&mark, &mut cx).is_ready());
+        assert!(poll(&mark, &mut cx).is_pending());
+        for _ in 0..3 {
+            assert!(
+                poll(&mark, &mut cx).is_pending(),
+                "woken for something else"
+            );
+        }
+        // A command may have changed them: polled once more.
+        mark.set();
+        assert!(poll(&mark, &mut cx).is_pending());
+        assert!(poll(&mark, &mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(task.0.load(Relaxed), 1, "the timer's wake reaches the task");
+        assert!(poll(&mark, &mut cx).is_ready());
+        drop(poll);
+        assert_eq!(
+            polls, 4,
+            "polled at the start, after a tick, a command and the timer"
         );
     }
 
