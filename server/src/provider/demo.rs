@@ -5,6 +5,7 @@
 //! The same question always gives the same reply, so tests and benchmarks can
 //! compare runs; different questions give different replies.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -90,24 +91,38 @@ impl Provider for DemoProvider {
         // The reply is kept whole and each token cut from it as it goes out:
         // a stream holds its text once, not one string per token.
         let delay = self.delay;
-        let words = futures::stream::unfold((text, 0, 0), move |(text, at, i)| async move {
-            if i == limit {
-                return None;
-            }
-            let end = Tokens { text: &text, at }.next_end()?;
-            if i > 0 {
-                if delay.is_zero() {
-                    // Let other tasks run on busy benchmarks.
-                    if i % 64 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                } else {
-                    tokio::time::sleep(delay).await;
+        // One timer a reply, reset for each pause: a new one per token cost
+        // its registration with the runtime and its removal.
+        let pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let words = futures::stream::unfold(
+            (text, 0, 0, pause),
+            move |(text, at, i, mut pause)| async move {
+                if i == limit {
+                    return None;
                 }
-            }
-            let token = text[at..end].to_owned();
-            Some((Ok(ProviderEvent::Token(token)), (text, end, i + 1)))
-        });
+                let end = Tokens { text: &text, at }.next_end()?;
+                if i > 0 {
+                    if delay.is_zero() {
+                        // Let other tasks run on busy benchmarks.
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    } else {
+                        let until = tokio::time::Instant::now() + delay;
+                        let pause = match &mut pause {
+                            Some(pause) => {
+                                pause.as_mut().reset(until);
+                                pause
+                            }
+                            empty => empty.insert(Box::pin(tokio::time::sleep_until(until))),
+                        };
+                        pause.as_mut().await;
+                    }
+                }
+                let token = text[at..end].to_owned();
+                Some((Ok(ProviderEvent::Token(token)), (text, end, i + 1, pause)))
+            },
+        );
         let end = futures::stream::once(async move {
             Ok(ProviderEvent::Finished {
                 finish_reason,
