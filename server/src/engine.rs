@@ -914,7 +914,9 @@ async fn generate(
     let id = writer.id().clone();
     // What the store holds of the reply, and when it was written.
     let mut checkpointed = 0;
-    let mut last_checkpoint = tokio::time::Instant::now();
+    // When the next one is due: comparing instants is cheaper, per token,
+    // than measuring the time since the last one.
+    let mut next_checkpoint = tokio::time::Instant::now() + checkpoint_interval;
     let mut tokens = provider.stream(request);
     loop {
         let item = tokio::select! {
@@ -939,14 +941,13 @@ async fn generate(
                 // At most one write per interval, whatever the token rate: a crash
                 // loses at most the text since the last checkpoint. Queued, not
                 // waited for: the next token does not wait for the commit.
-                if last_checkpoint.elapsed() >= checkpoint_interval
-                    && out.reply.len() > checkpointed
+                if out.reply.len() > checkpointed && tokio::time::Instant::now() >= next_checkpoint
                 {
                     if let Err(error) = store.checkpoint(message_id, &out.reply).await {
                         tracing::warn!(stream_id = %id, %error, "checkpoint failed");
                     }
                     checkpointed = out.reply.len();
-                    last_checkpoint = tokio::time::Instant::now();
+                    next_checkpoint = tokio::time::Instant::now() + checkpoint_interval;
                 }
             }
             Some(Ok(ProviderEvent::Reasoning(text))) => out.reasoning.push_str(&text),
