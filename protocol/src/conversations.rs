@@ -125,21 +125,23 @@ pub fn title_from(text: &str) -> String {
         .map(str::trim)
         .find(|line| !line.is_empty())
         .unwrap_or("");
-    let words: Vec<&str> = line.split_whitespace().collect();
     let mut title = String::new();
-    for word in words {
-        let extra = usize::from(!title.is_empty()) + word.chars().count();
-        if title.chars().count() + extra > TITLE_CHARS {
+    // The title's length in chars, counted as it grows.
+    let mut chars = 0;
+    for word in line.split_whitespace() {
+        let extra = usize::from(chars > 0) + word.chars().count();
+        if chars + extra > TITLE_CHARS {
             if title.is_empty() {
                 title = word.chars().take(TITLE_CHARS).collect();
             }
             title.push('…');
             return title;
         }
-        if !title.is_empty() {
+        if chars > 0 {
             title.push(' ');
         }
         title.push_str(word);
+        chars += extra;
     }
     if title.is_empty() {
         "New chat".to_owned()
@@ -162,6 +164,20 @@ mod tests {
         assert!(title.chars().count() <= TITLE_CHARS + 1);
         let unbroken = "x".repeat(200);
         assert_eq!(title_from(&unbroken).chars().count(), TITLE_CHARS + 1);
+    }
+
+    #[test]
+    fn a_title_is_cut_by_chars_before_the_word_that_would_pass_60() {
+        // 20 words of 2: 59 chars with the spaces, all kept.
+        let fits = "ab ".repeat(20);
+        assert_eq!(title_from(&fits), fits.trim_end());
+        // 16 words of 3 would be 63: 15 are kept (59), then the ellipsis;
+        // counted in chars, not bytes.
+        for word in ["abc", "ééé"] {
+            let long = format!("{word} ").repeat(16);
+            let kept = format!("{word} ").repeat(15);
+            assert_eq!(title_from(&long), format!("{}…", kept.trim_end()));
+        }
     }
 }
 
