@@ -5,6 +5,7 @@
 //! The same question always gives the same reply, so tests and benchmarks can
 //! compare runs; different questions give different replies.
 
+use std::fmt::Write as _;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -291,7 +292,7 @@ struct Voice {
     /// Sentences that lengthen the reply to the configured size.
     filler: &'static [&'static str],
     /// The persona's example after the list.
-    example: fn(topic: &str, words: usize, question: &str) -> String,
+    example: fn(out: &mut String, topic: &str, words: usize, question: &str),
 }
 
 const ASSISTANT: Voice = Voice {
@@ -415,44 +416,69 @@ fn voice(persona: &str) -> &'static Voice {
 }
 
 /// A tiny Rust program that counts the question's words.
-fn rust_example(topic: &str, words: usize, _question: &str) -> String {
-    let code_topic = format!("{topic:?}");
-    format!(
-        "\nA tiny example that counts the words of your question:\n\n```rust\nfn main() {{\n    let question = {code_topic};\n    let words = question.split_whitespace().count();\n    println!(\"{{words}} words\"); // {words}\n}}\n```\n"
-    )
+fn rust_example(out: &mut String, topic: &str, words: usize, _question: &str) {
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "\nA tiny example that counts the words of your question:\n\n```rust\nfn main() {{\n    let question = {topic:?};\n    let words = question.split_whitespace().count();\n    println!(\"{{words}} words\"); // {words}\n}}\n```\n"
+    );
 }
 
 /// A short verse about the question.
-fn verse_example(topic: &str, words: usize, _question: &str) -> String {
-    format!(
+fn verse_example(out: &mut String, topic: &str, words: usize, _question: &str) {
+    let _ = write!(
+        out,
         "\nA small verse for you:\n\n> *{topic}*, you ask —\n> {words} words like lanterns on a string,\n> each one lit, then the next,\n> until the whole night reads.\n"
-    )
+    );
 }
 
 /// Statistics of the question's words, as a table and the Python that computes them.
-fn statistics_example(topic: &str, words: usize, question: &str) -> String {
-    let lengths: Vec<usize> = question
+fn statistics_example(out: &mut String, topic: &str, words: usize, question: &str) {
+    let (count, sum, longest) = question
         .split_whitespace()
         .map(|w| w.chars().count())
-        .collect();
-    let mean = if lengths.is_empty() {
+        .fold((0usize, 0usize, 0usize), |(n, sum, max), len| {
+            (n + 1, sum + len, max.max(len))
+        });
+    let mean = if count == 0 {
         0.0
     } else {
-        lengths.iter().sum::<usize>() as f64 / lengths.len() as f64
+        sum as f64 / count as f64
     };
-    let longest = lengths.iter().max().copied().unwrap_or(0);
-    let code_topic = format!("{topic:?}");
-    format!(
-        "\nThe data we have is your question itself:\n\n| statistic | value |\n|---|---|\n| words | {words} |\n| mean word length | {mean:.2} |\n| longest word | {longest} |\n\n```python\nwords = {code_topic}.split()\nprint(len(words), sum(map(len, words)) / len(words))\n```\n"
-    )
+    let _ = write!(
+        out,
+        "\nThe data we have is your question itself:\n\n| statistic | value |\n|---|---|\n| words | {words} |\n| mean word length | {mean:.2} |\n| longest word | {longest} |\n\n```python\nwords = {topic:?}.split()\nprint(len(words), sum(map(len, words)) / len(words))\n```\n"
+    );
 }
 
-/// The question on one line, bounded, for quoting.
-fn one_line(question: &str, max_chars: usize) -> String {
-    let flat = question.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &flat[..cut]),
-        None => flat,
+/// Appends `text` on one line for quoting: runs of whitespace as one space,
+/// at most `max_chars` chars of that and then `…` if it was longer, and
+/// backticks as quotes (they would open or close code spans and fences).
+fn push_one_line(out: &mut String, text: &str, max_chars: usize) {
+    let mut left = max_chars;
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            if left == 0 {
+                out.push('…');
+                return;
+            }
+            out.push(' ');
+            left -= 1;
+        }
+        // A word that fits whole (bytes bound chars) is copied at once.
+        if word.len() <= left && !word.contains('`') {
+            out.push_str(word);
+            left -= word.chars().count();
+            continue;
+        }
+        for ch in word.chars() {
+            if left == 0 {
+                out.push('…');
+                return;
+            }
+            out.push(if ch == '`' { '\'' } else { ch });
+            left -= 1;
+        }
     }
 }
 
@@ -571,29 +597,40 @@ fn persona_reply(
     let pick = |salt: u64, len: usize| {
         ((hash.rotate_left((salt * 13) as u32) ^ salt) % len as u64) as usize
     };
-    // Backticks would let the question open or close code spans and fences.
-    let quoted = one_line(question, 200).replace('`', "'");
-    let topic = one_line(question, 48).replace('`', "'");
+    let mut topic = String::new();
+    push_one_line(&mut topic, question, 48);
     let words = question.split_whitespace().count();
-    let mut text = String::new();
+    // Written in place, no piece built apart; about the size it grows to.
+    let mut text = String::with_capacity(512 + 7 * min_tokens);
     if std::ptr::eq(voice, &ASSISTANT) && persona != "assistant" {
-        let instructions = one_line(system_prompt.unwrap_or_default(), 120).replace('`', "'");
-        text.push_str(&format!("*{persona}* — {instructions}\n\n"));
+        text.push('*');
+        text.push_str(persona);
+        text.push_str("* — ");
+        push_one_line(&mut text, system_prompt.unwrap_or_default(), 120);
+        text.push_str("\n\n");
     }
-    text.push_str(&format!(
-        "{} You asked: \"{quoted}\". This reply comes from the offline **demo** provider, so it is about your words rather than their meaning.\n\n",
-        voice.openings[pick(1, voice.openings.len())]
-    ));
-    text.push_str(&voice.list_intro.replace("{topic}", &topic));
+    text.push_str(voice.openings[pick(1, voice.openings.len())]);
+    text.push_str(" You asked: \"");
+    push_one_line(&mut text, question, 200);
+    text.push_str(
+        "\". This reply comes from the offline **demo** provider, so it is about your words \
+         rather than their meaning.\n\n",
+    );
+    let mut intro = voice.list_intro;
+    while let Some((before, after)) = intro.split_once("{topic}") {
+        text.push_str(before);
+        text.push_str(&topic);
+        intro = after;
+    }
+    text.push_str(intro);
     text.push_str("\n\n");
     let first = pick(2, voice.points.len());
     for i in 0..3 {
-        text.push_str(&format!(
-            "- {}\n",
-            voice.points[(first + i * 3) % voice.points.len()]
-        ));
+        text.push_str("- ");
+        text.push_str(voice.points[(first + i * 3) % voice.points.len()]);
+        text.push('\n');
     }
-    text.push_str(&(voice.example)(&topic, words, question));
+    (voice.example)(&mut text, &topic, words, question);
     // Count as we go: re-splitting the whole text per sentence would be quadratic.
     let mut filler = pick(3, voice.filler.len());
     let structured = count_tokens(&text);
