@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rill_protocol::{
-    ClientFrame, ErrorCode, PROTOCOL_VERSION, PresenceStatus, ProgressStep, ServerEvent,
+    ClientFrame, ErrorCode, Metadata, PROTOCOL_VERSION, PresenceStatus, ProgressStep, ServerEvent,
     parse_client_frame,
 };
 
@@ -131,8 +131,9 @@ fn token_frame(stream_id: &str, seq: u64, token: &str) -> Bytes {
 
 /// A stream event's frame written field by field, in the order and with the
 /// fields `serde` gives its `ServerEvent` (tests compare them). Every reply
-/// starts with a `start` and two `progress` frames: written this way they
-/// skip `ServerEvent`'s copies of their strings and serde's generic path.
+/// starts with a `start` and two `progress` frames and ends with a
+/// `complete`: written this way they skip `ServerEvent`'s copies of their
+/// strings and (but for the metadata) serde's generic path.
 struct Frame(Vec<u8>);
 
 impl Frame {
@@ -246,6 +247,25 @@ fn start_frame(stream_id: &str, seq: u64, started: &Started) -> Bytes {
         .end()
 }
 
+/// A `complete` frame: the reply and the session written straight from the
+/// event, the metadata through serde (without the copies `ServerEvent` takes).
+fn complete_frame(
+    stream_id: &str,
+    seq: u64,
+    response: &str,
+    session_id: &str,
+    metadata: &Metadata,
+) -> Bytes {
+    let more = 512 + response.len() + session_id.len();
+    let mut frame = Frame::new(br#"{"type":"complete","stream_id":"#, stream_id, seq, more)
+        .str(br#","response":"#, response)
+        .str(br#","session_id":"#, session_id);
+    frame.0.extend_from_slice(br#","metadata":"#);
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut frame.0, metadata);
+    frame.end()
+}
+
 /// A step's name on the wire (`progress.step`).
 fn step_name(step: ProgressStep) -> &'static str {
     match step {
@@ -337,12 +357,18 @@ impl Dialect for Native {
     fn encode_event(&self, event: &Sequenced) -> Bytes {
         EVENTS_ENCODED.fetch_add(1, Ordering::Relaxed);
         // Tokens are nearly every event, and every reply starts with a start
-        // and two steps: written straight from the borrowed parts, the same
-        // JSON as `ServerEvent`'s (tests check).
+        // and two steps and ends with a complete: written straight from the
+        // borrowed parts, the same JSON as `ServerEvent`'s (tests check).
         match &event.event {
             StreamEvent::Token(token) => token_frame(&event.stream_id, event.seq, token),
             StreamEvent::Progress(step) => progress_frame(&event.stream_id, event.seq, *step),
             StreamEvent::Started(started) => start_frame(&event.stream_id, event.seq, started),
+            StreamEvent::Completed {
+                response,
+                session_id,
+                metadata,
+                ..
+            } => complete_frame(&event.stream_id, event.seq, response, session_id, metadata),
             _ => Bytes::from(Self::server_event(event).to_json()),
         }
     }
@@ -529,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_start_and_progress_frames_are_the_protocol_frames() {
+    fn the_fast_start_progress_and_complete_frames_are_the_protocol_frames() {
         let mut events = Vec::new();
         for step in [
             ProgressStep::Starting,
@@ -553,6 +579,23 @@ mod tests {
                 model: "demo".into(),
                 client_message_id: client_message_id.map(str::to_owned),
             })));
+        }
+        for metadata in [
+            serde_json::json!({"agent": "assistant", "model": "demo", "finish_reason": "stop",
+                "sources": [], "context": {"sources": []}}),
+            serde_json::json!({"agent": "a\"b", "model": "m", "finish_reason": "length",
+                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "estimated": true},
+                "sources": ["x.md"], "context": {"sources": ["x.md"]}, "confidence": 0.5,
+                "routing": {"method": "keywords"}, "reasoning": "why\n",
+                "timing": {"first_token_ms": 1, "total_ms": 20},
+                "cost": {"amount": 0.25, "currency": "USD"}}),
+        ] {
+            events.push(StreamEvent::Completed {
+                response: "line one\n\"two\" ü\t".into(),
+                message_id: "m-1".into(),
+                session_id: "conv".into(),
+                metadata: Box::new(serde_json::from_value(metadata).unwrap()),
+            });
         }
         for event in events {
             let event = Sequenced::new(Arc::from("s-\"1"), 12, event);
