@@ -25,8 +25,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::log::ReplayLog;
 use super::{
@@ -134,7 +132,7 @@ impl MemoryHub {
         // Count the reader before checking the log, so the detach grace cannot
         // fire in between; undo if the replay it asks for is gone.
         if attached {
-            stream.attached.send_modify(|n| *n += 1);
+            stream.attached.fetch_add(1, Ordering::AcqRel);
         }
         if after_seq.saturating_add(1) < stream.log().first_seq() {
             if attached {
@@ -170,10 +168,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Hub for MemoryHub {
     fn create(&self, new: NewStream) -> Box<dyn StreamWriter> {
         let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-        let stream = Arc::new(MemoryStream::new(id.clone(), new.owner, self.inner.limits));
+        let stream = Arc::new(MemoryStream::new(
+            id.clone(),
+            new.owner,
+            self.inner.limits,
+            new.detach_grace,
+        ));
         self.streams().insert(id.clone(), stream.clone());
         self.inner.running.fetch_add(1, Ordering::Relaxed);
-        watch_detach(&stream, new.detach_grace);
         Box::new(MemoryWriter {
             stream,
             hub: Arc::downgrade(&self.inner),
@@ -248,12 +250,12 @@ struct MemoryStream {
     /// copy of `Arc`s, never an await.
     log: Mutex<ReplayLog>,
     /// How many subscriptions are attached; a stream nobody has watched for the
-    /// detach grace is asked to stop.
-    attached: watch::Sender<usize>,
+    /// detach grace is asked to stop (see [`MemoryWriter::stopped`]).
+    attached: AtomicUsize,
+    /// How long it may run with nobody attached.
+    grace: Duration,
     /// Set to stop generation (client cancel, detach grace, shutdown).
     stop: StopSignal,
-    /// Cancelled by the terminal event (ends the detach watchdog).
-    done: CancellationToken,
 }
 
 /// Why a stream must stop, once someone has said so: an atomic the generation
@@ -309,36 +311,19 @@ impl StopSignal {
 }
 
 impl MemoryStream {
-    fn new(id: Arc<str>, owner: Option<String>, limits: ReplayLimits) -> Self {
+    fn new(id: Arc<str>, owner: Option<String>, limits: ReplayLimits, grace: Duration) -> Self {
         MemoryStream {
             log: Mutex::new(ReplayLog::new(id.clone(), limits)),
             id,
             owner,
-            attached: watch::Sender::new(0),
+            attached: AtomicUsize::new(0),
+            grace,
             stop: StopSignal::default(),
-            done: CancellationToken::new(),
         }
     }
 
     fn log(&self) -> MutexGuard<'_, ReplayLog> {
         lock(&self.log)
-    }
-
-    /// Resolves once nobody has been attached for `grace` without interruption.
-    async fn detached_for(attached: watch::Sender<usize>, grace: Duration) {
-        let mut attached = attached.subscribe();
-        loop {
-            if attached.wait_for(|n| *n == 0).await.is_err() {
-                return;
-            }
-            // Nobody attached: wait out the grace unless someone attaches.
-            if tokio::time::timeout(grace, attached.wait_for(|n| *n > 0))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
     }
 }
 
@@ -354,17 +339,24 @@ impl StreamLog for MemoryStream {
     }
 
     fn detach(&self) {
-        let mut left = 0;
-        self.attached.send_modify(|n| {
-            *n = n.saturating_sub(1);
-            left = *n;
-        });
-        // The last reader of a finished stream is done with it: keep it compact.
-        if left == 0 {
-            let mut log = self.log();
-            if log.finished {
-                log.compact_all();
-            }
+        let before = self
+            .attached
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before > 1 {
+            return;
+        }
+        // The last reader of a finished stream is done with it: keep it
+        // compact. A running one now starts its grace: its generation, which
+        // polls the stop signal, is woken to arm the timer.
+        let mut log = self.log();
+        if log.finished {
+            log.compact_all();
+        } else {
+            drop(log);
+            self.stop.waker.wake();
         }
     }
 }
@@ -408,12 +400,11 @@ impl StreamWriter for MemoryWriter {
         self.next_seq += 1;
         self.finished = terminal;
         if terminal {
-            self.stream.done.cancel();
             let bytes = {
                 let mut log = self.stream.log();
                 // Nobody is reading it now: compact at once (otherwise the
                 // last reader to leave does).
-                if *self.stream.attached.borrow() == 0 {
+                if self.stream.attached.load(Ordering::Acquire) == 0 {
                     log.compact_all();
                 }
                 log.bytes()
@@ -427,9 +418,33 @@ impl StreamWriter for MemoryWriter {
         seq
     }
 
+    /// Also stops the stream once nobody has been attached to it for its
+    /// grace without interruption: the generation's own poll of this future
+    /// keeps the timer, armed only while nobody is attached (a reader leaving
+    /// last wakes it), so a token costs one more atomic load and no task
+    /// watches each stream.
     fn stopped(&self) -> BoxFuture<'static, StopReason> {
         let stream = self.stream.clone();
-        std::future::poll_fn(move |cx| stream.stop.poll(cx)).boxed()
+        let mut alone: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(reason) = stream.stop.poll(cx) {
+                return Poll::Ready(reason);
+            }
+            // After the stop signal registered the waker: a reader leaving
+            // from here on wakes this poll again.
+            if stream.attached.load(Ordering::Acquire) > 0 {
+                alone = None;
+                return Poll::Pending;
+            }
+            let grace = stream.grace;
+            let timer = alone.get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
+            if timer.as_mut().poll(cx).is_ready() {
+                stream.stop.set(StopReason::Detached);
+                return stream.stop.poll(cx);
+            }
+            Poll::Pending
+        })
+        .boxed()
     }
 }
 
@@ -441,29 +456,6 @@ impl Drop for MemoryWriter {
             self.publish(StreamEvent::Failed(Failure::Crashed));
         }
     }
-}
-
-/// Asks a running stream to stop once nobody has been attached to it for
-/// `grace`: a small task per running stream, so that generation itself only
-/// checks an atomic per token.
-fn watch_detach(stream: &Arc<MemoryStream>, grace: Duration) {
-    // Outside a runtime (unit tests of the writer) there is no grace.
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let attached = stream.attached.clone();
-    let done = stream.done.clone();
-    let stream = Arc::downgrade(stream);
-    runtime.spawn(async move {
-        tokio::select! {
-            () = done.cancelled() => {}
-            () = MemoryStream::detached_for(attached, grace) => {
-                if let Some(stream) = stream.upgrade() {
-                    stream.stop.set(StopReason::Detached);
-                }
-            }
-        }
-    });
 }
 
 impl Inner {
