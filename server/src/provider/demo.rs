@@ -891,6 +891,24 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_quote_is_one_line_bounded_in_chars_without_backticks() {
+        let quote = |text: &str, max: usize| {
+            let mut out = String::from(">");
+            push_one_line(&mut out, text, max);
+            out
+        };
+        assert_eq!(quote("  two\n\twords  ", 20), ">two words");
+        assert_eq!(quote("", 5), ">");
+        // Exactly at the bound: whole; one char past it: cut, with `…`.
+        assert_eq!(quote("abc de", 6), ">abc de");
+        assert_eq!(quote("abc def", 6), ">abc de…");
+        assert_eq!(quote("abc def", 3), ">abc…");
+        assert_eq!(quote("ünï cødé", 6), ">ünï cø…");
+        assert_eq!(quote("a `b` c", 20), ">a 'b' c");
+        assert_eq!(quote("``````", 4), ">''''…");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn tokens_are_paced_by_the_delay() {
         let provider = DemoProvider::new(Duration::from_millis(25), 11);
