@@ -460,7 +460,10 @@ impl Engine {
             ));
         }
         for (stream_id, generation) in generations {
-            self.tasks.spawn(drive(self.provider.clone(), generation));
+            // Boxed: a generation's state is large, and inline it would be
+            // copied into the task as it is spawned.
+            self.tasks
+                .spawn(Box::pin(drive(self.provider.clone(), generation)));
             stream_ids.push(stream_id);
         }
         Ok(Started {
