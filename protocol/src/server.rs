@@ -338,6 +338,18 @@ pub enum ProgressStep {
     Generating,
 }
 
+impl ProgressStep {
+    /// The wire spelling (`progress.step`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgressStep::Starting => "starting",
+            ProgressStep::AgentRouting => "agent_routing",
+            ProgressStep::RagRetrieval => "rag_retrieval",
+            ProgressStep::Generating => "generating",
+        }
+    }
+}
+
 /// `complete.metadata`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {

@@ -340,8 +340,9 @@ impl Session {
 
     /// The next event of the rooms this session is in, and how many it lost
     /// before it (its inbox was full); never ready while it is in no room.
-    /// Pending leaves `cx`'s waker with the inbox until the next event, so a
-    /// caller need not poll again before that waker fires.
+    /// In a room, Pending leaves `cx`'s waker with the inbox until the next
+    /// event, so a caller need not poll again before that waker fires; in
+    /// none, no waker is kept: poll again after a `join`.
     pub fn poll_room_event(&mut self, cx: &mut Context<'_>) -> Poll<(Arc<RoomEvent>, u64)> {
         let (Some(membership), Some(inbox)) = (&self.rooms, &mut self.inbox) else {
             return Poll::Pending;

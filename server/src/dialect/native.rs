@@ -217,7 +217,7 @@ fn progress_frame(stream_id: &str, seq: u64, step: ProgressStep) -> Bytes {
         seq,
         40 + message.len(),
     )
-    .str(br#","step":"#, step_name(step))
+    .str(br#","step":"#, step.as_str())
     .str(br#","message":"#, message)
     .end()
 }
@@ -264,16 +264,6 @@ fn complete_frame(
     // Writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut frame.0, metadata);
     frame.end()
-}
-
-/// A step's name on the wire (`progress.step`).
-fn step_name(step: ProgressStep) -> &'static str {
-    match step {
-        ProgressStep::Starting => "starting",
-        ProgressStep::AgentRouting => "agent_routing",
-        ProgressStep::RagRetrieval => "rag_retrieval",
-        ProgressStep::Generating => "generating",
-    }
 }
 
 /// Appends `text` as a JSON string: copied as it is unless something in it
