@@ -40,6 +40,42 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// How long each thread of a process has run on a CPU, to the nanosecond
+/// (`/proc/<pid>/task/*/schedstat`): exact where `/proc/<pid>/stat` counts in
+/// ticks of 10 ms, too coarse for a burst of a fraction of a second.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTimes(std::collections::HashMap<u32, u64>);
+
+impl ThreadTimes {
+    /// `pid`'s threads now; `None` if unreadable (a kernel without sched info).
+    pub fn read(pid: u32) -> Option<ThreadTimes> {
+        let mut times = std::collections::HashMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let task = task.ok()?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread that ended between the listing and the read: skip it.
+            let Ok(line) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            times.insert(tid, line.split_whitespace().next()?.parse().ok()?);
+        }
+        Some(ThreadTimes(times))
+    }
+
+    /// CPU time spent since `earlier`, ns: each thread's growth, and all of a
+    /// thread's time if it started since. A thread that ended since took its
+    /// time with it (an idle pool thread, for a server under load): counting
+    /// by thread keeps its earlier lifetime from being subtracted.
+    pub fn since(&self, earlier: &ThreadTimes) -> u64 {
+        self.0
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +97,37 @@ mod tests {
     #[test]
     fn a_missing_process_is_none() {
         assert!(sample(u32::MAX).is_none());
+        assert!(ThreadTimes::read(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn thread_times_count_new_threads_and_forget_ended_ones() {
+        let pid = std::process::id();
+        let first = ThreadTimes::read(pid).expect("schedstat readable");
+        // A new thread spins for 30 ms of wall time, says so, and stays alive
+        // until read.
+        let (spun_tx, spun_rx) = std::sync::mpsc::channel::<u64>();
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let began = std::time::Instant::now();
+            let mut x = 0u64;
+            while began.elapsed() < std::time::Duration::from_millis(30) {
+                x = x.wrapping_mul(31).wrapping_add(1);
+            }
+            spun_tx.send(x).ok();
+            read_rx.recv().ok();
+        });
+        assert!(spun_rx.recv().unwrap() != 1);
+        let second = ThreadTimes::read(pid).expect("readable");
+        read_tx.send(()).ok();
+        other.join().unwrap();
+        // A busy machine gives the thread less CPU than its 30 ms of wall
+        // time, never more: only a bound well under it is certain.
+        let spent = second.since(&first);
+        assert!(
+            spent >= 5_000_000,
+            "{spent} ns counted for 30 ms of spinning"
+        );
+        assert_eq!(first.since(&first), 0);
     }
 }

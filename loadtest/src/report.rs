@@ -102,6 +102,18 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// How long until every client's first reply had its first token, and the
+/// server's CPU by then per connection: "152 ms, 118 µs"; "–" where the
+/// scenario has no replies or a client never got one.
+fn opening(outcome: &Outcome) -> String {
+    let cpu = outcome.server.and_then(|s| s.opening_cpu_us_per_connection);
+    match (outcome.opening_ms, cpu) {
+        (Some(ms), Some(us)) => format!("{ms:.0} ms, {us:.0} µs"),
+        (Some(ms), None) => format!("{ms:.0} ms"),
+        _ => "–".into(),
+    }
+}
+
 /// The tables of `summary.md`.
 pub fn summary_markdown(result: &SuiteResult) -> String {
     let mut out = String::new();
@@ -113,15 +125,15 @@ pub fn summary_markdown(result: &SuiteResult) -> String {
     );
     let _ = writeln!(
         out,
-        "| case | server | done | tokens/s | tokens per server CPU-s | server CPU | first token p50 / p99 ms | token gap p99 ms | connect p99 ms | RSS per conn KiB | errors |"
+        "| case | server | done | tokens/s | tokens per server CPU-s | server CPU | first token p50 / p99 ms | token gap p99 ms | connect p99 ms | opening: ms, server CPU µs per conn | RSS per conn KiB | errors |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for case in &result.cases {
         for o in &case.outcomes {
             let cost = o.server.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} | {} | {}/{} | {:.0} | {:.0} | {:.0} % | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+                "| {} | {} | {}/{} | {:.0} | {:.0} | {:.0} % | {:.1} / {:.1} | {:.1} | {:.1} | {} | {:.1} | {} |",
                 case.id,
                 o.label,
                 o.completed,
@@ -133,6 +145,7 @@ pub fn summary_markdown(result: &SuiteResult) -> String {
                 o.first_token_ms.p99,
                 o.inter_arrival_ms.p99,
                 o.connect_ms.p99,
+                opening(o),
                 cost.rss_per_connection_kib,
                 o.error_count + o.integrity_errors + o.lost_tokens + o.duplicated_tokens,
             );
@@ -145,7 +158,7 @@ pub fn summary_markdown(result: &SuiteResult) -> String {
                 );
                 let _ = writeln!(
                     out,
-                    "| {} | rill ÷ {peer} | | | {} | | | | | {} | |",
+                    "| {} | rill ÷ {peer} | | | {} | | | | | | {} | |",
                     case.id,
                     ratio(r.tokens_per_cpu_s, o.tokens_per_cpu_s),
                     ratio(r.rss_per_connection_kib, o.rss_per_connection_kib),
@@ -386,11 +399,16 @@ mod tests {
             }),
             ..Outcome::default()
         };
+        let mut rill = outcome("rill", 300.0);
+        rill.opening_ms = Some(152.4);
+        if let Some(server) = rill.server.as_mut() {
+            server.opening_cpu_us_per_connection = Some(118.2);
+        }
         let result = SuiteResult {
             runs: 1,
             cases: vec![Case {
                 id: "stream-10".into(),
-                outcomes: vec![outcome("rill", 300.0), outcome("baseline", 100.0)],
+                outcomes: vec![rill, outcome("baseline", 100.0)],
                 ..Case::default()
             }],
             ..SuiteResult::default()
@@ -401,6 +419,14 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("3.00×"), "{summary}");
+        // The opening where it was measured, a dash where it was not.
+        assert!(summary.contains("| 152 ms, 118 µs |"), "{summary}");
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with("| stream-10 | baseline |") && l.contains("| – |")),
+            "{summary}"
+        );
         let page = html(&result);
         assert!(page.contains("<svg"), "charts are inline SVG");
     }

@@ -106,6 +106,10 @@ pub struct Outcome {
     pub connect_ms: Summary,
     /// From sending a question (or a resume) to its first token.
     pub first_token_ms: Summary,
+    /// `stream` and `resume`: from the start until every client's first
+    /// reply had its first token, ms (none if a client never got one).
+    #[serde(default)]
+    pub opening_ms: Option<f64>,
     /// Between consecutive tokens of one reply.
     pub inter_arrival_ms: Summary,
     /// Tokens received.
@@ -157,6 +161,12 @@ pub struct ServerCost {
     pub rss_loaded_kib: u64,
     /// (loaded − before) / connections, KiB.
     pub rss_per_connection_kib: f64,
+    /// `stream` and `resume`: the server's CPU time (all threads, to the
+    /// nanosecond) from before the first client connected until every
+    /// client's first reply had its first token, per connection, µs: what
+    /// opening a connection and starting its first reply costs the server.
+    #[serde(default)]
+    pub opening_cpu_us_per_connection: Option<f64>,
 }
 
 /// One sample over time.
@@ -178,6 +188,37 @@ struct Counters {
     tokens: AtomicU64,
     bytes: AtomicU64,
     completed: AtomicU64,
+    /// Clients whose first reply has had its first token.
+    first_tokens: AtomicU64,
+    /// How many clients open (`stream`, `resume`), and the server to read
+    /// when the last one's first token comes.
+    clients: u64,
+    server_pid: Option<u32>,
+    /// The opening, once every client's first reply has its first token.
+    opening: std::sync::OnceLock<Opening>,
+}
+
+/// When the last client's first reply had its first token, and what the
+/// server had spent by then: the cost of opening every connection and
+/// starting its first reply, the burst the at-once cases measure.
+#[derive(Debug, Clone)]
+struct Opening {
+    at: Instant,
+    server_threads: Option<procstat::ThreadTimes>,
+}
+
+impl Counters {
+    /// Counts one client's first token of its first reply; the last client's
+    /// reads the server's CPU time.
+    fn first_token(&self) {
+        if self.first_tokens.fetch_add(1, Ordering::Relaxed) + 1 == self.clients {
+            let server_threads = self.server_pid.and_then(procstat::ThreadTimes::read);
+            let _ = self.opening.set(Opening {
+                at: Instant::now(),
+                server_threads,
+            });
+        }
+    }
 }
 
 /// What one client measured.
@@ -340,10 +381,15 @@ async fn streams(
     ramp: Duration,
 ) -> Outcome {
     raise_file_limit();
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters {
+        clients: connections as u64,
+        server_pid: load.server_pid,
+        ..Counters::default()
+    });
     let expected = (connections * messages) as u64;
     let bar = progress_bar(load, expected, scenario.name());
     let monitor = Monitor::start(load.server_pid, counters.clone());
+    let opening_from = load.server_pid.and_then(procstat::ThreadTimes::read);
     let began = Instant::now();
     let run_id = began.elapsed().as_nanos() ^ u128::from(std::process::id());
     let tasks: Vec<_> = (0..connections)
@@ -422,6 +468,17 @@ async fn streams(
         ..Outcome::default()
     };
     outcome.server = server_cost(before, after, peak, None, tokens, duration, connections);
+    if let Some(opening) = counters.opening.get() {
+        outcome.opening_ms = Some(opening.at.duration_since(began).as_secs_f64() * 1000.0);
+        if let (Some(server), Some(from), Some(to)) = (
+            outcome.server.as_mut(),
+            opening_from,
+            opening.server_threads.as_ref(),
+        ) {
+            server.opening_cpu_us_per_connection =
+                Some(to.since(&from) as f64 / 1000.0 / connections.max(1) as f64);
+        }
+    }
     keep_errors(&mut outcome, total.errors);
     outcome
 }
@@ -456,6 +513,7 @@ fn server_cost(
         rss_loaded_kib: loaded,
         rss_per_connection_kib: loaded.saturating_sub(before.rss_kib) as f64
             / connections.max(1) as f64,
+        opening_cpu_us_per_connection: None,
     })
 }
 
@@ -517,6 +575,10 @@ async fn stream_client(
                 "token" => {
                     let now = Instant::now();
                     match last_token {
+                        None if m == 0 && !dropped => {
+                            report.first_token.push(now - sent);
+                            counters.first_token();
+                        }
                         None => report.first_token.push(now - sent),
                         Some(previous) => report.inter_arrival.push(now - previous),
                     }

@@ -53,6 +53,14 @@ async fn every_scenario_runs_clean_against_rill() {
     assert!(stream.tokens >= 24 * 20, "every reply streamed its tokens");
     assert_eq!(stream.first_token_ms.count, 24);
     assert!(stream.server.is_some_and(|s| s.cpu_s >= 0.0));
+    // The opening: every client's first reply started, and what that cost.
+    let opening = stream.opening_ms.expect("every first reply had a token");
+    assert!(opening > 0.0 && opening <= stream.duration_s * 1000.0);
+    let opening_cpu = stream
+        .server
+        .and_then(|s| s.opening_cpu_us_per_connection)
+        .expect("the server's CPU read when the last first token came");
+    assert!(opening_cpu > 0.0, "eight handshakes and questions cost CPU");
 
     let resumed = run(
         &load,
@@ -133,6 +141,12 @@ async fn the_baseline_answers_like_rill() {
         stream.duration_s >= 0.15,
         "the ramp was ignored: {} s",
         stream.duration_s
+    );
+    // The opening ends with the last client's first token, after it opened.
+    assert!(
+        stream.opening_ms.is_some_and(|ms| ms >= 150.0),
+        "{:?}",
+        stream.opening_ms
     );
     let idle = run(
         &load,
