@@ -14,7 +14,7 @@
 //! by row (`super::recent`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -40,20 +40,23 @@ pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
     // commit, foreign keys, wait on a busy file. No automatic checkpoint: it
     // would run inside the commit that crosses 1,000 WAL pages, and every
     // job of that batch would wait for it (up to 14 ms measured); the
-    // checkpoint thread does it beside the writer instead.
+    // checkpoint thread does it beside the writer instead. The WAL file is
+    // cut back to `WalBound::LIMIT` when it starts over (see `WalBound`).
     connection
-        .execute_batch(
+        .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-             PRAGMA wal_autocheckpoint = 0;",
-        )
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+            WalBound::LIMIT
+        ))
         .map_err(database)?;
     connection.set_prepared_statement_cache_capacity(64);
     let checkpoints = Checkpoints::start(path)?;
+    let mut wal = WalBound::new(path);
     let (jobs, queue) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("rill-sqlite-writer".into())
-        .spawn(move || run(&mut connection, queue, &checkpoints))
+        .spawn(move || run(&mut connection, queue, &checkpoints, &mut wal))
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
     Ok(Writer::from_queue(jobs))
 }
@@ -63,7 +66,12 @@ fn database(error: rusqlite::Error) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("sqlite: {error}")))
 }
 
-fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints: &Checkpoints) {
+fn run(
+    connection: &mut Connection,
+    mut queue: mpsc::Receiver<Job>,
+    checkpoints: &Checkpoints,
+    wal: &mut WalBound,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     // Rows noted before a restart are indexed first.
@@ -121,6 +129,7 @@ fn run(connection: &mut Connection, mut queue: mpsc::Receiver<Job>, checkpoints:
             }
         }
         checkpoints.committed();
+        wal.committed(connection);
         // A writer that is never idle still indexes, a chunk per batch.
         if search.overdue() {
             search.index_chunk(connection);
@@ -275,8 +284,9 @@ impl SearchIndexing {
 /// Checkpoints of the WAL, on a thread of their own with a connection of its
 /// own: `PRAGMA wal_checkpoint(PASSIVE)` every [`Checkpoints::EVERY`] while
 /// the writer commits. WAL mode lets a checkpoint run beside the writer, so
-/// no commit waits for one, and once a checkpoint has copied everything the
-/// writer starts the WAL file over, which keeps it small.
+/// no commit waits for one; once a checkpoint has copied everything the
+/// writer starts the WAL file over. Under sustained writes none copies
+/// everything, and [`WalBound`] keeps the file from growing without end.
 struct Checkpoints {
     /// Commits so far (the checkpoint thread compares).
     commits: Arc<AtomicU64>,
@@ -324,6 +334,58 @@ impl Checkpoints {
 impl Drop for Checkpoints {
     fn drop(&mut self) {
         self.thread.unpark();
+    }
+}
+
+/// Keeps the WAL file from growing without end. The checkpoint thread copies
+/// the WAL into the database beside the writer, but SQLite starts the WAL
+/// over only after a checkpoint that copied all of it, and under sustained
+/// writes new commits always land while one runs: the file grew by every
+/// commit (125 MB in ten seconds of `stream-100`, over a 19 MB database).
+/// So once the file passes [`WalBound::LIMIT`], the writer checkpoints itself
+/// between two batches, when nothing can land meanwhile (most of the WAL is
+/// already copied by then); the next batch starts the WAL over, and SQLite
+/// cuts the file back to the limit (`journal_size_limit`). A reader in the
+/// middle of a read can keep the WAL from starting over: the writer tries
+/// again each time the file has grown by another quarter of the limit.
+struct WalBound {
+    path: PathBuf,
+    /// The size at which the writer checkpoints next.
+    next: u64,
+}
+
+impl WalBound {
+    /// Bytes the WAL file may keep (small under test, to see it cut).
+    #[cfg(not(test))]
+    const LIMIT: u64 = 64 << 20;
+    #[cfg(test)]
+    const LIMIT: u64 = 1 << 20;
+
+    fn new(database: &Path) -> Self {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-wal");
+        WalBound {
+            path: path.into(),
+            next: Self::LIMIT,
+        }
+    }
+
+    /// After a commit: checkpoint here if the file has passed the mark.
+    fn committed(&mut self, connection: &Connection) {
+        let Ok(size) = std::fs::metadata(&self.path).map(|m| m.len()) else {
+            return;
+        };
+        if size <= Self::LIMIT {
+            self.next = Self::LIMIT;
+            return;
+        }
+        if size < self.next {
+            return;
+        }
+        self.next = size + Self::LIMIT / 4;
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "checkpointing the WAL failed");
+        }
     }
 }
 
@@ -835,4 +897,58 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         sources: row.get(18)?,
         versions: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WalBound;
+    use crate::store::{MessageStatus, NewMessage, SqlStore, Store};
+
+    /// Sustained writes, one commit each, as a busy server makes them: the
+    /// WAL file never holds much more than its limit, and nothing is lost.
+    #[tokio::test]
+    async fn the_wal_file_stays_bounded_under_sustained_writes() {
+        let dir = std::env::temp_dir().join(format!("rill-wal-{}", uuid::Uuid::new_v4()));
+        let store = SqlStore::open(None, &dir).await.unwrap();
+        store
+            .ensure_conversation("c", "user:ann", None, "")
+            .await
+            .unwrap();
+        store
+            .add_message(NewMessage {
+                id: "r",
+                conversation_id: "c",
+                role: "assistant",
+                persona: None,
+                model: None,
+                content: "",
+                status: MessageStatus::Streaming,
+                stream_id: None,
+            })
+            .await
+            .unwrap();
+        let wal = dir.join("rill.db-wal");
+        // Each write rewrites a 64 KiB reply with other letters (SQLite
+        // leaves a page whose bytes did not change unwritten): about 17 pages
+        // of WAL, so the 300 of them would leave a WAL file of some 20 MB
+        // without a bound.
+        let mut largest = 0;
+        let mut last = String::new();
+        for i in 0..300u32 {
+            let letter = char::from(b'a' + u8::try_from(i % 26).unwrap());
+            last = format!("{letter}{letter}{letter} ").repeat(64 * 1024 / 4);
+            store.checkpoint("r", &last).await.unwrap();
+            store.settle().await.unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        assert!(
+            largest <= 2 * WalBound::LIMIT,
+            "the WAL file reached {largest} bytes (limit {})",
+            WalBound::LIMIT
+        );
+        let stored = store.messages("user:ann", "c").await.unwrap();
+        assert_eq!(stored[0].content, last, "the last write is kept whole");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
