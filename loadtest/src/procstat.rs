@@ -101,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn thread_times_count_new_threads_and_forget_ended_ones() {
+    fn thread_times_count_a_new_thread() {
         let pid = std::process::id();
         let first = ThreadTimes::read(pid).expect("schedstat readable");
         // A new thread spins for 30 ms of wall time, says so, and stays alive
