@@ -975,4 +975,58 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// The nice value of each of this process's threads named `name`
+    /// (`/proc/self/task/*/stat`, field 19).
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(name: &str) -> Vec<i64> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the name (which may hold spaces) start after ')'.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            if let Some(nice) = after.split_whitespace().nth(16) {
+                found.push(nice.parse().unwrap());
+            }
+        }
+        found
+    }
+
+    /// The SQLite threads run below the runtime's priority (nice 10), so
+    /// that on a shared core the tokens' thread goes first.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_sqlite_threads_yield_to_the_runtime() {
+        let dir = std::env::temp_dir().join(format!("rill-nice-{}", uuid::Uuid::new_v4()));
+        let store = SqlStore::open(None, &dir).await.unwrap();
+        // A write answered: the writer thread has started.
+        store.settle().await.unwrap();
+        let mut threads = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            // Thread names are cut to 15 bytes.
+            threads = (
+                nice_of_threads("rill-sqlite-wri"),
+                nice_of_threads("rill-sqlite-che"),
+            );
+            // Other tests' stores may have their own threads, some just
+            // starting: every writer yields once it runs.
+            if !threads.0.is_empty()
+                && threads.0.iter().all(|&nice| nice == 10)
+                && threads.1.contains(&10)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (writers, checkpointers) = threads;
+        assert!(!writers.is_empty() && !checkpointers.is_empty());
+        assert!(writers.iter().all(|&nice| nice == 10), "{writers:?}");
+        assert!(checkpointers.contains(&10), "{checkpointers:?}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
