@@ -682,8 +682,6 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     } = generation;
     let started = tokio::time::Instant::now();
     let id = writer.id().clone();
-    let stopped = writer.stopped();
-    tokio::pin!(stopped);
     writer.publish(StreamEvent::Started(Box::new(crate::events::Started {
         session_id: session_id.clone(),
         message_id: message_id.clone(),
@@ -698,11 +696,11 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     let mut stopped_early = None;
     if let Some(job) = routing {
         writer.publish(StreamEvent::Progress(ProgressStep::AgentRouting));
-        let routed = tokio::select! {
-            biased;
-            reason = &mut stopped => Err(reason),
-            chosen = route(&*provider, &job.personas, request.question()) => Ok(chosen),
-        };
+        let routed = unless_stopped(
+            &mut *writer,
+            route(&*provider, &job.personas, request.question()),
+        )
+        .await;
         match routed {
             Err(reason) => stopped_early = Some(finish_reason_of(reason, &id)),
             Ok(chosen) => {
@@ -741,12 +739,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     if stopped_early.is_none()
         && let Some((documents, project)) = retrieval
     {
-        let found = tokio::select! {
-            biased;
-            reason = &mut stopped => Err(reason),
-            found = retrieve(&documents, &project, request.question(), &mut writer) => Ok(found),
-        };
-        match found {
+        match retrieve(&documents, &project, request.question(), &mut *writer).await {
             Err(reason) => stopped_early = Some(finish_reason_of(reason, &id)),
             Ok(Some(found)) => {
                 if !found.is_empty() {
@@ -780,8 +773,7 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
             match generate(
                 &*provider,
                 request,
-                &mut writer,
-                &mut stopped,
+                &mut *writer,
                 &mut out,
                 &*store,
                 &message_id,
@@ -848,34 +840,50 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     });
 }
 
+/// Runs `work` unless the stream is asked to stop first (checked first at
+/// every wake).
+async fn unless_stopped<T>(
+    writer: &mut dyn StreamWriter,
+    work: impl Future<Output = T>,
+) -> std::result::Result<T, StopReason> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(reason) = writer.poll_stopped(cx) {
+            return std::task::Poll::Ready(Err(reason));
+        }
+        work.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
 /// Retrieves the project's best passages for `question`, announcing it
 /// (`rag_retrieval`, then `sources`): `None` when the project has no
 /// document to search (skipped quietly), or when retrieval failed (logged:
-/// the question is answered without sources rather than not at all).
+/// the question is answered without sources rather than not at all); the
+/// reason if the stream was asked to stop meanwhile.
 async fn retrieve(
     documents: &Documents,
     project: &str,
     question: &str,
-    writer: &mut Box<dyn StreamWriter>,
-) -> Option<Vec<Source>> {
-    let ready = match documents.ready(project).await {
+    writer: &mut dyn StreamWriter,
+) -> std::result::Result<Option<Vec<Source>>, StopReason> {
+    let ready = match unless_stopped(writer, documents.ready(project)).await? {
         Ok(Some(ready)) => ready,
-        Ok(None) => return None,
+        Ok(None) => return Ok(None),
         Err(error) => {
             tracing::error!(%project, %error, "retrieval failed: answering without sources");
-            return None;
+            return Ok(None);
         }
     };
     writer.publish(StreamEvent::Progress(ProgressStep::RagRetrieval));
-    let found = documents
-        .search(&ready, question)
-        .await
+    let found = unless_stopped(writer, documents.search(&ready, question))
+        .await?
         .unwrap_or_else(|error| {
             tracing::error!(%project, %error, "retrieval failed: answering without sources");
             Vec::new()
         });
     writer.publish(StreamEvent::Sources(found.clone()));
-    Some(found)
+    Ok(Some(found))
 }
 
 /// What a generation produced so far.
@@ -907,8 +915,7 @@ fn millis(duration: Duration) -> u64 {
 async fn generate(
     provider: &dyn Provider,
     request: ProviderRequest,
-    writer: &mut Box<dyn StreamWriter>,
-    stopped: &mut std::pin::Pin<&mut impl Future<Output = StopReason>>,
+    writer: &mut dyn StreamWriter,
     out: &mut Produced,
     store: &dyn Store,
     message_id: &str,
@@ -922,10 +929,18 @@ async fn generate(
     let mut next_checkpoint = tokio::time::Instant::now() + checkpoint_interval;
     let mut tokens = provider.stream(request);
     loop {
-        let item = tokio::select! {
-            biased;
-            reason = stopped.as_mut() => return Ok((finish_reason_of(reason, &id), None)),
-            item = tokens.next() => item,
+        // The stop first, then the provider, as a biased `select!` would
+        // (the writer's own poll: no future of its own to fetch per token).
+        let item = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(reason) = writer.poll_stopped(cx) {
+                return std::task::Poll::Ready(Err(reason));
+            }
+            tokens.poll_next_unpin(cx).map(Ok)
+        })
+        .await;
+        let item = match item {
+            Ok(item) => item,
+            Err(reason) => return Ok((finish_reason_of(reason, &id), None)),
         };
         match item {
             Some(Ok(ProviderEvent::Token(token))) => {

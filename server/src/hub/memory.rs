@@ -22,8 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 
 use super::log::ReplayLog;
@@ -182,6 +180,7 @@ impl Hub for MemoryHub {
             next_seq: 1,
             finished: false,
             waking: Vec::new(),
+            alone: None,
         })
     }
 
@@ -250,7 +249,7 @@ struct MemoryStream {
     /// copy of `Arc`s, never an await.
     log: Mutex<ReplayLog>,
     /// How many subscriptions are attached; a stream nobody has watched for the
-    /// detach grace is asked to stop (see [`MemoryWriter::stopped`]).
+    /// detach grace is asked to stop (see [`StreamWriter::poll_stopped`]).
     attached: AtomicUsize,
     /// How long it may run with nobody attached.
     grace: Duration,
@@ -375,6 +374,9 @@ struct MemoryWriter {
     /// The wakers of the last publish, woken outside the lock (kept to reuse
     /// its allocation).
     waking: Vec<Waker>,
+    /// The detach grace's timer ([`StreamWriter::poll_stopped`]), while
+    /// nobody is attached.
+    alone: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl StreamWriter for MemoryWriter {
@@ -419,32 +421,30 @@ impl StreamWriter for MemoryWriter {
     }
 
     /// Also stops the stream once nobody has been attached to it for its
-    /// grace without interruption: the generation's own poll of this future
-    /// keeps the timer, armed only while nobody is attached (a reader leaving
-    /// last wakes it), so a token costs one more atomic load and no task
-    /// watches each stream.
-    fn stopped(&self) -> BoxFuture<'static, StopReason> {
-        let stream = self.stream.clone();
-        let mut alone: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        std::future::poll_fn(move |cx| {
-            if let Poll::Ready(reason) = stream.stop.poll(cx) {
-                return Poll::Ready(reason);
-            }
-            // After the stop signal registered the waker: a reader leaving
-            // from here on wakes this poll again.
-            if stream.attached.load(Ordering::Acquire) > 0 {
-                alone = None;
-                return Poll::Pending;
-            }
-            let grace = stream.grace;
-            let timer = alone.get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
-            if timer.as_mut().poll(cx).is_ready() {
-                stream.stop.set(StopReason::Detached);
-                return stream.stop.poll(cx);
-            }
-            Poll::Pending
-        })
-        .boxed()
+    /// grace without interruption: the generation's own poll keeps the
+    /// timer, armed only while nobody is attached (a reader leaving last
+    /// wakes it), so a check costs an atomic load and a waker's
+    /// registration, and no task watches each stream.
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<StopReason> {
+        let stream = &self.stream;
+        if let Poll::Ready(reason) = stream.stop.poll(cx) {
+            return Poll::Ready(reason);
+        }
+        // After the stop signal registered the waker: a reader leaving from
+        // here on wakes this poll again.
+        if stream.attached.load(Ordering::Acquire) > 0 {
+            self.alone = None;
+            return Poll::Pending;
+        }
+        let grace = stream.grace;
+        let timer = self
+            .alone
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
+        if timer.as_mut().poll(cx).is_ready() {
+            stream.stop.set(StopReason::Detached);
+            return stream.stop.poll(cx);
+        }
+        Poll::Pending
     }
 }
 
@@ -538,6 +538,7 @@ fn expire_later(hub: &Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::stopped;
     use bytes::Bytes;
 
     fn hub() -> MemoryHub {
@@ -787,13 +788,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_nobody_watches_is_asked_to_stop_after_the_grace() {
         let hub = hub();
-        let writer = hub.create(NewStream {
+        let mut writer = hub.create(NewStream {
             owner: None,
             detach_grace: Duration::from_secs(60),
         });
         let id = writer.id().clone();
         let sub = hub.attach(&id, 0).unwrap();
-        let watcher = tokio::spawn(writer.stopped());
+        // The writer goes with the watcher, and ends with it.
+        let watcher = tokio::spawn(async move { stopped(&mut *writer).await });
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(!watcher.is_finished(), "attached: no grace running");
         drop(sub);
@@ -804,15 +806,14 @@ mod tests {
         drop(again);
         tokio::time::sleep(Duration::from_secs(61)).await;
         assert_eq!(watcher.await.unwrap(), StopReason::Detached);
-        drop(writer);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_observer_does_not_keep_a_stream_alive() {
         let hub = hub();
-        let writer = create(&hub);
+        let mut writer = create(&hub);
         let mut observer = hub.observe(writer.id(), u64::MAX).unwrap();
-        assert_eq!(writer.stopped().await, StopReason::Detached);
+        assert_eq!(stopped(&mut *writer).await, StopReason::Detached);
         drop(writer);
         assert!(
             matches!(observer.next_batch().await, Ok(None)),
@@ -823,18 +824,25 @@ mod tests {
     #[tokio::test]
     async fn cancel_and_interrupt_say_why_the_stream_stops() {
         let hub = hub();
-        let cancelled = create(&hub);
-        let interrupted = create(&hub);
-        let (a, b) = (cancelled.stopped(), interrupted.stopped());
+        let mut cancelled = create(&hub);
+        let mut interrupted = create(&hub);
         let _readers = (
             hub.attach(cancelled.id(), 0).unwrap(),
             hub.attach(interrupted.id(), 0).unwrap(),
         );
-        assert!(hub.cancel(cancelled.id()));
+        // Waiting before they are told: the signal wakes the poll.
+        let id = cancelled.id().clone();
+        let waiting = tokio::spawn(async move {
+            let reason = stopped(&mut *cancelled).await;
+            (reason, cancelled)
+        });
+        tokio::task::yield_now().await;
+        assert!(hub.cancel(&id));
         assert!(!hub.cancel("no-such-stream"));
-        assert_eq!(a.await, StopReason::Cancelled);
+        let (reason, _cancelled) = waiting.await.unwrap();
+        assert_eq!(reason, StopReason::Cancelled);
         assert_eq!(hub.interrupt_all(), 2, "both are still running");
-        assert_eq!(b.await, StopReason::Interrupted);
+        assert_eq!(stopped(&mut *interrupted).await, StopReason::Interrupted);
     }
 
     #[tokio::test]

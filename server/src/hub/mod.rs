@@ -21,7 +21,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 
 use crate::events::StreamEvent;
 
@@ -211,8 +210,16 @@ pub trait StreamWriter: Send {
     /// nothing more is published.
     fn publish(&mut self, event: StreamEvent) -> u64;
 
-    /// Resolves when the stream should stop, saying why.
-    fn stopped(&self) -> BoxFuture<'static, StopReason>;
+    /// Ready when the stream should stop, saying why (cancelled, interrupted,
+    /// or nobody attached for the detach grace). Polled by the generation
+    /// before every token, so it is a poll of the writer itself: a future of
+    /// its own was one more allocation to fetch from memory per token.
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<StopReason>;
+}
+
+/// Resolves when the stream `writer` writes should stop, saying why.
+pub async fn stopped(writer: &mut dyn StreamWriter) -> StopReason {
+    std::future::poll_fn(|cx| writer.poll_stopped(cx)).await
 }
 
 /// The reading side a hub implementation gives its subscriptions.
