@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -848,8 +849,8 @@ async fn unless_stopped<T>(
 ) -> std::result::Result<T, StopReason> {
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(reason) = writer.poll_stopped(cx) {
-            return std::task::Poll::Ready(Err(reason));
+        if let Poll::Ready(reason) = writer.poll_stopped(cx) {
+            return Poll::Ready(Err(reason));
         }
         work.as_mut().poll(cx).map(Ok)
     })
@@ -932,8 +933,8 @@ async fn generate(
         // The stop first, then the provider, as a biased `select!` would
         // (the writer's own poll: no future of its own to fetch per token).
         let item = std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(reason) = writer.poll_stopped(cx) {
-                return std::task::Poll::Ready(Err(reason));
+            if let Poll::Ready(reason) = writer.poll_stopped(cx) {
+                return Poll::Ready(Err(reason));
             }
             tokens.poll_next_unpin(cx).map(Ok)
         })

@@ -538,8 +538,12 @@ fn expire_later(hub: &Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::stopped;
     use bytes::Bytes;
+
+    /// Resolves when the stream `writer` writes should stop, saying why.
+    async fn stopped(writer: &mut dyn StreamWriter) -> StopReason {
+        std::future::poll_fn(|cx| writer.poll_stopped(cx)).await
+    }
 
     fn hub() -> MemoryHub {
         MemoryHub::new(Duration::from_secs(60), ReplayLimits::default())

@@ -217,11 +217,6 @@ pub trait StreamWriter: Send {
     fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<StopReason>;
 }
 
-/// Resolves when the stream `writer` writes should stop, saying why.
-pub async fn stopped(writer: &mut dyn StreamWriter) -> StopReason {
-    std::future::poll_fn(|cx| writer.poll_stopped(cx)).await
-}
-
 /// The reading side a hub implementation gives its subscriptions.
 pub trait StreamLog: Send + Sync {
     /// Appends events with seq > `after` (at most `max`) to `out`; whether the
