@@ -22,12 +22,8 @@ use super::{HubError, ReplayLimits, Sequenced};
 use crate::events::{Failure, StreamEvent};
 
 /// Newest events kept whole while a stream runs: a reader this close to the
-/// head (at 20 ms per token, 80 ms) shares their encodings; one further
-/// behind reads events rebuilt from the compacted text, just as exact. A
-/// live reader is seldom more than a token behind, so 4 serve it as well
-/// as 32 did, and with 1,000 paced streams cost 6–9 KiB less per stream
-/// (each whole event keeps its encoding) and no more CPU (BENCHMARKS.md).
-pub(super) const RECENT: usize = 4;
+/// head (at 20 ms per token, about half a second) shares their encodings.
+pub(super) const RECENT: usize = 32;
 
 /// Bytes a whole event costs beyond its text (the event, its `Arc`, its cached
 /// encoding): an estimate that keeps the byte bound honest for the many small
