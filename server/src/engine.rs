@@ -1248,6 +1248,65 @@ mod tests {
         assert!(metadata.routing.as_ref().unwrap().fallback_reason.is_some());
     }
 
+    /// A provider whose classifier never answers.
+    struct SlowClassifier;
+
+    impl Provider for SlowClassifier {
+        fn name(&self) -> &'static str {
+            "slow-classifier"
+        }
+        fn default_model(&self) -> &str {
+            "s"
+        }
+        fn classify(
+            &self,
+            _: &str,
+            _: &[rill_protocol::PersonaInfo],
+        ) -> Option<
+            futures::future::BoxFuture<
+                'static,
+                std::result::Result<crate::provider::Classified, ProviderError>,
+            >,
+        > {
+            Some(Box::pin(futures::future::pending()))
+        }
+        fn stream(
+            &self,
+            _: ProviderRequest,
+        ) -> BoxStream<'static, std::result::Result<ProviderEvent, ProviderError>> {
+            futures::stream::iter([Ok(ProviderEvent::Token("never".into()))]).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancel_while_routing_ends_the_stream_without_waiting_for_the_classifier() {
+        let (engine, _scratch) = engine(Arc::new(SlowClassifier)).await;
+        let request = MessageRequest {
+            persona_id: Some("auto".into()),
+            ..ask("q")
+        };
+        let started = engine.start(&Identity::Anonymous, request).await.unwrap();
+        let id = started.stream_ids[0].clone();
+        let mut sub = attach(&engine, &id);
+        loop {
+            let batch = sub.next_batch().await.unwrap().unwrap();
+            if batch
+                .iter()
+                .any(|e| e.event == StreamEvent::Progress(ProgressStep::AgentRouting))
+            {
+                break;
+            }
+        }
+        engine.cancel(&Identity::Anonymous, &id).unwrap();
+        // Well before the routing timeout (10 s) would let the default answer.
+        let events = tokio::time::timeout(Duration::from_secs(5), events(&engine, &id))
+            .await
+            .expect("the cancel ends the stream while the classifier still waits");
+        let (response, metadata) = completed(&events);
+        assert_eq!(metadata.finish_reason, FinishReason::Cancelled);
+        assert_eq!(response, "", "nothing was generated");
+    }
+
     #[tokio::test]
     async fn bad_requests_are_refused_with_their_codes() {
         let (engine, _scratch) = engine(Arc::new(DemoProvider::new(Duration::ZERO, 3))).await;
