@@ -841,8 +841,9 @@ async fn drive(provider: Arc<dyn Provider>, generation: Generation) {
     });
 }
 
-/// Runs `work` unless the stream is asked to stop first (checked first at
-/// every wake).
+/// Runs `work` unless the stream is asked to stop first: the stop is
+/// checked first at every wake, as a biased `select!` would, through the
+/// writer's own poll (no future of its own to fetch per token).
 async fn unless_stopped<T>(
     writer: &mut dyn StreamWriter,
     work: impl Future<Output = T>,
@@ -930,16 +931,7 @@ async fn generate(
     let mut next_checkpoint = tokio::time::Instant::now() + checkpoint_interval;
     let mut tokens = provider.stream(request);
     loop {
-        // The stop first, then the provider, as a biased `select!` would
-        // (the writer's own poll: no future of its own to fetch per token).
-        let item = std::future::poll_fn(|cx| {
-            if let Poll::Ready(reason) = writer.poll_stopped(cx) {
-                return Poll::Ready(Err(reason));
-            }
-            tokens.poll_next_unpin(cx).map(Ok)
-        })
-        .await;
-        let item = match item {
+        let item = match unless_stopped(&mut *writer, tokens.next()).await {
             Ok(item) => item,
             Err(reason) => return Ok((finish_reason_of(reason, &id), None)),
         };
