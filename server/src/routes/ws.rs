@@ -787,8 +787,8 @@ impl<D: Dialect + Clone> Connection<D> {
     /// to back, instead of one generation, one write, the next generation.
     /// Sends that close together find the reader on the other end still
     /// awake: with 1,000 paced streams over loopback, the load generator
-    /// was woken half as often, and the server's CPU fell by about a tenth,
-    /// its first token and token gap p99 too (BENCHMARKS.md, What changed).
+    /// was woken half as often, and the server's CPU fell by about 8 %, its
+    /// first token and token gap p99 too (BENCHMARKS.md, What changed).
     /// A burst of events (a reply at full speed) is written at once, as
     /// before: its events are already many to a write.
     fn holds_a_lone_event(&self) -> bool {
