@@ -455,9 +455,7 @@ pub(crate) async fn run<D: Dialect + Clone>(
             }) => {
                 streams_first.wrote();
                 if connection.holds_a_lone_event() {
-                    // Let the tasks already due run first (see
-                    // `holds_a_lone_event`); no timer, no waiting for more.
-                    tokio::task::yield_now().await;
+                    after_the_ready_tasks().await;
                 }
                 match connection.write_streams(&mut socket).await {
                     Ok(()) => continue,
@@ -582,6 +580,26 @@ fn auth_deadline(
         tokio::time::Instant::now() + left,
         CloseReason::TokenExpired,
     ))
+}
+
+/// Whether the streams' batches, as (events, ended), hold one event in all
+/// and no stream has ended ([`Connection::holds_a_lone_event`]).
+fn is_lone(batches: impl IntoIterator<Item = (usize, bool)>) -> bool {
+    let mut events = 0;
+    for (len, ended) in batches {
+        if ended {
+            return false;
+        }
+        events += len;
+    }
+    events == 1
+}
+
+/// Returns once the tasks the runtime already had ready have run: no timer,
+/// one round of the runtime (tokio wakes a yielded task after what was
+/// ready, or after its periodic check of the I/O and timers).
+async fn after_the_ready_tasks() {
+    tokio::task::yield_now().await;
 }
 
 /// Reads every forwarded stream that has something new (waking this task at
@@ -792,14 +810,11 @@ impl<D: Dialect + Clone> Connection<D> {
     /// A burst of events (a reply at full speed) is written at once, as
     /// before: its events are already many to a write.
     fn holds_a_lone_event(&self) -> bool {
-        let mut events = 0;
-        for stream in &self.streams {
-            if stream.end.is_some() {
-                return false;
-            }
-            events += stream.batch.len();
-        }
-        events == 1
+        is_lone(
+            self.streams
+                .iter()
+                .map(|stream| (stream.batch.len(), stream.end.is_some())),
+        )
     }
 
     /// Writes every event read from the forwarded streams in one flush, then
@@ -924,6 +939,65 @@ impl<D: Dialect + Clone> Connection<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_one_event_and_no_ended_stream_is_lone() {
+        assert!(is_lone([(1, false)]));
+        assert!(is_lone([(0, false), (1, false), (0, false)]));
+        assert!(!is_lone([]), "nothing to write");
+        assert!(!is_lone([(2, false)]), "a burst is written at once");
+        assert!(!is_lone([(1, false), (1, false)]), "two streams' events");
+        assert!(!is_lone([(1, true)]), "an ended stream is let go at once");
+        assert!(!is_lone([(0, true), (1, false)]));
+    }
+
+    /// The lone event's write waits for the tasks already ready, on the
+    /// runtime rill runs (multi-threaded; one worker, as when pinned to a
+    /// core), so the writes of tokens due together go out back to back.
+    #[test]
+    fn a_lone_write_goes_after_the_tasks_already_ready() {
+        for lone in [true, false] {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+            runtime.block_on(async {
+                // The worker waits until every task below is queued, so they
+                // are ready together, as tokens due on one tick are.
+                let (go, gate) = std::sync::mpsc::channel::<()>();
+                let held = tokio::spawn(async move { gate.recv().unwrap() });
+                let writer = {
+                    let order = order.clone();
+                    tokio::spawn(async move {
+                        if lone {
+                            after_the_ready_tasks().await;
+                        }
+                        order.lock().unwrap().push("write");
+                    })
+                };
+                let generations: Vec<_> = (0..3)
+                    .map(|_| {
+                        let order = order.clone();
+                        tokio::spawn(async move { order.lock().unwrap().push("generation") })
+                    })
+                    .collect();
+                go.send(()).unwrap();
+                held.await.unwrap();
+                writer.await.unwrap();
+                for generation in generations {
+                    generation.await.unwrap();
+                }
+            });
+            let order = order.lock().unwrap().clone();
+            let expected = if lone {
+                ["generation", "generation", "generation", "write"]
+            } else {
+                ["write", "generation", "generation", "generation"]
+            };
+            assert_eq!(order, expected, "lone: {lone}");
+        }
+    }
 
     /// A waker that counts its wakes.
     #[derive(Default)]
