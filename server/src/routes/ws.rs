@@ -389,6 +389,9 @@ struct Forwarded {
     codec: Option<&'static dyn Dialect>,
     /// Its place in a multi-persona question, if it has one.
     member: Option<Member>,
+    /// Whether a token of it was written (a later lone token is a paced
+    /// reply's next one: [`Connection::holds_a_paced_token`]).
+    wrote_a_token: bool,
 }
 
 /// How forwarding a stream ends.
@@ -454,10 +457,8 @@ pub(crate) async fn run<D: Dialect + Clone>(
                 streams_first.poll_first(poll_streams(&mut connection.streams, cx), &deferred)
             }) => {
                 streams_first.wrote();
-                if connection.holds_a_lone_event() {
-                    after_the_ready_tasks().await;
-                }
-                match connection.write_streams(&mut socket).await {
+                let paced = connection.holds_a_paced_token();
+                match connection.write_streams(&mut socket, paced).await {
                     Ok(()) => continue,
                     Err(Closed(reason)) => break reason,
                 }
@@ -508,7 +509,7 @@ pub(crate) async fn run<D: Dialect + Clone>(
                 Other::Shutdown => break CloseReason::Restarting,
             },
             () = std::future::poll_fn(|_| StreamsFirst::deferred(&deferred)) => {
-                match connection.write_streams(&mut socket).await {
+                match connection.write_streams(&mut socket, false).await {
                     Ok(()) => continue,
                     Err(Closed(reason)) => break reason,
                 }
@@ -582,17 +583,31 @@ fn auth_deadline(
     ))
 }
 
-/// Whether the streams' batches, as (events, ended), hold one event in all
-/// and no stream has ended ([`Connection::holds_a_lone_event`]).
-fn is_lone(batches: impl IntoIterator<Item = (usize, bool)>) -> bool {
+/// What one forwarded stream's read holds, for [`is_a_paced_token`].
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    /// Events read and not yet written.
+    events: usize,
+    /// Whether the stream has ended.
+    ended: bool,
+    /// Whether the first of them is a token following one already written.
+    next_token: bool,
+}
+
+/// Whether the streams' reads hold one event in all, no stream has ended,
+/// and that event is a token after one already written: a paced reply's next
+/// token ([`Connection::holds_a_paced_token`]).
+fn is_a_paced_token(reads: impl IntoIterator<Item = Read>) -> bool {
     let mut events = 0;
-    for (len, ended) in batches {
-        if ended {
+    let mut next_token = false;
+    for read in reads {
+        if read.ended {
             return false;
         }
-        events += len;
+        events += read.events;
+        next_token |= read.events > 0 && read.next_token;
     }
-    events == 1
+    events == 1 && next_token
 }
 
 /// Returns once the tasks the runtime already had ready have run: no timer,
@@ -793,34 +808,41 @@ impl<D: Dialect + Clone> Connection<D> {
             end: None,
             codec,
             member,
+            wrote_a_token: false,
         });
     }
 
-    /// Whether the streams' events read for writing are one event, and no
-    /// stream has ended: a paced reply's next token. Such a write is put
-    /// after the tasks the runtime already has ready (`yield_now`: one round
-    /// of the runtime, no timer, and nothing waits for more events). When
-    /// many streams' tokens come due on the same timer tick, the runtime
-    /// then runs their generations back to back and writes their frames back
-    /// to back, instead of one generation, one write, the next generation.
-    /// Sends that close together find the reader on the other end still
-    /// awake: with 1,000 paced streams over loopback, the load generator
-    /// was woken half as often, and the server's CPU fell by about 8 %, its
-    /// first token and token gap p99 too (BENCHMARKS.md, What changed).
-    /// A burst of events (a reply at full speed) is written at once, as
-    /// before: its events are already many to a write.
-    fn holds_a_lone_event(&self) -> bool {
-        is_lone(
-            self.streams
-                .iter()
-                .map(|stream| (stream.batch.len(), stream.end.is_some())),
-        )
+    /// Whether the streams' events read for writing are one token after one
+    /// already written, and no stream has ended: a paced reply's next token.
+    /// Its frame is encoded at once, but sent after the tasks the runtime
+    /// already has ready (`yield_now` before the flush: one round of the
+    /// runtime, no timer, and nothing waits for more events). When many
+    /// streams' tokens come due on the same timer tick, their frames are
+    /// then encoded each right after its generation (the token still in
+    /// the cache) and sent back to back at the end of the round, instead of
+    /// one generation, one send, the next generation. Sends that close
+    /// together find the reader on the other end still awake: each wake is
+    /// paid inside the server's send. With 1,000 paced streams over
+    /// loopback, the yield before the send (not before the encoding, as
+    /// first) woke the load generator a third less often and lowered the
+    /// first token p99 in every pair of runs (BENCHMARKS.md, What changed).
+    /// A stream's first events (its start, its first token) and a burst of
+    /// events (a reply at full speed, already many to a send) are sent at
+    /// once: a question's first token never waits for a round.
+    fn holds_a_paced_token(&self) -> bool {
+        is_a_paced_token(self.streams.iter().map(|stream| Read {
+            events: stream.batch.len(),
+            ended: stream.end.is_some(),
+            next_token: stream.wrote_a_token
+                && stream.batch.first().is_some_and(|event| event.is_token()),
+        }))
     }
 
     /// Writes every event read from the forwarded streams in one flush, then
     /// lets go of the streams that ended (and sends the turn frame of a
-    /// multi-persona question whose last stream ended).
-    async fn write_streams(&mut self, socket: &mut WebSocket) -> Result<(), Closed> {
+    /// multi-persona question whose last stream ended). A `paced` token's
+    /// flush waits for the tasks already ready ([`Self::holds_a_paced_token`]).
+    async fn write_streams(&mut self, socket: &mut WebSocket, paced: bool) -> Result<(), Closed> {
         let deadline = self.write_deadline;
         let coalesce = self.behind;
         let mut fed = false;
@@ -837,6 +859,7 @@ impl<D: Dialect + Clone> Connection<D> {
                     .find(|t| t.id == member.turn)
                     .map(|t| (&mut t.recorder, member.index))
             });
+            stream.wrote_a_token |= stream.batch.iter().any(|event| event.is_token());
             let mut events = stream.batch.drain(..).peekable();
             while let Some(event) = events.next() {
                 if let Some((recorder, index)) = turn.as_mut() {
@@ -928,6 +951,9 @@ impl<D: Dialect + Clone> Connection<D> {
             }
         }
         if fed {
+            if paced {
+                after_the_ready_tasks().await;
+            }
             waited |= within(deadline, socket.flush()).await?;
         }
         // Caught up once a whole round went out without waiting.
@@ -941,22 +967,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_one_event_and_no_ended_stream_is_lone() {
-        assert!(is_lone([(1, false)]));
-        assert!(is_lone([(0, false), (1, false), (0, false)]));
-        assert!(!is_lone([]), "nothing to write");
-        assert!(!is_lone([(2, false)]), "a burst is written at once");
-        assert!(!is_lone([(1, false), (1, false)]), "two streams' events");
-        assert!(!is_lone([(1, true)]), "an ended stream is let go at once");
-        assert!(!is_lone([(0, true), (1, false)]));
+    fn only_a_lone_token_after_one_written_is_paced() {
+        let read = |events, ended, next_token| Read {
+            events,
+            ended,
+            next_token,
+        };
+        assert!(is_a_paced_token([read(1, false, true)]));
+        assert!(is_a_paced_token([
+            read(0, false, false),
+            read(1, false, true),
+            read(0, false, true),
+        ]));
+        assert!(!is_a_paced_token([]), "nothing to write");
+        assert!(
+            !is_a_paced_token([read(1, false, false)]),
+            "a stream's start, or its first token, goes at once"
+        );
+        assert!(
+            !is_a_paced_token([read(1, false, false), read(0, false, true)]),
+            "the one event is not the paced stream's"
+        );
+        assert!(
+            !is_a_paced_token([read(2, false, true)]),
+            "a burst is written at once"
+        );
+        assert!(
+            !is_a_paced_token([read(1, false, true), read(1, false, true)]),
+            "two streams' tokens"
+        );
+        assert!(
+            !is_a_paced_token([read(1, true, true)]),
+            "an ended stream is let go at once"
+        );
+        assert!(!is_a_paced_token([
+            read(0, true, false),
+            read(1, false, true)
+        ]));
     }
 
-    /// The lone event's write waits for the tasks already ready, on the
+    /// A paced token's send waits for the tasks already ready, on the
     /// runtime rill runs (multi-threaded; one worker, as when pinned to a
-    /// core), so the writes of tokens due together go out back to back.
+    /// core), so the sends of tokens due together go out back to back.
     #[test]
-    fn a_lone_write_goes_after_the_tasks_already_ready() {
-        for lone in [true, false] {
+    fn a_paced_send_goes_after_the_tasks_already_ready() {
+        for paced in [true, false] {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .build()
@@ -970,10 +1025,10 @@ mod tests {
                 let writer = {
                     let order = order.clone();
                     tokio::spawn(async move {
-                        if lone {
+                        if paced {
                             after_the_ready_tasks().await;
                         }
-                        order.lock().unwrap().push("write");
+                        order.lock().unwrap().push("send");
                     })
                 };
                 let generations: Vec<_> = (0..3)
@@ -990,12 +1045,12 @@ mod tests {
                 }
             });
             let order = order.lock().unwrap().clone();
-            let expected = if lone {
-                ["generation", "generation", "generation", "write"]
+            let expected = if paced {
+                ["generation", "generation", "generation", "send"]
             } else {
-                ["write", "generation", "generation", "generation"]
+                ["send", "generation", "generation", "generation"]
             };
-            assert_eq!(order, expected, "lone: {lone}");
+            assert_eq!(order, expected, "paced: {paced}");
         }
     }
 
