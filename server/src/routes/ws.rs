@@ -968,42 +968,41 @@ mod tests {
 
     #[test]
     fn only_a_lone_token_after_one_written_is_paced() {
-        let read = |events, ended, next_token| Read {
-            events,
-            ended,
-            next_token,
+        // Each stream's read as (events, ended, next token).
+        let paced = |reads: &[(usize, bool, bool)]| {
+            is_a_paced_token(reads.iter().map(|&(events, ended, next_token)| Read {
+                events,
+                ended,
+                next_token,
+            }))
         };
-        assert!(is_a_paced_token([read(1, false, true)]));
-        assert!(is_a_paced_token([
-            read(0, false, false),
-            read(1, false, true),
-            read(0, false, true),
-        ]));
-        assert!(!is_a_paced_token([]), "nothing to write");
+        assert!(paced(&[(1, false, true)]), "a paced reply's next token");
         assert!(
-            !is_a_paced_token([read(1, false, false)]),
-            "a stream's start, or its first token, goes at once"
+            paced(&[(0, false, false), (1, false, true)]),
+            "beside an idle stream"
+        );
+        assert!(!paced(&[]), "nothing to write");
+        assert!(
+            !paced(&[(1, false, false)]),
+            "a start, or a first token, goes at once"
         );
         assert!(
-            !is_a_paced_token([read(1, false, false), read(0, false, true)]),
-            "the one event is not the paced stream's"
+            !paced(&[(1, false, false), (0, false, true)]),
+            "not the paced stream's"
         );
+        assert!(!paced(&[(2, false, true)]), "a burst is written at once");
         assert!(
-            !is_a_paced_token([read(2, false, true)]),
-            "a burst is written at once"
-        );
-        assert!(
-            !is_a_paced_token([read(1, false, true), read(1, false, true)]),
+            !paced(&[(1, false, true), (1, false, true)]),
             "two streams' tokens"
         );
         assert!(
-            !is_a_paced_token([read(1, true, true)]),
+            !paced(&[(1, true, true)]),
             "an ended stream is let go at once"
         );
-        assert!(!is_a_paced_token([
-            read(0, true, false),
-            read(1, false, true)
-        ]));
+        assert!(
+            !paced(&[(0, true, false), (1, false, true)]),
+            "another stream ended"
+        );
     }
 
     /// A paced token's send waits for the tasks already ready, on the
