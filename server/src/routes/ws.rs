@@ -859,7 +859,11 @@ impl<D: Dialect + Clone> Connection<D> {
                     .find(|t| t.id == member.turn)
                     .map(|t| (&mut t.recorder, member.index))
             });
-            stream.wrote_a_token |= stream.batch.iter().any(|event| event.is_token());
+            // Looked for only until the first token: a reply at full speed
+            // brings many events a write, and this is on every write.
+            if !stream.wrote_a_token {
+                stream.wrote_a_token = stream.batch.iter().any(|event| event.is_token());
+            }
             let mut events = stream.batch.drain(..).peekable();
             while let Some(event) = events.next() {
                 if let Some((recorder, index)) = turn.as_mut() {
