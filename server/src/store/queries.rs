@@ -107,10 +107,13 @@ pub(super) const BRANCH_MESSAGES: &str = branch_messages!(message_columns!());
 /// [`BRANCH_MESSAGES`] with each row's rowid after its columns (SQLite).
 pub(super) const BRANCH_MESSAGES_ROWIDS: &str = branch_messages!(message_columns!(), ", rowid");
 
-/// What a history shows of message `$1` (a rowid, SQLite) if it is in
-/// conversation `$2`: its id, role and text.
-pub(super) const HISTORY_BY_ROWID: &str =
-    "SELECT id, role, content FROM messages WHERE rowid = $1 AND conversation_id = $2";
+/// What a history shows of the messages at the rowids of the JSON array `$1`
+/// (SQLite) that are in conversation `$2`: each one's place in the array,
+/// id, role and text. `CROSS JOIN` keeps the array the outer loop, so each
+/// row is one primary-key lookup, in the array's order.
+pub(super) const HISTORY_BY_ROWIDS: &str = "SELECT j.key, m.id, m.role, m.content \
+     FROM json_each($1) AS j CROSS JOIN messages AS m ON m.rowid = j.value \
+     WHERE m.conversation_id = $2";
 
 /// Marks a conversation as just updated.
 pub(super) const TOUCH_CONVERSATION: &str =

@@ -819,30 +819,49 @@ fn branch_history(
 
 /// What a history shows of the messages at `rows`, in order; `None` if one
 /// is gone or not in `conversation` (then the history is read the long way).
+/// One statement for all of them: a statement per row paid its start, its
+/// binding and its reset each time (callgrind: about 5,000 instructions a
+/// row then; what is left is SQLite's lookup and the three strings).
 fn read_rows(
     tx: &Transaction<'_>,
     rows: &[i64],
     conversation: &str,
 ) -> Result<Option<Vec<HistoryMessage>>, StoreError> {
-    let mut statement = tx.prepare_cached(q::HISTORY_BY_ROWID).map_err(database)?;
-    let mut messages = Vec::with_capacity(rows.len());
-    for rowid in rows {
-        let message = statement
-            .query_row(params![rowid, conversation], |row| {
-                Ok(HistoryMessage {
-                    id: row.get(0)?,
-                    role: row.get(1)?,
-                    content: row.get(2)?,
-                })
-            })
-            .optional()
-            .map_err(database)?;
-        match message {
-            Some(message) => messages.push(message),
-            None => return Ok(None),
+    if rows.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut statement = tx.prepare_cached(q::HISTORY_BY_ROWIDS).map_err(database)?;
+    let mut found: Vec<Option<HistoryMessage>> = vec![None; rows.len()];
+    let mut read = statement
+        .query(params![json_array(rows), conversation])
+        .map_err(database)?;
+    while let Some(row) = read.next().map_err(database)? {
+        let place: i64 = row.get(0).map_err(database)?;
+        let slot = usize::try_from(place).ok().and_then(|i| found.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(HistoryMessage {
+                id: row.get(1).map_err(database)?,
+                role: row.get(2).map_err(database)?,
+                content: row.get(3).map_err(database)?,
+            });
         }
     }
-    Ok(Some(messages))
+    Ok(found.into_iter().collect())
+}
+
+/// `rows` as a JSON array of numbers, for `json_each`.
+fn json_array(rows: &[i64]) -> String {
+    let mut json = String::with_capacity(2 + rows.len() * 8);
+    let mut digits = itoa::Buffer::new();
+    json.push('[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(digits.format(*row));
+    }
+    json.push(']');
+    json
 }
 
 fn insert_message(
@@ -925,7 +944,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 #[cfg(test)]
 mod tests {
-    use super::WalBound;
+    use super::{Connection, HistoryMessage, WalBound, json_array, read_rows};
     use crate::store::{MessageStatus, NewMessage, SqlStore, Store};
 
     /// Sustained writes, one commit each, as a busy server makes them: the
@@ -974,6 +993,48 @@ mod tests {
         assert_eq!(stored[0].content, last, "the last write is kept whole");
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A history read by row gives the messages in the order of `rows`
+    /// (not the rows' order in the table), and nothing at all if one row
+    /// is gone or in another conversation.
+    #[test]
+    fn a_history_read_by_row_keeps_the_order_asked_and_every_row() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE messages (id TEXT, conversation_id TEXT, role TEXT, content TEXT);
+                 INSERT INTO messages VALUES ('q1', 'c', 'user', 'One?'),
+                     ('a1', 'c', 'assistant', 'One.'), ('q2', 'c', 'user', 'Two?'),
+                     ('x', 'd', 'user', 'Elsewhere');",
+            )
+            .unwrap();
+        let tx = connection.transaction().unwrap();
+        let ids = |rows: &[i64]| {
+            read_rows(&tx, rows, "c")
+                .unwrap()
+                .map(|history| history.into_iter().map(|m| m.id).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            ids(&[3, 1, 2]),
+            Some(vec!["q2".into(), "q1".into(), "a1".into()])
+        );
+        assert_eq!(ids(&[]), Some(vec![]));
+        assert_eq!(ids(&[1, 99]), None, "a row gone");
+        assert_eq!(ids(&[1, 4]), None, "a row of another conversation");
+        let history = read_rows(&tx, &[2], "c").unwrap().unwrap();
+        assert_eq!(
+            history,
+            vec![HistoryMessage {
+                id: "a1".into(),
+                role: "assistant".into(),
+                content: "One.".into()
+            }]
+        );
+        assert_eq!(
+            json_array(&[1, -2, i64::MAX]),
+            format!("[1,-2,{}]", i64::MAX)
+        );
     }
 
     /// The nice value of each of this process's threads named `name`
