@@ -82,6 +82,12 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_HISTORY_MAX_CHARS", default_value_t = 32_000)]
     pub history_max_chars: u32,
 
+    /// MiB of recent histories' text the SQLite writer keeps, so that a
+    /// conversation's next question is sent with it without reading it back
+    /// (0: keep none, read every history from the database).
+    #[arg(long, env = "RILL_HISTORY_CACHE_MIB", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub history_cache_mib: u32,
+
     /// Least milliseconds between two saves of a reply being generated (a crash
     /// loses at most this much of it).
     #[arg(long, env = "RILL_CHECKPOINT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
@@ -419,6 +425,8 @@ pub struct Config {
     pub history_max_messages: usize,
     /// History budget: characters.
     pub history_max_chars: usize,
+    /// Bytes of recent histories' text the SQLite writer keeps.
+    pub history_cache_bytes: usize,
     /// Least time between checkpoints of a reply.
     pub checkpoint_interval: Duration,
 }
@@ -538,6 +546,7 @@ impl Config {
                 .map(DatabaseUrl),
             history_max_messages: args.history_max_messages as usize,
             history_max_chars: args.history_max_chars as usize,
+            history_cache_bytes: (args.history_cache_mib as usize) << 20,
             checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
             allow_origins: args
                 .allow_origins
@@ -681,6 +690,7 @@ mod tests {
             ("--database-url", "DATABASE_URL"),
             ("--history-max-messages", "RILL_HISTORY_MAX_MESSAGES"),
             ("--history-max-chars", "RILL_HISTORY_MAX_CHARS"),
+            ("--history-cache-mib", "RILL_HISTORY_CACHE_MIB"),
             ("--checkpoint-ms", "RILL_CHECKPOINT_MS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}");
@@ -726,5 +736,25 @@ mod tests {
         let args = ServerArgs::parse_from(["rill"]);
         let config = Config::from_args_and_port(&args, None);
         assert_eq!(config.stream_retention_budget, 256 << 20, "the default");
+    }
+
+    #[test]
+    fn the_history_cache_is_in_mebibytes_and_bounded() {
+        let parse = |mib: &str| Cli::try_parse_from(["rill", "--history-cache-mib", mib]);
+        assert!(parse("-1").is_err());
+        assert!(parse("65537").is_err());
+        assert!(parse("lots").is_err());
+        let config = |args: &[&str]| {
+            let args = ServerArgs::parse_from(args);
+            Config::from_args_and_port(&args, None).history_cache_bytes
+        };
+        assert_eq!(config(&["rill"]), 16 << 20, "the default");
+        assert_eq!(
+            crate::store::StoreOptions::default().history_cache_bytes,
+            16 << 20,
+            "the store opened without options keeps as much"
+        );
+        assert_eq!(config(&["rill", "--history-cache-mib", "0"]), 0);
+        assert_eq!(config(&["rill", "--history-cache-mib", "3"]), 3 << 20);
     }
 }

@@ -17,7 +17,7 @@ use crate::hub::{Hub, MemoryHub};
 use crate::provider::Provider;
 use crate::provider::demo::DemoProvider;
 use crate::provider::openai::OpenAiProvider;
-use crate::store::{SqlStore, Store, StoreError};
+use crate::store::{SqlStore, Store, StoreError, StoreOptions};
 
 /// Why the server could not start. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,10 @@ impl AppState {
             source,
         };
         let database = config.database_url.as_ref().map(|u| u.0.as_str());
-        let store = SqlStore::open(database, &config.data_dir)
+        let options = StoreOptions {
+            history_cache_bytes: config.history_cache_bytes,
+        };
+        let store = SqlStore::open_with(database, &config.data_dir, options)
             .await
             .map_err(store_error)?;
         let interrupted = store.mark_interrupted().await.map_err(store_error)?;

@@ -5,7 +5,8 @@
 mod common;
 
 use rill::store::{
-    Figures, HistoryMessage, MessageStatus, NewMessage, NewReply, SqlStore, Store, StoreError, Turn,
+    Figures, HistoryMessage, MessageStatus, NewMessage, NewReply, SqlStore, Store, StoreError,
+    StoreOptions, Turn,
 };
 
 /// Where the PostgreSQL tests connect.
@@ -1487,6 +1488,21 @@ async fn shown_history(store: &SqlStore, conversation: &str, limit: usize) -> Ve
 #[tokio::test]
 async fn every_history_is_the_branch_shown_whatever_came_before() {
     let (stores, cleanup) = stores().await;
+    // A SQLite writer with room for only a few histories' text: it goes
+    // from a history kept with its text to one read back by row and back.
+    let small_dir = common::temp_dir();
+    let small = SqlStore::open_with(
+        None,
+        &small_dir,
+        StoreOptions {
+            history_cache_bytes: 2048,
+        },
+    )
+    .await
+    .unwrap();
+    let stores = stores
+        .into_iter()
+        .chain([("sqlite, 2 KiB of history text", small)]);
     for (backend, store) in stores {
         let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
         let mut streaming: Vec<String> = Vec::new();
@@ -1632,6 +1648,7 @@ async fn every_history_is_the_branch_shown_whatever_came_before() {
         assert!(checked > 300, "{backend}: {checked} histories checked");
     }
     cleanup.run().await;
+    let _ = std::fs::remove_dir_all(small_dir);
 }
 
 /// A reply still streaming without text is in no history yet; once it has

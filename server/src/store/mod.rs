@@ -22,7 +22,7 @@ mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use sql::SqlStore;
+pub use sql::{SqlStore, StoreOptions};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

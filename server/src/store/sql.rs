@@ -159,6 +159,23 @@ pub struct SqlStore {
     writer: Writer,
 }
 
+/// How a [`SqlStore`] is opened, beyond its location.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Bytes of recent histories' text the SQLite writer keeps, so that a
+    /// conversation's next question is sent with it without reading it back
+    /// (`--history-cache-mib`; 0: none). PostgreSQL's writer keeps none.
+    pub history_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            history_cache_bytes: super::recent::Recent::BUDGET,
+        }
+    }
+}
+
 impl SqlStore {
     /// Opens `database_url`, or the SQLite file `<data_dir>/rill.db` when none is
     /// given, applies pending migrations, and starts the writer.
@@ -170,6 +187,15 @@ impl SqlStore {
     /// last moments before it (the WAL is synced at checkpoints), never
     /// corrupt the database. PostgreSQL keeps its own settings (`synchronous_commit`).
     pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(database_url, data_dir, StoreOptions::default()).await
+    }
+
+    /// [`SqlStore::open`] with `options`.
+    pub async fn open_with(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         install_default_drivers();
         let url = match database_url {
             Some(url) => url.to_owned(),
@@ -205,7 +231,7 @@ impl SqlStore {
             .await?;
         let writer = match sqlite_file(&url)? {
             // An SQLite file: batches run on a thread of their own (`sqlite.rs`).
-            Some(path) => super::sqlite::start(&path)?,
+            Some(path) => super::sqlite::start(&path, options.history_cache_bytes)?,
             // PostgreSQL, or an in-memory SQLite only the pool can see: the
             // writer's connection leaves the pool, it is the writer's alone.
             None => Writer::start(pool.acquire().await?.detach()),

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::mpsc;
 
 use super::queries as q;
-use super::recent::{Recent, Reply};
+use super::recent::{self, Kept, Recent, Reply};
 use super::sql::{Answer, OwnedMessage, Write, new_share};
 use super::writer::{Job, LINGER, MAX_BATCH, QUEUE, Writer};
 use super::{
@@ -34,7 +34,7 @@ use super::{
 
 /// Opens the database file at `path` for writing and starts its writer thread
 /// (and the thread that checkpoints its WAL).
-pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
+pub(super) fn start(path: &Path, history_cache_bytes: usize) -> Result<Writer, StoreError> {
     let mut connection = Connection::open(path).map_err(database)?;
     // As the pool's connections (see `SqlStore::open`): WAL, no fsync per
     // commit, foreign keys, wait on a busy file. No automatic checkpoint: it
@@ -58,7 +58,8 @@ pub(super) fn start(path: &Path) -> Result<Writer, StoreError> {
         .name("rill-sqlite-writer".into())
         .spawn(move || {
             yield_to_the_runtime();
-            run(&mut connection, queue, &checkpoints, &mut wal);
+            let recent = Recent::with_budget(history_cache_bytes);
+            run(&mut connection, queue, &checkpoints, &mut wal, recent);
         })
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
     Ok(Writer::from_queue(jobs))
@@ -74,12 +75,12 @@ fn run(
     mut queue: mpsc::Receiver<Job>,
     checkpoints: &Checkpoints,
     wal: &mut WalBound,
+    mut recent: Recent,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     // Rows noted before a restart are indexed first.
     let mut search = SearchIndexing::at_start();
-    let mut recent = Recent::default();
     loop {
         let first = match next_job(&mut queue, &waker, search.due_when_idle()) {
             Ok(Some(job)) => job,
@@ -534,7 +535,7 @@ fn apply(tx: &Transaction<'_>, write: &Write, recent: &mut Recent) -> Result<Ans
                     .map_err(database)?
             };
             if let Some(conversation) = conversation {
-                recent.finished(&conversation, id, !content.is_empty());
+                recent.finished(&conversation, id, content);
             }
             Ok(Answer::Done)
         }
@@ -708,16 +709,19 @@ fn start_turn(
     // The history, and its rows when it can be kept (`None`: it cannot).
     let (history, rows) = match parent.as_deref() {
         Some(anchor) if wanted => {
-            let kept = recent
-                .rows(&turn.conversation_id, anchor, turn.history_limit)
-                .map(<[i64]>::to_vec);
-            let read = match &kept {
-                Some(rows) => read_rows(tx, rows, &turn.conversation_id)?,
+            let read = match recent.take(&turn.conversation_id, anchor, turn.history_limit) {
+                Some(Kept {
+                    rows,
+                    texts: Some(texts),
+                }) => Some((texts, rows)),
+                Some(Kept { rows, texts: None }) => {
+                    read_rows(tx, &rows, &turn.conversation_id)?.map(|history| (history, rows))
+                }
                 None => None,
             };
-            match (read, kept) {
-                (Some(history), rows @ Some(_)) => (history, rows),
-                _ => branch_history(tx, anchor, turn.history_limit)?,
+            match read {
+                Some((history, rows)) => (history, Some(rows)),
+                None => branch_history(tx, anchor, turn.history_limit)?,
             }
         }
         None if wanted => (Vec::new(), Some(Vec::new())),
@@ -751,17 +755,39 @@ fn start_turn(
     // read the long way next time.
     match rows {
         Some(mut rows) if turn.regenerate.is_none() => {
-            let question = inserted.get(turn.question_id.as_str()).copied();
-            if let Some(question) = question.filter(|_| !turn.question.is_empty()) {
-                rows.push(question);
-            }
-            let replies = turn
-                .replies
+            let question = rows_of_turn
                 .iter()
-                .filter_map(|r| {
+                .find(|row| row.id == turn.question_id && !row.content.is_empty())
+                .and_then(|row| Some((row, *inserted.get(row.id)?)));
+            if let Some((_, rowid)) = question {
+                rows.push(rowid);
+            }
+            // What the next history shows (the newest `limit`), with its
+            // texts while they fit: the next question is then sent with a
+            // copy of them, and SQLite is not asked.
+            let from = rows.len().saturating_sub(turn.history_limit);
+            rows.drain(..from);
+            let shown = &history[from.min(history.len())..];
+            let bytes = shown.iter().map(recent::cost_of).sum::<usize>()
+                + question.map_or(0, |(row, _)| recent::cost(row.id, row.role, row.content));
+            let texts = recent.has_room(bytes).then(|| {
+                let mut texts = Vec::with_capacity(shown.len() + 1);
+                texts.extend_from_slice(shown);
+                texts.extend(question.map(|(row, _)| HistoryMessage {
+                    id: row.id.to_owned(),
+                    role: row.role.to_owned(),
+                    content: row.content.to_owned(),
+                }));
+                texts
+            });
+            let replies = rows_of_turn
+                .iter()
+                .filter(|row| row.id != turn.question_id)
+                .filter_map(|row| {
                     Some(Reply::streaming(
-                        r.id.clone(),
-                        *inserted.get(r.id.as_str())?,
+                        row.id.to_owned(),
+                        *inserted.get(row.id)?,
+                        row.role,
                     ))
                 })
                 .collect();
@@ -770,6 +796,7 @@ fn start_turn(
                 &turn.question_id,
                 turn.history_limit,
                 rows,
+                texts,
                 replies,
             );
         }
