@@ -1,6 +1,6 @@
-//! Which rows make up the history of the conversations the SQLite writer has
-//! just answered, so that the next question in one of them reads its history
-//! by row, without walking the branch again.
+//! The histories of the conversations the SQLite writer has just answered:
+//! their rows, and their text while it fits, so that the next question in
+//! one of them is sent with it without walking the branch again.
 //!
 //! A question is sent with the branch shown before it (`super::history`):
 //! found by a recursive query up the questions' parents, then sorted out
@@ -19,7 +19,8 @@
 //!   is forgotten.
 //!
 //! What is kept is row ids (and the ids of the replies still streaming),
-//! and, within a byte budget over all conversations ([`Recent::BUDGET`]),
+//! and, within a byte budget over all conversations (`--history-cache-mib`,
+//! [`Recent::BUDGET`] by default),
 //! the messages themselves: the writer wrote every one of them (the
 //! question with its turn, a reply's text with its finish), so it has their
 //! text without reading it back. A question whose history is kept with its

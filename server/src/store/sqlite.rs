@@ -10,8 +10,8 @@
 //! statement, and prepared statements are cached for the life of the
 //! connection. Reads still use sqlx's pool (WAL lets them run beside this
 //! writer). The queries are the ones the sqlx path runs (`super::queries`),
-//! except that a question following the one just answered reads its history
-//! by row (`super::recent`).
+//! except that a question following the one just answered is sent with the
+//! history the writer kept (`super::recent`): its text, or its rows to read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -651,7 +651,7 @@ fn execute(
 
 /// See `sql::start_turn`: the same writes, but the claim makes the question
 /// the leaf in the same statement, and the history of a question that follows
-/// the one just answered is read by row (`recent`).
+/// the one just answered is the one kept (`recent`): its text, or its rows.
 fn start_turn(
     tx: &Transaction<'_>,
     turn: &Turn,
