@@ -1292,9 +1292,8 @@ async fn sqlite_search_indexing_after_the_commit_keeps_the_index_whole() {
 }
 
 /// The writer indexes what the triggers noted without waiting for a search:
-/// once no write waits (a noted row waits at most a moment for others, and a
-/// backlog larger than one chunk goes in chunk after chunk), and at its start
-/// for rows noted before a restart.
+/// once no write has come for a moment (a backlog larger than one chunk goes
+/// in chunk after chunk), and at its start for rows noted before a restart.
 #[tokio::test]
 async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
     let dir = common::temp_dir();

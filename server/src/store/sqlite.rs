@@ -79,8 +79,8 @@ fn run(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    // Rows noted before a restart are indexed first.
-    let mut search = SearchIndexing::at_start();
+    // Rows noted before a restart are indexed at the first quiet moment.
+    let mut search = SearchIndexing::at_start(Instant::now());
     loop {
         let first = match next_job(&mut queue, &waker, search.due_when_idle()) {
             Ok(Some(job)) => job,
@@ -109,7 +109,10 @@ fn run(
                 Ok(None) | Err(Idle) => break,
             }
         }
-        search.noted(batch.iter().map(|job| notes(job.write())).sum());
+        search.written(
+            batch.iter().map(|job| notes(job.write())).sum(),
+            Instant::now(),
+        );
         match commit(connection, &batch, &mut recent) {
             Ok(answers) => {
                 for (job, answer) in batch.drain(..).zip(answers) {
@@ -134,8 +137,8 @@ fn run(
         }
         checkpoints.committed();
         wal.committed(connection);
-        // A writer that is never idle still indexes, a chunk per batch.
-        if search.overdue() {
+        // A writer that is never quiet still indexes, a chunk per batch.
+        if search.overdue(Instant::now()) {
             search.index_chunk(connection);
         }
     }
@@ -222,63 +225,80 @@ fn notes(write: &Write) -> usize {
 }
 
 /// Indexing for search after the commits (migration 0010): the triggers note
-/// the rows to index; the writer indexes them in chunks of at most
-/// [`SearchIndexing::CHUNK`] rows, each a transaction of its own, when no
-/// write waits and either a chunk's worth is noted or
-/// [`SearchIndexing::IDLE_DELAY`] has passed since the first was noted; a
-/// writer that is never idle indexes a chunk after each batch once
-/// [`SearchIndexing::MOST_DELAY`] has passed. Every search first indexes
-/// all that is noted ([`Write::IndexForSearch`]).
+/// the rows to index, and the writer indexes them in chunks of at most
+/// [`SearchIndexing::CHUNK`] rows, each a transaction of its own, in the
+/// quiet after a burst of writes: once no write has come for
+/// [`SearchIndexing::QUIET`], chunk after chunk for as long as none comes. A
+/// writer that is never that quiet indexes a chunk after each batch once the
+/// first noted row has waited [`SearchIndexing::MOST_DELAY`] or about
+/// [`SearchIndexing::MOST_ROWS`] rows wait. Every search first indexes all
+/// that is noted ([`Write::IndexForSearch`]), so its results are whole
+/// however long rows wait; a search just after a burst does that work
+/// itself.
 ///
-/// Why chunks, and not everything at every idle moment: under load the
-/// writer is idle between almost every pair of batches, so it indexed one or
-/// two rows at a time (126 µs of writer time per row, five times the cost in
-/// larger chunks), and an FTS5 merge could hold the next question for 35 ms.
+/// Why chunks: under load the writer is idle between almost every pair of
+/// batches; indexing one or two rows at a time cost 126 µs of writer time a
+/// row, five times the cost in larger chunks.
+///
+/// Why after the burst, and not at the first idle moment: a question that
+/// comes while a chunk is being indexed waits for it (a few milliseconds, an
+/// FTS5 merge tens), and its first token with it. A build that did not index
+/// during the run at all had a lower first token p99 with 1,000 streams
+/// started over a second in seven alternating pairs of seven, and waiting
+/// for the quiet lowered it with 100 connections asking 60 short questions
+/// each in six pairs of six (`BENCHMARKS.md`, ninth and tenth sessions).
+/// Waiting for the quiet moves the work there; it does not remove it.
 struct SearchIndexing {
     /// About how many rows wait (at least [`Self::CHUNK`] after a full chunk).
     noted: usize,
     /// Since when rows may be waiting (`None`: none since the last indexing).
     since: Option<Instant>,
+    /// When the last batch of writes came (or the writer started).
+    last_write: Instant,
 }
 
 impl SearchIndexing {
     /// Most rows indexed in one transaction: a few milliseconds of work.
     const CHUNK: usize = 64;
-    /// How long fewer than a chunk's worth of rows wait for more.
-    const IDLE_DELAY: Duration = Duration::from_millis(200);
-    /// The longest a noted row waits while the writer is never idle.
-    const MOST_DELAY: Duration = Duration::from_secs(1);
+    /// How long no write must come before the writer indexes.
+    const QUIET: Duration = Duration::from_millis(100);
+    /// The longest a noted row waits while the writer is never quiet.
+    const MOST_DELAY: Duration = Duration::from_secs(5);
+    /// About the most rows that wait while the writer is never quiet (a
+    /// search that finds them waiting indexes them all first: tens of
+    /// milliseconds of work).
+    const MOST_ROWS: usize = 4096;
 
     /// Rows noted before a restart (or by another process) may wait: index
-    /// them at the first idle moment.
-    fn at_start() -> Self {
+    /// them at the first quiet moment.
+    fn at_start(now: Instant) -> Self {
         SearchIndexing {
             noted: Self::CHUNK,
-            since: Some(Instant::now()),
+            since: Some(now),
+            last_write: now,
         }
     }
 
-    /// `rows` more rows may be noted.
-    fn noted(&mut self, rows: usize) {
+    /// A batch of writes came at `now`; `rows` more rows may be noted.
+    fn written(&mut self, rows: usize, now: Instant) {
+        self.last_write = now;
         if rows > 0 {
             self.noted += rows;
-            self.since.get_or_insert_with(Instant::now);
+            self.since.get_or_insert(now);
         }
     }
 
     /// When an idle writer should index a chunk (`None`: nothing waits).
     fn due_when_idle(&self) -> Option<Instant> {
-        let since = self.since?;
-        Some(if self.noted >= Self::CHUNK {
-            since
-        } else {
-            since + Self::IDLE_DELAY
-        })
+        self.since.map(|_| self.last_write + Self::QUIET)
     }
 
-    fn overdue(&self) -> bool {
-        self.since
-            .is_some_and(|since| since.elapsed() >= Self::MOST_DELAY)
+    /// Whether a writer that is not quiet should index a chunk now.
+    fn overdue(&self, now: Instant) -> bool {
+        self.since.is_some_and(|since| {
+            self.noted >= Self::MOST_ROWS
+                || now.saturating_duration_since(since) >= Self::MOST_DELAY
+        })
     }
 
     fn index_chunk(&mut self, connection: &mut Connection) {
@@ -289,17 +309,25 @@ impl SearchIndexing {
             tx.commit().map_err(database)?;
             Ok(taken)
         });
-        match indexed {
+        self.indexed(indexed, Instant::now());
+    }
+
+    /// What a chunk's indexing came to (how many rows it took) at `now`.
+    fn indexed(&mut self, taken: Result<u64, StoreError>, now: Instant) {
+        match taken {
             Ok(taken) if taken < Self::CHUNK as u64 => {
                 self.noted = 0;
                 self.since = None;
             }
-            // More wait: the next idle moment goes on at once.
+            // More wait: a quiet writer goes on at once.
             Ok(_) => self.noted = self.noted.saturating_sub(Self::CHUNK).max(Self::CHUNK),
-            // The rows stay noted: indexed at the next try, or by a search.
+            // The rows stay noted: indexed after the next quiet spell (or
+            // the longest delay), or by a search.
             Err(error) => {
                 tracing::warn!(%error, "indexing for search failed");
-                self.since = Some(Instant::now());
+                self.noted = self.noted.min(Self::MOST_ROWS - 1);
+                self.since = Some(now);
+                self.last_write = now;
             }
         }
     }
@@ -971,7 +999,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Connection, HistoryMessage, WalBound, json_array, read_rows};
+    use std::time::{Duration, Instant};
+
+    use super::{Connection, HistoryMessage, SearchIndexing, WalBound, json_array, read_rows};
+    use crate::store::StoreError;
     use crate::store::{MessageStatus, NewMessage, SqlStore, Store};
 
     /// Sustained writes, one commit each, as a busy server makes them: the
@@ -1116,5 +1147,57 @@ mod tests {
         assert!(checkpointers.contains(&10), "{checkpointers:?}");
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The writer indexes in the quiet after a burst, not inside it: nothing
+    /// is due while writes keep coming, a chunk is due once none has come for
+    /// `QUIET`, a backlog goes on chunk after chunk, and a writer that is
+    /// never quiet indexes a chunk per batch once rows waited too long or too
+    /// many wait.
+    #[test]
+    fn indexing_for_search_waits_for_the_quiet_after_a_burst() {
+        let quiet = SearchIndexing::QUIET;
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut search = SearchIndexing::at_start(start);
+        assert_eq!(
+            search.due_when_idle(),
+            Some(start + quiet),
+            "rows noted before a restart"
+        );
+        search.indexed(Ok(3), at(100));
+        assert_eq!(search.due_when_idle(), None, "nothing waits");
+        assert!(!search.overdue(at(10_000)));
+        // A burst: a batch of two rows every 5 ms for a second.
+        for ms in (1_000..2_000).step_by(5) {
+            search.written(2, at(ms));
+            assert_eq!(search.due_when_idle(), Some(at(ms) + quiet));
+            assert!(!search.overdue(at(ms)), "{ms} ms: inside the burst");
+        }
+        // Writes that note nothing end a quiet spell too.
+        search.written(0, at(2_000));
+        assert_eq!(search.due_when_idle(), Some(at(2_000) + quiet));
+        // A full chunk leaves more: the quiet writer goes on at once.
+        search.indexed(Ok(SearchIndexing::CHUNK as u64), at(2_100));
+        assert_eq!(search.due_when_idle(), Some(at(2_000) + quiet));
+        search.indexed(Ok(1), at(2_110));
+        assert_eq!(search.due_when_idle(), None);
+        // Never quiet: overdue once the first row has waited the longest.
+        search.written(1, at(3_000));
+        let most = SearchIndexing::MOST_DELAY;
+        assert!(!search.overdue(at(3_000) + most - Duration::from_millis(1)));
+        assert!(search.overdue(at(3_000) + most));
+        search.indexed(Ok(1), at(9_000));
+        // … or once about `MOST_ROWS` rows wait, however recent.
+        search.written(SearchIndexing::MOST_ROWS - 1, at(10_000));
+        assert!(!search.overdue(at(10_000)));
+        search.written(1, at(10_001));
+        assert!(search.overdue(at(10_001)));
+        // A failed chunk: the rows stay noted and are tried again after the
+        // next quiet spell or the longest delay, not in a loop.
+        search.indexed(Err(StoreError::WriterGone), at(11_000));
+        assert_eq!(search.due_when_idle(), Some(at(11_000) + quiet));
+        assert!(!search.overdue(at(11_000)));
+        assert!(search.overdue(at(11_000) + most));
     }
 }
