@@ -59,6 +59,7 @@ test('history survives a reload and a killed server; the cut reply is marked int
     await expect(assistant(page).nth(1)).toHaveAttribute('data-status', 'complete');
   } finally {
     await rill.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
 

@@ -12,6 +12,7 @@ import { ask, Rill, startRill, waitLive } from './helpers';
 const seenModels: string[] = [];
 let upstream: http.Server;
 let rill: Rill;
+let dataDir: string;
 
 function chunk(model: string, delta: object, finish: string | null): string {
   const body = {
@@ -47,7 +48,7 @@ test.beforeAll(async () => {
   });
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   const upstreamPort = (upstream.address() as net.AddressInfo).port;
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-openai-'));
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-openai-'));
   rill = await startRill(
     ['--data-dir', dataDir, '--provider', 'openai', '--openai-base-url', `http://127.0.0.1:${upstreamPort}/v1`, '--model', 'alpha'],
     { env: { OPENAI_API_KEY: 'e2e-key' } },
@@ -56,6 +57,7 @@ test.beforeAll(async () => {
 
 test.afterAll(async () => {
   await rill.stop();
+  fs.rmSync(dataDir, { recursive: true, force: true });
   await new Promise((resolve) => upstream.close(resolve));
 });
 

@@ -132,5 +132,6 @@ test('a server restart mid-reply: the UI reconnects and marks the reply interrup
     });
   } finally {
     await rill.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -184,5 +184,6 @@ test("seed 004's client in a project with a document gets its passages as messag
     expect(summary.text).toMatch(/^According to \*\*guide\.md\*\* \[1\]: "This document describes the Acme onboarding/);
   } finally {
     await rill.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });

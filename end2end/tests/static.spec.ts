@@ -17,10 +17,11 @@ const TYPES: Record<string, string> = {
 };
 
 let server: http.Server;
+let site: string;
 
 test.beforeAll(async () => {
   // Deploy: copy the build and set the API base in the deployed index.html.
-  const site = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-static-'));
+  site = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-static-'));
   fs.cpSync(DIST, site, { recursive: true });
   const index = path.join(site, 'index.html');
   const html = fs.readFileSync(index, 'utf8');
@@ -41,6 +42,7 @@ test.beforeAll(async () => {
 
 test.afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
+  fs.rmSync(site, { recursive: true, force: true });
 });
 
 const API = `http://127.0.0.1:${PORT}`;
