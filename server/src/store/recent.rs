@@ -48,6 +48,8 @@ pub(super) struct Recent {
     budget: usize,
 }
 
+/// The default budget (the tests' histories).
+#[cfg(test)]
 impl Default for Recent {
     fn default() -> Self {
         Recent::with_budget(Recent::BUDGET)
