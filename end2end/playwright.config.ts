@@ -21,7 +21,20 @@ export const PORT = sharedPort('RILL_E2E_PORT');
 export const JWT_SECRET = 'e2e-secret';
 // Where the static (trunk) UI is served in its test: another origin, as in production.
 export const STATIC_PORT = sharedPort('RILL_E2E_STATIC_PORT');
-const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-e2e-'));
+/** The server's data directory: made once by the runner (which loads this
+ * config before its workers do) and passed to them like the ports; removed
+ * when the runner exits, after it has stopped the server. */
+function sharedDataDir(): string {
+  const given = process.env.RILL_E2E_DATA_DIR;
+  if (given) {
+    return given;
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-e2e-'));
+  process.env.RILL_E2E_DATA_DIR = dir;
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+const dataDir = sharedDataDir();
 
 export default defineConfig({
   testDir: './tests',

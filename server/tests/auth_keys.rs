@@ -156,6 +156,7 @@ async fn jwks_keys_are_matched_by_kid_and_encryption_keys_are_skipped() {
 
 #[tokio::test]
 async fn unusable_key_files_stop_the_server_with_the_reason() {
+    let dir = temp_dir();
     for (adjust, expected) in [
         (
             Box::new(|c: &mut rill::Config| c.jwt_public_key = Some(fixture("rsa-private.pem")))
@@ -175,7 +176,7 @@ async fn unusable_key_files_stop_the_server_with_the_reason() {
             "not a JWKS document",
         ),
     ] {
-        let mut config = rill::Config::for_tests(temp_dir());
+        let mut config = rill::Config::for_tests(dir.clone());
         adjust(&mut config);
         let error = match rill::AppState::new(config).await {
             Ok(_) => panic!("started with a bad key file"),
@@ -183,6 +184,7 @@ async fn unusable_key_files_stop_the_server_with_the_reason() {
         };
         assert!(error.contains(expected), "{error}");
     }
+    common::remove_data_dir(&dir);
 }
 
 #[tokio::test]

@@ -613,7 +613,8 @@ async fn a_bad_prices_file_stops_startup_naming_the_file_and_the_mistake() {
         ("[[price]\n", "line 1"),
     ] {
         std::fs::write(&file, text).unwrap();
-        let mut config = rill::Config::for_tests(temp_dir());
+        // Its data directory inside `dir`, removed with it.
+        let mut config = rill::Config::for_tests(dir.join("data"));
         config.prices = Some(file.clone());
         let error = match rill::AppState::new(config).await {
             Ok(_) => panic!("started with a bad prices file: {text}"),

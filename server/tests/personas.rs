@@ -107,7 +107,8 @@ async fn a_bad_personas_file_stops_startup_naming_line_and_field() {
         ("[[persona]\nid=".to_owned(), "line 1"),
     ] {
         let file = personas_file(&dir, &text);
-        let mut config = rill::Config::for_tests(temp_dir());
+        // Its data directory inside `dir`, removed with it.
+        let mut config = rill::Config::for_tests(dir.join("data"));
         config.personas = Some(file.clone());
         let error = match rill::AppState::new(config).await {
             Ok(_) => panic!("started with a bad personas file: {text}"),
@@ -116,7 +117,7 @@ async fn a_bad_personas_file_stops_startup_naming_line_and_field() {
         assert!(error.contains(expected), "{error}");
         assert!(error.contains(&file.display().to_string()), "{error}");
     }
-    let mut config = rill::Config::for_tests(temp_dir());
+    let mut config = rill::Config::for_tests(dir.join("data"));
     config.personas = Some(dir.join("missing.toml"));
     let error = rill::AppState::new(config).await.err().unwrap().to_string();
     assert!(error.contains("cannot read it"), "{error}");

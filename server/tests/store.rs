@@ -28,7 +28,7 @@ impl Cleanup {
             .execute(&self.admin)
             .await
             .unwrap();
-        let _ = std::fs::remove_dir_all(self.dir);
+        common::remove_data_dir(&self.dir);
     }
 }
 
@@ -275,7 +275,7 @@ async fn sqlite_a_checkpoint_does_not_wait_for_the_commit() {
         "the checkpoint never landed"
     );
     drop(store);
-    let _ = std::fs::remove_dir_all(dir);
+    common::remove_data_dir(&dir);
 }
 
 #[tokio::test]
@@ -504,7 +504,7 @@ async fn a_database_of_the_first_migration_runner_is_adopted_intact() {
     // Opening again applies nothing new.
     drop(store);
     SqlStore::open(None, &dir).await.expect("it opens again");
-    let _ = std::fs::remove_dir_all(dir);
+    common::remove_data_dir(&dir);
 }
 
 fn turn(conversation: &str, owner: &str, question_id: &str, question: &str) -> Turn {
@@ -1288,7 +1288,7 @@ async fn sqlite_search_indexing_after_the_commit_keeps_the_index_whole() {
     run("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)").await;
     assert!(found("raft").await.is_empty());
     raw.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    common::remove_data_dir(&dir);
 }
 
 /// The writer indexes what the triggers noted without waiting for a search:
@@ -1371,7 +1371,7 @@ async fn sqlite_the_writer_indexes_noted_rows_when_idle_and_at_its_start() {
     );
     drop(store);
     raw.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    common::remove_data_dir(&dir);
 }
 
 /// The WAL is checkpointed while the store is open, beside the writer (whose
@@ -1447,7 +1447,7 @@ async fn sqlite_the_wal_is_checkpointed_beside_the_writer_and_started_over() {
         counter()
     );
     drop(store);
-    let _ = std::fs::remove_dir_all(dir);
+    common::remove_data_dir(&dir);
 }
 
 /// A small deterministic random source (xorshift), so a failure replays.
@@ -1647,7 +1647,7 @@ async fn every_history_is_the_branch_shown_whatever_came_before() {
         assert!(checked > 300, "{backend}: {checked} histories checked");
     }
     cleanup.run().await;
-    let _ = std::fs::remove_dir_all(small_dir);
+    common::remove_data_dir(&small_dir);
 }
 
 /// A reply still streaming without text is in no history yet; once it has

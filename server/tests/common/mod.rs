@@ -63,7 +63,22 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.state.shutdown.cancel();
         if !self.keep_data {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
+            remove_data_dir(&self.data_dir);
+        }
+    }
+}
+
+/// Removes a server's data directory. The server may still be shutting
+/// down, its SQLite threads creating and deleting files while the
+/// directory is walked (which then fails, leaving it behind): tries again
+/// for up to a second while it is there.
+pub fn remove_data_dir(dir: &std::path::Path) {
+    for _ in 0..100 {
+        match std::fs::remove_dir_all(dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => return,
         }
     }
 }
