@@ -1,13 +1,15 @@
-//! A client of the native dialect: connecting (spread over loopback source
+//! A client of rill's dialects: connecting (spread over loopback source
 //! addresses so tens of thousands of connections do not exhaust one address's
-//! ports) and reading the few fields a load test needs from each frame.
+//! ports, and through Socket.IO's handshake when it speaks that), the frames a
+//! load test sends, and the few fields it reads from each frame it receives.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -16,6 +18,315 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 /// A connected client.
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// The wire dialect a client speaks; rill serves each on its own path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// rill's own (`/ws/chat`): `message`, `start`, `token`, `complete`.
+    #[default]
+    Native,
+    /// Seed 002's `{type, data}` (`/ws`): `chat`, `status`, `chunk`, `response`.
+    Seed002,
+    /// Socket.IO v5 over Engine.IO v4's WebSocket transport (`/socket.io/`):
+    /// `send_message`, `message_token`, `message_complete`.
+    Socketio,
+}
+
+impl Dialect {
+    /// Every dialect, by its name on the command line.
+    pub const ALL: [(&'static str, Dialect); 3] = [
+        ("native", Dialect::Native),
+        ("seed002", Dialect::Seed002),
+        ("socketio", Dialect::Socketio),
+    ];
+
+    /// The dialect called `name`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, dialect)| *dialect)
+            .ok_or_else(|| format!("unknown dialect {name:?} (native, seed002, socketio)"))
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, dialect)| *dialect == self)
+            .map_or("native", |(name, _)| name)
+    }
+
+    /// Where rill serves it (path and query).
+    pub fn path(self) -> &'static str {
+        match self {
+            Dialect::Native => "/ws/chat",
+            Dialect::Seed002 => "/ws",
+            Dialect::Socketio => "/socket.io/?EIO=4&transport=websocket",
+        }
+    }
+
+    /// A question on conversation `conversation`.
+    pub fn question(self, text: &str, conversation: &str) -> String {
+        match self {
+            Dialect::Native => {
+                json!({"type": "message", "message": text, "session_id": conversation}).to_string()
+            }
+            Dialect::Seed002 => {
+                json!({"type": "chat", "data": {"message": text, "session_id": conversation}})
+                    .to_string()
+            }
+            Dialect::Socketio => socketio_event(
+                "send_message",
+                &json!({"chat_id": conversation, "message": text}),
+            ),
+        }
+    }
+
+    /// Asks for the rest of stream `stream_id` after `after_seq`.
+    pub fn resume(self, stream_id: &str, after_seq: u64) -> String {
+        match self {
+            Dialect::Native => {
+                json!({"type": "resume", "stream_id": stream_id, "after_seq": after_seq})
+                    .to_string()
+            }
+            Dialect::Seed002 => {
+                json!({"type": "resume", "data": {"stream_id": stream_id, "after_seq": after_seq}})
+                    .to_string()
+            }
+            Dialect::Socketio => socketio_event(
+                "resume_stream",
+                &json!({"stream_id": stream_id, "after_seq": after_seq}),
+            ),
+        }
+    }
+
+    /// A ping the server answers with a pong.
+    pub fn ping(self) -> String {
+        match self {
+            Dialect::Native => json!({"type": "ping", "timestamp": 1}).to_string(),
+            Dialect::Seed002 => json!({"type": "ping", "data": {"timestamp": 1}}).to_string(),
+            Dialect::Socketio => socketio_event("ping", &json!({"timestamp": 1})),
+        }
+    }
+
+    /// Whether a frame of tokens coalesced for a client that fell behind
+    /// names its first seq (the native `first_seq`). The others name only
+    /// the last, so a frame after a gap is taken to cover it; the reply's
+    /// text, checked against the server's at the end, still catches a token
+    /// lost.
+    fn names_first_seq(self) -> bool {
+        self == Dialect::Native
+    }
+
+    /// What the server's text frame `text` says.
+    pub fn read<'a>(self, text: &'a str) -> Result<Event<'a>, String> {
+        let bad = |e: serde_json::Error| format!("bad frame: {e}");
+        match self {
+            Dialect::Native => {
+                let frame: Frame<'a> = serde_json::from_str(text).map_err(bad)?;
+                let range = frame.seq_range();
+                let kind = match frame.kind.as_ref() {
+                    "token" => Kind::Token(frame.token.unwrap_or_default()),
+                    "complete" => Kind::Complete(frame.response.unwrap_or_default()),
+                    "error" => Kind::Error(frame.code.unwrap_or(Cow::Borrowed("?"))),
+                    "pong" => Kind::Pong,
+                    _ => Kind::Other,
+                };
+                Ok(Event {
+                    kind,
+                    stream_id: frame.stream_id,
+                    range,
+                })
+            }
+            Dialect::Seed002 => {
+                let frame: Seed002Frame<'a> = serde_json::from_str(text).map_err(bad)?;
+                let kind = match frame.kind.as_ref() {
+                    "chunk" if frame.is_final => Kind::Other,
+                    "chunk" => Kind::Token(frame.chunk.unwrap_or_default()),
+                    "response" => Kind::Complete(
+                        frame
+                            .data
+                            .and_then(|data| data.response)
+                            .unwrap_or_default(),
+                    ),
+                    "error" => Kind::Error(frame.code.unwrap_or(Cow::Borrowed("?"))),
+                    "pong" => Kind::Pong,
+                    _ => Kind::Other,
+                };
+                Ok(Event {
+                    kind,
+                    stream_id: frame.stream_id,
+                    range: frame.seq.map(|seq| (seq, seq)),
+                })
+            }
+            Dialect::Socketio => {
+                // Engine.IO's ping ("2"); Socket.IO's packets ("4" + type).
+                if text == "2" {
+                    return Ok(Event::of(Kind::EnginePing));
+                }
+                let Some(packet) = text.strip_prefix("42") else {
+                    // The open packet, the namespace's connect, a noop.
+                    return Ok(Event::of(Kind::Other));
+                };
+                // Only the events read below are parsed: others (a room's
+                // notifications) may carry any data.
+                const READ: [&str; 4] = [
+                    "[\"message_token\",",
+                    "[\"message_complete\",",
+                    "[\"error\",",
+                    "[\"pong\",",
+                ];
+                if !READ.iter().any(|name| packet.starts_with(name)) {
+                    return Ok(Event::of(Kind::Other));
+                }
+                let (name, data): (Cow<'a, str>, SocketioData<'a>) =
+                    serde_json::from_str(packet).map_err(bad)?;
+                let kind = match name.as_ref() {
+                    "message_token" => Kind::Token(data.token.unwrap_or_default()),
+                    "message_complete" => Kind::Complete(data.response.unwrap_or_default()),
+                    "error" => Kind::Error(data.code.unwrap_or(Cow::Borrowed("?"))),
+                    "pong" => Kind::Pong,
+                    _ => Kind::Other,
+                };
+                Ok(Event {
+                    kind,
+                    stream_id: data.stream_id,
+                    range: data.seq.map(|seq| (seq, seq)),
+                })
+            }
+        }
+    }
+}
+
+/// A Socket.IO event on the default namespace: `42["name",data]`.
+fn socketio_event(name: &str, data: &serde_json::Value) -> String {
+    format!("42{}", json!([name, data]))
+}
+
+/// What one server frame says, in any dialect.
+#[derive(Debug, PartialEq)]
+pub struct Event<'a> {
+    /// What it is.
+    pub kind: Kind<'a>,
+    /// The stream it belongs to, if it names one.
+    pub stream_id: Option<Cow<'a, str>>,
+    /// The seqs it covers, if it has one (see [`Frame::seq_range`]).
+    pub range: Option<(u64, u64)>,
+}
+
+impl Event<'_> {
+    fn of(kind: Kind<'static>) -> Event<'static> {
+        Event {
+            kind,
+            stream_id: None,
+            range: None,
+        }
+    }
+
+    /// Where this frame stands after `last_seq`, the last seq seen.
+    pub fn place(&self, dialect: Dialect, last_seq: u64) -> Place {
+        let Some((first, last)) = self.range else {
+            return Place::Unnumbered;
+        };
+        // A dialect that names only a coalesced frame's last seq: the
+        // frame covers everything since the last one seen.
+        let first = if dialect.names_first_seq() || last_seq == 0 || last <= last_seq {
+            first
+        } else {
+            last_seq + 1
+        };
+        if first <= last_seq {
+            return Place::Duplicate;
+        }
+        Place::Next {
+            first,
+            last,
+            lost: if last_seq > 0 {
+                first - last_seq - 1
+            } else {
+                0
+            },
+        }
+    }
+}
+
+/// Where a frame stands in its stream's seqs ([`Event::place`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Place {
+    /// It has no seq.
+    Unnumbered,
+    /// It repeats a seq already seen.
+    Duplicate,
+    /// It covers `first..=last`, `lost` seqs after the last one seen.
+    Next {
+        /// Its first seq.
+        first: u64,
+        /// Its last seq.
+        last: u64,
+        /// Seqs skipped before it.
+        lost: u64,
+    },
+}
+
+/// The kinds of frame a load test tells apart.
+#[derive(Debug, PartialEq)]
+pub enum Kind<'a> {
+    /// A token's text.
+    Token(Cow<'a, str>),
+    /// The reply is complete: its whole text.
+    Complete(Cow<'a, str>),
+    /// An error, by its code.
+    Error(Cow<'a, str>),
+    /// The answer to a ping.
+    Pong,
+    /// Engine.IO's ping: the client must answer (`3`) or be dropped.
+    EnginePing,
+    /// Anything else (start, progress, status, sources…).
+    Other,
+}
+
+/// The fields of a seed 002 frame a load test reads.
+#[derive(Debug, Deserialize)]
+struct Seed002Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    stream_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default, borrow)]
+    chunk: Option<Cow<'a, str>>,
+    #[serde(default)]
+    is_final: bool,
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<Seed002Data<'a>>,
+}
+
+/// A seed 002 `response`'s data.
+#[derive(Debug, Deserialize)]
+struct Seed002Data<'a> {
+    #[serde(default, borrow)]
+    response: Option<Cow<'a, str>>,
+}
+
+/// The fields of a Socket.IO event's data a load test reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SocketioData<'a> {
+    #[serde(borrow)]
+    stream_id: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    response: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
+}
+
 /// Where to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -23,11 +334,13 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The WebSocket URL (its host and path go into the handshake).
     pub url: String,
+    /// What the clients speak.
+    pub dialect: Dialect,
 }
 
 impl Target {
     /// Parses `ws://host:port/path` (loopback addresses only: this tool loads
-    /// servers on this machine).
+    /// servers on this machine), for the native dialect.
     pub fn parse(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("ws://")
@@ -44,7 +357,14 @@ impl Target {
         Ok(Target {
             addr,
             url: url.to_owned(),
+            dialect: Dialect::Native,
         })
+    }
+
+    /// The same server, speaking `dialect`.
+    pub fn speaking(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     /// Connects as the `n`th client: from 127.0.0.(1 + n % 32) when the server is
@@ -72,12 +392,46 @@ impl Target {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let (ws, _) = client_async_with_config(self.url.as_str(), stream, Some(config))
+        let (mut ws, _) = client_async_with_config(self.url.as_str(), stream, Some(config))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
+        if self.dialect == Dialect::Socketio {
+            socketio_connect(&mut ws).await?;
+        }
         Ok((ws, began.elapsed()))
     }
 }
+
+/// Socket.IO's handshake on a fresh WebSocket: Engine.IO's open packet
+/// (`0{…}`), then the default namespace's connect (`40`) and its answer
+/// (`40{"sid":…}`; `44{…}` is a refusal).
+async fn socketio_connect(ws: &mut Ws) -> Result<(), String> {
+    let open = next_text(ws, HANDSHAKE_TIMEOUT).await?;
+    if !open.to_text().unwrap_or_default().starts_with('0') {
+        return Err(format!("expected Engine.IO's open packet, got {open}"));
+    }
+    ws.send(Message::Text("40".into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let reply = next_text(ws, HANDSHAKE_TIMEOUT).await?;
+        let text = reply.to_text().unwrap_or_default();
+        if text.starts_with("40") {
+            return Ok(());
+        }
+        if text.starts_with("44") {
+            return Err(format!("Socket.IO refused the connection: {text}"));
+        }
+        if text == "2" {
+            ws.send(Message::Text("3".into()))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// Longest wait for a handshake's answer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The fields of a server frame a load test reads.
 #[derive(Debug, Deserialize)]
@@ -122,9 +476,42 @@ impl Frame<'_> {
 
 /// Sends a JSON text frame.
 pub async fn send(ws: &mut Ws, frame: &serde_json::Value) -> Result<(), String> {
-    ws.send(Message::Text(frame.to_string().into()))
+    send_text(ws, frame.to_string()).await
+}
+
+/// Sends a text frame.
+pub async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
+    ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Greets the server as a client of `dialect` does on opening: the native
+/// `hello` (answered with the server's own), elsewhere a ping.
+pub async fn greet(ws: &mut Ws, dialect: Dialect, timeout: Duration) -> Result<(), String> {
+    if dialect == Dialect::Native {
+        send_text(ws, json!({"type": "hello"}).to_string()).await?;
+        return next_text(ws, timeout).await.map(drop);
+    }
+    ping(ws, dialect, timeout).await
+}
+
+/// Sends `dialect`'s ping and waits for its pong (other frames skipped; a
+/// Socket.IO client answers Engine.IO's pings meanwhile): whether the
+/// connection is alive.
+pub async fn ping(ws: &mut Ws, dialect: Dialect, timeout: Duration) -> Result<(), String> {
+    send_text(ws, dialect.ping()).await?;
+    let until = Instant::now() + timeout;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let message = next_text(ws, left).await?;
+        let text = message.to_text().unwrap_or_default();
+        match dialect.read(text)?.kind {
+            Kind::Pong => return Ok(()),
+            Kind::EnginePing => send_text(ws, "3".into()).await?,
+            _ => {}
+        }
+    }
 }
 
 /// The next text frame (pings and pongs skipped), waiting at most `timeout`.
@@ -172,6 +559,174 @@ mod tests {
         assert_eq!(frame.seq, Some(4));
         assert_eq!(frame.token.as_deref(), Some("hi"));
         assert_eq!(frame.seq_range(), Some((4, 4)));
+    }
+
+    #[test]
+    fn each_dialect_reads_its_tokens_end_errors_and_pongs() {
+        use Dialect::*;
+        let read = |dialect: Dialect, text: &'static str| dialect.read(text).unwrap();
+        // Native.
+        let token = read(
+            Native,
+            r#"{"type":"token","stream_id":"s","seq":4,"token":"hi"}"#,
+        );
+        assert_eq!(token.kind, Kind::Token("hi".into()));
+        assert_eq!(
+            (token.stream_id.as_deref(), token.range),
+            (Some("s"), Some((4, 4)))
+        );
+        assert_eq!(
+            read(
+                Native,
+                r#"{"type":"complete","stream_id":"s","seq":9,"response":"a b"}"#
+            )
+            .kind,
+            Kind::Complete("a b".into())
+        );
+        assert_eq!(
+            read(Native, r#"{"type":"error","code":"RATE_LIMITED"}"#).kind,
+            Kind::Error("RATE_LIMITED".into())
+        );
+        assert_eq!(
+            read(Native, r#"{"type":"pong","timestamp":1}"#).kind,
+            Kind::Pong
+        );
+        // Seed 002: the final chunk is empty and not a token; the response
+        // carries the whole text in its data.
+        let chunk = read(
+            Seed002,
+            r#"{"type":"chunk","chunk":"Oh,","is_final":false,"stream_id":"s","seq":4}"#,
+        );
+        assert_eq!(
+            (chunk.kind, chunk.range),
+            (Kind::Token("Oh,".into()), Some((4, 4)))
+        );
+        let last = read(
+            Seed002,
+            r#"{"type":"chunk","chunk":"","is_final":true,"stream_id":"s","seq":9}"#,
+        );
+        assert_eq!((last.kind, last.range), (Kind::Other, Some((9, 9))));
+        assert_eq!(
+            read(Seed002, r#"{"type":"response","status":"completed","data":{"response":"Oh, hi","usage":{}},"stream_id":"s"}"#).kind,
+            Kind::Complete("Oh, hi".into())
+        );
+        assert_eq!(
+            read(
+                Seed002,
+                r#"{"type":"status","status":"starting","stream_id":"s","seq":1}"#
+            )
+            .stream_id
+            .as_deref(),
+            Some("s")
+        );
+        assert_eq!(
+            read(Seed002, r#"{"type":"pong","timestamp":1,"server_time":2}"#).kind,
+            Kind::Pong
+        );
+        // Socket.IO: Engine.IO's ping, events on the default namespace, the
+        // handshake's packets.
+        assert_eq!(read(Socketio, "2").kind, Kind::EnginePing);
+        let token = read(
+            Socketio,
+            r#"42["message_token",{"chat_id":"c","token":"hi","stream_id":"s","seq":5}]"#,
+        );
+        assert_eq!(
+            (token.kind, token.range),
+            (Kind::Token("hi".into()), Some((5, 5)))
+        );
+        assert_eq!(
+            read(Socketio, r#"42["message_complete",{"chat_id":1,"response":"hi","metadata":{},"stream_id":"s","seq":7}]"#).kind,
+            Kind::Complete("hi".into())
+        );
+        assert_eq!(
+            read(
+                Socketio,
+                r#"42["error",{"message":"m","code":"INVALID_REQUEST"}]"#
+            )
+            .kind,
+            Kind::Error("INVALID_REQUEST".into())
+        );
+        assert_eq!(
+            read(Socketio, r#"42["pong",{"timestamp":1}]"#).kind,
+            Kind::Pong
+        );
+        assert_eq!(
+            read(Socketio, r#"0{"sid":"x","pingInterval":25000}"#).kind,
+            Kind::Other
+        );
+        assert_eq!(read(Socketio, r#"40{"sid":"y"}"#).kind, Kind::Other);
+        // Not a frame of the dialect: a clear error, not a panic.
+        assert!(Native.read("Echo: hi").is_err());
+        assert!(Socketio.read(r#"42["message_token",{"token":"#).is_err());
+        assert_eq!(
+            read(Socketio, r#"42["project_update","any data"]"#).kind,
+            Kind::Other
+        );
+    }
+
+    #[test]
+    fn the_questions_resumes_and_pings_are_each_dialects_own() {
+        let question: serde_json::Value =
+            serde_json::from_str(&Dialect::Seed002.question("q", "c")).unwrap();
+        assert_eq!(
+            question,
+            json!({"type": "chat", "data": {"message": "q", "session_id": "c"}})
+        );
+        assert_eq!(
+            Dialect::Socketio.resume("s", 3),
+            r#"42["resume_stream",{"after_seq":3,"stream_id":"s"}]"#
+        );
+        assert_eq!(Dialect::Socketio.ping(), r#"42["ping",{"timestamp":1}]"#);
+        for (name, dialect) in Dialect::ALL {
+            assert_eq!(Dialect::parse(name), Ok(dialect));
+            assert_eq!(dialect.name(), name);
+        }
+        assert!(Dialect::parse("graphql").is_err());
+    }
+
+    #[test]
+    fn a_frame_places_itself_after_the_last_seq_seen() {
+        let at = |dialect: Dialect, text: &'static str, last_seq: u64| {
+            dialect.read(text).unwrap().place(dialect, last_seq)
+        };
+        let native = r#"{"type":"token","stream_id":"s","seq":9,"first_seq":5,"token":"abcde"}"#;
+        assert_eq!(
+            at(Dialect::Native, native, 4),
+            Place::Next {
+                first: 5,
+                last: 9,
+                lost: 0
+            }
+        );
+        assert_eq!(
+            at(Dialect::Native, native, 2),
+            Place::Next {
+                first: 5,
+                last: 9,
+                lost: 2
+            }
+        );
+        assert_eq!(at(Dialect::Native, native, 9), Place::Duplicate);
+        // Seed 002 names only a coalesced frame's last seq: it covers the gap.
+        let chunk = r#"{"type":"chunk","chunk":"abcde","is_final":false,"stream_id":"s","seq":9}"#;
+        assert_eq!(
+            at(Dialect::Seed002, chunk, 4),
+            Place::Next {
+                first: 5,
+                last: 9,
+                lost: 0
+            }
+        );
+        assert_eq!(at(Dialect::Seed002, chunk, 9), Place::Duplicate);
+        assert_eq!(
+            at(Dialect::Seed002, chunk, 0),
+            Place::Next {
+                first: 9,
+                last: 9,
+                lost: 0
+            }
+        );
+        assert_eq!(at(Dialect::Socketio, "2", 4), Place::Unnumbered);
     }
 
     #[test]

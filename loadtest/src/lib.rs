@@ -1,12 +1,13 @@
 //! # rill-loadtest
 //!
-//! rill's load generator: it speaks the native dialect over real WebSockets,
-//! measures what clients see (connect time, time to first token, token gaps,
+//! rill's load generator: it speaks rill's dialects (the native one, seed
+//! 002's `{type, data}`, Socket.IO over Engine.IO's WebSocket transport) over
+//! real WebSockets, measures what clients see (connect time, time to first token, token gaps,
 //! throughput, integrity, lost and duplicated tokens across resumes) and what
 //! the server costs (CPU and memory from `/proc/<pid>`), and writes a report.
 //!
 //! ## Layout
-//! - `client`: connecting (spread over loopback source addresses) and frames.
+//! - `client`: connecting (spread over loopback source addresses), the dialects' frames.
 //! - [`scenarios`]: `stream`, `idle`, `churn`, `resume`, and their [`scenarios::Outcome`].
 //! - `baseline`: a minimal server writing pre-built frames (this machine's ceiling).
 //! - `suite`: every case against the baseline and rill, pinned, median of runs.

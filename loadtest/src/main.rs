@@ -60,9 +60,14 @@ struct DocumentsArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The server's WebSocket URL (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:3000/ws/chat")]
-    url: String,
+    /// The server's WebSocket URL (loopback only) [default:
+    /// ws://127.0.0.1:3000 and the dialect's path].
+    #[arg(long)]
+    url: Option<String>,
+    /// What the clients speak: native (`/ws/chat`), seed002 (`/ws`) or
+    /// socketio (`/socket.io/`, Engine.IO's WebSocket transport).
+    #[arg(long, default_value = "native")]
+    dialect: String,
     /// stream, idle, churn or resume.
     #[arg(long, default_value = "stream")]
     scenario: String,
@@ -188,7 +193,14 @@ async fn run_documents(args: DocumentsArgs) -> ExitCode {
 }
 
 async fn run_one(args: RunArgs) -> ExitCode {
-    let target = match Target::parse(&args.url) {
+    let target = client::Dialect::parse(&args.dialect).and_then(|dialect| {
+        let url = args
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("ws://127.0.0.1:3000{}", dialect.path()));
+        Target::parse(&url).map(|target| target.speaking(dialect))
+    });
+    let target = match target {
         Ok(target) => target,
         Err(error) => {
             eprintln!("rill-loadtest: {error}");
@@ -226,7 +238,8 @@ async fn run_one(args: RunArgs) -> ExitCode {
         deadline: Duration::from_secs(args.deadline_s),
         progress: true,
     };
-    let outcome = scenarios::run(&load, scenario).await;
+    let mut outcome = scenarios::run(&load, scenario).await;
+    outcome.settings = format!("dialect {}", load.target.dialect.name());
     let json = serde_json::to_string_pretty(&outcome).unwrap_or_default();
     if let Some(path) = args.json
         && let Err(error) = std::fs::write(&path, &json)

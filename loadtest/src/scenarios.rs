@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Frame, Target, Ws, next_text, raise_file_limit, send};
+use crate::client::{Kind, Place, Target, Ws, greet, next_text, ping, raise_file_limit, send_text};
 use crate::procstat;
 use crate::stats::{Samples, Summary};
 
@@ -531,15 +530,12 @@ async fn stream_client(
     bar: &indicatif::ProgressBar,
     report: &mut ClientReport,
 ) -> Result<(), String> {
+    let dialect = target.dialect;
     let (mut ws, took) = target.connect(n).await?;
     report.connect.push(took);
     for m in 0..messages {
         let question = format!("Load test question {m} from client {n}: how does rill stream?");
-        send(
-            &mut ws,
-            &json!({"type": "message", "message": question, "session_id": session}),
-        )
-        .await?;
+        send_text(&mut ws, dialect.question(&question, session)).await?;
         let mut sent = Instant::now();
         let mut text = String::new();
         let mut stream_id: Option<String> = None;
@@ -555,24 +551,25 @@ async fn stream_client(
             counters
                 .bytes
                 .fetch_add(body.len() as u64, Ordering::Relaxed);
-            let frame: Frame<'_> =
-                serde_json::from_str(body.as_str()).map_err(|e| format!("bad frame: {e}"))?;
-            // A coalesced frame covers first_seq..=seq.
-            let range = frame.seq_range();
-            let covered = range.map_or(1, |(first, last)| last - first + 1);
-            if let Some((first, seq)) = range {
-                if first <= last_seq {
+            let event = dialect.read(body.as_str())?;
+            if stream_id.is_none() {
+                stream_id = event.stream_id.as_deref().map(str::to_owned);
+            }
+            // A coalesced frame covers several seqs.
+            let covered = match event.place(dialect, last_seq) {
+                Place::Unnumbered => 1,
+                Place::Duplicate => {
                     report.duplicated += 1;
                     continue;
                 }
-                if first > last_seq + 1 && last_seq > 0 {
-                    report.lost += first - last_seq - 1;
+                Place::Next { first, last, lost } => {
+                    report.lost += lost;
+                    last_seq = last;
+                    last - first + 1
                 }
-                last_seq = seq;
-            }
-            match frame.kind.as_ref() {
-                "start" => stream_id = frame.stream_id.map(|s| s.into_owned()),
-                "token" => {
+            };
+            match event.kind {
+                Kind::Token(token) => {
                     let now = Instant::now();
                     match last_token {
                         None if m == 0 && !dropped => {
@@ -583,41 +580,33 @@ async fn stream_client(
                         Some(previous) => report.inter_arrival.push(now - previous),
                     }
                     last_token = Some(now);
-                    text.push_str(frame.token.as_deref().unwrap_or_default());
+                    text.push_str(&token);
                     counters.tokens.fetch_add(covered, Ordering::Relaxed);
                     tokens_seen += usize::try_from(covered).unwrap_or(usize::MAX);
                     if !dropped && drop_after.is_some_and(|after| tokens_seen >= after) {
                         // Drop without a close handshake, as a dead network does.
                         dropped = true;
-                        let id = stream_id.clone().ok_or("a token before start")?;
+                        let id = stream_id.clone().ok_or("a token of no stream")?;
                         drop(ws);
                         let (fresh, took) = target.connect(n).await?;
                         ws = fresh;
                         report.connect.push(took);
-                        send(
-                            &mut ws,
-                            &json!({"type": "resume", "stream_id": id, "after_seq": last_seq}),
-                        )
-                        .await?;
+                        send_text(&mut ws, dialect.resume(&id, last_seq)).await?;
                         sent = Instant::now();
                         last_token = None;
                     }
                 }
-                "complete" => {
-                    if frame.response.as_deref() != Some(text.as_str()) {
+                Kind::Complete(response) => {
+                    if response != text.as_str() {
                         report.integrity_errors += 1;
                     }
                     counters.completed.fetch_add(1, Ordering::Relaxed);
                     bar.inc(1);
                     break;
                 }
-                "error" => {
-                    return Err(format!(
-                        "error frame: {}",
-                        frame.code.as_deref().unwrap_or("?")
-                    ));
-                }
-                _ => {}
+                Kind::Error(code) => return Err(format!("error frame: {code}")),
+                Kind::EnginePing => send_text(&mut ws, "3".into()).await?,
+                Kind::Pong | Kind::Other => {}
             }
         }
     }
@@ -638,9 +627,9 @@ async fn idle(load: &Load, scenario: Scenario, connections: usize, hold: Duratio
     let counters = Arc::new(Counters::default());
     // Warm the server up with one connection, so its first-use allocations are
     // not counted against the idle ones.
+    let dialect = load.target.dialect;
     if let Ok((mut ws, _)) = load.target.connect(0).await {
-        let _ = send(&mut ws, &json!({"type": "hello"})).await;
-        let _ = next_text(&mut ws, FRAME_TIMEOUT).await;
+        let _ = greet(&mut ws, dialect, FRAME_TIMEOUT).await;
         let _ = ws.close(None).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -657,8 +646,7 @@ async fn idle(load: &Load, scenario: Scenario, connections: usize, hold: Duratio
                 let _permit = gate.acquire_owned().await.ok()?;
                 let result: Result<(Ws, Duration), String> = async {
                     let (mut ws, took) = target.connect(n).await?;
-                    send(&mut ws, &json!({"type": "hello"})).await?;
-                    next_text(&mut ws, FRAME_TIMEOUT).await?;
+                    greet(&mut ws, target.dialect, FRAME_TIMEOUT).await?;
                     Ok((ws, took))
                 }
                 .await;
@@ -688,8 +676,7 @@ async fn idle(load: &Load, scenario: Scenario, connections: usize, hold: Duratio
         .into_iter()
         .map(|mut ws| {
             tokio::spawn(async move {
-                let alive = send(&mut ws, &json!({"type": "ping", "timestamp": 1})).await.is_ok()
-                    && matches!(next_text(&mut ws, FRAME_TIMEOUT).await, Ok(Message::Text(t)) if t.contains("pong"));
+                let alive = ping(&mut ws, dialect, FRAME_TIMEOUT).await.is_ok();
                 let _ = ws.close(None).await;
                 alive
             })
@@ -751,8 +738,7 @@ async fn churn(load: &Load, scenario: Scenario, connections: usize, concurrency:
                     }
                     let result: Result<Duration, String> = async {
                         let (mut ws, took) = target.connect(n).await?;
-                        send(&mut ws, &json!({"type": "hello"})).await?;
-                        next_text(&mut ws, FRAME_TIMEOUT).await?;
+                        greet(&mut ws, target.dialect, FRAME_TIMEOUT).await?;
                         ws.close(None).await.map_err(|e| e.to_string())?;
                         Ok(took)
                     }

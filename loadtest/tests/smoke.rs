@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use rill_loadtest::client::Target;
+use rill_loadtest::client::{Dialect, Target};
 use rill_loadtest::scenarios::{Load, Scenario, run};
 
-async fn rill_server() -> (std::net::SocketAddr, rill::AppState, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("rill-loadtest-{}", std::process::id()));
+async fn rill_server(name: &str) -> (std::net::SocketAddr, rill::AppState, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rill-loadtest-{name}-{}", std::process::id()));
     let mut config = rill::Config::for_tests(dir.clone());
     config.demo_tokens = 30;
     config.demo_delay = Duration::from_millis(1);
@@ -31,7 +31,7 @@ fn load(addr: std::net::SocketAddr, label: &str) -> Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_against_rill() {
-    let (addr, state, dir) = rill_server().await;
+    let (addr, state, dir) = rill_server("native").await;
     let load = load(addr, "rill");
 
     let stream = run(
@@ -105,6 +105,83 @@ async fn every_scenario_runs_clean_against_rill() {
         churn.errors
     );
 
+    state.shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_and_socketio_clients_stream_resume_and_idle_clean() {
+    let (addr, state, dir) = rill_server("dialects").await;
+    for dialect in [Dialect::Seed002, Dialect::Socketio] {
+        let mut load = load(addr, dialect.name());
+        load.target = Target::parse(&format!("ws://{addr}{}", dialect.path()))
+            .unwrap()
+            .speaking(dialect);
+        let stream = run(
+            &load,
+            Scenario::Stream {
+                connections: 6,
+                messages: 2,
+                ramp_ms: 0,
+            },
+        )
+        .await;
+        assert_eq!(
+            (stream.completed, stream.expected, stream.integrity_errors),
+            (12, 12, 0),
+            "{dialect:?}: {:?}",
+            stream.errors
+        );
+        assert!(
+            stream.tokens >= 12 * 20,
+            "{dialect:?}: every reply streamed"
+        );
+        assert_eq!(stream.first_token_ms.count, 12, "{dialect:?}");
+        let resumed = run(
+            &load,
+            Scenario::Resume {
+                connections: 4,
+                messages: 2,
+                drop_after: 5,
+            },
+        )
+        .await;
+        assert_eq!(
+            (
+                resumed.completed,
+                resumed.lost_tokens,
+                resumed.duplicated_tokens
+            ),
+            (8, 0, 0),
+            "{dialect:?}: {:?}",
+            resumed.errors
+        );
+        assert_eq!(resumed.integrity_errors, 0, "{dialect:?}");
+        let idle = run(
+            &load,
+            Scenario::Idle {
+                connections: 20,
+                hold_s: 1,
+            },
+        )
+        .await;
+        assert_eq!(idle.alive, Some(20), "{dialect:?}: {:?}", idle.errors);
+    }
+    // A client that speaks the wrong dialect for the path fails clearly.
+    let mut load = load(addr, "mismatch");
+    load.target = Target::parse(&format!("ws://{addr}{}", Dialect::Socketio.path()))
+        .unwrap()
+        .speaking(Dialect::Native);
+    let refused = run(
+        &load,
+        Scenario::Stream {
+            connections: 1,
+            messages: 1,
+            ramp_ms: 0,
+        },
+    )
+    .await;
+    assert_eq!((refused.completed, refused.error_count), (0, 1));
     state.shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
 }
