@@ -89,3 +89,55 @@ async fn invalid_data_is_an_error_event_and_the_socket_stays_usable() {
     assert_eq!(pong[0], "pong");
     assert!(pong[1]["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
 }
+
+/// A client may emit as soon as its connect is answered (socket.io-client
+/// does, on `connect`): the event is handled. socketioxide answers the
+/// connect, then runs an async connect handler in a task of its own, so the
+/// handlers must exist before the answer; registered in that task, an event
+/// that came first was dropped (one socket in a few hundred opened at once
+/// waited for a pong that never came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_as_soon_as_the_connect_is_answered_is_handled() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start_with(|c| {
+        c.limits.max_connections_per_ip = 0;
+        c.limits.max_connections = 0;
+    })
+    .await;
+    let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+    let sockets = (0..400).map(|n| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap();
+            let open = ws.next().await.unwrap().unwrap();
+            assert!(open.to_text().unwrap().starts_with('0'), "{open}");
+            ws.send(Message::Text("40".into())).await.unwrap();
+            let mut answered = false;
+            let pong = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                while let Some(Ok(frame)) = ws.next().await {
+                    let text = frame.to_text().unwrap_or_default().to_owned();
+                    if !answered && text.starts_with("40") {
+                        answered = true;
+                        ws.send(Message::Text(r#"42["ping",{"timestamp":1}]"#.into()))
+                            .await
+                            .unwrap();
+                    } else if text.starts_with(r#"42["pong""#) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            assert!(
+                matches!(pong, Ok(true)),
+                "socket {n}: no pong for the ping sent on connect"
+            );
+        })
+    });
+    for socket in futures::future::join_all(sockets).await {
+        socket.unwrap();
+    }
+}

@@ -126,11 +126,20 @@ async fn authenticate(
         gone: CancellationToken::new(),
         project: Arc::new(Mutex::new(None)),
     });
+    // Here, not in `on_connect`: socketioxide answers the connect after this
+    // returns, then runs `on_connect` in a task of its own, so an event the
+    // client sent as soon as its connect was answered could be read before
+    // that task had registered the handlers, and was dropped.
+    handle_events(&socket);
     Ok(())
 }
 
 async fn on_connect(socket: SocketRef) {
     let _ = socket.emit("connection_status", &json!({"status": "connected"}));
+}
+
+/// Registers the socket's event handlers.
+fn handle_events(socket: &SocketRef) {
     socket.on("join_project", join_project);
     socket.on("leave_project", leave_project);
     socket.on("send_message", send_message);
