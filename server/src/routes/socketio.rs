@@ -370,6 +370,16 @@ async fn resume_stream(socket: SocketRef, Data(data): Data<Value>) {
     }
 }
 
+/// A `message_token`'s data, borrowed (a `json!` value per token copied
+/// every field).
+#[derive(serde::Serialize)]
+struct TokenData<'a> {
+    chat_id: &'a Value,
+    token: &'a str,
+    stream_id: &'a str,
+    seq: u64,
+}
+
 /// Sends one reply's events as seed 004's `message_token` and
 /// `message_complete` (an `error` if it failed) until it ends, the session
 /// stops following it, or the socket goes.
@@ -383,10 +393,16 @@ async fn forward_reply(
     // Seed 004 announces the sources before the first token, empty when
     // nothing was retrieved; how many the reply had.
     let mut sources_sent: Option<usize> = None;
+    // Whether a token went out already (the next lone one is paced).
+    let mut wrote_a_token = false;
+    // Made once: a future made in each turn would join and leave the
+    // token's list of waiters (under its lock) on every wake.
+    let mut gone = std::pin::pin!(gone.cancelled_owned());
     loop {
         batch.clear();
         let read = tokio::select! {
-            () = gone.cancelled() => return,
+            biased;
+            () = &mut gone => return,
             read = following.subscription.next_into(&mut batch) => read,
         };
         match read {
@@ -400,6 +416,15 @@ async fn forward_reply(
         }
         if following.is_stopped() {
             return;
+        }
+        // A paced reply's next token, alone: emitted after the tasks the
+        // runtime already has ready, so that the tokens due on one timer
+        // tick leave back to back rather than one between each generation
+        // (each send that finds the reader asleep pays for its wake; the
+        // WebSocket route does the same, see `Connection::holds_a_paced_token`).
+        // A reply's first token and a burst go at once.
+        if wrote_a_token && batch.len() == 1 && batch[0].is_token() {
+            tokio::task::yield_now().await;
         }
         for event in &batch {
             let (stream_id, seq) = (event.stream_id.as_ref(), event.seq);
@@ -424,10 +449,18 @@ async fn forward_reply(
                         &json!({"chat_id": chat_id, "sources": sources, "stream_id": stream_id, "seq": seq}),
                     )
                 }
-                StreamEvent::Token(token) => socket.emit(
-                    "message_token",
-                    &json!({"chat_id": chat_id, "token": token, "stream_id": stream_id, "seq": seq}),
-                ),
+                StreamEvent::Token(token) => {
+                    wrote_a_token = true;
+                    socket.emit(
+                        "message_token",
+                        &TokenData {
+                            chat_id: &chat_id,
+                            token,
+                            stream_id,
+                            seq,
+                        },
+                    )
+                }
                 StreamEvent::Completed {
                     response,
                     metadata,
