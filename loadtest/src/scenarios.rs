@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Kind, Place, Target, Ws, greet, next_text, ping, raise_file_limit, send_text};
+use crate::client::{
+    Dialect, Kind, Place, Target, Ws, greet, next_text, ping, raise_file_limit, send_text,
+};
 use crate::procstat;
 use crate::stats::{Samples, Summary};
 
@@ -668,20 +670,29 @@ async fn idle(load: &Load, scenario: Scenario, connections: usize, hold: Duratio
         }
     }
     bar.finish_and_clear();
-    // Hold, then measure memory with everything connected and quiet.
-    tokio::time::sleep(hold).await;
-    let loaded = load.server_pid.and_then(procstat::sample);
-    // Prove they are alive: every one answers a ping.
+    // Hold, then measure memory with everything connected and quiet. Each
+    // connection answers the server's keep-alives meanwhile, as a real
+    // client does (Engine.IO drops a socket that leaves its pings
+    // unanswered); then it proves it is alive: it answers a ping.
+    let (check, checking) = tokio::sync::watch::channel(false);
     let pings: Vec<_> = held
         .into_iter()
         .map(|mut ws| {
+            let mut checking = checking.clone();
             tokio::spawn(async move {
+                tokio::select! {
+                    _ = checking.wait_for(|now| *now) => {}
+                    () = keep_alive(&mut ws, dialect) => {}
+                }
                 let alive = ping(&mut ws, dialect, FRAME_TIMEOUT).await.is_ok();
                 let _ = ws.close(None).await;
                 alive
             })
         })
         .collect();
+    tokio::time::sleep(hold).await;
+    let loaded = load.server_pid.and_then(procstat::sample);
+    let _ = check.send(true);
     let mut alive = 0;
     for ping in pings {
         if matches!(ping.await, Ok(true)) {
@@ -712,6 +723,24 @@ async fn idle(load: &Load, scenario: Scenario, connections: usize, hold: Duratio
     );
     keep_errors(&mut outcome, errors);
     outcome
+}
+
+/// Reads an idle connection's frames until it fails, answering Engine.IO's
+/// pings (the WebSocket library answers WebSocket pings by itself).
+async fn keep_alive(ws: &mut Ws, dialect: Dialect) {
+    loop {
+        let Ok(message) = next_text(ws, Duration::from_secs(3600)).await else {
+            return;
+        };
+        let engine_ping = message
+            .to_text()
+            .ok()
+            .and_then(|text| dialect.read(text).ok())
+            .is_some_and(|event| event.kind == Kind::EnginePing);
+        if engine_ping && send_text(ws, "3".into()).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `churn`: connections opened, greeted and closed, `concurrency` at a time.
