@@ -269,7 +269,7 @@ fn complete_frame(
 /// Appends `text` as a JSON string: copied as it is unless something in it
 /// needs escaping (a quote, a backslash, a control character), then escaped
 /// as serde_json escapes it.
-fn json_string(out: &mut Vec<u8>, text: &str) {
+pub(super) fn json_string(out: &mut Vec<u8>, text: &str) {
     // A fold without a short cut, which the compiler turns into vector
     // instructions (`all` stops at the first hit, one byte at a time): this
     // runs twice per token frame (the stream id and the token).
@@ -287,7 +287,7 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Appends `n` in decimal.
-fn json_u64(out: &mut Vec<u8>, n: u64) {
+pub(super) fn json_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
