@@ -126,13 +126,11 @@ impl Dialect {
             Dialect::Native => {
                 let frame: Frame<'a> = serde_json::from_str(text).map_err(bad)?;
                 let range = frame.seq_range();
-                let kind = match frame.kind.as_ref() {
-                    "token" => Kind::Token(frame.token.unwrap_or_default()),
-                    "complete" => Kind::Complete(frame.response.unwrap_or_default()),
-                    "error" => Kind::Error(frame.code.unwrap_or(Cow::Borrowed("?"))),
-                    "pong" => Kind::Pong,
-                    _ => Kind::Other,
-                };
+                let kind = Kind::named(
+                    &frame.kind,
+                    ["token", "complete"],
+                    [frame.token, frame.response, frame.code],
+                );
                 Ok(Event {
                     kind,
                     stream_id: frame.stream_id,
@@ -141,18 +139,19 @@ impl Dialect {
             }
             Dialect::Seed002 => {
                 let frame: Seed002Frame<'a> = serde_json::from_str(text).map_err(bad)?;
-                let kind = match frame.kind.as_ref() {
-                    "chunk" if frame.is_final => Kind::Other,
-                    "chunk" => Kind::Token(frame.chunk.unwrap_or_default()),
-                    "response" => Kind::Complete(
-                        frame
-                            .data
-                            .and_then(|data| data.response)
-                            .unwrap_or_default(),
-                    ),
-                    "error" => Kind::Error(frame.code.unwrap_or(Cow::Borrowed("?"))),
-                    "pong" => Kind::Pong,
-                    _ => Kind::Other,
+                // The last chunk is empty and ends the reply's seqs, not a token.
+                let kind = if frame.is_final {
+                    Kind::Other
+                } else {
+                    Kind::named(
+                        &frame.kind,
+                        ["chunk", "response"],
+                        [
+                            frame.chunk,
+                            frame.data.and_then(|data| data.response),
+                            frame.code,
+                        ],
+                    )
                 };
                 Ok(Event {
                     kind,
@@ -182,13 +181,11 @@ impl Dialect {
                 }
                 let (name, data): (Cow<'a, str>, SocketioData<'a>) =
                     serde_json::from_str(packet).map_err(bad)?;
-                let kind = match name.as_ref() {
-                    "message_token" => Kind::Token(data.token.unwrap_or_default()),
-                    "message_complete" => Kind::Complete(data.response.unwrap_or_default()),
-                    "error" => Kind::Error(data.code.unwrap_or(Cow::Borrowed("?"))),
-                    "pong" => Kind::Pong,
-                    _ => Kind::Other,
-                };
+                let kind = Kind::named(
+                    &name,
+                    ["message_token", "message_complete"],
+                    [data.token, data.response, data.code],
+                );
                 Ok(Event {
                     kind,
                     stream_id: data.stream_id,
@@ -267,6 +264,23 @@ pub enum Place {
         /// Seqs skipped before it.
         lost: u64,
     },
+}
+
+impl<'a> Kind<'a> {
+    /// The kind of a frame or event called `name`, in a dialect that calls
+    /// a token and the end `[token, end]` (errors and pongs are `error` and
+    /// `pong` in all): `[token text, whole reply, error code]` are its
+    /// fields.
+    fn named(name: &str, [token, end]: [&str; 2], fields: [Option<Cow<'a, str>>; 3]) -> Self {
+        let [text, reply, code] = fields;
+        match name {
+            _ if name == token => Kind::Token(text.unwrap_or_default()),
+            _ if name == end => Kind::Complete(reply.unwrap_or_default()),
+            "error" => Kind::Error(code.unwrap_or(Cow::Borrowed("?"))),
+            "pong" => Kind::Pong,
+            _ => Kind::Other,
+        }
+    }
 }
 
 /// The kinds of frame a load test tells apart.

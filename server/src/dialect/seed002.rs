@@ -446,27 +446,6 @@ impl Dialect for Seed002 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_chunk_frame_is_the_json_it_always_was() {
-        for text in [
-            "Oh,",
-            " word",
-            "",
-            "\"quoted\" \\ back",
-            "line\nbreak\ttab\u{1}",
-            "naïve — 日本 🦀",
-        ] {
-            let frame = chunk_frame(text, "stream-1", 42);
-            assert!(!frame.contains(&b'\n'), "one frame, one line: {text:?}");
-            let parsed: Value = serde_json::from_slice(&frame).unwrap();
-            assert_eq!(
-                parsed,
-                json!({"type": "chunk", "chunk": text, "is_final": false, "stream_id": "stream-1", "seq": 42}),
-                "{text:?}"
-            );
-        }
-    }
     use std::sync::Arc;
 
     fn sequenced(seq: u64, event: StreamEvent) -> Sequenced {
@@ -587,5 +566,26 @@ mod tests {
         assert_eq!(end[1]["type"], "persona_response");
         assert_eq!(end[1]["index"], 2);
         assert_eq!(end[1]["response"], "Hel");
+    }
+
+    #[test]
+    fn a_chunk_frame_is_the_json_it_always_was() {
+        for text in [
+            "Oh,",
+            " word",
+            "",
+            "\"quoted\" \\ back",
+            "line\nbreak\ttab\u{1}",
+            "naïve — 日本 🦀",
+        ] {
+            let frame = chunk_frame(text, "stream-1", 42);
+            assert!(!frame.contains(&b'\n'), "one frame, one line: {text:?}");
+            let parsed: Value = serde_json::from_slice(&frame).unwrap();
+            assert_eq!(
+                parsed,
+                json!({"type": "chunk", "chunk": text, "is_final": false, "stream_id": "stream-1", "seq": 42}),
+                "{text:?}"
+            );
+        }
     }
 }
