@@ -170,7 +170,10 @@ test('each reply shows its tokens, speed and cost, the conversation its totals, 
 });
 
 test('code is highlighted while it streams, labelled, and its copy button copies it', async ({ browser }) => {
-  const rill = await startRill(['--demo-delay-ms', '25', '--demo-tokens', '120']);
+  // Its own data directory (without one rill would use ./rill-data, kept
+  // from run to run in the temporary directory).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rill-code-'));
+  const rill = await startRill(['--data-dir', dir, '--demo-delay-ms', '25', '--demo-tokens', '120']);
   const context = await browser.newContext();
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: rill.url });
   const page = await context.newPage();
@@ -196,6 +199,7 @@ test('code is highlighted while it streams, labelled, and its copy button copies
   } finally {
     await context.close();
     await rill.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
