@@ -880,6 +880,32 @@ mod tests {
     }
 
     #[test]
+    fn whichever_slot_asks_first_is_kept_inline_and_the_others_still_once() {
+        let event = Sequenced::new("s".into(), 1, token("t"));
+        let encodings = AtomicUsize::new(0);
+        let encode = |slot: usize| {
+            event.encoded(slot, |_| {
+                encodings.fetch_add(1, Ordering::Relaxed);
+                Bytes::from(format!("{slot}"))
+            })
+        };
+        // A stream read only in another dialect than the native one.
+        assert_eq!(encode(1), "1");
+        assert_eq!(encode(1), "1");
+        assert!(
+            event.others.get().is_none(),
+            "one dialect: nothing allocated"
+        );
+        // Then a native reader and a third dialect: each encoded once.
+        for _ in 0..3 {
+            assert_eq!(encode(0), "0");
+            assert_eq!(encode(3), "3");
+            assert_eq!(encode(1), "1");
+        }
+        assert_eq!(encodings.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
     fn owned_streams_are_private() {
         let info = |owner: Option<&str>| StreamInfo {
             owner: owner.map(str::to_owned),

@@ -39,12 +39,13 @@ pub struct Sequenced {
     pub seq: u64,
     /// What happened.
     pub event: StreamEvent,
-    /// Its encodings, made on first use. Slot 0 inline (every event is
-    /// encoded by the most common dialect); the others allocated only if some
-    /// connection speaks another dialect.
-    first: OnceLock<Bytes>,
-    /// Slots 1.. .
-    others: OnceLock<Box<[OnceLock<Bytes>; ENCODING_SLOTS - 1]>>,
+    /// Its encodings, made on first use. The first dialect to ask keeps its
+    /// encoding inline, with its slot (a stream is almost always read in one
+    /// dialect, whichever it is); the others are allocated only if a
+    /// connection speaking another dialect reads the same event.
+    first: OnceLock<(usize, Bytes)>,
+    /// Every slot but the inline one's, by slot.
+    others: OnceLock<Box<[OnceLock<Bytes>; ENCODING_SLOTS]>>,
 }
 
 impl Sequenced {
@@ -69,16 +70,17 @@ impl Sequenced {
     /// readers ask.
     ///
     /// # Panics
-    /// If `slot` is not below [`ENCODING_SLOTS`] (a dialect's fixed constant).
-    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Sequenced) -> Bytes) -> Bytes {
-        let cell = if slot == 0 {
-            &self.first
-        } else {
-            &self
-                .others
-                .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())))[slot - 1]
-        };
-        cell.get_or_init(|| encode(self)).clone()
+    /// If `slot` is not below [`ENCODING_SLOTS`] (a dialect's fixed constant)
+    /// and another slot's encoding is kept inline.
+    pub fn encoded(&self, slot: usize, encode: impl Fn(&Sequenced) -> Bytes) -> Bytes {
+        let (owner, bytes) = self.first.get_or_init(|| (slot, encode(self)));
+        if *owner == slot {
+            return bytes.clone();
+        }
+        self.others
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())))[slot]
+            .get_or_init(|| encode(self))
+            .clone()
     }
 
     /// Drops the cached encodings (a finished stream kept for a late reader,
