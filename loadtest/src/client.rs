@@ -703,43 +703,16 @@ mod tests {
         let at = |dialect: Dialect, text: &'static str, last_seq: u64| {
             dialect.read(text).unwrap().place(dialect, last_seq)
         };
+        let next = |first, last, lost| Place::Next { first, last, lost };
         let native = r#"{"type":"token","stream_id":"s","seq":9,"first_seq":5,"token":"abcde"}"#;
-        assert_eq!(
-            at(Dialect::Native, native, 4),
-            Place::Next {
-                first: 5,
-                last: 9,
-                lost: 0
-            }
-        );
-        assert_eq!(
-            at(Dialect::Native, native, 2),
-            Place::Next {
-                first: 5,
-                last: 9,
-                lost: 2
-            }
-        );
+        assert_eq!(at(Dialect::Native, native, 4), next(5, 9, 0));
+        assert_eq!(at(Dialect::Native, native, 2), next(5, 9, 2));
         assert_eq!(at(Dialect::Native, native, 9), Place::Duplicate);
         // Seed 002 names only a coalesced frame's last seq: it covers the gap.
         let chunk = r#"{"type":"chunk","chunk":"abcde","is_final":false,"stream_id":"s","seq":9}"#;
-        assert_eq!(
-            at(Dialect::Seed002, chunk, 4),
-            Place::Next {
-                first: 5,
-                last: 9,
-                lost: 0
-            }
-        );
+        assert_eq!(at(Dialect::Seed002, chunk, 4), next(5, 9, 0));
         assert_eq!(at(Dialect::Seed002, chunk, 9), Place::Duplicate);
-        assert_eq!(
-            at(Dialect::Seed002, chunk, 0),
-            Place::Next {
-                first: 9,
-                last: 9,
-                lost: 0
-            }
-        );
+        assert_eq!(at(Dialect::Seed002, chunk, 0), next(9, 9, 0));
         assert_eq!(at(Dialect::Socketio, "2", 4), Place::Unnumbered);
     }
 

@@ -29,6 +29,37 @@ fn load(addr: std::net::SocketAddr, label: &str) -> Load {
     }
 }
 
+/// Four clients × two questions, each reply dropped after 5 tokens and
+/// resumed on a new connection: every reply whole, nothing lost or repeated.
+async fn resumes_cleanly(load: &Load) {
+    let resumed = run(
+        load,
+        Scenario::Resume {
+            connections: 4,
+            messages: 2,
+            drop_after: 5,
+        },
+    )
+    .await;
+    assert_eq!(
+        (resumed.completed, resumed.expected),
+        (8, 8),
+        "{}: {:?}",
+        load.label,
+        resumed.errors
+    );
+    assert_eq!(
+        (
+            resumed.lost_tokens,
+            resumed.duplicated_tokens,
+            resumed.integrity_errors
+        ),
+        (0, 0, 0),
+        "{}",
+        load.label
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_against_rill() {
     let (addr, state, dir) = rill_server("native").await;
@@ -62,23 +93,7 @@ async fn every_scenario_runs_clean_against_rill() {
         .expect("the server's CPU read when the last first token came");
     assert!(opening_cpu > 0.0, "eight handshakes and questions cost CPU");
 
-    let resumed = run(
-        &load,
-        Scenario::Resume {
-            connections: 4,
-            messages: 2,
-            drop_after: 5,
-        },
-    )
-    .await;
-    assert_eq!(
-        (resumed.completed, resumed.expected),
-        (8, 8),
-        "{:?}",
-        resumed.errors
-    );
-    assert_eq!((resumed.lost_tokens, resumed.duplicated_tokens), (0, 0));
-    assert_eq!(resumed.integrity_errors, 0);
+    resumes_cleanly(&load).await;
 
     let idle = run(
         &load,
@@ -137,26 +152,7 @@ async fn seed_002_and_socketio_clients_stream_resume_and_idle_clean() {
             "{dialect:?}: every reply streamed"
         );
         assert_eq!(stream.first_token_ms.count, 12, "{dialect:?}");
-        let resumed = run(
-            &load,
-            Scenario::Resume {
-                connections: 4,
-                messages: 2,
-                drop_after: 5,
-            },
-        )
-        .await;
-        assert_eq!(
-            (
-                resumed.completed,
-                resumed.lost_tokens,
-                resumed.duplicated_tokens
-            ),
-            (8, 0, 0),
-            "{dialect:?}: {:?}",
-            resumed.errors
-        );
-        assert_eq!(resumed.integrity_errors, 0, "{dialect:?}");
+        resumes_cleanly(&load).await;
         let idle = run(
             &load,
             Scenario::Idle {

@@ -418,13 +418,17 @@ async fn forward_reply(
             return;
         }
         // A paced reply's next token, alone: emitted after the tasks the
-        // runtime already has ready, so that the tokens due on one timer
-        // tick leave back to back rather than one between each generation
-        // (each send that finds the reader asleep pays for its wake; the
-        // WebSocket route does the same, see `Connection::holds_a_paced_token`).
-        // A reply's first token and a burst go at once.
-        if wrote_a_token && batch.len() == 1 && batch[0].is_token() {
-            tokio::task::yield_now().await;
+        // runtime already has ready, as on the WebSocket route (see
+        // `Connection::holds_a_paced_token`), so the tokens due on one timer
+        // tick leave back to back. A reply's first token and a burst go at
+        // once.
+        let read = super::ws::Read {
+            events: batch.len(),
+            ended: false,
+            next_token: wrote_a_token && batch.first().is_some_and(|event| event.is_token()),
+        };
+        if super::ws::is_a_paced_token([read]) {
+            super::ws::after_the_ready_tasks().await;
         }
         for event in &batch {
             let (stream_id, seq) = (event.stream_id.as_ref(), event.seq);

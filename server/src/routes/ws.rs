@@ -585,19 +585,19 @@ fn auth_deadline(
 
 /// What one forwarded stream's read holds, for [`is_a_paced_token`].
 #[derive(Debug, Clone, Copy)]
-struct Read {
+pub(super) struct Read {
     /// Events read and not yet written.
-    events: usize,
+    pub(super) events: usize,
     /// Whether the stream has ended.
-    ended: bool,
+    pub(super) ended: bool,
     /// Whether the first of them is a token following one already written.
-    next_token: bool,
+    pub(super) next_token: bool,
 }
 
 /// Whether the streams' reads hold one event in all, no stream has ended,
 /// and that event is a token after one already written: a paced reply's next
 /// token ([`Connection::holds_a_paced_token`]).
-fn is_a_paced_token(reads: impl IntoIterator<Item = Read>) -> bool {
+pub(super) fn is_a_paced_token(reads: impl IntoIterator<Item = Read>) -> bool {
     let mut events = 0;
     let mut next_token = false;
     for read in reads {
@@ -613,7 +613,7 @@ fn is_a_paced_token(reads: impl IntoIterator<Item = Read>) -> bool {
 /// Returns once the tasks the runtime already had ready have run: no timer,
 /// one round of the runtime (tokio wakes a yielded task after what was
 /// ready, or after its periodic check of the I/O and timers).
-async fn after_the_ready_tasks() {
+pub(super) async fn after_the_ready_tasks() {
     tokio::task::yield_now().await;
 }
 
