@@ -155,8 +155,10 @@ pub fn app(state: AppState) -> Router {
         .merge(rooms::router())
         .merge(broadcast::router())
         .merge(pages::router())
-        // Socket.IO answers its own path (`/socket.io/`) in front of the routes.
-        .layer(socketio::layer(&state));
+        // Socket.IO answers its own path (`/socket.io/`) in front of the routes,
+        // on a copy of the request's head (see `own_request_head`).
+        .layer(socketio::layer(&state))
+        .layer(axum::middleware::map_request(socketio::own_request_head));
     let router = match cors(&state.config.allow_origins) {
         Some(cors) => router.layer(cors),
         None => router,

@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+use axum::extract::{OriginalUri, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use rill_protocol::MessageRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -64,6 +66,8 @@ pub(crate) fn layer(state: &AppState) -> SocketIoLayer {
         .ws_max_message_size(config.max_frame_bytes)
         .ping_interval(config.heartbeat)
         .ping_timeout(config.heartbeat_timeout)
+        // As small as the WebSocket route's: a socket reads small events.
+        .ws_read_buffer_size(super::ws::READ_BUFFER)
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     // At shutdown every socket is told to go (its client reconnects, and can
@@ -76,6 +80,43 @@ pub(crate) fn layer(state: &AppState) -> SocketIoLayer {
         }
     });
     layer
+}
+
+/// Where socketioxide answers (its default path).
+const PATH: &str = "/socket.io";
+
+/// Copies a Socket.IO request's URI and headers out of the connection's read
+/// buffer. hyper parses them as slices of that buffer (axum's `OriginalUri`
+/// too), and socketioxide keeps the request's head for the socket's whole
+/// life: as slices, they kept the whole buffer (16 KiB) of every socket alive;
+/// copied, a few hundred bytes.
+pub(crate) async fn own_request_head(mut request: Request) -> Request {
+    if request.uri().path().starts_with(PATH) {
+        *request.uri_mut() = owned_uri(request.uri());
+        *request.headers_mut() = owned_headers(request.headers());
+        if let Some(OriginalUri(original)) = request.extensions_mut().get_mut::<OriginalUri>() {
+            *original = owned_uri(original);
+        }
+    }
+    request
+}
+
+/// A copy of `uri` that shares no memory with it.
+fn owned_uri(uri: &Uri) -> Uri {
+    Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
+}
+
+/// A copy of `headers` that shares no memory with them.
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name =
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name, copy);
+    }
+    owned
 }
 
 /// Why a connection is refused (the `connect_error` message).
@@ -538,5 +579,91 @@ async fn forward_room_events(
         if sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::header::{AUTHORIZATION, HOST};
+    use bytes::Bytes;
+
+    /// A request as hyper and axum hand it over: its URI, its header values
+    /// and axum's `OriginalUri` are slices of the connection's read buffer.
+    fn request_in(buffer: &Bytes, path_len: usize) -> Request {
+        let slice = |from: usize, len: usize| buffer.slice(from..from + len);
+        let uri = Uri::from_maybe_shared(slice(0, path_len)).unwrap();
+        let mut request = Request::new(axum::body::Body::empty());
+        *request.uri_mut() = uri.clone();
+        request.extensions_mut().insert(OriginalUri(uri));
+        let headers = request.headers_mut();
+        let mut auth = HeaderValue::from_maybe_shared(slice(38, 10)).unwrap();
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        let custom = HeaderName::from_static("x-forwarded-for");
+        headers.append(
+            &custom,
+            HeaderValue::from_maybe_shared(slice(49, 5)).unwrap(),
+        );
+        headers.append(
+            &custom,
+            HeaderValue::from_maybe_shared(slice(55, 5)).unwrap(),
+        );
+        headers.insert(HOST, HeaderValue::from_maybe_shared(slice(61, 12)).unwrap());
+        request
+    }
+
+    const HEAD: &[u8] =
+        b"/socket.io/?EIO=4&transport=websocket Bearer abc x-a-1 x-a-2 chat.example";
+
+    #[tokio::test]
+    async fn a_socket_io_request_keeps_nothing_of_the_read_buffer() {
+        let buffer = Bytes::copy_from_slice(HEAD);
+        let request = request_in(&buffer, 37);
+        let text = |request: &Request| {
+            let headers: Vec<_> = request
+                .headers()
+                .iter()
+                .map(|(n, v)| format!("{n}: {v:?}"))
+                .collect();
+            (request.uri().to_string(), headers)
+        };
+        let before = text(&request);
+        assert!(!buffer.is_unique());
+
+        let request = own_request_head(request).await;
+
+        // Nothing in the request shares the buffer any more ...
+        assert!(buffer.is_unique());
+        // ... and it says the same.
+        assert_eq!(text(&request), before);
+        assert_eq!(request.uri().query(), Some("EIO=4&transport=websocket"));
+        let forwarded: Vec<_> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .collect();
+        assert_eq!(forwarded, ["x-a-1", "x-a-2"]);
+        assert!(request.headers()[AUTHORIZATION].is_sensitive());
+        assert!(!request.headers()[HOST].is_sensitive());
+        let OriginalUri(original) = request.extensions().get::<OriginalUri>().unwrap();
+        assert_eq!(original.to_string(), before.0);
+    }
+
+    #[tokio::test]
+    async fn other_requests_are_left_as_they_are() {
+        let buffer = Bytes::copy_from_slice(HEAD);
+        let mut other = Request::new(axum::body::Body::empty());
+        *other.uri_mut() = Uri::from_maybe_shared(buffer.slice(0..7)).unwrap();
+        assert_eq!(other.uri().path(), "/socket");
+
+        let other = own_request_head(other).await;
+
+        assert!(
+            !buffer.is_unique(),
+            "a request outside /socket.io was copied"
+        );
+        drop(other);
+        assert!(buffer.is_unique());
     }
 }

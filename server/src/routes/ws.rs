@@ -47,7 +47,7 @@ use super::extract::Peer;
 /// WebSocket read buffer, allocated whole for every connection: chat frames
 /// are small, and a larger frame makes the buffer grow to its length for that
 /// read. 1 KiB instead of 8 saved 7 KiB per idle connection (BENCHMARKS.md).
-const READ_BUFFER: usize = 1024;
+pub(super) const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write is flushed.
 const WRITE_BUFFER: usize = 8 * 1024;
 /// Hard cap on output a connection's client has not taken yet (beyond what the
