@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use rill_protocol::MessageRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -106,15 +106,14 @@ fn owned_uri(uri: &Uri) -> Uri {
     Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }
 
-/// A copy of `headers` that shares no memory with them.
+/// A copy of `headers` that shares no memory with them (a header name is
+/// never a slice of a buffer: `http` copies one made from bytes).
 fn owned_headers(headers: &HeaderMap) -> HeaderMap {
     let mut owned = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        let name =
-            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
         let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
         copy.set_sensitive(value.is_sensitive());
-        owned.append(name, copy);
+        owned.append(name.clone(), copy);
     }
     owned
 }
@@ -585,6 +584,7 @@ async fn forward_room_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderName;
     use axum::http::header::{AUTHORIZATION, HOST};
     use bytes::Bytes;
 
