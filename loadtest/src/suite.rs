@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::client::Target;
+use crate::client::{Dialect, Target};
 use crate::report::{Case, Machine, SuiteResult};
 use crate::scenarios::{Load, Outcome, Scenario, run};
 
@@ -44,8 +44,11 @@ struct Plan {
     scenario: Scenario,
     tokens: usize,
     delay_ms: u64,
-    /// Whether the peers can run it (they do not resume).
+    /// Whether the peers can run it (they do not resume, and speak only the
+    /// native dialect).
     baseline: bool,
+    /// What rill's clients speak.
+    dialect: Dialect,
 }
 
 /// How many connections one process can hold: its open-file limit (raised as
@@ -69,6 +72,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 0,
             baseline: true,
+            dialect: Dialect::Native,
         },
         Plan {
             id: "paced-1000".into(),
@@ -77,6 +81,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 20,
             baseline: true,
+            dialect: Dialect::Native,
         },
         Plan {
             id: "paced-1000-ramp".into(),
@@ -89,6 +94,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 20,
             baseline: true,
+            dialect: Dialect::Native,
         },
         Plan {
             id: "idle-5000".into(),
@@ -100,6 +106,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 0,
             baseline: true,
+            dialect: Dialect::Native,
         },
         Plan {
             id: "idle-20000".into(),
@@ -112,6 +119,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 0,
             baseline: true,
+            dialect: Dialect::Native,
         },
         Plan {
             id: "churn-2000".into(),
@@ -123,6 +131,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 0,
             baseline: true,
+            dialect: Dialect::Native,
         },
         Plan {
             id: "resume-100".into(),
@@ -135,8 +144,38 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 5,
             baseline: false,
+            dialect: Dialect::Native,
         },
     ];
+    // The other dialects, rill alone: the paced traffic opening over 1 s,
+    // and idle connections.
+    for dialect in [Dialect::Seed002, Dialect::Socketio] {
+        plans.push(Plan {
+            id: format!("{}-paced-1000-ramp", dialect.name()),
+            title: "paced-1000-ramp's traffic in another dialect (rill only)",
+            scenario: Scenario::Stream {
+                connections: q(1000),
+                messages: 2,
+                ramp_ms: 1000,
+            },
+            tokens: 200,
+            delay_ms: 20,
+            baseline: false,
+            dialect,
+        });
+        plans.push(Plan {
+            id: format!("{}-idle-5000", dialect.name()),
+            title: "idle-5000 in another dialect (rill only)",
+            scenario: Scenario::Idle {
+                connections: q(5000),
+                hold_s: 10,
+            },
+            tokens: 200,
+            delay_ms: 0,
+            baseline: false,
+            dialect,
+        });
+    }
     for (connections, messages) in [(1, 3), (10, 3), (100, 3), (1000, 2)] {
         plans.push(Plan {
             id: format!("conns-{connections}"),
@@ -153,6 +192,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens: 200,
             delay_ms: 20,
             baseline: true,
+            dialect: Dialect::Native,
         });
     }
     for (tokens, messages) in [(50, 20), (200, 10), (1000, 4), (4000, 2)] {
@@ -163,6 +203,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             tokens,
             delay_ms: 0,
             baseline: true,
+            dialect: Dialect::Native,
         });
     }
     plans
@@ -387,14 +428,24 @@ pub async fn run_suite(settings: Settings) -> Result<SuiteResult, String> {
             for _ in 0..settings.runs.max(1) {
                 let server = start_server(&settings, label, &plan).await?;
                 let load = Load {
-                    target: Target::parse(&format!("ws://127.0.0.1:{}/ws/chat", server.port))?,
+                    target: Target::parse(&format!(
+                        "ws://127.0.0.1:{}{}",
+                        server.port,
+                        plan.dialect.path()
+                    ))?
+                    .speaking(plan.dialect),
                     server_pid: Some(server.pid),
                     label: (*label).to_owned(),
                     deadline: Duration::from_secs(600),
                     progress: settings.progress,
                 };
                 let mut outcome = run(&load, plan.scenario).await;
-                outcome.settings = format!("{} tokens, {} ms/token", plan.tokens, plan.delay_ms);
+                outcome.settings = format!(
+                    "{} tokens, {} ms/token, dialect {}",
+                    plan.tokens,
+                    plan.delay_ms,
+                    plan.dialect.name()
+                );
                 eprintln!(
                     "   {label}: {}/{} done, {:.0} tokens/s, {:.0} tokens per CPU-s, first token p50 {:.1} ms p99 {:.1} ms, RSS/conn {:.1} KiB, errors {}",
                     outcome.completed,
@@ -418,4 +469,34 @@ pub async fn run_suite(settings: Settings) -> Result<SuiteResult, String> {
         crate::report::write(&settings.out, &result).map_err(|e| e.to_string())?;
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_ids_are_unique_and_the_other_dialects_run_rill_alone() {
+        let plans = plans(false);
+        let mut ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+        ids.sort_unstable();
+        let count = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "two cases share an id");
+        for dialect in [Dialect::Seed002, Dialect::Socketio] {
+            let cases: Vec<&Plan> = plans.iter().filter(|p| p.dialect == dialect).collect();
+            assert_eq!(cases.len(), 2, "{}", dialect.name());
+            for case in cases {
+                assert!(case.id.starts_with(dialect.name()), "{}", case.id);
+                assert!(!case.baseline, "the peers speak only the native dialect");
+            }
+        }
+        // `--only paced-1000` picks cases by prefix: the native ones.
+        assert!(
+            plans
+                .iter()
+                .filter(|p| p.id.starts_with("paced-1000"))
+                .all(|p| p.dialect == Dialect::Native)
+        );
+    }
 }
