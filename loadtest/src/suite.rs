@@ -64,6 +64,16 @@ fn plans(quick: bool) -> Vec<Plan> {
         messages,
         ramp_ms: 0,
     };
+    // `paced-1000`'s traffic, the connections opening over 1 s.
+    let ramp = Scenario::Stream {
+        connections: q(1000),
+        messages: 2,
+        ramp_ms: 1000,
+    };
+    let idle = |connections| Scenario::Idle {
+        connections,
+        hold_s: 10,
+    };
     let mut plans = vec![
         Plan {
             id: "stream-100".into(),
@@ -86,11 +96,7 @@ fn plans(quick: bool) -> Vec<Plan> {
         Plan {
             id: "paced-1000-ramp".into(),
             title: "the same, the 1,000 connections opening over 1 s instead of at once",
-            scenario: Scenario::Stream {
-                connections: q(1000),
-                messages: 2,
-                ramp_ms: 1000,
-            },
+            scenario: ramp,
             tokens: 200,
             delay_ms: 20,
             baseline: true,
@@ -99,10 +105,7 @@ fn plans(quick: bool) -> Vec<Plan> {
         Plan {
             id: "idle-5000".into(),
             title: "5,000 idle connections held 10 s",
-            scenario: Scenario::Idle {
-                connections: q(5000),
-                hold_s: 10,
-            },
+            scenario: idle(q(5000)),
             tokens: 200,
             delay_ms: 0,
             baseline: true,
@@ -112,10 +115,7 @@ fn plans(quick: bool) -> Vec<Plan> {
             id: "idle-20000".into(),
             title: "20,000 idle connections held 10 s (fewer if the open-file limit is lower: \
                     each process keeps 128 descriptors for itself)",
-            scenario: Scenario::Idle {
-                connections: q(20_000).min(descriptor_room()),
-                hold_s: 10,
-            },
+            scenario: idle(q(20_000).min(descriptor_room())),
             tokens: 200,
             delay_ms: 0,
             baseline: true,
@@ -153,11 +153,7 @@ fn plans(quick: bool) -> Vec<Plan> {
         plans.push(Plan {
             id: format!("{}-paced-1000-ramp", dialect.name()),
             title: "paced-1000-ramp's traffic in another dialect (rill only)",
-            scenario: Scenario::Stream {
-                connections: q(1000),
-                messages: 2,
-                ramp_ms: 1000,
-            },
+            scenario: ramp,
             tokens: 200,
             delay_ms: 20,
             baseline: false,
@@ -166,10 +162,7 @@ fn plans(quick: bool) -> Vec<Plan> {
         plans.push(Plan {
             id: format!("{}-idle-5000", dialect.name()),
             title: "idle-5000 in another dialect (rill only)",
-            scenario: Scenario::Idle {
-                connections: q(5000),
-                hold_s: 10,
-            },
+            scenario: idle(q(5000)),
             tokens: 200,
             delay_ms: 0,
             baseline: false,
