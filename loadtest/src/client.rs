@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -68,45 +68,41 @@ impl Dialect {
 
     /// A question on conversation `conversation`.
     pub fn question(self, text: &str, conversation: &str) -> String {
-        match self {
-            Dialect::Native => {
-                json!({"type": "message", "message": text, "session_id": conversation}).to_string()
-            }
-            Dialect::Seed002 => {
-                json!({"type": "chat", "data": {"message": text, "session_id": conversation}})
-                    .to_string()
-            }
-            Dialect::Socketio => socketio_event(
-                "send_message",
-                &json!({"chat_id": conversation, "message": text}),
-            ),
-        }
+        let conversation_key = match self {
+            Dialect::Socketio => "chat_id",
+            Dialect::Native | Dialect::Seed002 => "session_id",
+        };
+        self.command(
+            ["message", "chat", "send_message"],
+            json!({"message": text, conversation_key: conversation}),
+        )
     }
 
     /// Asks for the rest of stream `stream_id` after `after_seq`.
     pub fn resume(self, stream_id: &str, after_seq: u64) -> String {
-        match self {
-            Dialect::Native => {
-                json!({"type": "resume", "stream_id": stream_id, "after_seq": after_seq})
-                    .to_string()
-            }
-            Dialect::Seed002 => {
-                json!({"type": "resume", "data": {"stream_id": stream_id, "after_seq": after_seq}})
-                    .to_string()
-            }
-            Dialect::Socketio => socketio_event(
-                "resume_stream",
-                &json!({"stream_id": stream_id, "after_seq": after_seq}),
-            ),
-        }
+        self.command(
+            ["resume", "resume", "resume_stream"],
+            json!({"stream_id": stream_id, "after_seq": after_seq}),
+        )
     }
 
     /// A ping the server answers with a pong.
     pub fn ping(self) -> String {
+        self.command(["ping", "ping", "ping"], json!({"timestamp": 1}))
+    }
+
+    /// The command named `names` (native, seed 002, Socket.IO) carrying
+    /// `fields`: beside the native `type`, under seed 002's `data`, or as a
+    /// Socket.IO event's data.
+    fn command(self, [native, seed002, event]: [&str; 3], fields: Value) -> String {
         match self {
-            Dialect::Native => json!({"type": "ping", "timestamp": 1}).to_string(),
-            Dialect::Seed002 => json!({"type": "ping", "data": {"timestamp": 1}}).to_string(),
-            Dialect::Socketio => socketio_event("ping", &json!({"timestamp": 1})),
+            Dialect::Native => {
+                let mut frame = fields;
+                frame["type"] = json!(native);
+                frame.to_string()
+            }
+            Dialect::Seed002 => json!({"type": seed002, "data": fields}).to_string(),
+            Dialect::Socketio => socketio_event(event, &fields),
         }
     }
 
@@ -197,7 +193,7 @@ impl Dialect {
 }
 
 /// A Socket.IO event on the default namespace: `42["name",data]`.
-fn socketio_event(name: &str, data: &serde_json::Value) -> String {
+fn socketio_event(name: &str, data: &Value) -> String {
     format!("42{}", json!([name, data]))
 }
 
@@ -489,7 +485,7 @@ impl Frame<'_> {
 }
 
 /// Sends a JSON text frame.
-pub async fn send(ws: &mut Ws, frame: &serde_json::Value) -> Result<(), String> {
+pub async fn send(ws: &mut Ws, frame: &Value) -> Result<(), String> {
     send_text(ws, frame.to_string()).await
 }
 
@@ -680,8 +676,7 @@ mod tests {
 
     #[test]
     fn the_questions_resumes_and_pings_are_each_dialects_own() {
-        let question: serde_json::Value =
-            serde_json::from_str(&Dialect::Seed002.question("q", "c")).unwrap();
+        let question: Value = serde_json::from_str(&Dialect::Seed002.question("q", "c")).unwrap();
         assert_eq!(
             question,
             json!({"type": "chat", "data": {"message": "q", "session_id": "c"}})

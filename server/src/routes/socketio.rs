@@ -62,6 +62,7 @@ pub(crate) fn layer(state: &AppState) -> SocketIoLayer {
     let config = &state.config;
     let (layer, io) = SocketIo::builder()
         .with_state(state.clone())
+        .req_path(PATH)
         .max_payload(config.max_frame_bytes as u64)
         .ws_max_message_size(config.max_frame_bytes)
         .ping_interval(config.heartbeat)
@@ -82,7 +83,7 @@ pub(crate) fn layer(state: &AppState) -> SocketIoLayer {
     layer
 }
 
-/// Where socketioxide answers (its default path).
+/// Where socketioxide answers (and where `own_request_head` copies).
 const PATH: &str = "/socket.io";
 
 /// Copies a Socket.IO request's URI and headers out of the connection's read
