@@ -93,6 +93,15 @@ pub struct ServerArgs {
     #[arg(long, env = "RILL_CHECKPOINT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     pub checkpoint_ms: u64,
 
+    /// Let the allocator back memory with transparent huge pages (Linux).
+    /// Off by default: while a fresh server's memory grows, each first touch
+    /// of a 2 MiB page zeroes all of it in one stall on the thread that
+    /// touched it (milliseconds on a virtual machine), and a question or a
+    /// token waiting behind that thread waits too. On, memory grows in fewer
+    /// page faults, which saved some CPU on some machines (BENCHMARKS.md).
+    #[arg(long, env = "RILL_HUGE_PAGES")]
+    pub huge_pages: bool,
+
     /// The key other services present (`Authorization: Bearer <key>`) to
     /// publish to rooms (`POST /api/v1/rooms/{room}/publish`). Unset: the
     /// publish API is off.

@@ -72,6 +72,10 @@ fn serve(server: &ServerArgs) -> ExitCode {
         Ok(limit) => tracing::info!(limit, "open files allowed"),
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
+    // Before the runtime and its threads touch their first memory.
+    if let Err(error) = rill::server::allow_huge_pages(server.huge_pages) {
+        tracing::warn!(%error, "cannot set whether transparent huge pages are used");
+    }
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(failed) => return failed,

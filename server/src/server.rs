@@ -30,6 +30,22 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Whether this process may get transparent huge pages (Linux; elsewhere
+/// nothing to do). rill's allocator asks for them on the memory it maps,
+/// and where the kernel grants them the first touch of each 2 MiB page
+/// zeroes all of it at once, on whichever thread touched it: the runtime's,
+/// with every connection waiting, or the SQLite writer's, in the middle of
+/// a question's commit. Said to the kernel for the whole process
+/// (`PR_SET_THP_DISABLE`), so it holds for every allocator in it and for
+/// memory mapped before this call. `--huge-pages` allows them.
+pub fn allow_huge_pages(allow: bool) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::thread::disable_transparent_huge_pages(!allow)?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = allow;
+    Ok(())
+}
+
 /// Serves on `listener` until `shutdown` resolves (or the state's shutdown token is
 /// cancelled). Then: stop accepting; close WebSockets with 1012 and end SSE
 /// responses (clients reconnect and resume); let running replies finish for

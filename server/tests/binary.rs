@@ -36,6 +36,8 @@ fn help_documents_every_flag_and_variable() {
         "--trusted-proxy",
         "--max-json-depth",
         "--connection-idle-secs",
+        "--huge-pages",
+        "RILL_HUGE_PAGES",
         "token",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
@@ -160,6 +162,59 @@ async fn a_busy_port_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("cannot listen on"), "{stderr}");
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
+/// Whether the kernel may give process `pid` transparent huge pages
+/// (`THP_enabled` in its status, Linux 5.0 on).
+#[cfg(target_os = "linux")]
+fn huge_pages_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("the kernel reports THP_enabled");
+    line.trim() == "1"
+}
+
+/// A fresh server takes no transparent huge pages unless told to (their
+/// first touch stalls the thread that touches it), and `--huge-pages` or
+/// `RILL_HUGE_PAGES=true` lets it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    let data_dir = temp_dir();
+    // A child inherits the setting: allowed here, so the server's own
+    // choice is what the checks below see.
+    rustix::thread::disable_transparent_huge_pages(false).unwrap();
+    assert!(
+        huge_pages_enabled(std::process::id()),
+        "this test's own process"
+    );
+    let (rill, _) = spawn_rill(&data_dir, &[]).await;
+    assert!(!huge_pages_enabled(rill.id()), "off by default");
+    drop(rill);
+    let (rill, _) = spawn_rill(&data_dir, &["--huge-pages"]).await;
+    assert!(huge_pages_enabled(rill.id()), "--huge-pages");
+    drop(rill);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(RILL)
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data_dir)
+        .env("RILL_HUGE_PAGES", "true")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child);
+    let rill = Rill(Some(child));
+    assert!(huge_pages_enabled(rill.id()), "RILL_HUGE_PAGES=true");
+    drop(rill);
     std::fs::remove_dir_all(data_dir).unwrap();
 }
 
