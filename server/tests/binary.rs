@@ -69,6 +69,15 @@ impl Drop for Rill {
 
 /// Starts the binary on a free port and waits until it says it is listening.
 async fn spawn_rill(data_dir: &std::path::Path, extra: &[&str]) -> (Rill, String) {
+    spawn_rill_with_env(data_dir, extra, &[]).await
+}
+
+/// [`spawn_rill`] with these environment variables set too.
+async fn spawn_rill_with_env(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Rill, String) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -80,6 +89,7 @@ async fn spawn_rill(data_dir: &std::path::Path, extra: &[&str]) -> (Rill, String
         .args(["--demo-delay-ms", "5"])
         .args(extra)
         .env_remove("RILL_JWT_SECRET")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -197,22 +207,7 @@ async fn transparent_huge_pages_are_off_unless_asked_for() {
     let (rill, _) = spawn_rill(&data_dir, &["--huge-pages"]).await;
     assert!(huge_pages_enabled(rill.id()), "--huge-pages");
     drop(rill);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(RILL)
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data_dir)
-        .env("RILL_HUGE_PAGES", "true")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(&mut child);
-    let rill = Rill(Some(child));
+    let (rill, _) = spawn_rill_with_env(&data_dir, &[], &[("RILL_HUGE_PAGES", "true")]).await;
     assert!(huge_pages_enabled(rill.id()), "RILL_HUGE_PAGES=true");
     drop(rill);
     std::fs::remove_dir_all(data_dir).unwrap();
