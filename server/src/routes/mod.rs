@@ -158,7 +158,11 @@ pub fn app(state: AppState) -> Router {
         // Socket.IO answers its own path (`/socket.io/`) in front of the routes,
         // on a copy of the request's head (see `own_request_head`).
         .layer(socketio::layer(&state))
-        .layer(axum::middleware::map_request(socketio::own_request_head));
+        // A plain function of the request, in tower's own layer: axum's
+        // `map_request` would box a future for every request on every path.
+        .layer(tower::util::MapRequestLayer::new(
+            socketio::own_request_head,
+        ));
     let router = match cors(&state.config.allow_origins) {
         Some(cors) => router.layer(cors),
         None => router,

@@ -91,7 +91,7 @@ const PATH: &str = "/socket.io";
 /// too), and socketioxide keeps the request's head for the socket's whole
 /// life: as slices, they kept the whole buffer (16 KiB) of every socket alive;
 /// copied, a few hundred bytes.
-pub(crate) async fn own_request_head(mut request: Request) -> Request {
+pub(crate) fn own_request_head(mut request: Request) -> Request {
     if request.uri().path().starts_with(PATH) {
         *request.uri_mut() = owned_uri(request.uri());
         *request.headers_mut() = owned_headers(request.headers());
@@ -617,8 +617,8 @@ mod tests {
     const HEAD: &[u8] =
         b"/socket.io/?EIO=4&transport=websocket Bearer abc x-a-1 x-a-2 chat.example";
 
-    #[tokio::test]
-    async fn a_socket_io_request_keeps_nothing_of_the_read_buffer() {
+    #[test]
+    fn a_socket_io_request_keeps_nothing_of_the_read_buffer() {
         let buffer = Bytes::copy_from_slice(HEAD);
         let request = request_in(&buffer);
         let text = |request: &Request| {
@@ -632,7 +632,7 @@ mod tests {
         let before = text(&request);
         assert!(!buffer.is_unique());
 
-        let request = own_request_head(request).await;
+        let request = own_request_head(request);
 
         // Nothing in the request shares the buffer any more ...
         assert!(buffer.is_unique());
@@ -651,14 +651,14 @@ mod tests {
         assert_eq!(original.to_string(), before.0);
     }
 
-    #[tokio::test]
-    async fn other_requests_are_left_as_they_are() {
+    #[test]
+    fn other_requests_are_left_as_they_are() {
         let buffer = Bytes::copy_from_slice(HEAD);
         let mut other = Request::new(axum::body::Body::empty());
         *other.uri_mut() = Uri::from_maybe_shared(buffer.slice(0..7)).unwrap();
         assert_eq!(other.uri().path(), "/socket");
 
-        let other = own_request_head(other).await;
+        let other = own_request_head(other);
 
         assert!(
             !buffer.is_unique(),
