@@ -167,15 +167,17 @@ pub fn app(state: AppState) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
+    // A plain function of the response, in tower's layer (as above): no boxed
+    // future per request.
     router
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(tower::util::MapResponseLayer::new(security_headers))
         .with_state(state)
 }
 
 /// Headers every response carries: no MIME sniffing, no referrer leaking to
 /// links a reply contains, no framing by other sites (pages add their own
 /// Content-Security-Policy).
-async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
