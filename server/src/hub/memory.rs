@@ -17,7 +17,7 @@
 //! a partial replay presented as complete.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -181,6 +181,7 @@ impl Hub for MemoryHub {
             finished: false,
             waking: Vec::new(),
             alone: None,
+            registered: None,
         })
     }
 
@@ -266,7 +267,15 @@ struct StopSignal {
     reason: AtomicU8,
     /// The generation's task.
     waker: AtomicWaker,
+    /// How many times `waker` was taken to be woken, counted after each
+    /// take: while it has not moved since the generation registered, its
+    /// waker is still there, and a poll need not register it again.
+    wakes: AtomicU32,
 }
+
+/// The waker a generation last registered with its [`StopSignal`], and the
+/// signal's count of wakes when it did.
+type Registered = Option<(u32, Waker)>;
 
 impl StopSignal {
     fn code(reason: StopReason) -> u8 {
@@ -294,14 +303,39 @@ impl StopSignal {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.waker.wake();
+        self.wake();
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<StopReason> {
+    /// Wakes the generation (it checks the reason, and whether it is alone).
+    fn wake(&self) {
+        let waker = self.waker.take();
+        // After the take: a count the generation reads at its next poll
+        // tells it its waker is gone.
+        self.wakes.fetch_add(1, Ordering::Release);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ready with the reason once the stream is asked to stop; otherwise the
+    /// task of `cx` is woken when it is (or when its last reader leaves).
+    /// Registering an `AtomicWaker` costs two atomic read-modify-writes, on
+    /// every token of a running reply: skipped while the same task's waker
+    /// is still registered (`registered`: nothing took it since).
+    fn poll(&self, cx: &mut Context<'_>, registered: &mut Registered) -> Poll<StopReason> {
         if let Some(reason) = self.get() {
             return Poll::Ready(reason);
         }
+        // Read before registering: a take after this read counts past it.
+        let wakes = self.wakes.load(Ordering::Acquire);
+        if let Some((at, waker)) = registered
+            && *at == wakes
+            && waker.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
         self.waker.register(cx.waker());
+        *registered = Some((wakes, cx.waker().clone()));
         match self.get() {
             Some(reason) => Poll::Ready(reason),
             None => Poll::Pending,
@@ -355,7 +389,7 @@ impl StreamLog for MemoryStream {
             log.compact_all();
         } else {
             drop(log);
-            self.stop.waker.wake();
+            self.stop.wake();
         }
     }
 }
@@ -377,6 +411,8 @@ struct MemoryWriter {
     /// The detach grace's timer ([`StreamWriter::poll_stopped`]), while
     /// nobody is attached.
     alone: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The waker registered with the stream's stop signal.
+    registered: Registered,
 }
 
 impl StreamWriter for MemoryWriter {
@@ -427,7 +463,7 @@ impl StreamWriter for MemoryWriter {
     /// registration, and no task watches each stream.
     fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<StopReason> {
         let stream = &self.stream;
-        if let Poll::Ready(reason) = stream.stop.poll(cx) {
+        if let Poll::Ready(reason) = stream.stop.poll(cx, &mut self.registered) {
             return Poll::Ready(reason);
         }
         // After the stop signal registered the waker: a reader leaving from
@@ -442,7 +478,7 @@ impl StreamWriter for MemoryWriter {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
         if timer.as_mut().poll(cx).is_ready() {
             stream.stop.set(StopReason::Detached);
-            return stream.stop.poll(cx);
+            return stream.stop.poll(cx, &mut self.registered);
         }
         Poll::Pending
     }
@@ -822,6 +858,64 @@ mod tests {
         assert!(
             matches!(observer.next_batch().await, Ok(None)),
             "it saw the end"
+        );
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_generation_polled_again_and_again_is_still_woken_by_each_stop_or_leave() {
+        let hub = hub();
+        let mut writer = create(&hub);
+        let id = writer.id().clone();
+        let reader = hub.attach(&id, 0).unwrap();
+        let count = Arc::new(Counting::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || count.0.load(Ordering::SeqCst);
+        // Polled once per token: registered once, then nothing to do.
+        for _ in 0..5 {
+            assert!(writer.poll_stopped(&mut cx).is_pending());
+        }
+        assert_eq!(woken(), 0);
+        // Its last reader leaving wakes it (to start the grace), which
+        // takes its waker: the next poll must register it again.
+        drop(reader);
+        assert_eq!(woken(), 1);
+        let again = hub.attach(&id, 0).unwrap();
+        for _ in 0..5 {
+            assert!(writer.poll_stopped(&mut cx).is_pending());
+        }
+        drop(again);
+        assert_eq!(
+            woken(),
+            2,
+            "the waker was registered again after the first wake"
+        );
+        let _watching = hub.attach(&id, 0).unwrap();
+        assert!(writer.poll_stopped(&mut cx).is_pending());
+        // Another task polling it (a moved future) registers its own waker.
+        let other = Arc::new(Counting::default());
+        let other_waker = Waker::from(other.clone());
+        assert!(
+            writer
+                .poll_stopped(&mut Context::from_waker(&other_waker))
+                .is_pending()
+        );
+        assert!(hub.cancel(&id));
+        assert_eq!(other.0.load(Ordering::SeqCst), 1, "the last waker is woken");
+        assert_eq!(woken(), 2);
+        assert_eq!(
+            writer.poll_stopped(&mut cx),
+            Poll::Ready(StopReason::Cancelled)
         );
     }
 
