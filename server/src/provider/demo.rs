@@ -98,8 +98,6 @@ impl Provider for DemoProvider {
             limit,
             delay: self.delay,
             pause: None,
-            waiting: false,
-            yielded: false,
             finish: Some((finish_reason, usage)),
         })
     }
@@ -115,7 +113,8 @@ struct Words {
     text: String,
     /// Where the next token starts.
     at: usize,
-    /// Where it ends, once found.
+    /// Where it ends, once found: found at the token's first poll, kept
+    /// through its pause (or its turn given up), cleared when it is sent.
     end: Option<usize>,
     /// Tokens sent so far.
     sent: usize,
@@ -126,11 +125,6 @@ struct Words {
     /// One timer a reply, reset for each pause: a new one per token cost
     /// its registration with the runtime and its removal.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether the pause before the next token is running.
-    waiting: bool,
-    /// Whether this stream gave way once before the next token (at full
-    /// speed, every 64 tokens).
-    yielded: bool,
     /// The end, until it is sent.
     finish: Option<(FinishReason, Usage)>,
 }
@@ -145,6 +139,7 @@ impl futures::Stream for Words {
         use std::task::Poll;
         let this = self.get_mut();
         // Found once a token, not again at each poll of its pause.
+        let first_poll = this.end.is_none();
         let end = match this.end {
             Some(end) => Some(end),
             None if this.sent < this.limit => Tokens {
@@ -167,30 +162,26 @@ impl futures::Stream for Words {
             if this.delay.is_zero() {
                 // Let other tasks run on busy benchmarks: the task is woken
                 // again at once, behind the tasks already ready.
-                if this.sent.is_multiple_of(64) && !this.yielded {
-                    this.yielded = true;
+                if this.sent.is_multiple_of(64) && first_poll {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
             } else {
-                if !this.waiting {
+                if first_poll {
                     // The pause starts when the next token is asked for.
                     let until = tokio::time::Instant::now() + this.delay;
                     match &mut this.pause {
                         Some(pause) => pause.as_mut().reset(until),
                         None => this.pause = Some(Box::pin(tokio::time::sleep_until(until))),
                     }
-                    this.waiting = true;
                 }
                 if let Some(pause) = &mut this.pause
                     && pause.as_mut().poll(cx).is_pending()
                 {
                     return Poll::Pending;
                 }
-                this.waiting = false;
             }
         }
-        this.yielded = false;
         this.end = None;
         let token = this.text[this.at..end].to_owned();
         this.at = end;
