@@ -53,6 +53,8 @@ struct Conn {
     _counted: Arc<crate::state::ConnectionGuard>,
     /// Cancelled when the socket disconnects.
     gone: CancellationToken,
+    /// Cancelled when the socket can be written to (see [`conn`]).
+    connected: CancellationToken,
     /// The project room it is in (one at a time).
     project: Arc<Mutex<Option<String>>>,
 }
@@ -165,6 +167,7 @@ async fn authenticate(
         _slot: Arc::new(slot),
         _counted: Arc::new(state.connections.open()),
         gone: CancellationToken::new(),
+        connected: CancellationToken::new(),
         project: Arc::new(Mutex::new(None)),
     });
     // Here, not in `on_connect`: socketioxide answers the connect after this
@@ -175,7 +178,12 @@ async fn authenticate(
     Ok(())
 }
 
+/// Runs once socketioxide counts the socket connected: from here its emits
+/// go out (see [`conn`]).
 async fn on_connect(socket: SocketRef) {
+    if let Some(conn) = socket.extensions.get::<Conn>() {
+        conn.connected.cancel();
+    }
     let _ = socket.emit("connection_status", &json!({"status": "connected"}));
 }
 
@@ -186,8 +194,10 @@ fn handle_events(socket: &SocketRef) {
     socket.on("send_message", send_message);
     socket.on("resume_stream", resume_stream);
     socket.on("ping", |socket: SocketRef| async move {
-        let timestamp = crate::session::unix_now_millis();
-        let _ = socket.emit("pong", &json!({"timestamp": timestamp}));
+        if conn(&socket).await.is_some() {
+            let timestamp = crate::session::unix_now_millis();
+            let _ = socket.emit("pong", &json!({"timestamp": timestamp}));
+        }
     });
     socket.on_disconnect(|socket: SocketRef| async move {
         // Ends the session (its streams keep running; its rooms are left).
@@ -197,10 +207,31 @@ fn handle_events(socket: &SocketRef) {
     });
 }
 
-/// This socket's part of rill (absent once it disconnected).
-fn conn(socket: &SocketRef) -> Option<Conn> {
-    socket.extensions.get::<Conn>()
+/// This socket's part of rill, once the socket can be written to (`None`
+/// once it disconnected).
+///
+/// socketioxide sends the connect's answer before it marks the socket
+/// connected, and an emit before that mark fails: a client that sent an
+/// event as soon as the answer came could have it handled in between, and
+/// the event's reply was lost (a resumed reply never came, and the client
+/// waited for it). So a handler first waits for the connect handler, which
+/// runs after the mark.
+async fn conn(socket: &SocketRef) -> Option<Conn> {
+    let conn = socket.extensions.get::<Conn>()?;
+    if !conn.connected.is_cancelled() {
+        tokio::select! {
+            () = conn.connected.cancelled() => {}
+            () = conn.gone.cancelled() => return None,
+            // Never marked connected: socketioxide gave up on the socket.
+            () = tokio::time::sleep(CONNECTED_WAIT) => return None,
+        }
+    }
+    Some(conn)
 }
+
+/// Longest wait for a socket's connect to be marked done (it is a few
+/// instructions after the answer is queued, unless the thread was preempted).
+const CONNECTED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Tells the client what went wrong; the socket stays.
 fn refuse(socket: &SocketRef, error: &Error, chat_id: Option<&Value>) {
@@ -225,12 +256,12 @@ fn id_text(value: &Value) -> Option<String> {
 
 /// The socket's part of rill and the project `data.project_id` names (as
 /// sent, and its room); `None` after telling the client what is missing.
-fn project_request(
+async fn project_request(
     socket: &SocketRef,
     data: Option<Value>,
     event: &str,
 ) -> Option<(Conn, Value, String)> {
-    let conn = conn(socket)?;
+    let conn = conn(socket).await?;
     let sent = data.map(|d| d["project_id"].clone()).unwrap_or_default();
     let Some(project_id) = id_text(&sent) else {
         let error = Error::InvalidMessage(format!("{event} needs project_id"));
@@ -241,7 +272,8 @@ fn project_request(
 }
 
 async fn join_project(socket: SocketRef, TryData(data): TryData<Value>) {
-    let Some((conn, project_id, room)) = project_request(&socket, data.ok(), "join_project") else {
+    let Some((conn, project_id, room)) = project_request(&socket, data.ok(), "join_project").await
+    else {
         return;
     };
     let mut session = conn.session.lock().await;
@@ -263,7 +295,7 @@ async fn join_project(socket: SocketRef, TryData(data): TryData<Value>) {
 }
 
 async fn leave_project(socket: SocketRef, TryData(data): TryData<Value>) {
-    let Some((conn, project_id, room)) = project_request(&socket, data.ok(), "leave_project")
+    let Some((conn, project_id, room)) = project_request(&socket, data.ok(), "leave_project").await
     else {
         return;
     };
@@ -290,7 +322,9 @@ struct SendMessage {
 }
 
 async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
-    let Some(conn) = conn(&socket) else { return };
+    let Some(conn) = conn(&socket).await else {
+        return;
+    };
     let data = data.unwrap_or(Value::Null);
     let chat_id = data.get("chat_id").cloned().filter(|v| !v.is_null());
     let parsed: Result<SendMessage, _> = serde_json::from_value(data);
@@ -380,7 +414,9 @@ struct ResumeStream {
 }
 
 async fn resume_stream(socket: SocketRef, Data(data): Data<Value>) {
-    let Some(conn) = conn(&socket) else { return };
+    let Some(conn) = conn(&socket).await else {
+        return;
+    };
     let ResumeStream {
         stream_id,
         after_seq,
