@@ -524,10 +524,12 @@ pub async fn ping(ws: &mut Ws, dialect: Dialect, timeout: Duration) -> Result<()
     }
 }
 
-/// The next text frame (pings and pongs skipped), waiting at most `timeout`.
+/// The next text frame (pings and pongs skipped), waiting at most `timeout`
+/// in all (a skipped frame does not restart the wait).
 pub async fn next_text(ws: &mut Ws, timeout: Duration) -> Result<Message, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match tokio::time::timeout(timeout, ws.next()).await {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return Err("timed out waiting for a frame".into()),
             Ok(None) => return Err("connection closed".into()),
             Ok(Some(Err(e))) => return Err(e.to_string()),

@@ -426,14 +426,18 @@ async fn streams(
     let deadline = tokio::time::sleep(load.deadline);
     tokio::pin!(deadline);
     let mut aborted = 0;
-    for task in tasks {
+    for mut task in tasks {
+        // The task first: once the deadline passed, one that had finished
+        // still counts (and only those still running are counted as such).
         tokio::select! {
-            report = task => {
+            biased;
+            report = &mut task => {
                 if let Ok(report) = report {
                     total.merge(report);
                 }
             }
             () = &mut deadline => {
+                task.abort();
                 aborted += 1;
             }
         }
@@ -545,8 +549,20 @@ async fn stream_client(
         let mut last_token: Option<Instant> = None;
         let mut tokens_seen = 0usize;
         let mut dropped = false;
+        // When the reply was last heard from: a keep-alive of the dialect's
+        // own (Engine.IO's ping) does not count.
+        let mut heard = Instant::now();
         loop {
-            let message = next_text(&mut ws, FRAME_TIMEOUT).await?;
+            let wait = FRAME_TIMEOUT.saturating_sub(heard.elapsed());
+            let message = match next_text(&mut ws, wait).await {
+                Ok(message) => message,
+                Err(e) if heard.elapsed() >= FRAME_TIMEOUT => {
+                    return Err(format!(
+                        "the reply stalled: nothing of it for {FRAME_TIMEOUT:?} ({e})"
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
             let Message::Text(body) = &message else {
                 continue;
             };
@@ -554,6 +570,9 @@ async fn stream_client(
                 .bytes
                 .fetch_add(body.len() as u64, Ordering::Relaxed);
             let event = dialect.read(body.as_str())?;
+            if event.kind != Kind::EnginePing {
+                heard = Instant::now();
+            }
             if stream_id.is_none() {
                 stream_id = event.stream_id.as_deref().map(str::to_owned);
             }
@@ -595,6 +614,7 @@ async fn stream_client(
                         report.connect.push(took);
                         send_text(&mut ws, dialect.resume(&id, last_seq)).await?;
                         sent = Instant::now();
+                        heard = sent;
                         last_token = None;
                     }
                 }
@@ -789,13 +809,17 @@ async fn churn(load: &Load, scenario: Scenario, connections: usize, concurrency:
     let mut errors = Vec::new();
     let deadline = tokio::time::sleep(load.deadline);
     tokio::pin!(deadline);
-    for worker in workers {
+    for mut worker in workers {
         tokio::select! {
-            done = worker => if let Ok((samples, failures)) = done {
+            biased;
+            done = &mut worker => if let Ok((samples, failures)) = done {
                 connect.extend(samples);
                 errors.extend(failures);
             },
-            () = &mut deadline => errors.push("a churn worker was still running at the deadline".into()),
+            () = &mut deadline => {
+                worker.abort();
+                errors.push("a churn worker was still running at the deadline".into());
+            }
         }
     }
     bar.finish_and_clear();
