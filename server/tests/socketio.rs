@@ -146,3 +146,55 @@ async fn an_event_sent_as_soon_as_the_connect_is_answered_is_handled() {
         socket.unwrap();
     }
 }
+
+/// A long reply at full speed arrives whole over Socket.IO. socketioxide
+/// queues at most 128 packets a socket and refuses the next, and the reply's
+/// events come faster than the socket's writer sends them: the reply must
+/// wait for room, not stop (it stopped after a couple of thousand tokens,
+/// without a `message_complete` or an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_at_full_speed_arrives_whole() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start_with(|c| {
+        c.demo_tokens = 5000;
+        c.demo_delay = std::time::Duration::ZERO;
+    })
+    .await;
+    let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (mut tokens, mut text) = (0, String::new());
+    let complete = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(Ok(frame)) = ws.next().await {
+            let frame = frame.to_text().unwrap_or_default().to_owned();
+            if frame.starts_with('0') {
+                ws.send(Message::Text("40".into())).await.unwrap();
+            } else if frame.starts_with("40") {
+                let ask = r#"42["send_message",{"chat_id":"long","message":"a long one"}]"#;
+                ws.send(Message::Text(ask.into())).await.unwrap();
+            } else if frame == "2" {
+                ws.send(Message::Text("3".into())).await.unwrap();
+            } else if let Some(event) = frame.strip_prefix("42") {
+                let event: Value = serde_json::from_str(event).unwrap();
+                match event[0].as_str().unwrap() {
+                    "message_token" => {
+                        tokens += 1;
+                        text.push_str(event[1]["token"].as_str().unwrap());
+                    }
+                    "message_complete" => return Some(event[1].clone()),
+                    "error" => panic!("an error event: {event}"),
+                    _ => {}
+                }
+            }
+        }
+        None
+    })
+    .await;
+    let complete = complete
+        .unwrap_or_else(|_| panic!("no message_complete within 30 s ({tokens} tokens came)"))
+        .expect("the socket stayed open");
+    assert!(tokens >= 5000, "{tokens} tokens");
+    assert_eq!(complete["response"].as_str().unwrap(), text);
+}

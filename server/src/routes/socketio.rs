@@ -28,10 +28,10 @@ use axum::http::{HeaderMap, HeaderValue, Uri};
 use rill_protocol::MessageRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,8 @@ struct Conn {
     gone: CancellationToken,
     /// Cancelled when the socket can be written to (see [`conn`]).
     connected: CancellationToken,
+    /// Longest wait for room in the socket's queue (see [`emit_waiting`]).
+    write_deadline: std::time::Duration,
     /// The project room it is in (one at a time).
     project: Arc<Mutex<Option<String>>>,
 }
@@ -168,6 +170,7 @@ async fn authenticate(
         _counted: Arc::new(state.connections.open()),
         gone: CancellationToken::new(),
         connected: CancellationToken::new(),
+        write_deadline: state.config.heartbeat + state.config.heartbeat_timeout,
         project: Arc::new(Mutex::new(None)),
     });
     // Here, not in `on_connect`: socketioxide answers the connect after this
@@ -392,7 +395,7 @@ async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
             for following in streams {
                 tokio::spawn(forward_reply(
                     socket.clone(),
-                    conn.gone.clone(),
+                    conn.clone(),
                     following,
                     chat_id.clone(),
                 ));
@@ -440,7 +443,7 @@ async fn resume_stream(socket: SocketRef, Data(data): Data<Value>) {
         .await;
     match outcome {
         Ok(Outcome::Following(following)) => {
-            tokio::spawn(forward_reply(socket, conn.gone.clone(), following, chat_id));
+            tokio::spawn(forward_reply(socket, conn, following, chat_id));
         }
         Ok(_) => {}
         Err(refusal) => refuse(&socket, &refusal.error, Some(&chat_id)),
@@ -460,12 +463,7 @@ struct TokenData<'a> {
 /// Sends one reply's events as seed 004's `message_token` and
 /// `message_complete` (an `error` if it failed) until it ends, the session
 /// stops following it, or the socket goes.
-async fn forward_reply(
-    socket: SocketRef,
-    gone: CancellationToken,
-    mut following: Following,
-    chat_id: Value,
-) {
+async fn forward_reply(socket: SocketRef, conn: Conn, mut following: Following, chat_id: Value) {
     let mut batch = Vec::new();
     // Seed 004 announces the sources before the first token, empty when
     // nothing was retrieved; how many the reply had.
@@ -474,7 +472,8 @@ async fn forward_reply(
     let mut wrote_a_token = false;
     // Made once: a future made in each turn would join and leave the
     // token's list of waiters (under its lock) on every wake.
-    let mut gone = std::pin::pin!(gone.cancelled_owned());
+    let mut gone = std::pin::pin!(conn.gone.clone().cancelled_owned());
+    let deadline = conn.write_deadline;
     loop {
         batch.clear();
         let read = tokio::select! {
@@ -517,73 +516,115 @@ async fn forward_reply(
             };
             if announce_none {
                 sources_sent = Some(0);
-                let _ = socket.emit(
-                    "message_sources",
-                    &json!({"chat_id": chat_id, "sources": [], "stream_id": stream_id}),
-                );
+                let sources = json!({"chat_id": chat_id, "sources": [], "stream_id": stream_id});
+                if !emit_waiting(&socket, deadline, "message_sources", &sources).await {
+                    return;
+                }
             }
             let sent = match &event.event {
                 StreamEvent::Sources(sources) => {
                     sources_sent = Some(sources.len());
-                    socket.emit(
-                        "message_sources",
-                        &json!({"chat_id": chat_id, "sources": sources, "stream_id": stream_id, "seq": seq}),
-                    )
+                    let data = json!({"chat_id": chat_id, "sources": sources, "stream_id": stream_id, "seq": seq});
+                    emit_waiting(&socket, deadline, "message_sources", &data).await
                 }
                 StreamEvent::Token(token) => {
                     wrote_a_token = true;
-                    socket.emit(
-                        "message_token",
-                        &TokenData {
-                            chat_id: &chat_id,
-                            token,
-                            stream_id,
-                            seq,
-                        },
-                    )
+                    let data = TokenData {
+                        chat_id: &chat_id,
+                        token,
+                        stream_id,
+                        seq,
+                    };
+                    emit_waiting(&socket, deadline, "message_token", &data).await
                 }
                 StreamEvent::Completed {
                     response,
                     metadata,
                     message_id,
                     ..
-                } => socket.emit(
-                    "message_complete",
-                    &json!({
-                        "chat_id": chat_id,
-                        "metadata": {
-                            "model": metadata.model,
-                            "sources_count": sources_sent.unwrap_or(0),
-                            "sources": metadata.sources,
-                            "agent": metadata.agent,
-                            "finish_reason": metadata.finish_reason,
-                            "usage": metadata.usage,
-                        },
-                        "response": response,
-                        "message_id": message_id,
-                        "stream_id": stream_id,
-                        "seq": seq,
-                    }),
-                ),
+                } => {
+                    emit_waiting(
+                        &socket,
+                        deadline,
+                        "message_complete",
+                        &json!({
+                            "chat_id": chat_id,
+                            "metadata": {
+                                "model": metadata.model,
+                                "sources_count": sources_sent.unwrap_or(0),
+                                "sources": metadata.sources,
+                                "agent": metadata.agent,
+                                "finish_reason": metadata.finish_reason,
+                                "usage": metadata.usage,
+                            },
+                            "response": response,
+                            "message_id": message_id,
+                            "stream_id": stream_id,
+                            "seq": seq,
+                        }),
+                    )
+                    .await
+                }
                 StreamEvent::Failed(_) => {
                     let encoded = crate::dialect::Native::server_event(event);
                     let message = match &encoded {
                         rill_protocol::ServerEvent::Error { error, .. } => error.clone(),
                         _ => "The reply failed".to_owned(),
                     };
-                    socket.emit(
-                        "error",
-                        &json!({"message": message, "chat_id": chat_id, "stream_id": stream_id, "seq": seq}),
-                    )
+                    let data = json!({"message": message, "chat_id": chat_id, "stream_id": stream_id, "seq": seq});
+                    emit_waiting(&socket, deadline, "error", &data).await
                 }
-                _ => Ok(()),
+                _ => true,
             };
-            if sent.is_err() {
+            if !sent {
                 return;
             }
         }
     }
 }
+
+/// Emits `event`, waiting for room in the socket's queue: socketioxide
+/// queues at most `max_buffer_size` packets a socket (128) and refuses the
+/// next, and a reply at full speed outruns the socket's writer (a 5,000-token
+/// reply stopped after about 2,000 tokens, the rest never sent). First the
+/// socket's writer, a task of this runtime, gets a turn to drain the queue;
+/// if that was not enough (the client is reading slowly), a millisecond at
+/// a time. False when the socket went, or its queue stayed full for
+/// `deadline` (a client that stopped reading: it is then disconnected, and
+/// can resume the reply on a new socket).
+async fn emit_waiting<T: serde::Serialize + ?Sized>(
+    socket: &SocketRef,
+    deadline: std::time::Duration,
+    event: &str,
+    data: &T,
+) -> bool {
+    let mut waited: Option<tokio::time::Instant> = None;
+    loop {
+        match socket.emit(event, data) {
+            Ok(()) => return true,
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => match waited {
+                None => {
+                    waited = Some(tokio::time::Instant::now());
+                    tokio::task::yield_now().await;
+                }
+                Some(since) if since.elapsed() < deadline => {
+                    tokio::time::sleep(FULL_QUEUE_RETRY).await;
+                }
+                Some(_) => {
+                    tracing::debug!(sid = %socket.id, "socket.io: the client reads too slowly");
+                    // Fails while the queue is full; Engine.IO's heartbeat,
+                    // unanswered by a client that reads nothing, closes it then.
+                    let _ = socket.clone().disconnect();
+                    return false;
+                }
+            },
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How long a reply waits before it tries a full socket queue again.
+const FULL_QUEUE_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Sends a project room's events to the socket: each published event under
 /// its own name (`document_status`, `project_update` …) with its data, and
