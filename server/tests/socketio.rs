@@ -198,3 +198,64 @@ async fn a_long_reply_at_full_speed_arrives_whole() {
     assert!(tokens >= 5000, "{tokens} tokens");
     assert_eq!(complete["response"].as_str().unwrap(), text);
 }
+
+/// A client that reads slower than a reply is generated falls behind the
+/// stream's replay window: it is told so, as on every route (the code
+/// `STREAM_NOT_FOUND`, the stream's id, and why; it said "Stream not found
+/// or expired", with no stream id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_behind_the_replay_window_is_told_why() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start_with(|c| {
+        c.demo_tokens = 100_000;
+        c.demo_delay = std::time::Duration::ZERO;
+        c.replay.max_events = 64;
+    })
+    .await;
+    // A small receive buffer: the server's writes wait for this client.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .unwrap();
+    let mut tokens = 0;
+    let error = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(Ok(frame)) = ws.next().await {
+            let frame = frame.to_text().unwrap_or_default().to_owned();
+            if frame.starts_with('0') {
+                ws.send(Message::Text("40".into())).await.unwrap();
+            } else if frame.starts_with("40") {
+                let ask = r#"42["send_message",{"chat_id":7,"message":"everything"}]"#;
+                ws.send(Message::Text(ask.into())).await.unwrap();
+                // Read nothing while the reply runs ahead.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            } else if frame == "2" {
+                ws.send(Message::Text("3".into())).await.unwrap();
+            } else if let Some(event) = frame.strip_prefix("42") {
+                let event: Value = serde_json::from_str(event).unwrap();
+                match event[0].as_str().unwrap() {
+                    "message_token" => tokens += 1,
+                    "error" => return event[1].clone(),
+                    "message_complete" => panic!("kept up after {tokens} tokens"),
+                    _ => {}
+                }
+            }
+        }
+        panic!("the socket closed after {tokens} tokens, with no error");
+    })
+    .await
+    .expect("an error within 60 s");
+    assert_eq!(error["code"], "STREAM_NOT_FOUND", "{error}");
+    assert_eq!(error["chat_id"], 7);
+    assert_eq!(error["stream_id"].as_str().unwrap().len(), 32, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("fell too far behind"),
+        "{error}"
+    );
+}

@@ -20,6 +20,11 @@ use crate::session::{Command, Reply};
 /// per event, however many connections follow it (a test checks this).
 static EVENTS_ENCODED: AtomicU64 = AtomicU64::new(0);
 
+/// What a reader that fell behind a stream's replay window is told (with
+/// `STREAM_NOT_FOUND`: the events it missed are gone), in every dialect.
+pub(crate) const FELL_BEHIND: &str =
+    "This connection fell too far behind the stream; its events are no longer available";
+
 /// How many stream events have been encoded in the native dialect.
 pub fn events_encoded() -> u64 {
     EVENTS_ENCODED.load(Ordering::Relaxed)
@@ -417,7 +422,7 @@ impl Dialect for Native {
                 retry_after_ms: refusal.error.retry_after_ms(),
             },
             Reply::FellBehind { stream_id } => ServerEvent::Error {
-                error: "This connection fell too far behind the stream; its events are no longer available".into(),
+                error: FELL_BEHIND.into(),
                 code: ErrorCode::StreamNotFound,
                 stream_id: Some(stream_id.to_string()),
                 seq: None,

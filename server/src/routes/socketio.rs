@@ -485,8 +485,16 @@ async fn forward_reply(socket: SocketRef, conn: Conn, mut following: Following, 
             Ok(true) => {}
             Ok(false) => return,
             Err(_) => {
-                let error = Error::StreamNotFound;
-                refuse(&socket, &error, Some(&chat_id));
+                // Fell behind the replay window: said as on every route,
+                // with the stream's id (the client can fetch the final text).
+                let stream_id = following.subscription.stream_id().to_string();
+                let data = json!({
+                    "message": crate::dialect::native::FELL_BEHIND,
+                    "code": Error::StreamNotFound.code(),
+                    "chat_id": chat_id,
+                    "stream_id": stream_id,
+                });
+                emit_waiting(&socket, deadline, "error", &data).await;
                 return;
             }
         }
