@@ -395,7 +395,8 @@ async fn send_message(socket: SocketRef, TryData(data): TryData<Value>) {
             for following in streams {
                 tokio::spawn(forward_reply(
                     socket.clone(),
-                    conn.clone(),
+                    conn.gone.clone(),
+                    conn.write_deadline,
                     following,
                     chat_id.clone(),
                 ));
@@ -443,7 +444,13 @@ async fn resume_stream(socket: SocketRef, Data(data): Data<Value>) {
         .await;
     match outcome {
         Ok(Outcome::Following(following)) => {
-            tokio::spawn(forward_reply(socket, conn, following, chat_id));
+            tokio::spawn(forward_reply(
+                socket,
+                conn.gone.clone(),
+                conn.write_deadline,
+                following,
+                chat_id,
+            ));
         }
         Ok(_) => {}
         Err(refusal) => refuse(&socket, &refusal.error, Some(&chat_id)),
@@ -462,8 +469,15 @@ struct TokenData<'a> {
 
 /// Sends one reply's events as seed 004's `message_token` and
 /// `message_complete` (an `error` if it failed) until it ends, the session
-/// stops following it, or the socket goes.
-async fn forward_reply(socket: SocketRef, conn: Conn, mut following: Following, chat_id: Value) {
+/// stops following it, or the socket goes (`gone`). Holds nothing else of
+/// the socket's: its session and connection slot go when it does.
+async fn forward_reply(
+    socket: SocketRef,
+    gone: CancellationToken,
+    deadline: std::time::Duration,
+    mut following: Following,
+    chat_id: Value,
+) {
     let mut batch = Vec::new();
     // Seed 004 announces the sources before the first token, empty when
     // nothing was retrieved; how many the reply had.
@@ -472,8 +486,7 @@ async fn forward_reply(socket: SocketRef, conn: Conn, mut following: Following, 
     let mut wrote_a_token = false;
     // Made once: a future made in each turn would join and leave the
     // token's list of waiters (under its lock) on every wake.
-    let mut gone = std::pin::pin!(conn.gone.clone().cancelled_owned());
-    let deadline = conn.write_deadline;
+    let mut gone = std::pin::pin!(gone.cancelled_owned());
     loop {
         batch.clear();
         let read = tokio::select! {
