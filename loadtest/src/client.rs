@@ -723,4 +723,35 @@ mod tests {
         let start: Frame<'_> = serde_json::from_str(r#"{"type":"hello"}"#).unwrap();
         assert_eq!(start.seq_range(), None);
     }
+
+    /// A wait for a text frame is one deadline: WebSocket pings that keep
+    /// coming do not restart it (a client whose reply never came, with the
+    /// server's keep-alives still arriving, waited for the run's deadline).
+    #[tokio::test]
+    async fn pings_do_not_restart_the_wait_for_a_text_frame() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            // A ping every 20 ms, never a text frame.
+            for _ in 0..500 {
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream)
+            .await
+            .unwrap();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            next_text(&mut ws, Duration::from_millis(200)),
+        )
+        .await
+        .expect("next_text gave up by itself, pings or not");
+        assert_eq!(waited, Err("timed out waiting for a frame".to_owned()));
+    }
 }
