@@ -107,12 +107,12 @@ impl Dialect {
     }
 
     /// Whether a frame of tokens coalesced for a client that fell behind
-    /// names its first seq (the native `first_seq`). The others name only
-    /// the last, so a frame after a gap is taken to cover it; the reply's
-    /// text, checked against the server's at the end, still catches a token
-    /// lost.
+    /// names its first seq (`first_seq`: the native dialect and Socket.IO's
+    /// `message_token`). Seed 002's names only the last, so a frame after a
+    /// gap is taken to cover it; the reply's text, checked against the
+    /// server's at the end, still catches a token lost.
     fn names_first_seq(self) -> bool {
-        self == Dialect::Native
+        matches!(self, Dialect::Native | Dialect::Socketio)
     }
 
     /// What the server's text frame `text` says.
@@ -185,7 +185,7 @@ impl Dialect {
                 Ok(Event {
                     kind,
                     stream_id: data.stream_id,
-                    range: data.seq.map(|seq| (seq, seq)),
+                    range: data.seq.map(|seq| (data.first_seq.unwrap_or(seq), seq)),
                 })
             }
         }
@@ -329,6 +329,8 @@ struct SocketioData<'a> {
     #[serde(borrow)]
     stream_id: Option<Cow<'a, str>>,
     seq: Option<u64>,
+    /// A coalesced `message_token`'s first seq.
+    first_seq: Option<u64>,
     #[serde(borrow)]
     token: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -646,6 +648,14 @@ mod tests {
             (token.kind, token.range),
             (Kind::Token("hi".into()), Some((5, 5)))
         );
+        let joined = read(
+            Socketio,
+            r#"42["message_token",{"chat_id":"c","token":"abc","stream_id":"s","seq":9,"first_seq":7}]"#,
+        );
+        assert_eq!(
+            (joined.kind, joined.range),
+            (Kind::Token("abc".into()), Some((7, 9)))
+        );
         assert_eq!(
             read(Socketio, r#"42["message_complete",{"chat_id":1,"response":"hi","metadata":{},"stream_id":"s","seq":7}]"#).kind,
             Kind::Complete("hi".into())
@@ -711,6 +721,11 @@ mod tests {
         assert_eq!(at(Dialect::Seed002, chunk, 9), Place::Duplicate);
         assert_eq!(at(Dialect::Seed002, chunk, 0), next(9, 9, 0));
         assert_eq!(at(Dialect::Socketio, "2", 4), Place::Unnumbered);
+        // Socket.IO names it, as the native dialect does.
+        let joined =
+            r#"42["message_token",{"token":"abcde","stream_id":"s","seq":9,"first_seq":5}]"#;
+        assert_eq!(at(Dialect::Socketio, joined, 4), next(5, 9, 0));
+        assert_eq!(at(Dialect::Socketio, joined, 2), next(5, 9, 2));
     }
 
     #[test]

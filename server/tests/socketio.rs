@@ -154,10 +154,32 @@ async fn an_event_sent_as_soon_as_the_connect_is_answered_is_handled() {
 /// without a `message_complete` or an error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_reply_at_full_speed_arrives_whole() {
+    let events = read_a_reply_at_full_speed(5000).await;
+    assert!(events > 0);
+}
+
+/// A reply many times longer than its replay window (20,000 events by
+/// default), at full speed, reaches a client that reads at once: the tokens
+/// that queued while the socket's queue was full go out as one
+/// `message_token` (`first_seq`..=`seq`). One event per token outran the
+/// socket until the reader fell behind the window and was cut off (an error
+/// after a few hundred tokens, or before the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_longer_than_the_replay_window_at_full_speed_arrives_whole() {
+    let events = read_a_reply_at_full_speed(200_000).await;
+    assert!(events > 0);
+}
+
+/// Asks for a demo reply of `tokens` tokens with no delay over Socket.IO on
+/// a WebSocket and reads it as fast as it comes; checks that its
+/// `message_token`s cover consecutive seqs up to the `message_complete`'s,
+/// with no gap or overlap, and that their text is its response. Returns how many
+/// `message_token` events came.
+async fn read_a_reply_at_full_speed(tokens: usize) -> usize {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let server = start_with(|c| {
-        c.demo_tokens = 5000;
+        c.demo_tokens = tokens;
         c.demo_delay = std::time::Duration::ZERO;
     })
     .await;
@@ -165,8 +187,8 @@ async fn a_long_reply_at_full_speed_arrives_whole() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
-    let (mut tokens, mut text) = (0, String::new());
-    let complete = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+    let (mut events, mut last_seq, mut text) = (0, None, String::new());
+    let complete = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Some(Ok(frame)) = ws.next().await {
             let frame = frame.to_text().unwrap_or_default().to_owned();
             if frame.starts_with('0') {
@@ -178,13 +200,21 @@ async fn a_long_reply_at_full_speed_arrives_whole() {
                 ws.send(Message::Text("3".into())).await.unwrap();
             } else if let Some(event) = frame.strip_prefix("42") {
                 let event: Value = serde_json::from_str(event).unwrap();
+                let data = &event[1];
                 match event[0].as_str().unwrap() {
                     "message_token" => {
-                        tokens += 1;
-                        text.push_str(event[1]["token"].as_str().unwrap());
+                        events += 1;
+                        let seq = data["seq"].as_u64().unwrap();
+                        let first = data.get("first_seq").map_or(seq, |f| f.as_u64().unwrap());
+                        if let Some(last) = last_seq {
+                            assert_eq!(first, last + 1, "after seq {last}: {data}");
+                        }
+                        assert!(seq >= first, "{data}");
+                        last_seq = Some(seq);
+                        text.push_str(data["token"].as_str().unwrap());
                     }
-                    "message_complete" => return Some(event[1].clone()),
-                    "error" => panic!("an error event: {event}"),
+                    "message_complete" => return Some(data.clone()),
+                    "error" => panic!("an error event after {events} token events: {event}"),
                     _ => {}
                 }
             }
@@ -193,10 +223,16 @@ async fn a_long_reply_at_full_speed_arrives_whole() {
     })
     .await;
     let complete = complete
-        .unwrap_or_else(|_| panic!("no message_complete within 30 s ({tokens} tokens came)"))
+        .unwrap_or_else(|_| panic!("no message_complete within 60 s ({events} token events came)"))
         .expect("the socket stayed open");
-    assert!(tokens >= 5000, "{tokens} tokens");
     assert_eq!(complete["response"].as_str().unwrap(), text);
+    let last_seq = last_seq.expect("a token");
+    assert_eq!(
+        last_seq + 1,
+        complete["seq"].as_u64().unwrap(),
+        "{complete}"
+    );
+    events
 }
 
 /// A client that reads slower than a reply is generated falls behind the

@@ -458,19 +458,29 @@ async fn resume_stream(socket: SocketRef, Data(data): Data<Value>) {
 }
 
 /// A `message_token`'s data, borrowed (a `json!` value per token copied
-/// every field).
+/// every field): one token, or several joined (`first_seq`..=`seq`).
 #[derive(serde::Serialize)]
 struct TokenData<'a> {
     chat_id: &'a Value,
     token: &'a str,
     stream_id: &'a str,
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_seq: Option<u64>,
 }
 
 /// Sends one reply's events as seed 004's `message_token` and
 /// `message_complete` (an `error` if it failed) until it ends, the session
 /// stops following it, or the socket goes (`gone`). Holds nothing else of
 /// the socket's: its session and connection slot go when it does.
+///
+/// While it is behind (the last batch had to wait for room in the socket's
+/// queue, or a read brings as many events as a read gives), the tokens read
+/// together go out as one `message_token` (`first_seq`..=`seq`, their texts
+/// joined), as on the WebSocket route: one event per token let a reply at
+/// full speed outrun even a client that reads at once, until it fell behind
+/// the replay window and was cut off. A reply that keeps up still goes one
+/// token an event.
 async fn forward_reply(
     socket: SocketRef,
     gone: CancellationToken,
@@ -484,6 +494,8 @@ async fn forward_reply(
     let mut sources_sent: Option<usize> = None;
     // Whether a token went out already (the next lone one is paced).
     let mut wrote_a_token = false;
+    // The last batch had to wait for room in the socket's queue.
+    let mut behind = false;
     // Made once: a future made in each turn would join and leave the
     // token's list of waiters (under its lock) on every wake.
     let mut gone = std::pin::pin!(gone.cancelled_owned());
@@ -527,7 +539,11 @@ async fn forward_reply(
         if super::ws::is_a_paced_token([read]) {
             super::ws::after_the_ready_tasks().await;
         }
-        for event in &batch {
+        // Behind: the last batch waited for room, or this one is as long as
+        // a read gives (more are waiting in the log).
+        let coalesce = std::mem::take(&mut behind) || batch.len() >= crate::hub::MAX_BATCH;
+        let mut events = batch.iter().peekable();
+        while let Some(event) = events.next() {
             let (stream_id, seq) = (event.stream_id.as_ref(), event.seq);
             let announce_none = match &event.event {
                 StreamEvent::Token(_) | StreamEvent::Completed { .. } | StreamEvent::Failed(_) => {
@@ -538,8 +554,10 @@ async fn forward_reply(
             if announce_none {
                 sources_sent = Some(0);
                 let sources = json!({"chat_id": chat_id, "sources": [], "stream_id": stream_id});
-                if !emit_waiting(&socket, deadline, "message_sources", &sources).await {
-                    return;
+                match emit_waiting(&socket, deadline, "message_sources", &sources).await {
+                    Sent::Now => {}
+                    Sent::AfterWaiting => behind = true,
+                    Sent::Not => return,
                 }
             }
             let sent = match &event.event {
@@ -548,6 +566,27 @@ async fn forward_reply(
                     let data = json!({"chat_id": chat_id, "sources": sources, "stream_id": stream_id, "seq": seq});
                     emit_waiting(&socket, deadline, "message_sources", &data).await
                 }
+                StreamEvent::Token(token)
+                    if coalesce && events.peek().is_some_and(|next| next.is_token()) =>
+                {
+                    wrote_a_token = true;
+                    let mut text = token.clone();
+                    let mut last = seq;
+                    while let Some(next) = events.next_if(|next| next.is_token()) {
+                        if let StreamEvent::Token(more) = &next.event {
+                            text.push_str(more);
+                        }
+                        last = next.seq;
+                    }
+                    let data = TokenData {
+                        chat_id: &chat_id,
+                        token: &text,
+                        stream_id,
+                        seq: last,
+                        first_seq: Some(seq),
+                    };
+                    emit_waiting(&socket, deadline, "message_token", &data).await
+                }
                 StreamEvent::Token(token) => {
                     wrote_a_token = true;
                     let data = TokenData {
@@ -555,6 +594,7 @@ async fn forward_reply(
                         token,
                         stream_id,
                         seq,
+                        first_seq: None,
                     };
                     emit_waiting(&socket, deadline, "message_token", &data).await
                 }
@@ -595,10 +635,12 @@ async fn forward_reply(
                     let data = json!({"message": message, "chat_id": chat_id, "stream_id": stream_id, "seq": seq});
                     emit_waiting(&socket, deadline, "error", &data).await
                 }
-                _ => true,
+                _ => Sent::Now,
             };
-            if !sent {
-                return;
+            match sent {
+                Sent::Now => {}
+                Sent::AfterWaiting => behind = true,
+                Sent::Not => return,
             }
         }
     }
@@ -610,7 +652,7 @@ async fn forward_reply(
 /// reply stopped after about 2,000 tokens, the rest never sent). First the
 /// socket's writer, a task of this runtime, gets a turn to drain the queue;
 /// if that was not enough (the client is reading slowly), a millisecond at
-/// a time. False when the socket went, or its queue stayed full for
+/// a time. [`Sent::Not`] when the socket went, or its queue stayed full for
 /// `deadline` (a client that stopped reading: it is then disconnected, and
 /// can resume the reply on a new socket).
 async fn emit_waiting<T: serde::Serialize + ?Sized>(
@@ -618,11 +660,12 @@ async fn emit_waiting<T: serde::Serialize + ?Sized>(
     deadline: std::time::Duration,
     event: &str,
     data: &T,
-) -> bool {
+) -> Sent {
     let mut waited: Option<tokio::time::Instant> = None;
     loop {
         match socket.emit(event, data) {
-            Ok(()) => return true,
+            Ok(()) if waited.is_some() => return Sent::AfterWaiting,
+            Ok(()) => return Sent::Now,
             Err(SendError::Socket(SocketError::InternalChannelFull)) => match waited {
                 None => {
                     waited = Some(tokio::time::Instant::now());
@@ -636,12 +679,24 @@ async fn emit_waiting<T: serde::Serialize + ?Sized>(
                     // Fails while the queue is full; Engine.IO's heartbeat,
                     // unanswered by a client that reads nothing, closes it then.
                     let _ = socket.clone().disconnect();
-                    return false;
+                    return Sent::Not;
                 }
             },
-            Err(_) => return false,
+            Err(_) => return Sent::Not,
         }
     }
+}
+
+/// Whether [`emit_waiting`] queued its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// At once.
+    Now,
+    /// After waiting for room: the client is behind.
+    AfterWaiting,
+    /// Not at all: the socket is gone (or was disconnected for reading too
+    /// slowly).
+    Not,
 }
 
 /// How long a reply waits before it tries a full socket queue again.
