@@ -158,15 +158,17 @@ async fn a_long_reply_at_full_speed_arrives_whole() {
     assert!(events > 0);
 }
 
-/// A reply many times longer than its replay window (20,000 events by
-/// default), at full speed, reaches a client that reads at once: the tokens
-/// that queued while the socket's queue was full go out as one
-/// `message_token` (`first_seq`..=`seq`). One event per token outran the
-/// socket until the reader fell behind the window and was cut off (an error
-/// after a few hundred tokens, or before the first).
+/// A reply longer than its replay window (20,000 events by default), at
+/// full speed, reaches a client that reads at once: the tokens that queued
+/// while the socket's queue was full go out as one `message_token`
+/// (`first_seq`..=`seq`). One event per token outran the socket until the
+/// reader fell behind the window and was cut off (an error after a couple of
+/// thousand tokens). Not many times the window: at full speed the demo,
+/// on a core of its own, fills a window in a few milliseconds, and a reader
+/// whose thread the kernel sets aside that long falls behind on any route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_longer_than_the_replay_window_at_full_speed_arrives_whole() {
-    let events = read_a_reply_at_full_speed(200_000).await;
+    let events = read_a_reply_at_full_speed(50_000).await;
     assert!(events > 0);
 }
 
