@@ -423,24 +423,9 @@ async fn streams(
         })
         .collect();
     let mut total = ClientReport::default();
-    let deadline = tokio::time::sleep(load.deadline);
-    tokio::pin!(deadline);
-    let mut aborted = 0;
-    for mut task in tasks {
-        // The task first: once the deadline passed, one that had finished
-        // still counts (and only those still running are counted as such).
-        tokio::select! {
-            biased;
-            report = &mut task => {
-                if let Ok(report) = report {
-                    total.merge(report);
-                }
-            }
-            () = &mut deadline => {
-                task.abort();
-                aborted += 1;
-            }
-        }
+    let (reports, aborted) = gather(tasks, load.deadline).await;
+    for report in reports {
+        total.merge(report);
     }
     if aborted > 0 {
         total.errors.push(format!(
@@ -807,20 +792,13 @@ async fn churn(load: &Load, scenario: Scenario, connections: usize, concurrency:
         .collect();
     let mut connect = Samples::default();
     let mut errors = Vec::new();
-    let deadline = tokio::time::sleep(load.deadline);
-    tokio::pin!(deadline);
-    for mut worker in workers {
-        tokio::select! {
-            biased;
-            done = &mut worker => if let Ok((samples, failures)) = done {
-                connect.extend(samples);
-                errors.extend(failures);
-            },
-            () = &mut deadline => {
-                worker.abort();
-                errors.push("a churn worker was still running at the deadline".into());
-            }
-        }
+    let (done, aborted) = gather(workers, load.deadline).await;
+    for (samples, failures) in done {
+        connect.extend(samples);
+        errors.extend(failures);
+    }
+    for _ in 0..aborted {
+        errors.push("a churn worker was still running at the deadline".into());
     }
     bar.finish_and_clear();
     let duration = began.elapsed();
@@ -841,4 +819,64 @@ async fn churn(load: &Load, scenario: Scenario, connections: usize, concurrency:
     outcome.server = server_cost(before, after, peak, None, 0, duration, concurrency);
     keep_errors(&mut outcome, errors);
     outcome
+}
+
+/// What `tasks` gave, waiting for them until `deadline` from now; those
+/// still running then are aborted, and counted. A task is polled before the
+/// deadline, so one that finished counts as finished even when it is read
+/// after the deadline passed.
+async fn gather<T: Send + 'static>(
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+    deadline: Duration,
+) -> (Vec<T>, usize) {
+    let deadline = tokio::time::sleep(deadline);
+    tokio::pin!(deadline);
+    let mut done = Vec::with_capacity(tasks.len());
+    let mut aborted = 0;
+    for mut task in tasks {
+        tokio::select! {
+            biased;
+            result = &mut task => {
+                // A task that panicked gives nothing (its client's report is lost).
+                if let Ok(value) = result {
+                    done.push(value);
+                }
+            }
+            () = &mut deadline => {
+                task.abort();
+                aborted += 1;
+            }
+        }
+    }
+    (done, aborted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// At the deadline, the tasks still running are aborted and counted;
+    /// those that finished count as finished, even when they are read after
+    /// the one that hung.
+    #[tokio::test]
+    async fn the_tasks_still_running_at_the_deadline_are_counted_and_stopped() {
+        let (stopped, seen) = tokio::sync::oneshot::channel::<()>();
+        let hung = tokio::spawn(async move {
+            // Dropped (so `seen` hears of it) when the task is aborted.
+            let _stopped = stopped;
+            std::future::pending::<u32>().await
+        });
+        let quick = |n: u32| tokio::spawn(async move { n });
+        let tasks = vec![quick(1), hung, quick(2), quick(3)];
+        let gathered = super::gather(tasks, Duration::from_millis(200));
+        let (done, aborted) = tokio::time::timeout(Duration::from_secs(30), gathered)
+            .await
+            .expect("gather gives up at its deadline");
+        assert_eq!(done, [1, 2, 3]);
+        assert_eq!(aborted, 1);
+        tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect("the hung task was aborted")
+            .unwrap_err();
+    }
 }
