@@ -178,8 +178,7 @@ async fn a_reply_longer_than_the_replay_window_at_full_speed_arrives_whole() {
 /// with no gap or overlap, and that their text is its response. Returns how many
 /// `message_token` events came.
 async fn read_a_reply_at_full_speed(tokens: usize) -> usize {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
+    use futures::StreamExt;
     let server = start_with(|c| {
         c.demo_tokens = tokens;
         c.demo_delay = std::time::Duration::ZERO;
@@ -193,15 +192,8 @@ async fn read_a_reply_at_full_speed(tokens: usize) -> usize {
     let complete = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Some(Ok(frame)) = ws.next().await {
             let frame = frame.to_text().unwrap_or_default().to_owned();
-            if frame.starts_with('0') {
-                ws.send(Message::Text("40".into())).await.unwrap();
-            } else if frame.starts_with("40") {
-                let ask = r#"42["send_message",{"chat_id":"long","message":"a long one"}]"#;
-                ws.send(Message::Text(ask.into())).await.unwrap();
-            } else if frame == "2" {
-                ws.send(Message::Text("3".into())).await.unwrap();
-            } else if let Some(event) = frame.strip_prefix("42") {
-                let event: Value = serde_json::from_str(event).unwrap();
+            let ask = r#"42["send_message",{"chat_id":"long","message":"a long one"}]"#;
+            if let Turn::Event(event) = engine_io_turn(&mut ws, &frame, ask).await {
                 let data = &event[1];
                 match event[0].as_str().unwrap() {
                     "message_token" => {
@@ -243,8 +235,7 @@ async fn read_a_reply_at_full_speed(tokens: usize) -> usize {
 /// or expired", with no stream id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_the_replay_window_is_told_why() {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
+    use futures::StreamExt;
     let server = start_with(|c| {
         c.demo_tokens = 100_000;
         c.demo_delay = std::time::Duration::ZERO;
@@ -263,23 +254,17 @@ async fn a_reader_that_falls_behind_the_replay_window_is_told_why() {
     let error = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Some(Ok(frame)) = ws.next().await {
             let frame = frame.to_text().unwrap_or_default().to_owned();
-            if frame.starts_with('0') {
-                ws.send(Message::Text("40".into())).await.unwrap();
-            } else if frame.starts_with("40") {
-                let ask = r#"42["send_message",{"chat_id":7,"message":"everything"}]"#;
-                ws.send(Message::Text(ask.into())).await.unwrap();
+            let ask = r#"42["send_message",{"chat_id":7,"message":"everything"}]"#;
+            match engine_io_turn(&mut ws, &frame, ask).await {
                 // Read nothing while the reply runs ahead.
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            } else if frame == "2" {
-                ws.send(Message::Text("3".into())).await.unwrap();
-            } else if let Some(event) = frame.strip_prefix("42") {
-                let event: Value = serde_json::from_str(event).unwrap();
-                match event[0].as_str().unwrap() {
+                Turn::Asked => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+                Turn::Event(event) => match event[0].as_str().unwrap() {
                     "message_token" => tokens += 1,
                     "error" => return event[1].clone(),
                     "message_complete" => panic!("kept up after {tokens} tokens"),
                     _ => {}
-                }
+                },
+                Turn::Other => {}
             }
         }
         panic!("the socket closed after {tokens} tokens, with no error");
@@ -296,4 +281,40 @@ async fn a_reader_that_falls_behind_the_replay_window_is_told_why() {
             .contains("fell too far behind"),
         "{error}"
     );
+}
+
+/// What [`engine_io_turn`] did with a frame.
+enum Turn {
+    /// Answered the namespace's connect with the question.
+    Asked,
+    /// An event on the default namespace: `[name, data]`.
+    Event(Value),
+    /// Answered the open or a ping, or nothing to do.
+    Other,
+}
+
+/// A Socket.IO client's turn on a raw WebSocket, for the server's `frame`:
+/// joins the default namespace on Engine.IO's open, sends `ask` once the
+/// join is answered, answers pings, and gives back events.
+async fn engine_io_turn<S>(ws: &mut S, frame: &str, ask: &str) -> Turn
+where
+    S: futures::Sink<tokio_tungstenite::tungstenite::Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    if frame.starts_with("40") {
+        ws.send(Message::Text(ask.into())).await.unwrap();
+        Turn::Asked
+    } else if frame.starts_with('0') {
+        ws.send(Message::Text("40".into())).await.unwrap();
+        Turn::Other
+    } else if frame == "2" {
+        ws.send(Message::Text("3".into())).await.unwrap();
+        Turn::Other
+    } else if let Some(event) = frame.strip_prefix("42") {
+        Turn::Event(serde_json::from_str(event).unwrap())
+    } else {
+        Turn::Other
+    }
 }

@@ -54,6 +54,26 @@ impl Sequenced {
         matches!(self.event, StreamEvent::Token(_))
     }
 
+    /// This token's text joined with the tokens right after it in `events`
+    /// (taken from it), and the last one's seq: how every route sends a
+    /// behind reader's run of tokens as one.
+    pub fn join_tokens<E: AsRef<Sequenced>>(
+        token: &str,
+        seq: u64,
+        events: &mut std::iter::Peekable<impl Iterator<Item = E>>,
+    ) -> (String, u64) {
+        let mut text = token.to_owned();
+        let mut last = seq;
+        while let Some(next) = events.next_if(|next| next.as_ref().is_token()) {
+            let next = next.as_ref();
+            if let StreamEvent::Token(more) = &next.event {
+                text.push_str(more);
+            }
+            last = next.seq;
+        }
+        (text, last)
+    }
+
     /// A published event.
     pub fn new(stream_id: Arc<str>, seq: u64, event: StreamEvent) -> Self {
         Sequenced {

@@ -570,14 +570,7 @@ async fn forward_reply(
                     if coalesce && events.peek().is_some_and(|next| next.is_token()) =>
                 {
                     wrote_a_token = true;
-                    let mut text = token.clone();
-                    let mut last = seq;
-                    while let Some(next) = events.next_if(|next| next.is_token()) {
-                        if let StreamEvent::Token(more) = &next.event {
-                            text.push_str(more);
-                        }
-                        last = next.seq;
-                    }
+                    let (text, last) = crate::hub::Sequenced::join_tokens(token, seq, &mut events);
                     let data = TokenData {
                         chat_id: &chat_id,
                         token: &text,

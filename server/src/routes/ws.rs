@@ -875,14 +875,7 @@ impl<D: Dialect + Clone> Connection<D> {
                     (so_far, StreamEvent::Token(token))
                         if coalesce && events.peek().is_some_and(|next| next.is_token()) =>
                     {
-                        let mut text = token.clone();
-                        let mut last = event.seq;
-                        while let Some(next) = events.next_if(|next| next.is_token()) {
-                            if let StreamEvent::Token(more) = &next.event {
-                                text.push_str(more);
-                            }
-                            last = next.seq;
-                        }
+                        let (text, last) = Sequenced::join_tokens(token, event.seq, &mut events);
                         if let Some(so_far) = so_far.as_mut() {
                             so_far.push_str(&text);
                         }
